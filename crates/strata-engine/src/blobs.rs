@@ -1,0 +1,209 @@
+//! Content-addressed storage of original files: `{root}/{aa}/{bb}/{sha256}`.
+//!
+//! Uploads stream into a temporary file under `{root}/tmp` while being hashed, then are
+//! renamed into place: a reader never sees a partial blob, and a crash leaves at most a
+//! temporary file, swept at startup. Blobs are shared by every document (of any tenant) with
+//! the same content; [`BlobStore::lock`] serialises the put/remove decisions for one hash.
+//!
+//! Must not import: the store, HTTP types.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use tokio::fs;
+use tokio::io::AsyncWriteExt;
+
+use crate::error::{EngineError, Result};
+
+/// The blob directory.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    root: PathBuf,
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// A file being written: hashed and size-checked as bytes arrive.
+#[derive(Debug)]
+pub struct BlobWriter {
+    file: fs::File,
+    path: PathBuf,
+    hasher: Sha256,
+    len: u64,
+    limit: u64,
+    head: Vec<u8>,
+}
+
+/// A fully written temporary blob, not yet in place.
+#[derive(Debug)]
+pub struct StagedBlob {
+    path: PathBuf,
+    /// Hex sha256 of the content.
+    pub sha256: String,
+    /// Content length.
+    pub len: u64,
+    /// The first bytes, for type sniffing.
+    pub head: Vec<u8>,
+}
+
+impl BlobWriter {
+    /// Appends bytes; fails with [`EngineError::TooLarge`] past the limit (the partial file
+    /// is removed).
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.len += bytes.len() as u64;
+        if self.len > self.limit {
+            let _ = fs::remove_file(&self.path).await;
+            return Err(EngineError::TooLarge { limit: self.limit });
+        }
+        if self.head.len() < crate::extract::SNIFF_LEN {
+            let take = (crate::extract::SNIFF_LEN - self.head.len()).min(bytes.len());
+            self.head.extend_from_slice(&bytes[..take]);
+        }
+        self.hasher.update(bytes);
+        self.file.write_all(bytes).await?;
+        Ok(())
+    }
+
+    /// Flushes and returns the staged blob.
+    pub async fn finish(mut self) -> Result<StagedBlob> {
+        self.file.flush().await?;
+        self.file.sync_data().await?;
+        Ok(StagedBlob {
+            path: self.path,
+            sha256: hex::encode(self.hasher.finalize()),
+            len: self.len,
+            head: self.head,
+        })
+    }
+
+    /// Removes the partial file (the upload was abandoned).
+    pub async fn abort(self) {
+        drop(self.file);
+        let _ = fs::remove_file(&self.path).await;
+    }
+}
+
+impl StagedBlob {
+    /// Removes the temporary file (a duplicate, or a rejected upload).
+    pub async fn discard(self) {
+        let _ = fs::remove_file(&self.path).await;
+    }
+}
+
+impl BlobStore {
+    /// Opens (creating) the blob directory and sweeps temporary files left by a crash.
+    pub async fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        let tmp = root.join("tmp");
+        if fs::try_exists(&tmp).await? {
+            fs::remove_dir_all(&tmp).await?;
+        }
+        fs::create_dir_all(&tmp).await?;
+        Ok(Self {
+            root,
+            locks: Arc::default(),
+        })
+    }
+
+    /// Starts a new upload limited to `limit` bytes.
+    pub async fn writer(&self, limit: u64) -> Result<BlobWriter> {
+        let path = self.root.join("tmp").join(uuid::Uuid::now_v7().to_string());
+        let file = fs::File::create(&path).await?;
+        Ok(BlobWriter {
+            file,
+            path,
+            hasher: Sha256::new(),
+            len: 0,
+            limit,
+            head: Vec::new(),
+        })
+    }
+
+    /// The final path of a blob.
+    pub fn path_of(&self, sha256: &str) -> PathBuf {
+        self.root.join(&sha256[..2]).join(&sha256[2..4]).join(sha256)
+    }
+
+    /// A guard serialising put/remove decisions for one content hash in this process.
+    pub async fn lock(&self, sha256: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            map.retain(|_, m| Arc::strong_count(m) > 1);
+            map.entry(sha256.to_owned()).or_default().clone()
+        };
+        m.lock_owned().await
+    }
+
+    /// Moves a staged blob into place (a no-op when identical content is already there).
+    pub async fn commit(&self, staged: StagedBlob) -> Result<PathBuf> {
+        let dest = self.path_of(&staged.sha256);
+        if fs::try_exists(&dest).await? {
+            staged.discard().await;
+            return Ok(dest);
+        }
+        if let Some(dir) = dest.parent() {
+            fs::create_dir_all(dir).await?;
+        }
+        fs::rename(&staged.path, &dest).await?;
+        Ok(dest)
+    }
+
+    /// Removes a blob if present.
+    pub async fn remove(&self, sha256: &str) -> Result<()> {
+        match fs::remove_file(self.path_of(sha256)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Opens a blob for streaming.
+    pub async fn open_blob(&self, sha256: &str) -> Result<fs::File> {
+        Ok(fs::File::open(self.path_of(sha256)).await?)
+    }
+
+    /// Reads a whole blob (for extraction).
+    pub async fn read(&self, sha256: &str) -> Result<Vec<u8>> {
+        Ok(fs::read(self.path_of(sha256)).await?)
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn write_commit_read_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path()).await.unwrap();
+        let mut w = blobs.writer(100).await.unwrap();
+        w.write(b"hello ").await.unwrap();
+        w.write(b"world").await.unwrap();
+        let staged = w.finish().await.unwrap();
+        assert_eq!(
+            staged.sha256,
+            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+        );
+        let sha = staged.sha256.clone();
+        blobs.commit(staged).await.unwrap();
+        assert_eq!(blobs.read(&sha).await.unwrap(), b"hello world");
+        blobs.remove(&sha).await.unwrap();
+        assert!(blobs.read(&sha).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn limit_is_enforced_and_partial_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path()).await.unwrap();
+        let mut w = blobs.writer(4).await.unwrap();
+        let path = w.path.clone();
+        assert!(matches!(w.write(b"12345").await, Err(EngineError::TooLarge { limit: 4 })));
+        assert!(!path.exists());
+    }
+}

@@ -1,0 +1,433 @@
+//! [`Engine`]: the domain's front door. Validates input, enforces tenancy, coordinates the
+//! store, the blob directory and the job runner. Built once, cheap to clone, never mutated.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+use crate::blobs::{BlobStore, BlobWriter, StagedBlob};
+use crate::cursor;
+use crate::error::{EngineError, Result};
+use crate::extract::sniff;
+use crate::ids::{DocumentId, IdKind, JobId, TenantId};
+use crate::jobs::{JobEvent, JobSettings, Runner, Step};
+use crate::model::{
+    Chunk, Document, DocumentFilter, DocumentPatch, DocumentStatus, Job, JobFilter, JobStatus,
+    NewDocument, Page, TagCount,
+};
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
+use crate::store::{InsertOutcome, Store};
+use crate::validate;
+
+/// Default page size of list endpoints.
+pub const DEFAULT_PAGE: u32 = 50;
+/// Largest page size of list endpoints.
+pub const MAX_PAGE: u32 = 500;
+
+/// Everything the engine needs to start.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Root of the embedded data (SQLite file, blobs).
+    pub data_dir: PathBuf,
+    /// A `sqlite://` URL overriding `{data_dir}/strata.db`.
+    pub database_url: Option<String>,
+    /// SQLite pool settings.
+    pub sqlite: SqliteOptions,
+    /// Largest accepted upload in bytes.
+    pub max_upload_bytes: u64,
+    /// Job runner settings.
+    pub jobs: JobSettings,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("strata-data"),
+            database_url: None,
+            sqlite: SqliteOptions::default(),
+            max_upload_bytes: 50 * 1024 * 1024,
+            jobs: JobSettings::default(),
+        }
+    }
+}
+
+/// Caller-supplied fields of an upload, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct UploadMeta {
+    /// Title; defaults to the file name.
+    pub title: Option<String>,
+    /// Original file name.
+    pub filename: Option<String>,
+    /// The media type the client declared, if any.
+    pub declared_type: Option<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Metadata object.
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// What an upload did.
+#[derive(Debug, Clone)]
+pub enum IngestOutcome {
+    /// New document; its job is queued.
+    Created(Document),
+    /// Same content already stored for this owner; nothing new was created.
+    Duplicate(Document),
+}
+
+/// Listing parameters for documents.
+#[derive(Debug, Clone, Default)]
+pub struct ListDocuments {
+    /// Page size (default 50, max 500).
+    pub limit: Option<u32>,
+    /// Cursor from the previous page.
+    pub cursor: Option<String>,
+    /// Row filter.
+    pub filter: DocumentFilter,
+}
+
+/// Listing parameters for jobs.
+#[derive(Debug, Clone, Default)]
+pub struct ListJobs {
+    /// Page size (default 50, max 500).
+    pub limit: Option<u32>,
+    /// Cursor from the previous page.
+    pub cursor: Option<String>,
+    /// Row filter.
+    pub filter: JobFilter,
+}
+
+/// The engine. Clone freely.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    blobs: BlobStore,
+    runner: Runner,
+    events: broadcast::Sender<JobEvent>,
+    settings: EngineSettings,
+}
+
+impl Engine {
+    /// Opens the store (running migrations) and the blob directory.
+    pub async fn open(settings: EngineSettings) -> Result<Self> {
+        tokio::fs::create_dir_all(&settings.data_dir).await.map_err(|e| {
+            EngineError::Config(format!(
+                "cannot create data directory {}: {e}",
+                settings.data_dir.display()
+            ))
+        })?;
+        let store: Arc<dyn Store> = match settings.database_url.as_deref() {
+            None => Arc::new(
+                SqliteStore::open(&settings.data_dir.join("strata.db"), &settings.sqlite).await?,
+            ),
+            Some(url) if url.starts_with("sqlite:") => {
+                Arc::new(SqliteStore::open_url(url, &settings.sqlite).await?)
+            }
+            Some(url) => {
+                let scheme = url.split(':').next().unwrap_or("");
+                return Err(EngineError::Config(format!(
+                    "database URL scheme {scheme:?} is not supported by this build \
+                     (supported: sqlite:)"
+                )));
+            }
+        };
+        let blobs = BlobStore::open(settings.data_dir.join("blobs")).await?;
+        let (events, _) = broadcast::channel(1024);
+        let runner = Runner::new(store.clone(), blobs.clone(), settings.jobs.clone(), events.clone());
+        info!(backend = store.backend(), data_dir = %settings.data_dir.display(), "engine open");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                blobs,
+                runner,
+                events,
+                settings,
+            }),
+        })
+    }
+
+    /// The storage backend's name.
+    pub fn backend(&self) -> &'static str {
+        self.inner.store.backend()
+    }
+
+    /// The upload size limit in bytes.
+    pub fn max_upload_bytes(&self) -> u64 {
+        self.inner.settings.max_upload_bytes
+    }
+
+    /// Starts streaming an upload to disk.
+    pub async fn begin_upload(&self) -> Result<BlobWriter> {
+        self.inner.blobs.writer(self.inner.settings.max_upload_bytes).await
+    }
+
+    /// Stores an upload as a document of `owner` and queues its ingestion, unless the owner
+    /// already has the same content. The staged file is consumed either way.
+    pub async fn ingest(
+        &self,
+        owner: &TenantId,
+        staged: StagedBlob,
+        meta: UploadMeta,
+    ) -> Result<IngestOutcome> {
+        let prepared = self.prepare(owner, &staged, meta);
+        let doc = match prepared {
+            Ok(d) => d,
+            Err(e) => {
+                staged.discard().await;
+                return Err(e);
+            }
+        };
+        let blobs = &self.inner.blobs;
+        let _guard = blobs.lock(&doc.sha256).await;
+        if let Some(existing) = self.inner.store.find_by_sha256(owner, &doc.sha256).await? {
+            staged.discard().await;
+            return Ok(IngestOutcome::Duplicate(existing));
+        }
+        blobs.commit(staged).await?;
+        let outcome = self
+            .inner
+            .store
+            .insert_document(doc, DocumentId::new(), JobId::new(), self.inner.settings.jobs.max_attempts)
+            .await?;
+        Ok(match outcome {
+            InsertOutcome::Created(d) => {
+                self.inner.runner.wake.notify_one();
+                IngestOutcome::Created(d)
+            }
+            InsertOutcome::Duplicate(d) => IngestOutcome::Duplicate(d),
+        })
+    }
+
+    /// Stores `text` as a document (the JSON upload path).
+    pub async fn ingest_text(
+        &self,
+        owner: &TenantId,
+        text: &str,
+        meta: UploadMeta,
+    ) -> Result<IngestOutcome> {
+        if text.trim().is_empty() {
+            return Err(EngineError::invalid("text", "must not be empty"));
+        }
+        let mut w = self.begin_upload().await?;
+        if let Err(e) = w.write(text.as_bytes()).await {
+            return Err(e);
+        }
+        let staged = w.finish().await?;
+        self.ingest(owner, staged, meta).await
+    }
+
+    fn prepare(&self, owner: &TenantId, staged: &StagedBlob, meta: UploadMeta) -> Result<NewDocument> {
+        if staged.len == 0 {
+            return Err(EngineError::invalid("file", "is empty"));
+        }
+        let media = sniff(meta.declared_type.as_deref(), meta.filename.as_deref(), &staged.head)
+            .map_err(EngineError::UnsupportedMediaType)?;
+        let filename = meta
+            .filename
+            .map(|f| f.rsplit(['/', '\\']).next().unwrap_or_default().to_owned())
+            .filter(|f| !f.is_empty());
+        let title = match (&meta.title, &filename) {
+            (Some(t), _) => validate::title(t)?,
+            (None, Some(f)) => validate::title(f)?,
+            (None, None) => format!("untitled-{}", &staged.sha256[..8]),
+        };
+        Ok(NewDocument {
+            owner: owner.clone(),
+            title,
+            filename,
+            media_type: media,
+            byte_size: staged.len,
+            sha256: staged.sha256.clone(),
+            tags: validate::tags(&meta.tags)?,
+            metadata: match meta.metadata {
+                Some(m) => validate::metadata(m)?,
+                None => serde_json::json!({}),
+            },
+        })
+    }
+
+    /// One document of the owner's.
+    pub async fn get_document(&self, owner: &TenantId, id: DocumentId) -> Result<Document> {
+        self.inner
+            .store
+            .get_document(owner, id)
+            .await?
+            .ok_or_else(|| EngineError::not_found(IdKind::Document, id))
+    }
+
+    /// A page of the owner's documents, newest first.
+    pub async fn list_documents(&self, owner: &TenantId, q: ListDocuments) -> Result<Page<Document>> {
+        let limit = validate::limit(q.limit, DEFAULT_PAGE, MAX_PAGE)?;
+        let fp = cursor::fingerprint(&[
+            "documents",
+            q.filter.tag.as_deref().unwrap_or(""),
+            q.filter.status.map(DocumentStatus::as_str).unwrap_or(""),
+        ]);
+        let before = q
+            .cursor
+            .as_deref()
+            .map(|c| parse_cursor_id::<DocumentId>(c, &fp))
+            .transpose()?;
+        let mut items = self
+            .inner
+            .store
+            .list_documents(owner, &q.filter, before, limit + 1)
+            .await?;
+        Ok(page(&mut items, limit, &fp, |d| d.id.to_string()))
+    }
+
+    /// Applies a patch; at least one field must be present.
+    pub async fn update_document(
+        &self,
+        owner: &TenantId,
+        id: DocumentId,
+        patch: DocumentPatch,
+    ) -> Result<Document> {
+        if patch.title.is_none() && patch.tags.is_none() && patch.metadata.is_none() {
+            return Err(EngineError::invalid(
+                "body",
+                "give at least one of title, tags, metadata",
+            ));
+        }
+        let patch = DocumentPatch {
+            title: patch.title.as_deref().map(validate::title).transpose()?,
+            tags: patch.tags.as_deref().map(validate::tags).transpose()?,
+            metadata: patch.metadata.map(validate::metadata).transpose()?,
+        };
+        self.inner
+            .store
+            .update_document(owner, id, &patch)
+            .await?
+            .ok_or_else(|| EngineError::not_found(IdKind::Document, id))
+    }
+
+    /// Deletes a document, its chunks, its unfinished jobs and (when no other document
+    /// shares it) its original file.
+    pub async fn delete_document(&self, owner: &TenantId, id: DocumentId) -> Result<()> {
+        let doc = self.get_document(owner, id).await?;
+        let _guard = self.inner.blobs.lock(&doc.sha256).await;
+        let deleted = self
+            .inner
+            .store
+            .delete_document(owner, id)
+            .await?
+            .ok_or_else(|| EngineError::not_found(IdKind::Document, id))?;
+        if self.inner.store.count_sha256_refs(&deleted.sha256).await? == 0 {
+            self.inner.blobs.remove(&deleted.sha256).await?;
+        }
+        Ok(())
+    }
+
+    /// The document and its original file, opened for streaming.
+    pub async fn open_file(
+        &self,
+        owner: &TenantId,
+        id: DocumentId,
+    ) -> Result<(Document, tokio::fs::File)> {
+        let doc = self.get_document(owner, id).await?;
+        let file = self.inner.blobs.open_blob(&doc.sha256).await?;
+        Ok((doc, file))
+    }
+
+    /// The owner's tags with counts.
+    pub async fn tag_counts(&self, owner: &TenantId) -> Result<Vec<TagCount>> {
+        self.inner.store.tag_counts(owner).await
+    }
+
+    /// Chunks of one of the owner's documents.
+    pub async fn list_chunks(
+        &self,
+        owner: &TenantId,
+        id: DocumentId,
+        from: u32,
+        limit: Option<u32>,
+    ) -> Result<Vec<Chunk>> {
+        let limit = validate::limit(limit, DEFAULT_PAGE, MAX_PAGE)?;
+        self.get_document(owner, id).await?;
+        self.inner.store.list_chunks(owner, id, from, limit).await
+    }
+
+    /// One job of the owner's.
+    pub async fn get_job(&self, owner: &TenantId, id: JobId) -> Result<Job> {
+        self.inner
+            .store
+            .get_job(owner, id)
+            .await?
+            .ok_or_else(|| EngineError::not_found(IdKind::Job, id))
+    }
+
+    /// A page of the owner's jobs, newest first.
+    pub async fn list_jobs(&self, owner: &TenantId, q: ListJobs) -> Result<Page<Job>> {
+        let limit = validate::limit(q.limit, DEFAULT_PAGE, MAX_PAGE)?;
+        let fp = cursor::fingerprint(&[
+            "jobs",
+            q.filter.status.map(JobStatus::as_str).unwrap_or(""),
+        ]);
+        let before = q
+            .cursor
+            .as_deref()
+            .map(|c| parse_cursor_id::<JobId>(c, &fp))
+            .transpose()?;
+        let mut items = self.inner.store.list_jobs(owner, &q.filter, before, limit + 1).await?;
+        Ok(page(&mut items, limit, &fp, |j| j.id.to_string()))
+    }
+
+    /// Live job changes of every tenant; filter by owner before showing them.
+    pub fn subscribe_jobs(&self) -> broadcast::Receiver<JobEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Starts the background workers on `tracker`.
+    pub fn spawn_workers(&self, tracker: &TaskTracker, shutdown: &CancellationToken) {
+        self.inner.runner.spawn_workers(tracker, shutdown);
+    }
+
+    /// Runs due jobs in the calling task until none is left (CLI ingestion, tests).
+    /// Returns how many attempts ran.
+    pub async fn drain_jobs(&self) -> Result<usize> {
+        let token = CancellationToken::new();
+        let mut ran = 0;
+        while self.inner.runner.run_one(&token).await? != Step::Idle {
+            ran += 1;
+        }
+        Ok(ran)
+    }
+
+    /// The job runner, for tests that need single steps.
+    pub fn runner(&self) -> &Runner {
+        &self.inner.runner
+    }
+
+    /// Closes the store's pool.
+    pub async fn close(&self) {
+        self.inner.store.close().await;
+    }
+}
+
+fn parse_cursor_id<T: std::str::FromStr>(cursor: &str, fp: &str) -> Result<T> {
+    cursor::decode(cursor, fp)?
+        .parse()
+        .map_err(|_| EngineError::invalid("cursor", "is not a cursor issued by this server"))
+}
+
+fn page<T>(items: &mut Vec<T>, limit: u32, fp: &str, id: impl Fn(&T) -> String) -> Page<T> {
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    let next_cursor = if more {
+        items.last().map(|last| cursor::encode(&id(last), fp))
+    } else {
+        None
+    };
+    Page {
+        items: std::mem::take(items),
+        next_cursor,
+    }
+}

@@ -1,0 +1,86 @@
+//! The engine's one error type. The HTTP layer maps each variant to a problem+json code;
+//! nothing here knows about status codes.
+
+use crate::ids::IdKind;
+
+/// Everything an engine operation can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The entity does not exist *for this tenant* (another tenant's id is indistinguishable).
+    #[error("{kind} {id} not found")]
+    NotFound {
+        /// What was looked up.
+        kind: IdKind,
+        /// The id as given.
+        id: String,
+    },
+    /// Caller input failed validation; `field` names the offending field.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// Dotted path of the field (`tags[2]`, `metadata`, `cursor`).
+        field: String,
+        /// Human-readable reason.
+        message: String,
+    },
+    /// The content is of a type strata cannot ingest, or does not match its declared type.
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
+    /// The upload exceeds the configured size limit.
+    #[error("upload exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// A dependency (database pool, disk) is temporarily unable to serve; retry later.
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+    /// Database failure. The detail is logged, never shown to clients.
+    #[error("database error: {0}")]
+    Database(sqlx::Error),
+    /// Filesystem failure in the blob store.
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A migration failed at startup.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Configuration is unusable (bad URL, unsupported backend).
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// A bug or corrupted state; logged in full, reported as an internal error.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    /// Shorthand for a validation error on `field`.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Shorthand for a not-found error.
+    pub fn not_found(kind: IdKind, id: impl ToString) -> Self {
+        Self::NotFound {
+            kind,
+            id: id.to_string(),
+        }
+    }
+
+}
+
+/// Pool exhaustion becomes [`EngineError::Unavailable`] so callers can answer 503.
+impl From<sqlx::Error> for EngineError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut => Self::Unavailable("database pool exhausted".into()),
+            sqlx::Error::PoolClosed => Self::Unavailable("database pool closed".into()),
+            other => Self::Database(other),
+        }
+    }
+}
+
+/// Result alias used throughout the engine.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

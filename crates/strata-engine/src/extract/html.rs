@@ -1,0 +1,80 @@
+//! HTML: visible text only. Scripts, styles, templates, the head and hidden elements are
+//! skipped; block elements end a paragraph; `h1`-`h6` become heading blocks.
+
+use scraper::{ElementRef, Html, Node};
+
+use super::{Extracted, fold_whitespace_into};
+
+const SKIP: &[&str] = &[
+    "script", "style", "noscript", "template", "head", "svg", "iframe", "object", "canvas",
+    "button", "select", "textarea",
+];
+
+const BLOCK: &[&str] = &[
+    "p", "div", "section", "article", "main", "aside", "header", "footer", "nav", "li", "ul",
+    "ol", "dl", "dt", "dd", "tr", "table", "blockquote", "pre", "br", "hr", "figure",
+    "figcaption", "form", "fieldset", "address", "details", "summary", "body", "td", "th",
+];
+
+pub(super) fn extract(text: &str) -> Extracted {
+    let doc = Html::parse_document(text);
+    let mut out = Extracted::default();
+    let mut cur = String::new();
+    walk(doc.root_element(), &mut out, &mut cur);
+    out.push(&cur, false);
+    out
+}
+
+fn walk(el: ElementRef<'_>, out: &mut Extracted, cur: &mut String) {
+    let name = el.value().name();
+    if SKIP.contains(&name) || el.value().attr("hidden").is_some() || is_display_none(el) {
+        return;
+    }
+    let heading = matches!(name, "h1" | "h2" | "h3" | "h4" | "h5" | "h6");
+    let block = heading || BLOCK.contains(&name);
+    if block {
+        out.push(&std::mem::take(cur), false);
+    }
+    for child in el.children() {
+        match child.value() {
+            Node::Text(t) => fold_whitespace_into(cur, t),
+            Node::Element(_) => {
+                if let Some(child_el) = ElementRef::wrap(child) {
+                    walk(child_el, out, cur);
+                }
+            }
+            _ => {}
+        }
+    }
+    if block {
+        out.push(&std::mem::take(cur), heading);
+    } else if matches!(name, "td" | "th" | "span" | "a") {
+        fold_whitespace_into(cur, " ");
+    }
+}
+
+fn is_display_none(el: ElementRef<'_>) -> bool {
+    el.value().attr("style").is_some_and(|s| {
+        let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+        s.to_ascii_lowercase().contains("display:none")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn visible_text_only() {
+        let x = extract(
+            "<html><head><title>T</title><style>p{}</style></head><body>\
+             <h1>Heading</h1><p>First <b>bold</b> para.</p><script>var x=1;</script>\
+             <div hidden>secret</div><p style=\"display: none\">gone</p><p>Second</p></body></html>",
+        );
+        let got: Vec<(&str, bool)> = x.blocks.iter().map(|b| (b.text.as_str(), b.heading)).collect();
+        assert_eq!(
+            got,
+            vec![("Heading", true), ("First bold para.", false), ("Second", false)]
+        );
+    }
+}

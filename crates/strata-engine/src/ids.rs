@@ -1,0 +1,119 @@
+//! Typed identifiers. Every id is a UUIDv7: time-ordered, so keyset pagination by id is
+//! also pagination by creation time, and ids from many instances never collide.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::EngineError;
+
+/// Which kind of entity an id names; used in errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    /// A document.
+    Document,
+    /// A background job.
+    Job,
+}
+
+impl fmt::Display for IdKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IdKind::Document => "document",
+            IdKind::Job => "job",
+        })
+    }
+}
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident, $kind:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            /// A fresh, time-ordered id.
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+
+            /// The underlying UUID.
+            pub fn as_uuid(&self) -> Uuid {
+                self.0
+            }
+
+            /// Parses an id supplied by a caller; a malformed id is reported as not found,
+            /// exactly like an id that does not exist.
+            pub fn parse_or_not_found(s: &str) -> Result<Self, EngineError> {
+                s.parse().map_err(|_| EngineError::not_found($kind, s))
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.as_hyphenated().fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::try_parse(s).map(Self)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// Identifies a document.
+    DocumentId,
+    IdKind::Document
+);
+uuid_id!(
+    /// Identifies a background job.
+    JobId,
+    IdKind::Job
+);
+
+/// The tenant that owns a row. Until JWT auth lands, development mode uses [`TenantId::local`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TenantId(String);
+
+impl TenantId {
+    /// The single tenant of development mode.
+    pub fn local() -> Self {
+        Self("local".to_owned())
+    }
+
+    /// Validates a tenant name: 1-128 visible ASCII characters.
+    pub fn parse(s: &str) -> Result<Self, EngineError> {
+        if s.is_empty() || s.len() > 128 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(EngineError::invalid(
+                "tenant",
+                "must be 1-128 visible ASCII characters",
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The tenant name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}

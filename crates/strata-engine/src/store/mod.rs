@@ -1,0 +1,189 @@
+//! The storage abstraction. Owns *what* is persisted and the atomicity of each operation;
+//! every backend (SQLite today, PostgreSQL next) implements [`Store`] with identical
+//! semantics, proven by one test suite run against each.
+//!
+//! Rules every implementation keeps:
+//! - every read and write of tenant data filters by owner;
+//! - job writes made under a [`Lease`] succeed only while that lease is still held (the
+//!   lease token is a fencing token), so a worker that lost its lease can never overwrite
+//!   the work of the worker that took over.
+//!
+//! Must not import: HTTP types, the cache, the embedder.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::Result;
+use crate::ids::{DocumentId, JobId, TenantId};
+use crate::model::{
+    Chunk, Document, DocumentFilter, DocumentPatch, Job, JobFilter, NewDocument, Stage,
+    StageProgress, TagCount,
+};
+
+pub mod sqlite;
+
+/// Result of inserting a document whose content may already exist for this owner.
+#[derive(Debug, Clone)]
+pub enum InsertOutcome {
+    /// A new document and its ingestion job were created.
+    Created(Document),
+    /// The owner already has a document with this sha256; nothing was created.
+    Duplicate(Document),
+}
+
+/// What deleting a document freed, so the caller can release the blob.
+#[derive(Debug, Clone)]
+pub struct Deleted {
+    /// The deleted document's content hash.
+    pub sha256: String,
+}
+
+/// Proof that a worker holds a job. Writes under a lease fail with `Ok(false)` /
+/// [`LeaseLost`](crate::jobs::JobError::LeaseLost) once another worker has taken the job over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The job.
+    pub job_id: JobId,
+    /// The fencing token issued at claim time.
+    pub token: String,
+}
+
+/// A job a worker has just claimed.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    /// The job as it was claimed (attempts already incremented).
+    pub job: Job,
+    /// The job's owner.
+    pub owner: TenantId,
+    /// The lease to present on every write.
+    pub lease: Lease,
+    /// The document to process: media type, blob hash.
+    pub document: Document,
+}
+
+/// How a job attempt ended.
+#[derive(Debug, Clone)]
+pub enum JobOutcome {
+    /// All stages done; the document becomes `ready`.
+    Succeeded {
+        /// Chunks written.
+        chunk_count: u32,
+    },
+    /// A transient failure: requeue after `retry_at` if attempts remain, else fail for good.
+    Retry {
+        /// Why.
+        error: String,
+        /// Earliest time of the next attempt.
+        retry_at: DateTime<Utc>,
+    },
+    /// A permanent failure (e.g. a corrupt file): fail now, whatever attempts remain.
+    Failed {
+        /// Why.
+        error: String,
+    },
+}
+
+/// Persistence for documents, chunks and jobs.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is (`sqlite`, `postgres`), for logs and stats.
+    fn backend(&self) -> &'static str;
+
+    /// Inserts a document and its queued ingestion job atomically, unless the owner already
+    /// has a document with the same sha256.
+    async fn insert_document(
+        &self,
+        doc: NewDocument,
+        id: DocumentId,
+        job_id: JobId,
+        max_attempts: u32,
+    ) -> Result<InsertOutcome>;
+
+    /// The owner's document with this content hash, if any.
+    async fn find_by_sha256(&self, owner: &TenantId, sha256: &str) -> Result<Option<Document>>;
+
+    /// One document of the owner's.
+    async fn get_document(&self, owner: &TenantId, id: DocumentId) -> Result<Option<Document>>;
+
+    /// Up to `limit` of the owner's documents, newest first, strictly older than `before`.
+    async fn list_documents(
+        &self,
+        owner: &TenantId,
+        filter: &DocumentFilter,
+        before: Option<DocumentId>,
+        limit: u32,
+    ) -> Result<Vec<Document>>;
+
+    /// Applies a validated patch; `None` when the document does not exist.
+    async fn update_document(
+        &self,
+        owner: &TenantId,
+        id: DocumentId,
+        patch: &DocumentPatch,
+    ) -> Result<Option<Document>>;
+
+    /// Deletes a document with its tags and chunks and cancels its unfinished jobs.
+    async fn delete_document(&self, owner: &TenantId, id: DocumentId) -> Result<Option<Deleted>>;
+
+    /// How many documents, of any owner, reference this content hash.
+    async fn count_sha256_refs(&self, sha256: &str) -> Result<u64>;
+
+    /// The owner's tags with document counts, most used first.
+    async fn tag_counts(&self, owner: &TenantId) -> Result<Vec<TagCount>>;
+
+    /// Up to `limit` chunks of a document from ordinal `from` on.
+    async fn list_chunks(
+        &self,
+        owner: &TenantId,
+        id: DocumentId,
+        from: u32,
+        limit: u32,
+    ) -> Result<Vec<Chunk>>;
+
+    /// One job of the owner's.
+    async fn get_job(&self, owner: &TenantId, id: JobId) -> Result<Option<Job>>;
+
+    /// One job by id, whatever its owner (for progress fan-out inside the server).
+    async fn get_job_any_owner(&self, id: JobId) -> Result<Option<(TenantId, Job)>>;
+
+    /// Up to `limit` of the owner's jobs, newest first, strictly older than `before`.
+    async fn list_jobs(
+        &self,
+        owner: &TenantId,
+        filter: &JobFilter,
+        before: Option<JobId>,
+        limit: u32,
+    ) -> Result<Vec<Job>>;
+
+    /// Claims the oldest runnable job: queued and due, or running with an expired lease.
+    /// Jobs whose attempts are exhausted when their lease expires are failed instead.
+    async fn claim_job(&self, now: DateTime<Utc>, lease_until: DateTime<Utc>)
+    -> Result<Option<ClaimedJob>>;
+
+    /// Extends a lease; `false` when it is no longer held.
+    async fn heartbeat(&self, lease: &Lease, lease_until: DateTime<Utc>) -> Result<bool>;
+
+    /// Records the current stage and per-stage progress; `false` when the lease is lost.
+    async fn record_progress(
+        &self,
+        lease: &Lease,
+        stage: Stage,
+        stages: &[StageProgress],
+    ) -> Result<bool>;
+
+    /// Removes chunks left by an earlier, interrupted attempt; `false` when the lease is lost.
+    async fn clear_chunks(&self, lease: &Lease, document: DocumentId) -> Result<bool>;
+
+    /// Appends a batch of chunks; `false` (and nothing written) when the lease is lost.
+    async fn write_chunks(&self, lease: &Lease, owner: &TenantId, chunks: &[Chunk])
+    -> Result<bool>;
+
+    /// Ends an attempt and updates the document to match; `false` when the lease is lost.
+    async fn finish_job(&self, lease: &Lease, outcome: JobOutcome) -> Result<bool>;
+
+    /// Returns a claimed job to the queue without counting the attempt (shutdown).
+    async fn release_job(&self, lease: &Lease) -> Result<bool>;
+
+    /// Closes the pool, waiting for connections to be returned.
+    async fn close(&self);
+}
