@@ -122,7 +122,10 @@ impl BlobStore {
 
     /// The final path of a blob.
     pub fn path_of(&self, sha256: &str) -> PathBuf {
-        self.root.join(&sha256[..2]).join(&sha256[2..4]).join(sha256)
+        self.root
+            .join(&sha256[..2])
+            .join(&sha256[2..4])
+            .join(sha256)
     }
 
     /// A guard serialising put/remove decisions for one content hash in this process.
@@ -203,7 +206,10 @@ mod tests {
         let blobs = BlobStore::open(dir.path()).await.unwrap();
         let mut w = blobs.writer(4).await.unwrap();
         let path = w.path.clone();
-        assert!(matches!(w.write(b"12345").await, Err(EngineError::TooLarge { limit: 4 })));
+        assert!(matches!(
+            w.write(b"12345").await,
+            Err(EngineError::TooLarge { limit: 4 })
+        ));
         assert!(!path.exists());
     }
 }

@@ -61,7 +61,9 @@ impl ChunkConfig {
     /// Validates: `max_tokens` in 16..=8192, `overlap` below half of it.
     pub fn new(max_tokens: usize, overlap: usize) -> Result<Self, EngineError> {
         if !(16..=8192).contains(&max_tokens) {
-            return Err(EngineError::Config("chunk_tokens must be in 16..=8192".into()));
+            return Err(EngineError::Config(
+                "chunk_tokens must be in 16..=8192".into(),
+            ));
         }
         if overlap * 2 >= max_tokens {
             return Err(EngineError::Config(
@@ -124,9 +126,15 @@ pub fn chunk(doc: &Extracted, cfg: ChunkConfig, tokenizer: &dyn Tokenizer) -> Ve
             bi += 1;
         }
         if bi < block_starts.len() && block_starts[bi].0 == span.start {
-            cut_before[i] = if block_starts[bi].1 { Cut::Heading } else { Cut::Paragraph };
+            cut_before[i] = if block_starts[bi].1 {
+                Cut::Heading
+            } else {
+                Cut::Paragraph
+            };
         }
-        if i > 0 && cut_before[i] == Cut::Hard && matches!(&joined[spans[i - 1].clone()], "." | "!" | "?")
+        if i > 0
+            && cut_before[i] == Cut::Hard
+            && matches!(&joined[spans[i - 1].clone()], "." | "!" | "?")
         {
             cut_before[i] = Cut::Sentence;
         }
@@ -159,7 +167,11 @@ pub fn chunk(doc: &Extracted, cfg: ChunkConfig, tokenizer: &dyn Tokenizer) -> Ve
         if end == n {
             break;
         }
-        start = if kind == Cut::Heading { end } else { end - cfg.overlap };
+        start = if kind == Cut::Heading {
+            end
+        } else {
+            end - cfg.overlap
+        };
     }
     chunks
 }
@@ -184,7 +196,11 @@ mod tests {
 
     #[test]
     fn short_document_is_one_chunk() {
-        let c = chunk(&doc(&[("Hello world.", false)]), ChunkConfig::default(), &WordTokenizer);
+        let c = chunk(
+            &doc(&[("Hello world.", false)]),
+            ChunkConfig::default(),
+            &WordTokenizer,
+        );
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].text, "Hello world.");
         assert_eq!(c[0].token_count, 3);

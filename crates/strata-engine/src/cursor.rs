@@ -27,7 +27,9 @@ pub fn decode(cursor: &str, fingerprint: &str) -> Result<String, EngineError> {
         return Err(bad("is not a cursor issued by this server"));
     };
     if fp != fingerprint {
-        return Err(bad("was issued for different filters; restart paging without it"));
+        return Err(bad(
+            "was issued for different filters; restart paging without it",
+        ));
     }
     Ok(id.to_owned())
 }

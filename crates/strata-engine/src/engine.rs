@@ -118,12 +118,14 @@ struct Inner {
 impl Engine {
     /// Opens the store (running migrations) and the blob directory.
     pub async fn open(settings: EngineSettings) -> Result<Self> {
-        tokio::fs::create_dir_all(&settings.data_dir).await.map_err(|e| {
-            EngineError::Config(format!(
-                "cannot create data directory {}: {e}",
-                settings.data_dir.display()
-            ))
-        })?;
+        tokio::fs::create_dir_all(&settings.data_dir)
+            .await
+            .map_err(|e| {
+                EngineError::Config(format!(
+                    "cannot create data directory {}: {e}",
+                    settings.data_dir.display()
+                ))
+            })?;
         let store: Arc<dyn Store> = match settings.database_url.as_deref() {
             None => Arc::new(
                 SqliteStore::open(&settings.data_dir.join("strata.db"), &settings.sqlite).await?,
@@ -141,7 +143,12 @@ impl Engine {
         };
         let blobs = BlobStore::open(settings.data_dir.join("blobs")).await?;
         let (events, _) = broadcast::channel(1024);
-        let runner = Runner::new(store.clone(), blobs.clone(), settings.jobs.clone(), events.clone());
+        let runner = Runner::new(
+            store.clone(),
+            blobs.clone(),
+            settings.jobs.clone(),
+            events.clone(),
+        );
         info!(backend = store.backend(), data_dir = %settings.data_dir.display(), "engine open");
         Ok(Self {
             inner: Arc::new(Inner {
@@ -166,7 +173,10 @@ impl Engine {
 
     /// Starts streaming an upload to disk.
     pub async fn begin_upload(&self) -> Result<BlobWriter> {
-        self.inner.blobs.writer(self.inner.settings.max_upload_bytes).await
+        self.inner
+            .blobs
+            .writer(self.inner.settings.max_upload_bytes)
+            .await
     }
 
     /// Stores an upload as a document of `owner` and queues its ingestion, unless the owner
@@ -195,7 +205,12 @@ impl Engine {
         let outcome = self
             .inner
             .store
-            .insert_document(doc, DocumentId::new(), JobId::new(), self.inner.settings.jobs.max_attempts)
+            .insert_document(
+                doc,
+                DocumentId::new(),
+                JobId::new(),
+                self.inner.settings.jobs.max_attempts,
+            )
             .await?;
         Ok(match outcome {
             InsertOutcome::Created(d) => {
@@ -224,12 +239,21 @@ impl Engine {
         self.ingest(owner, staged, meta).await
     }
 
-    fn prepare(&self, owner: &TenantId, staged: &StagedBlob, meta: UploadMeta) -> Result<NewDocument> {
+    fn prepare(
+        &self,
+        owner: &TenantId,
+        staged: &StagedBlob,
+        meta: UploadMeta,
+    ) -> Result<NewDocument> {
         if staged.len == 0 {
             return Err(EngineError::invalid("file", "is empty"));
         }
-        let media = sniff(meta.declared_type.as_deref(), meta.filename.as_deref(), &staged.head)
-            .map_err(EngineError::UnsupportedMediaType)?;
+        let media = sniff(
+            meta.declared_type.as_deref(),
+            meta.filename.as_deref(),
+            &staged.head,
+        )
+        .map_err(EngineError::UnsupportedMediaType)?;
         let filename = meta
             .filename
             .map(|f| f.rsplit(['/', '\\']).next().unwrap_or_default().to_owned())
@@ -264,7 +288,11 @@ impl Engine {
     }
 
     /// A page of the owner's documents, newest first.
-    pub async fn list_documents(&self, owner: &TenantId, q: ListDocuments) -> Result<Page<Document>> {
+    pub async fn list_documents(
+        &self,
+        owner: &TenantId,
+        q: ListDocuments,
+    ) -> Result<Page<Document>> {
         let limit = validate::limit(q.limit, DEFAULT_PAGE, MAX_PAGE)?;
         let fp = cursor::fingerprint(&[
             "documents",
@@ -367,16 +395,18 @@ impl Engine {
     /// A page of the owner's jobs, newest first.
     pub async fn list_jobs(&self, owner: &TenantId, q: ListJobs) -> Result<Page<Job>> {
         let limit = validate::limit(q.limit, DEFAULT_PAGE, MAX_PAGE)?;
-        let fp = cursor::fingerprint(&[
-            "jobs",
-            q.filter.status.map(JobStatus::as_str).unwrap_or(""),
-        ]);
+        let fp =
+            cursor::fingerprint(&["jobs", q.filter.status.map(JobStatus::as_str).unwrap_or("")]);
         let before = q
             .cursor
             .as_deref()
             .map(|c| parse_cursor_id::<JobId>(c, &fp))
             .transpose()?;
-        let mut items = self.inner.store.list_jobs(owner, &q.filter, before, limit + 1).await?;
+        let mut items = self
+            .inner
+            .store
+            .list_jobs(owner, &q.filter, before, limit + 1)
+            .await?;
         Ok(page(&mut items, limit, &fp, |j| j.id.to_string()))
     }
 
@@ -404,6 +434,11 @@ impl Engine {
     /// The job runner, for tests that need single steps.
     pub fn runner(&self) -> &Runner {
         &self.inner.runner
+    }
+
+    /// Checks the store answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.inner.store.ping().await
     }
 
     /// Closes the store's pool.

@@ -68,7 +68,6 @@ impl EngineError {
             id: id.to_string(),
         }
     }
-
 }
 
 /// Pool exhaustion becomes [`EngineError::Unavailable`] so callers can answer 503.

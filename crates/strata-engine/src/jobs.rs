@@ -322,14 +322,18 @@ impl Runner {
         };
         let media = doc.media_type;
         let extracted: Extracted = self
-            .blocking("extraction", move || extract(media, &bytes).map_err(|e| e.to_string()))
+            .blocking("extraction", move || {
+                extract(media, &bytes).map_err(|e| e.to_string())
+            })
             .await?;
         stages[0].done = 1;
 
         let cfg = self.settings.chunk;
         let tokenizer = self.tokenizer.clone();
         let pieces = self
-            .blocking("chunking", move || Ok(chunk(&extracted, cfg, tokenizer.as_ref())))
+            .blocking("chunking", move || {
+                Ok(chunk(&extracted, cfg, tokenizer.as_ref()))
+            })
             .await?;
         stages[1].total = pieces.len() as u64;
         self.progress(lease, Stage::Chunk, &stages).await?;
@@ -349,7 +353,11 @@ impl Runner {
                     token_count: p.token_count,
                 })
                 .collect();
-            if !self.store.write_chunks(lease, &claimed.owner, &rows).await? {
+            if !self
+                .store
+                .write_chunks(lease, &claimed.owner, &rows)
+                .await?
+            {
                 return Err(JobError::LeaseLost);
             }
             stages[1].done += rows.len() as u64;
@@ -391,7 +399,9 @@ impl Runner {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".into());
                 error!(what, panic = %msg, "extractor panicked on this file");
-                Err(JobError::Permanent(format!("{what} failed: the file is malformed ({msg})")))
+                Err(JobError::Permanent(format!(
+                    "{what} failed: the file is malformed ({msg})"
+                )))
             }
             Ok(Ok(Ok(Err(e)))) => Err(JobError::Permanent(e)),
             Ok(Ok(Ok(Ok(v)))) => Ok(v),

@@ -78,7 +78,12 @@ impl MediaType {
 
     /// Parses a MIME type, ignoring parameters such as `; charset=utf-8`.
     pub fn from_mime(mime: &str) -> Option<Self> {
-        let essence = mime.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let essence = mime
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         Some(match essence.as_str() {
             "text/plain" => Self::Text,
             "text/markdown" | "text/x-markdown" => Self::Markdown,

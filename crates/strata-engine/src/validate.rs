@@ -24,7 +24,10 @@ pub fn title(raw: &str) -> Result<String> {
         ));
     }
     if t.chars().any(char::is_control) {
-        return Err(EngineError::invalid("title", "must not contain control characters"));
+        return Err(EngineError::invalid(
+            "title",
+            "must not contain control characters",
+        ));
     }
     Ok(t.to_owned())
 }
@@ -45,14 +48,20 @@ pub fn tags(raw: &[String]) -> Result<Vec<String>> {
             ));
         }
         if t.chars().any(|c| c.is_control() || c == ',') {
-            return Err(EngineError::invalid(field(), "must not contain commas or control characters"));
+            return Err(EngineError::invalid(
+                field(),
+                "must not contain commas or control characters",
+            ));
         }
         out.push(t.to_owned());
     }
     out.sort();
     out.dedup();
     if out.len() > MAX_TAGS {
-        return Err(EngineError::invalid("tags", format!("at most {MAX_TAGS} tags")));
+        return Err(EngineError::invalid(
+            "tags",
+            format!("at most {MAX_TAGS} tags"),
+        ));
     }
     Ok(out)
 }
@@ -83,7 +92,10 @@ pub fn limit(raw: Option<u32>, default: u32, max: u32) -> Result<u32> {
     match raw {
         None => Ok(default),
         Some(n) if (1..=max).contains(&n) => Ok(n),
-        Some(_) => Err(EngineError::invalid("limit", format!("must be between 1 and {max}"))),
+        Some(_) => Err(EngineError::invalid(
+            "limit",
+            format!("must be between 1 and {max}"),
+        )),
     }
 }
 

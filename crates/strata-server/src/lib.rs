@@ -1,1 +1,178 @@
-//! placeholder for dep build
+//! strata's HTTP layer: routes, middleware, problem+json errors, and the [`App`] that binds
+//! a listener and runs the server and the job workers until shutdown.
+//!
+//! Owns: HTTP concerns only (status codes, headers, body limits, streaming). Handlers are
+//! thin: parse, call [`strata_engine::Engine`], shape the response. Must not import: SQL
+//! drivers or storage types; everything goes through the engine.
+
+pub mod error;
+pub mod extract;
+mod middleware;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, HeaderName, header};
+use axum::routing::get;
+use strata_engine::Engine;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tracing::{info, warn};
+
+use crate::error::{ApiError, Code};
+
+/// HTTP settings.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Address to listen on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Largest JSON body of non-upload endpoints.
+    pub json_body_limit: usize,
+    /// How long in-flight requests may take to finish after shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7733)),
+            json_body_limit: 1024 * 1024,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Shared, immutable state of the handlers.
+#[derive(Clone)]
+pub struct AppState(Arc<AppInner>);
+
+/// What [`AppState`] holds.
+pub struct AppInner {
+    /// The domain.
+    pub engine: Engine,
+    /// Fired when the server shuts down; long-lived streams end on it.
+    pub shutdown: CancellationToken,
+}
+
+impl Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+/// The complete router: API routes, fallbacks and middleware.
+pub fn router(engine: Engine, settings: &ServerSettings, shutdown: CancellationToken) -> Router {
+    use routes::{documents, health, jobs};
+    // Multipart framing adds a little to the file itself.
+    let upload_limit = usize::try_from(engine.max_upload_bytes())
+        .unwrap_or(usize::MAX)
+        .saturating_add(64 * 1024);
+    let state = AppState(Arc::new(AppInner { engine, shutdown }));
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .route(
+            "/v1/documents",
+            get(documents::list)
+                .post(documents::upload)
+                .layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route(
+            "/v1/documents/{id}",
+            get(documents::get)
+                .patch(documents::patch)
+                .delete(documents::delete),
+        )
+        .route("/v1/documents/{id}/file", get(documents::file))
+        .route("/v1/documents/{id}/chunks", get(documents::chunks))
+        .route("/v1/tags", get(documents::tags))
+        .route("/v1/jobs", get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}/events", get(jobs::events))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(|| async { ApiError::new(Code::RouteNotFound, "no endpoint at this path") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                Code::MethodNotAllowed,
+                "this endpoint does not accept that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(settings.json_body_limit))
+        .with_state(state)
+        .layer(axum::middleware::from_fn(middleware::server_timing))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(middleware::trace_layer())
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Whether an `If-None-Match` header matches `etag`.
+pub(crate) fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|v| v == "*" || v == etag || v.strip_prefix("W/") == Some(etag))
+}
+
+/// A bound, ready-to-run server with its job workers.
+pub struct App {
+    listener: TcpListener,
+    engine: Engine,
+    settings: ServerSettings,
+}
+
+impl App {
+    /// Binds the listener; the server does not accept connections until [`App::run`].
+    pub async fn build(engine: Engine, settings: ServerSettings) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(settings.listen).await?;
+        Ok(Self {
+            listener,
+            engine,
+            settings,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves HTTP and runs the job workers until `shutdown` fires, then stops accepting,
+    /// drains in-flight requests (up to the grace period), lets workers finish or requeue
+    /// their jobs, joins every task and closes the store.
+    pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let tasks = TaskTracker::new();
+        self.engine.spawn_workers(&tasks, &shutdown);
+        let app = router(self.engine.clone(), &self.settings, shutdown.clone());
+        let addr = self.listener.local_addr()?;
+        info!(%addr, "listening");
+        let serve = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future();
+        tokio::pin!(serve);
+        let grace = self.settings.shutdown_grace;
+        tokio::select! {
+            r = &mut serve => r?,
+            () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+                warn!(?grace, "in-flight requests did not finish within the grace period; closing them");
+            }
+        }
+        tasks.close();
+        tasks.wait().await;
+        self.engine.close().await;
+        info!("shutdown complete");
+        Ok(())
+    }
+}

@@ -1,1 +1,246 @@
-fn main() {}
+//! The `strata` binary: parses configuration and runs one subcommand. Everything it does is
+//! a call into `strata-server` or `strata-engine`.
+
+mod config;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use strata_engine::{Engine, IngestOutcome, TenantId, UploadMeta};
+use strata_server::App;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{Config, LogFormat, Overrides};
+
+/// strata: a self-hostable retrieval backend for AI applications.
+///
+/// With no configuration, everything lives under ./strata-data (SQLite + files) and the
+/// server listens on 127.0.0.1:7733. Settings come from flags, then STRATA_* environment
+/// variables, then ./strata.toml (or --config), then defaults.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP server and the background ingestion workers until SIGINT/SIGTERM.
+    Serve,
+    /// Add files (or every .txt/.md/.html/.pdf under a directory) to the library and process
+    /// them now, without a server.
+    Ingest {
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Tag every ingested document (repeatable).
+        #[arg(long = "tag", short = 't')]
+        tags: Vec<String>,
+        /// Only queue the documents; a running server's workers will process them.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::resolve(&cli.overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("strata: configuration error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("strata: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strata: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let engine = Engine::open(config.engine)
+                .await
+                .context("opening the store")?;
+            engine.close().await;
+            println!("database schema is up to date");
+            Ok(())
+        }
+        Command::Ingest {
+            paths,
+            tags,
+            no_wait,
+        } => ingest(config, paths, tags, no_wait).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    info!(
+        "starting strata {} with:\n{}",
+        env!("CARGO_PKG_VERSION"),
+        config.describe()
+    );
+    warn!(
+        "authentication is not available yet: every request acts as the single local tenant; \
+         do not expose this server beyond localhost"
+    );
+    let engine = Engine::open(config.engine)
+        .await
+        .context("opening the store")?;
+    let app = App::build(engine, config.server.clone())
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let shutdown = CancellationToken::new();
+    let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
+    let result = app.run(shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = signals.await;
+    result.context("server failed")
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => info!("SIGINT received; shutting down"),
+        () = term => info!("SIGTERM received; shutting down"),
+        () = shutdown.cancelled() => {}
+    }
+    shutdown.cancel();
+}
+
+async fn ingest(
+    config: Config,
+    paths: Vec<PathBuf>,
+    tags: Vec<String>,
+    no_wait: bool,
+) -> anyhow::Result<()> {
+    let engine = Engine::open(config.engine)
+        .await
+        .context("opening the store")?;
+    let owner = TenantId::local();
+    let mut files = Vec::new();
+    for p in &paths {
+        collect_files(p, &mut files).with_context(|| format!("reading {}", p.display()))?;
+    }
+    let (mut created, mut duplicates, mut rejected) = (0, 0, 0);
+    for file in &files {
+        match ingest_file(&engine, &owner, file, &tags).await {
+            Ok(IngestOutcome::Created(d)) => {
+                created += 1;
+                println!("queued     {}  {}", d.id, file.display());
+            }
+            Ok(IngestOutcome::Duplicate(d)) => {
+                duplicates += 1;
+                println!("duplicate  {}  {}", d.id, file.display());
+            }
+            Err(e) => {
+                rejected += 1;
+                println!("rejected   {}: {e}", file.display());
+            }
+        }
+    }
+    if !no_wait && created > 0 {
+        println!("processing {created} document(s)...");
+        engine.drain_jobs().await.context("processing jobs")?;
+    }
+    println!("{created} new, {duplicates} already present, {rejected} rejected");
+    engine.close().await;
+    if rejected > 0 {
+        anyhow::bail!("{rejected} file(s) were rejected");
+    }
+    Ok(())
+}
+
+async fn ingest_file(
+    engine: &Engine,
+    owner: &TenantId,
+    path: &Path,
+    tags: &[String],
+) -> strata_engine::Result<IngestOutcome> {
+    use tokio::io::AsyncReadExt;
+    let mut f = tokio::fs::File::open(path).await?;
+    let mut w = engine.begin_upload().await?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        if let Err(e) = w.write(&buf[..n]).await {
+            return Err(e);
+        }
+    }
+    let staged = w.finish().await?;
+    let meta = UploadMeta {
+        filename: path.file_name().map(|n| n.to_string_lossy().into_owned()),
+        tags: tags.to_vec(),
+        ..UploadMeta::default()
+    };
+    engine.ingest(owner, staged, meta).await
+}
+
+fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_file() {
+        out.push(path.to_owned());
+        return Ok(());
+    }
+    let mut entries: Vec<_> = std::fs::read_dir(path)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.path());
+    for e in entries {
+        let p = e.path();
+        if p.is_dir() {
+            collect_files(&p, out)?;
+        } else if strata_engine::model::MediaType::from_filename(&p.to_string_lossy()).is_some() {
+            out.push(p);
+        }
+    }
+    Ok(())
+}

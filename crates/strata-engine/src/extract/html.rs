@@ -11,9 +11,37 @@ const SKIP: &[&str] = &[
 ];
 
 const BLOCK: &[&str] = &[
-    "p", "div", "section", "article", "main", "aside", "header", "footer", "nav", "li", "ul",
-    "ol", "dl", "dt", "dd", "tr", "table", "blockquote", "pre", "br", "hr", "figure",
-    "figcaption", "form", "fieldset", "address", "details", "summary", "body", "td", "th",
+    "p",
+    "div",
+    "section",
+    "article",
+    "main",
+    "aside",
+    "header",
+    "footer",
+    "nav",
+    "li",
+    "ul",
+    "ol",
+    "dl",
+    "dt",
+    "dd",
+    "tr",
+    "table",
+    "blockquote",
+    "pre",
+    "br",
+    "hr",
+    "figure",
+    "figcaption",
+    "form",
+    "fieldset",
+    "address",
+    "details",
+    "summary",
+    "body",
+    "td",
+    "th",
 ];
 
 pub(super) fn extract(text: &str) -> Extracted {
@@ -71,10 +99,18 @@ mod tests {
              <h1>Heading</h1><p>First <b>bold</b> para.</p><script>var x=1;</script>\
              <div hidden>secret</div><p style=\"display: none\">gone</p><p>Second</p></body></html>",
         );
-        let got: Vec<(&str, bool)> = x.blocks.iter().map(|b| (b.text.as_str(), b.heading)).collect();
+        let got: Vec<(&str, bool)> = x
+            .blocks
+            .iter()
+            .map(|b| (b.text.as_str(), b.heading))
+            .collect();
         assert_eq!(
             got,
-            vec![("Heading", true), ("First bold para.", false), ("Second", false)]
+            vec![
+                ("Heading", true),
+                ("First bold para.", false),
+                ("Second", false)
+            ]
         );
     }
 }

@@ -57,7 +57,11 @@ mod tests {
     #[test]
     fn headings_and_paragraphs() {
         let x = extract("# Title\n\nSome *emphasis* and `code`.\n\n- one\n- two\n\n## Next\ntext");
-        let got: Vec<(&str, bool)> = x.blocks.iter().map(|b| (b.text.as_str(), b.heading)).collect();
+        let got: Vec<(&str, bool)> = x
+            .blocks
+            .iter()
+            .map(|b| (b.text.as_str(), b.heading))
+            .collect();
         assert_eq!(
             got,
             vec![

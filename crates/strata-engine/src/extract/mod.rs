@@ -155,11 +155,12 @@ pub fn sniff(
             _ => None,
         },
     };
-    let is_pdf = head.len() >= 5 && head[..head.len().min(1024)].windows(5).any(|w| w == b"%PDF-");
+    let is_pdf = head.len() >= 5
+        && head[..head.len().min(1024)]
+            .windows(5)
+            .any(|w| w == b"%PDF-");
     match claimed {
-        Some(MediaType::Pdf) if !is_pdf => {
-            Err("content is not a PDF (no %PDF- header)".to_owned())
-        }
+        Some(MediaType::Pdf) if !is_pdf => Err("content is not a PDF (no %PDF- header)".to_owned()),
         Some(MediaType::Pdf) => Ok(MediaType::Pdf),
         Some(text_kind) => {
             if looks_like_text(head) {
@@ -225,7 +226,10 @@ mod tests {
     #[test]
     fn sniff_detects_without_hints() {
         assert_eq!(sniff(None, None, b"%PDF-1.7\n"), Ok(MediaType::Pdf));
-        assert_eq!(sniff(None, None, b"<!DOCTYPE html><p>x"), Ok(MediaType::Html));
+        assert_eq!(
+            sniff(None, None, b"<!DOCTYPE html><p>x"),
+            Ok(MediaType::Html)
+        );
         assert_eq!(sniff(None, None, b"just words"), Ok(MediaType::Text));
         assert!(sniff(Some("image/png"), None, b"x").is_err());
         assert!(sniff(None, Some("report.docx"), b"PK").is_err());
@@ -234,7 +238,11 @@ mod tests {
     #[test]
     fn declared_type_wins_over_extension() {
         assert_eq!(
-            sniff(Some("text/markdown; charset=utf-8"), Some("notes.txt"), b"# hi"),
+            sniff(
+                Some("text/markdown; charset=utf-8"),
+                Some("notes.txt"),
+                b"# hi"
+            ),
             Ok(MediaType::Markdown)
         );
     }

@@ -5,7 +5,8 @@
 use super::{ExtractError, Extracted, split_paragraphs};
 
 pub(super) fn extract(bytes: &[u8]) -> Result<Extracted, ExtractError> {
-    let text = pdf_extract::extract_text_from_mem(bytes).map_err(|e| ExtractError::Pdf(e.to_string()))?;
+    let text =
+        pdf_extract::extract_text_from_mem(bytes).map_err(|e| ExtractError::Pdf(e.to_string()))?;
     let mut out = Extracted::default();
     // pdf-extract separates pages with form feeds and paragraphs with blank lines.
     for page in text.split('\u{c}') {

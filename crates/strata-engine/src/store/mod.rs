@@ -157,8 +157,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Claims the oldest runnable job: queued and due, or running with an expired lease.
     /// Jobs whose attempts are exhausted when their lease expires are failed instead.
-    async fn claim_job(&self, now: DateTime<Utc>, lease_until: DateTime<Utc>)
-    -> Result<Option<ClaimedJob>>;
+    async fn claim_job(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<ClaimedJob>>;
 
     /// Extends a lease; `false` when it is no longer held.
     async fn heartbeat(&self, lease: &Lease, lease_until: DateTime<Utc>) -> Result<bool>;
@@ -183,6 +186,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Returns a claimed job to the queue without counting the attempt (shutdown).
     async fn release_job(&self, lease: &Lease) -> Result<bool>;
+
+    /// A cheap round trip proving the backend answers.
+    async fn ping(&self) -> Result<()>;
 
     /// Closes the pool, waiting for connections to be returned.
     async fn close(&self);

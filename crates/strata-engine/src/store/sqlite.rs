@@ -176,7 +176,10 @@ fn job_from_row(row: &SqliteRow) -> Result<(TenantId, Job)> {
         updated_at: from_ms(row.try_get("updated_at")?)?,
         finished_at: finished.map(from_ms).transpose()?,
     };
-    Ok((TenantId::parse(&owner).map_err(|e| corrupt("owner", e))?, job))
+    Ok((
+        TenantId::parse(&owner).map_err(|e| corrupt("owner", e))?,
+        job,
+    ))
 }
 
 fn stage_name(stage: Stage) -> &'static str {
@@ -386,12 +389,13 @@ impl Store for SqliteStore {
     async fn delete_document(&self, owner: &TenantId, id: DocumentId) -> Result<Option<Deleted>> {
         let mut tx = self.begin().await?;
         let id_s = id.to_string();
-        let sha: Option<String> =
-            sqlx::query_scalar("DELETE FROM documents WHERE owner = ?1 AND id = ?2 RETURNING sha256")
-                .bind(owner.as_str())
-                .bind(&id_s)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let sha: Option<String> = sqlx::query_scalar(
+            "DELETE FROM documents WHERE owner = ?1 AND id = ?2 RETURNING sha256",
+        )
+        .bind(owner.as_str())
+        .bind(&id_s)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(sha256) = sha else {
             return Ok(None);
         };
@@ -504,7 +508,9 @@ impl Store for SqliteStore {
             .bind(limit as i64)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|r| job_from_row(r).map(|(_, j)| j)).collect()
+        rows.iter()
+            .map(|r| job_from_row(r).map(|(_, j)| j))
+            .collect()
     }
 
     async fn claim_job(
@@ -599,7 +605,8 @@ impl Store for SqliteStore {
         stage: Stage,
         stages: &[StageProgress],
     ) -> Result<bool> {
-        let stages = serde_json::to_string(stages).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let stages =
+            serde_json::to_string(stages).map_err(|e| EngineError::Internal(e.to_string()))?;
         let res = sqlx::query(
             "UPDATE jobs SET stage = ?3, stages = ?4, updated_at = ?5 \
              WHERE id = ?1 AND lease_token = ?2 AND status = 'running'",
@@ -673,7 +680,13 @@ impl Store for SqliteStore {
                         .fetch_one(&mut *tx)
                         .await?;
                 if attempts >= max {
-                    ("failed", "failed", Some(format!("{error} (attempts exhausted)")), None, None)
+                    (
+                        "failed",
+                        "failed",
+                        Some(format!("{error} (attempts exhausted)")),
+                        None,
+                        None,
+                    )
                 } else {
                     ("queued", "queued", Some(error), None, Some(ms(retry_at)))
                 }
@@ -736,6 +749,11 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     async fn close(&self) {

@@ -1,0 +1,207 @@
+//! The HTTP error model: RFC 9457 problem+json with a stable machine-readable `code`.
+//!
+//! Every error a client can see is one row of [`Code`]: its name, HTTP status and title live
+//! together in one table, so codes never drift between handlers. Internal and database detail
+//! is logged with the request id, never sent.
+
+use axum::Json;
+use axum::extract::multipart::MultipartError;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use strata_engine::EngineError;
+
+macro_rules! codes {
+    ($($variant:ident => ($name:literal, $status:ident, $title:literal)),+ $(,)?) => {
+        /// Every problem a client can receive. The `code` string is a stable API contract.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub enum Code { $(#[doc = $title] $variant),+ }
+
+        impl Code {
+            /// Every code, for documentation and tests.
+            pub const ALL: &'static [Code] = &[$(Code::$variant),+];
+
+            /// The stable code string.
+            pub fn as_str(self) -> &'static str { match self { $(Code::$variant => $name),+ } }
+
+            /// The HTTP status.
+            pub fn status(self) -> StatusCode { match self { $(Code::$variant => StatusCode::$status),+ } }
+
+            /// A short, fixed, human-readable summary.
+            pub fn title(self) -> &'static str { match self { $(Code::$variant => $title),+ } }
+        }
+    };
+}
+
+codes! {
+    NotFound => ("not_found", NOT_FOUND, "The resource does not exist"),
+    RouteNotFound => ("route_not_found", NOT_FOUND, "No such endpoint"),
+    MethodNotAllowed => ("method_not_allowed", METHOD_NOT_ALLOWED, "Method not allowed on this endpoint"),
+    ValidationFailed => ("validation_failed", UNPROCESSABLE_ENTITY, "The request has an invalid field"),
+    MalformedJson => ("malformed_json", BAD_REQUEST, "The body is not valid JSON"),
+    MalformedMultipart => ("malformed_multipart", BAD_REQUEST, "The multipart body could not be read"),
+    PayloadTooLarge => ("payload_too_large", PAYLOAD_TOO_LARGE, "The body exceeds the size limit"),
+    UnsupportedMediaType => ("unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "The content type is not supported"),
+    ServiceUnavailable => ("service_unavailable", SERVICE_UNAVAILABLE, "Temporarily unavailable; retry later"),
+    Internal => ("internal", INTERNAL_SERVER_ERROR, "Internal error"),
+}
+
+/// An error response.
+#[derive(Debug)]
+pub struct ApiError {
+    code: Code,
+    detail: String,
+    field: Option<String>,
+    retry_after_secs: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    type_: String,
+    title: &'static str,
+    status: u16,
+    detail: &'a str,
+    code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    /// An error with a code and a detail message.
+    pub fn new(code: Code, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+            field: None,
+            retry_after_secs: None,
+        }
+    }
+
+    /// A validation error naming `field`.
+    pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        let field = field.into();
+        let detail = detail.into();
+        Self {
+            code: Code::ValidationFailed,
+            detail: format!("{field}: {detail}"),
+            field: Some(field),
+            retry_after_secs: None,
+        }
+    }
+
+    /// The error's code.
+    pub fn code(&self) -> Code {
+        self.code
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.code.status();
+        let body = Problem {
+            type_: format!("urn:strata:problem:{}", self.code.as_str()),
+            title: self.code.title(),
+            status: status.as_u16(),
+            detail: &self.detail,
+            code: self.code.as_str(),
+            field: self.field.as_deref(),
+        };
+        let mut resp = (status, Json(body)).into_response();
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(secs) = self.retry_after_secs {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::NotFound { .. } => ApiError::new(Code::NotFound, e.to_string()),
+            EngineError::Invalid { field, message } => ApiError::invalid(field, message),
+            EngineError::UnsupportedMediaType(why) => {
+                ApiError::new(Code::UnsupportedMediaType, why)
+            }
+            EngineError::TooLarge { limit } => ApiError::new(
+                Code::PayloadTooLarge,
+                format!("the upload exceeds the limit of {limit} bytes"),
+            ),
+            EngineError::Unavailable(why) => {
+                tracing::warn!(%why, "dependency unavailable");
+                ApiError {
+                    retry_after_secs: Some(1),
+                    ..ApiError::new(Code::ServiceUnavailable, why)
+                }
+            }
+            other => {
+                tracing::error!(error = %other, "internal error");
+                ApiError::new(
+                    Code::Internal,
+                    "an internal error occurred; it has been logged",
+                )
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r {
+            JsonRejection::JsonDataError(e) => {
+                // serde's message names the field ("unknown field `x`", "missing field `y`").
+                let msg = std::error::Error::source(&e)
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| e.body_text());
+                ApiError::invalid("body", msg)
+            }
+            JsonRejection::JsonSyntaxError(e) => ApiError::new(Code::MalformedJson, e.body_text()),
+            JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                Code::UnsupportedMediaType,
+                "expected Content-Type: application/json",
+            ),
+            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(
+                    Code::PayloadTooLarge,
+                    "the JSON body exceeds the size limit",
+                )
+            }
+            other => ApiError::new(Code::MalformedJson, other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        let msg = match &r {
+            QueryRejection::FailedToDeserializeQueryString(e) => std::error::Error::source(e)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| r.body_text()),
+            _ => r.body_text(),
+        };
+        ApiError::invalid("query", msg)
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::new(Code::NotFound, r.body_text())
+    }
+}
+
+impl From<MultipartError> for ApiError {
+    fn from(e: MultipartError) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(Code::PayloadTooLarge, "the upload exceeds the size limit")
+        } else {
+            ApiError::new(Code::MalformedMultipart, e.body_text())
+        }
+    }
+}

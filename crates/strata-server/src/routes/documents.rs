@@ -1,0 +1,418 @@
+//! `/v1/documents`, `/v1/tags`: upload, list, read, patch, delete, stream the original.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use strata_engine::model::{Document, DocumentFilter, DocumentPatch, DocumentStatus};
+use strata_engine::{DocumentId, IngestOutcome, ListDocuments, UploadMeta};
+use tokio_util::io::ReaderStream;
+
+use crate::AppState;
+use crate::error::{ApiError, Code};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Tenant};
+
+/// Fields a client may select with `fields=`.
+const DOCUMENT_FIELDS: &[&str] = &[
+    "id",
+    "title",
+    "filename",
+    "media_type",
+    "byte_size",
+    "sha256",
+    "tags",
+    "metadata",
+    "status",
+    "error",
+    "chunk_count",
+    "job_id",
+    "created_at",
+    "updated_at",
+];
+
+/// Most bytes of one non-file multipart field.
+const MAX_FIELD_BYTES: usize = 64 * 1024;
+
+/// JSON upload body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextUpload {
+    text: String,
+    title: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    metadata: Option<Value>,
+    /// `text/plain` (default), `text/markdown` or `text/html`.
+    media_type: Option<String>,
+}
+
+/// `POST /v1/documents`: multipart (`file`, `title`, `tags`, `metadata`) or JSON text.
+pub async fn upload(
+    State(app): State<AppState>,
+    tenant: Tenant,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let ctype = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let outcome = if ctype.starts_with("multipart/form-data") {
+        let mp = Multipart::from_request(req, &app)
+            .await
+            .map_err(|e| ApiError::new(Code::MalformedMultipart, e.body_text()))?;
+        upload_multipart(&app, &tenant, mp).await?
+    } else if ctype.starts_with("application/json") {
+        let ApiJson(body) = ApiJson::<TextUpload>::from_request(req, &app).await?;
+        let declared = body.media_type.unwrap_or_else(|| "text/plain".to_owned());
+        if declared.to_ascii_lowercase().starts_with("application/pdf") {
+            return Err(ApiError::invalid(
+                "media_type",
+                "JSON uploads carry text; send PDFs as multipart files",
+            ));
+        }
+        let meta = UploadMeta {
+            title: body.title,
+            filename: None,
+            declared_type: Some(declared),
+            tags: body.tags,
+            metadata: body.metadata,
+        };
+        app.engine.ingest_text(&tenant.0, &body.text, meta).await?
+    } else {
+        return Err(ApiError::new(
+            Code::UnsupportedMediaType,
+            "send multipart/form-data with a `file` field, or application/json with `text`",
+        ));
+    };
+    Ok(match outcome {
+        IngestOutcome::Created(doc) => created_response(StatusCode::ACCEPTED, &doc, false),
+        IngestOutcome::Duplicate(doc) => created_response(StatusCode::OK, &doc, true),
+    })
+}
+
+fn created_response(status: StatusCode, doc: &Document, duplicate: bool) -> Response {
+    let job = doc.job_id.map(|j| {
+        json!({
+            "id": j,
+            "url": format!("/v1/jobs/{j}"),
+            "events_url": format!("/v1/jobs/{j}/events"),
+        })
+    });
+    let body = json!({ "document": doc, "job": if duplicate { None } else { job }, "duplicate": duplicate });
+    let mut resp = (status, Json(body)).into_response();
+    if let Ok(loc) = HeaderValue::from_str(&format!("/v1/documents/{}", doc.id)) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    resp
+}
+
+async fn upload_multipart(
+    app: &AppState,
+    tenant: &Tenant,
+    mut mp: Multipart,
+) -> Result<IngestOutcome, ApiError> {
+    let mut meta = UploadMeta::default();
+    let mut staged = None;
+    let result: Result<(), ApiError> = async {
+        while let Some(mut field) = mp.next_field().await? {
+            let name = field.name().unwrap_or("").to_owned();
+            match name.as_str() {
+                "file" => {
+                    if staged.is_some() {
+                        return Err(ApiError::invalid(
+                            "file",
+                            "send exactly one file per upload",
+                        ));
+                    }
+                    meta.filename = field.file_name().map(str::to_owned);
+                    meta.declared_type = field.content_type().map(str::to_owned);
+                    let mut w = app.engine.begin_upload().await?;
+                    loop {
+                        match field.chunk().await {
+                            Ok(Some(bytes)) => {
+                                if let Err(e) = w.write(&bytes).await {
+                                    w.abort().await;
+                                    return Err(e.into());
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                w.abort().await;
+                                return Err(e.into());
+                            }
+                        }
+                    }
+                    staged = Some(w.finish().await?);
+                }
+                "title" | "tags" | "metadata" => {
+                    let text = small_field(&name, &mut field).await?;
+                    match name.as_str() {
+                        "title" => meta.title = Some(text),
+                        "tags" => meta.tags.extend(
+                            text.split(',')
+                                .map(str::trim)
+                                .filter(|t| !t.is_empty())
+                                .map(str::to_owned),
+                        ),
+                        _ => meta.metadata = Some(strata_engine::validate::metadata_str(&text)?),
+                    }
+                }
+                other => {
+                    return Err(ApiError::invalid(
+                        other.to_owned(),
+                        "unknown field (expected file, title, tags, metadata)",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        if let Some(s) = staged {
+            s.discard().await;
+        }
+        return Err(e);
+    }
+    let staged = staged.ok_or_else(|| ApiError::invalid("file", "is required"))?;
+    Ok(app.engine.ingest(&tenant.0, staged, meta).await?)
+}
+
+async fn small_field(
+    name: &str,
+    field: &mut axum::extract::multipart::Field<'_>,
+) -> Result<String, ApiError> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.chunk().await? {
+        buf.extend_from_slice(&chunk);
+        if buf.len() > MAX_FIELD_BYTES {
+            return Err(ApiError::invalid(
+                name,
+                format!("must be at most {MAX_FIELD_BYTES} bytes"),
+            ));
+        }
+    }
+    String::from_utf8(buf).map_err(|_| ApiError::invalid(name, "must be UTF-8 text"))
+}
+
+/// Query of `GET /v1/documents`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+    tag: Option<String>,
+    status: Option<String>,
+    fields: Option<String>,
+}
+
+/// `GET /v1/documents`
+pub async fn list(
+    State(app): State<AppState>,
+    tenant: Tenant,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let fields = parse_fields(q.fields.as_deref())?;
+    let status = q.status.as_deref().map(DocumentStatus::parse).transpose()?;
+    let page = app
+        .engine
+        .list_documents(
+            &tenant.0,
+            ListDocuments {
+                limit: q.limit,
+                cursor: q.cursor.filter(|c| !c.is_empty()),
+                filter: DocumentFilter {
+                    tag: q.tag.filter(|t| !t.is_empty()),
+                    status,
+                },
+            },
+        )
+        .await?;
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|d| select(d, fields.as_deref()))
+        .collect();
+    Ok(Json(
+        json!({ "items": items, "next_cursor": page.next_cursor }),
+    ))
+}
+
+/// Query of single-document reads.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetQuery {
+    fields: Option<String>,
+}
+
+/// `GET /v1/documents/{id}`
+pub async fn get(
+    State(app): State<AppState>,
+    tenant: Tenant,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<GetQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let fields = parse_fields(q.fields.as_deref())?;
+    let id = DocumentId::parse_or_not_found(&id)?;
+    let doc = app.engine.get_document(&tenant.0, id).await?;
+    Ok(Json(select(&doc, fields.as_deref())))
+}
+
+/// `PATCH /v1/documents/{id}`: `title`, `tags` (replaces), `metadata` (replaces).
+pub async fn patch(
+    State(app): State<AppState>,
+    tenant: Tenant,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(patch): ApiJson<DocumentPatch>,
+) -> Result<Json<Document>, ApiError> {
+    let id = DocumentId::parse_or_not_found(&id)?;
+    Ok(Json(
+        app.engine.update_document(&tenant.0, id, patch).await?,
+    ))
+}
+
+/// `DELETE /v1/documents/{id}`
+pub async fn delete(
+    State(app): State<AppState>,
+    tenant: Tenant,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = DocumentId::parse_or_not_found(&id)?;
+    app.engine.delete_document(&tenant.0, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/documents/{id}/file`: the original, streamed.
+pub async fn file(
+    State(app): State<AppState>,
+    tenant: Tenant,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = DocumentId::parse_or_not_found(&id)?;
+    let doc = app.engine.get_document(&tenant.0, id).await?;
+    let etag = format!("\"{}\"", doc.sha256);
+    if crate::etag_matches(&headers, &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    let (doc, file) = app.engine.open_file(&tenant.0, id).await?;
+    let ctype = match doc.media_type.as_str() {
+        m if m.starts_with("text/") => format!("{m}; charset=utf-8"),
+        m => m.to_owned(),
+    };
+    let name = doc.filename.clone().unwrap_or_else(|| doc.title.clone());
+    let disposition = format!(
+        "attachment; filename=\"{}\"; filename*=UTF-8''{}",
+        name.chars()
+            .map(
+                |c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                    c
+                } else {
+                    '_'
+                }
+            )
+            .collect::<String>(),
+        percent_encode(&name)
+    );
+    let mut resp = Response::new(Body::from_stream(ReaderStream::new(file)));
+    let h = resp.headers_mut();
+    let hv =
+        |s: &str| HeaderValue::from_str(s).map_err(|_| ApiError::new(Code::Internal, "bad header"));
+    h.insert(header::CONTENT_TYPE, hv(&ctype)?);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(doc.byte_size));
+    h.insert(header::CONTENT_DISPOSITION, hv(&disposition)?);
+    h.insert(header::ETAG, hv(&etag)?);
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=0, must-revalidate"),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    Ok(resp)
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Query of `GET /v1/documents/{id}/chunks`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkQuery {
+    from: Option<u32>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/documents/{id}/chunks`: the document's chunks in order, from ordinal `from`.
+pub async fn chunks(
+    State(app): State<AppState>,
+    tenant: Tenant,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ChunkQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let id = DocumentId::parse_or_not_found(&id)?;
+    let from = q.from.unwrap_or(0);
+    let items = app.engine.list_chunks(&tenant.0, id, from, q.limit).await?;
+    let limit = q.limit.unwrap_or(strata_engine::DEFAULT_PAGE) as usize;
+    let next_from = (items.len() == limit)
+        .then(|| items.last().map(|c| c.ordinal + 1))
+        .flatten();
+    Ok(Json(json!({ "items": items, "next_from": next_from })))
+}
+
+/// `GET /v1/tags`: tags with document counts, most used first.
+pub async fn tags(State(app): State<AppState>, tenant: Tenant) -> Result<Json<Value>, ApiError> {
+    let items = app.engine.tag_counts(&tenant.0).await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+fn parse_fields(raw: Option<&str>) -> Result<Option<Vec<String>>, ApiError> {
+    let Some(raw) = raw.filter(|r| !r.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let mut out = vec!["id".to_owned()];
+    for f in raw.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        if !DOCUMENT_FIELDS.contains(&f) {
+            return Err(ApiError::invalid(
+                "fields",
+                format!(
+                    "unknown field {f:?}; choose from {}",
+                    DOCUMENT_FIELDS.join(", ")
+                ),
+            ));
+        }
+        if !out.iter().any(|o| o == f) {
+            out.push(f.to_owned());
+        }
+    }
+    Ok(Some(out))
+}
+
+fn select(doc: &Document, fields: Option<&[String]>) -> Value {
+    let full = serde_json::to_value(doc).unwrap_or(Value::Null);
+    match (fields, full) {
+        (Some(fields), Value::Object(map)) => {
+            let kept: Map<String, Value> = map
+                .into_iter()
+                .filter(|(k, _)| fields.iter().any(|f| f == k))
+                .collect();
+            Value::Object(kept)
+        }
+        (_, v) => v,
+    }
+}

@@ -1,0 +1,35 @@
+//! Liveness and readiness.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::AppState;
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: the store answers queries; 503 otherwise (and while shutting down).
+pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
+    if app.shutdown.is_cancelled() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "shutting_down" })),
+        );
+    }
+    match app.engine.ping().await {
+        Ok(_) => (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "store": app.engine.backend() })),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(
+                json!({ "status": "unavailable", "store": app.engine.backend(), "detail": e.to_string() }),
+            ),
+        ),
+    }
+}

@@ -1,0 +1,5 @@
+//! Route handlers: parse, call the engine, shape the response. No SQL, no domain logic.
+
+pub mod documents;
+pub mod health;
+pub mod jobs;

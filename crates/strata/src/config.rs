@@ -1,0 +1,358 @@
+//! Layered configuration: command-line flags > `STRATA_*` environment > `strata.toml` >
+//! defaults. clap resolves flags over environment; this module layers the file and the
+//! defaults under them and turns the result into the engine's and server's settings.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Deserialize;
+use strata_engine::EngineSettings;
+use strata_engine::chunk::ChunkConfig;
+use strata_engine::jobs::JobSettings;
+use strata_engine::store::sqlite::SqliteOptions;
+use strata_server::ServerSettings;
+
+/// Settings shared by every subcommand. Each can also be set in `strata.toml` under the same
+/// name with underscores (`data_dir = "..."`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct Overrides {
+    /// Configuration file [default: ./strata.toml when it exists].
+    #[arg(long, env = "STRATA_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Directory of the embedded store: SQLite database and original files [default: ./strata-data].
+    #[arg(long, env = "STRATA_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+
+    /// Database URL; `sqlite://PATH` overrides the file under the data directory.
+    #[arg(
+        long,
+        env = "STRATA_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+
+    /// Address to listen on [default: 127.0.0.1:7733].
+    #[arg(long, env = "STRATA_LISTEN", global = true)]
+    pub listen: Option<SocketAddr>,
+
+    /// Largest upload, in bytes or with a unit: 50MiB, 10MB, 512KiB [default: 50MiB].
+    #[arg(long, env = "STRATA_MAX_UPLOAD", global = true, value_parser = parse_size)]
+    pub max_upload: Option<u64>,
+
+    /// Background ingestion workers in this process; 0 runs none [default: 2].
+    #[arg(long, env = "STRATA_WORKERS", global = true)]
+    pub workers: Option<usize>,
+
+    /// Attempts before a job fails for good [default: 5].
+    #[arg(long, env = "STRATA_JOB_MAX_ATTEMPTS", global = true)]
+    pub job_max_attempts: Option<u32>,
+
+    /// Seconds a job lease lasts without a heartbeat; a crashed worker's job is retried after it [default: 30].
+    #[arg(long, env = "STRATA_JOB_LEASE_SECS", global = true)]
+    pub job_lease_secs: Option<u64>,
+
+    /// Seconds before the first retry of a failed job; doubles per attempt [default: 2].
+    #[arg(long, env = "STRATA_JOB_BACKOFF_SECS", global = true)]
+    pub job_backoff_secs: Option<u64>,
+
+    /// Longest text extraction of one file, in seconds [default: 60].
+    #[arg(long, env = "STRATA_EXTRACT_TIMEOUT_SECS", global = true)]
+    pub extract_timeout_secs: Option<u64>,
+
+    /// Most tokens per chunk [default: 200].
+    #[arg(long, env = "STRATA_CHUNK_TOKENS", global = true)]
+    pub chunk_tokens: Option<usize>,
+
+    /// Tokens shared by consecutive chunks [default: 40].
+    #[arg(long, env = "STRATA_CHUNK_OVERLAP", global = true)]
+    pub chunk_overlap: Option<usize>,
+
+    /// Seconds in-flight requests and jobs get to finish on shutdown [default: 10].
+    #[arg(long, env = "STRATA_SHUTDOWN_GRACE_SECS", global = true)]
+    pub shutdown_grace_secs: Option<u64>,
+
+    /// Maximum SQLite connections [default: 8].
+    #[arg(long, env = "STRATA_DB_MAX_CONNECTIONS", global = true)]
+    pub db_max_connections: Option<u32>,
+
+    /// Log filter, e.g. `info` or `strata_engine=debug,info` [default: info].
+    #[arg(long, env = "STRATA_LOG", global = true)]
+    pub log: Option<String>,
+
+    /// Log format: `text` or `json` [default: text].
+    #[arg(long, env = "STRATA_LOG_FORMAT", global = true)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `strata.toml`: the same settings as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    listen: Option<SocketAddr>,
+    max_upload: Option<SizeValue>,
+    workers: Option<usize>,
+    job_max_attempts: Option<u32>,
+    job_lease_secs: Option<u64>,
+    job_backoff_secs: Option<u64>,
+    extract_timeout_secs: Option<u64>,
+    chunk_tokens: Option<usize>,
+    chunk_overlap: Option<usize>,
+    shutdown_grace_secs: Option<u64>,
+    db_max_connections: Option<u32>,
+    log: Option<String>,
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the file layer came from, if any.
+    pub source: Option<PathBuf>,
+    /// Engine settings.
+    pub engine: EngineSettings,
+    /// HTTP settings.
+    pub server: ServerSettings,
+    /// Log filter.
+    pub log: String,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Layers `flags` (already merged with the environment by clap) over the file and defaults.
+    pub fn resolve(flags: &Overrides) -> anyhow::Result<Self> {
+        let (file, source) = match &flags.config {
+            Some(path) => (read_file(path)?, Some(path.clone())),
+            None if Path::new("strata.toml").exists() => (
+                read_file(Path::new("strata.toml"))?,
+                Some(PathBuf::from("strata.toml")),
+            ),
+            None => (FileConfig::default(), None),
+        };
+        let max_upload = match (flags.max_upload, file.max_upload) {
+            (Some(v), _) => v,
+            (None, Some(SizeValue::Bytes(v))) => v,
+            (None, Some(SizeValue::Text(s))) => {
+                parse_size(&s).map_err(|e| anyhow::anyhow!("strata.toml max_upload: {e}"))?
+            }
+            (None, None) => 50 * 1024 * 1024,
+        };
+        macro_rules! pick {
+            ($field:ident, $default:expr) => {
+                flags
+                    .$field
+                    .clone()
+                    .or(file.$field.clone())
+                    .unwrap_or_else(|| $default)
+            };
+        }
+        let chunk_tokens = pick!(chunk_tokens, 200);
+        let chunk_overlap = pick!(chunk_overlap, 40);
+        let chunk = ChunkConfig::new(chunk_tokens, chunk_overlap)?;
+        let lease = pick!(job_lease_secs, 30);
+        if lease < 3 {
+            bail!("job_lease_secs must be at least 3");
+        }
+        let grace = Duration::from_secs(pick!(shutdown_grace_secs, 10));
+        let engine = EngineSettings {
+            data_dir: pick!(data_dir, PathBuf::from("strata-data")),
+            database_url: flags.database_url.clone().or(file.database_url),
+            sqlite: SqliteOptions {
+                max_connections: pick!(db_max_connections, 8),
+                ..SqliteOptions::default()
+            },
+            max_upload_bytes: max_upload,
+            jobs: JobSettings {
+                workers: pick!(workers, 2),
+                max_attempts: pick!(job_max_attempts, 5).max(1),
+                lease: Duration::from_secs(lease),
+                backoff_base: Duration::from_secs(pick!(job_backoff_secs, 2)),
+                extract_timeout: Duration::from_secs(pick!(extract_timeout_secs, 60).max(1)),
+                shutdown_grace: grace,
+                chunk,
+                ..JobSettings::default()
+            },
+        };
+        let server = ServerSettings {
+            listen: pick!(listen, ServerSettings::default().listen),
+            shutdown_grace: grace,
+            ..ServerSettings::default()
+        };
+        Ok(Self {
+            source,
+            engine,
+            server,
+            log: pick!(log, "info".to_owned()),
+            log_format: pick!(log_format, LogFormat::Text),
+        })
+    }
+
+    /// A human-readable listing with secrets masked, for the startup log.
+    pub fn describe(&self) -> String {
+        let e = &self.engine;
+        let j = &e.jobs;
+        let lines = [
+            (
+                "config file",
+                self.source
+                    .as_ref()
+                    .map_or("(none)".into(), |p| p.display().to_string()),
+            ),
+            ("listen", self.server.listen.to_string()),
+            ("data_dir", e.data_dir.display().to_string()),
+            (
+                "database_url",
+                e.database_url
+                    .as_deref()
+                    .map_or("(embedded SQLite in data_dir)".into(), mask_url),
+            ),
+            ("max_upload", format!("{} bytes", e.max_upload_bytes)),
+            ("workers", j.workers.to_string()),
+            ("job_max_attempts", j.max_attempts.to_string()),
+            ("job_lease_secs", j.lease.as_secs().to_string()),
+            ("job_backoff_secs", j.backoff_base.as_secs().to_string()),
+            (
+                "extract_timeout_secs",
+                j.extract_timeout.as_secs().to_string(),
+            ),
+            ("chunk_tokens", j.chunk.max_tokens.to_string()),
+            ("chunk_overlap", j.chunk.overlap.to_string()),
+            (
+                "shutdown_grace_secs",
+                j.shutdown_grace.as_secs().to_string(),
+            ),
+            ("db_max_connections", e.sqlite.max_connections.to_string()),
+            ("log", self.log.clone()),
+        ];
+        lines
+            .iter()
+            .map(|(k, v)| format!("  {k:<22} {v}\n"))
+            .collect()
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+/// Hides the password of a URL's userinfo.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some(parts) => parts,
+        None => return url.to_owned(),
+    };
+    let user = auth.split(':').next().unwrap_or("");
+    format!("{scheme}://{user}:****@{host}")
+}
+
+/// Parses `1234`, `512KiB`, `50MiB`, `1GiB`, `10MB`, `1kb`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 50MiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} (use B, KB, KiB, MB, MiB, GB, GiB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("50MiB"), Ok(50 * 1024 * 1024));
+        assert_eq!(parse_size("10 MB"), Ok(10_000_000));
+        assert_eq!(parse_size("123"), Ok(123));
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn masks_passwords() {
+        assert_eq!(
+            mask_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:****@h:5432/db"
+        );
+        assert_eq!(mask_url("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn flags_beat_file_beat_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.toml");
+        std::fs::write(
+            &path,
+            "workers = 7\nchunk_tokens = 300\nmax_upload = \"1MiB\"\n",
+        )
+        .unwrap();
+        let flags = Overrides {
+            config: Some(path),
+            workers: Some(3),
+            ..Overrides::default()
+        };
+        let c = Config::resolve(&flags).unwrap();
+        assert_eq!(c.engine.jobs.workers, 3);
+        assert_eq!(c.engine.jobs.chunk.max_tokens, 300);
+        assert_eq!(c.engine.max_upload_bytes, 1 << 20);
+        assert_eq!(c.engine.jobs.chunk.overlap, 40);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.toml");
+        std::fs::write(&path, "wrokers = 7\n").unwrap();
+        let flags = Overrides {
+            config: Some(path),
+            ..Overrides::default()
+        };
+        let err = format!("{:#}", Config::resolve(&flags).unwrap_err());
+        assert!(err.contains("wrokers"), "{err}");
+    }
+}
