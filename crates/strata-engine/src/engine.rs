@@ -187,6 +187,16 @@ impl Engine {
         staged: StagedBlob,
         meta: UploadMeta,
     ) -> Result<IngestOutcome> {
+        let (this, owner) = (self.clone(), owner.clone());
+        detached(async move { this.ingest_now(&owner, staged, meta).await }).await
+    }
+
+    async fn ingest_now(
+        &self,
+        owner: &TenantId,
+        staged: StagedBlob,
+        meta: UploadMeta,
+    ) -> Result<IngestOutcome> {
         let prepared = self.prepare(owner, &staged, meta);
         let doc = match prepared {
             Ok(d) => d,
@@ -330,9 +340,8 @@ impl Engine {
             tags: patch.tags.as_deref().map(validate::tags).transpose()?,
             metadata: patch.metadata.map(validate::metadata).transpose()?,
         };
-        self.inner
-            .store
-            .update_document(owner, id, &patch)
+        let (store, owner) = (self.inner.store.clone(), owner.clone());
+        detached(async move { store.update_document(&owner, id, &patch).await })
             .await?
             .ok_or_else(|| EngineError::not_found(IdKind::Document, id))
     }
@@ -340,6 +349,11 @@ impl Engine {
     /// Deletes a document, its chunks, its unfinished jobs and (when no other document
     /// shares it) its original file.
     pub async fn delete_document(&self, owner: &TenantId, id: DocumentId) -> Result<()> {
+        let (this, owner) = (self.clone(), owner.clone());
+        detached(async move { this.delete_now(&owner, id).await }).await
+    }
+
+    async fn delete_now(&self, owner: &TenantId, id: DocumentId) -> Result<()> {
         let doc = self.get_document(owner, id).await?;
         let _guard = self.inner.blobs.lock(&doc.sha256).await;
         let deleted = self
@@ -445,6 +459,17 @@ impl Engine {
     pub async fn close(&self) {
         self.inner.store.close().await;
     }
+}
+
+/// Runs a write to completion even if the caller goes away (an HTTP client disconnecting
+/// drops its handler's future): a transaction abandoned half-way would hold SQLite's write
+/// lock until the pool noticed, and a blob could be left without its row.
+async fn detached<T: Send + 'static>(
+    write: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(write)
+        .await
+        .map_err(|e| EngineError::Internal(format!("write task failed: {e}")))?
 }
 
 fn parse_cursor_id<T: std::str::FromStr>(cursor: &str, fp: &str) -> Result<T> {

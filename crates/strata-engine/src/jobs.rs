@@ -91,6 +91,9 @@ pub enum JobError {
     /// Another worker owns the job now (or it was cancelled): stop without writing.
     #[error("lease lost")]
     LeaseLost,
+    /// Asked to stop (shutdown, or the lease was lost) and stopped at a safe point.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl From<EngineError> for JobError {
@@ -200,11 +203,15 @@ impl Runner {
         let attempts = claimed.job.attempts;
         self.publish(&lease).await;
         info!("job claimed");
-        let work = self.process(&claimed);
+        // The attempt is stopped cooperatively, at a point between two store writes: dropping
+        // it mid-transaction would leave SQLite's write lock held until the pool noticed.
+        let stop = CancellationToken::new();
+        let work = self.process(&claimed, &stop);
         tokio::pin!(work);
         let mut heartbeat = tokio::time::interval(self.settings.lease / 3);
         heartbeat.tick().await;
         let mut grace: Option<tokio::time::Instant> = None;
+        let mut lease_lost = false;
         let result = loop {
             let grace_sleep = async {
                 match grace {
@@ -214,11 +221,14 @@ impl Runner {
             };
             tokio::select! {
                 r = &mut work => break r,
-                _ = heartbeat.tick() => {
+                _ = heartbeat.tick(), if !stop.is_cancelled() => {
                     let until = Utc::now() + self.settings.lease;
                     match self.store.heartbeat(&lease, until).await {
                         Ok(true) => {}
-                        Ok(false) => break Err(JobError::LeaseLost),
+                        Ok(false) => {
+                            lease_lost = true;
+                            stop.cancel();
+                        }
                         Err(e) => warn!(error = %e, "heartbeat failed; will retry"),
                     }
                 }
@@ -226,18 +236,22 @@ impl Runner {
                     info!(grace = ?self.settings.shutdown_grace, "shutdown: letting the job finish");
                     grace = Some(tokio::time::Instant::now() + self.settings.shutdown_grace);
                 }
-                () = grace_sleep => {
-                    drop(work);
-                    let released = self.store.release_job(&lease).await?;
-                    info!(released, "shutdown: job returned to the queue");
-                    self.publish(&lease).await;
-                    return Ok(Step::Released);
-                }
+                () = grace_sleep, if !stop.is_cancelled() => stop.cancel(),
             }
+        };
+        let result = match result {
+            Err(JobError::Interrupted) if lease_lost => Err(JobError::LeaseLost),
+            Err(JobError::Interrupted) => {
+                let released = self.store.release_job(&lease).await?;
+                info!(released, "shutdown: job returned to the queue");
+                self.publish(&lease).await;
+                return Ok(Step::Released);
+            }
+            other => other,
         };
         let outcome = match result {
             Ok(chunk_count) => JobOutcome::Succeeded { chunk_count },
-            Err(JobError::LeaseLost) => {
+            Err(JobError::LeaseLost | JobError::Interrupted) => {
                 info!("lease lost; another worker owns the job, or it was cancelled");
                 self.publish(&lease).await;
                 return Ok(Step::LeaseLost);
@@ -296,7 +310,18 @@ impl Runner {
     }
 
     /// extract -> chunk. Returns the chunk count.
-    async fn process(&self, claimed: &ClaimedJob) -> Result<u32, JobError> {
+    async fn process(
+        &self,
+        claimed: &ClaimedJob,
+        stop: &CancellationToken,
+    ) -> Result<u32, JobError> {
+        let checkpoint = || {
+            if stop.is_cancelled() {
+                Err(JobError::Interrupted)
+            } else {
+                Ok(())
+            }
+        };
         let lease = &claimed.lease;
         let doc = &claimed.document;
         let mut stages = [
@@ -322,7 +347,7 @@ impl Runner {
         };
         let media = doc.media_type;
         let extracted: Extracted = self
-            .blocking("extraction", move || {
+            .blocking("extraction", stop, move || {
                 extract(media, &bytes).map_err(|e| e.to_string())
             })
             .await?;
@@ -331,7 +356,7 @@ impl Runner {
         let cfg = self.settings.chunk;
         let tokenizer = self.tokenizer.clone();
         let pieces = self
-            .blocking("chunking", move || {
+            .blocking("chunking", stop, move || {
                 Ok(chunk(&extracted, cfg, tokenizer.as_ref()))
             })
             .await?;
@@ -343,6 +368,7 @@ impl Runner {
         }
         let batch = self.settings.chunk_batch.max(1);
         for (b, group) in pieces.chunks(batch).enumerate() {
+            checkpoint()?;
             let rows: Vec<Chunk> = group
                 .iter()
                 .enumerate()
@@ -371,6 +397,7 @@ impl Runner {
     async fn blocking<T: Send + 'static>(
         &self,
         what: &'static str,
+        stop: &CancellationToken,
         f: impl FnOnce() -> Result<T, String> + Send + 'static,
     ) -> Result<T, JobError> {
         let permit = self
@@ -386,7 +413,12 @@ impl Runner {
             std::panic::catch_unwind(AssertUnwindSafe(f))
         });
         let limit = self.settings.extract_timeout;
-        match tokio::time::timeout(limit, handle).await {
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(limit, handle) => r,
+            // Abandoning the thread is safe: it holds no database state.
+            () = stop.cancelled() => return Err(JobError::Interrupted),
+        };
+        match outcome {
             Err(_) => Err(JobError::Permanent(format!(
                 "{what} took longer than the limit of {} s",
                 limit.as_secs_f64()

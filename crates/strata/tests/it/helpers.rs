@@ -1,0 +1,224 @@
+//! Shared test scaffolding: servers on port 0 with fresh data directories, upload helpers,
+//! and fixture generators (a real PDF with a text layer).
+
+use std::time::Duration;
+
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+use strata_engine::{Engine, EngineSettings};
+use strata_server::{App, ServerSettings};
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub dir: TempDir,
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(&mut EngineSettings)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = EngineSettings {
+            data_dir: dir.path().join("data"),
+            ..EngineSettings::default()
+        };
+        settings.jobs.poll_interval = Duration::from_millis(100);
+        settings.jobs.backoff_base = Duration::from_millis(100);
+        configure(&mut settings);
+        let engine = Engine::open(settings).await.expect("engine opens");
+        let server = ServerSettings {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            shutdown_grace: Duration::from_secs(2),
+            ..ServerSettings::default()
+        };
+        let app = App::build(engine, server).await.expect("bind");
+        let addr = app.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(app.run(shutdown.clone()));
+        Self {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            dir,
+            shutdown,
+            handle,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let r = self.get(path).await;
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.expect("json")
+    }
+
+    pub async fn upload(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        mime: Option<&str>,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut part = Part::bytes(bytes).file_name(name.to_owned());
+        if let Some(m) = mime {
+            part = part.mime_str(m).expect("mime");
+        }
+        let mut form = Form::new().part("file", part);
+        for (k, v) in fields {
+            form = form.text((*k).to_owned(), (*v).to_owned());
+        }
+        self.client
+            .post(self.url("/v1/documents"))
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload")
+    }
+
+    pub async fn upload_json(&self, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/documents"))
+            .json(&body)
+            .send()
+            .await
+            .expect("upload")
+    }
+
+    /// Uploads text and returns the created document's JSON (asserting 202).
+    pub async fn create_text(&self, text: &str, tags: &[&str]) -> Value {
+        let r = self
+            .upload_json(serde_json::json!({ "text": text, "tags": tags }))
+            .await;
+        assert_eq!(r.status(), 202, "{:?}", r.text().await);
+        r.json::<Value>().await.expect("json")["document"].clone()
+    }
+
+    /// Polls a job until it reaches a terminal state.
+    pub async fn wait_job(&self, job_id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let job = self.get_json(&format!("/v1/jobs/{job_id}")).await;
+            let status = job["status"].as_str().unwrap_or_default().to_owned();
+            if ["succeeded", "failed", "cancelled"].contains(&status.as_str()) {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {job_id} stuck: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let res = tokio::time::timeout(Duration::from_secs(20), self.handle)
+            .await
+            .expect("server stops within 20 s")
+            .expect("server task");
+        res.expect("server exits cleanly");
+    }
+}
+
+/// Asserts a problem+json response and returns its body.
+pub async fn assert_problem(resp: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(resp.status().as_u16(), status, "unexpected status");
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert_eq!(ctype, "application/problem+json");
+    let body: Value = resp.json().await.expect("problem json");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status);
+    assert_eq!(body["type"], format!("urn:strata:problem:{code}"));
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    body
+}
+
+/// A minimal, valid one-page PDF whose text layer holds `lines`.
+pub fn pdf_with_text(lines: &[&str]) -> Vec<u8> {
+    let mut content = String::from("BT /F1 12 Tf 72 720 Td 14 TL\n");
+    for line in lines {
+        let escaped = line
+            .replace('\\', "\\\\")
+            .replace('(', "\\(")
+            .replace(')', "\\)");
+        content.push_str(&format!("({escaped}) Tj T*\n"));
+    }
+    content.push_str("ET");
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R \
+         /Resources << /Font << /F1 5 0 R >> >> >>"
+            .to_owned(),
+        format!(
+            "<< /Length {} >>\nstream\n{content}\nendstream",
+            content.len()
+        ),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"
+            .to_owned(),
+    ];
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, obj) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend_from_slice(format!("{} 0 obj\n{obj}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = out.len();
+    out.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
+    for off in offsets {
+        out.extend_from_slice(format!("{off:010} 00000 n \n").as_bytes());
+    }
+    out.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    out
+}
+
+/// Every chunk of a document, following `next_from`.
+pub async fn all_chunks(server: &TestServer, doc_id: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut from = 0u64;
+    loop {
+        let page = server
+            .get_json(&format!(
+                "/v1/documents/{doc_id}/chunks?from={from}&limit=500"
+            ))
+            .await;
+        out.extend(page["items"].as_array().cloned().unwrap_or_default());
+        match page["next_from"].as_u64() {
+            Some(n) => from = n,
+            None => return out,
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests of the strata server: a real server on port 0 over a fresh SQLite
+//! database per test, driven over HTTP; and real `strata` processes for crash and shutdown.
+
+mod documents;
+mod errors;
+mod helpers;
+mod jobs;
+mod pagination;
+mod process;

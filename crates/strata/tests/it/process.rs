@@ -1,0 +1,233 @@
+//! Real `strata serve` processes: a worker killed mid-job, and a graceful SIGTERM, each
+//! followed by a restart over the same data directory.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+struct Proc {
+    child: Child,
+    base: String,
+}
+
+impl Proc {
+    async fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::fs::File::create(data_dir.with_extension(format!("{port}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env_remove("STRATA_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("strata starts");
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if client.get(format!("{base}/healthz")).send().await.is_ok() {
+                return Self { child, base };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("strata did not start listening");
+    }
+
+    async fn job(&self, id: &str) -> Value {
+        reqwest::get(format!("{}/v1/jobs/{id}", self.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn wait_terminal(&self, id: &str) -> Value {
+        for _ in 0..1200 {
+            let job = self.job(id).await;
+            if ["succeeded", "failed", "cancelled"].contains(&job["status"].as_str().unwrap()) {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("job {id} did not finish");
+    }
+
+    /// Waits until the job is part-way through writing chunks; returns that snapshot.
+    async fn wait_mid_chunking(&self, id: &str) -> Value {
+        for _ in 0..6000 {
+            let job = self.job(id).await;
+            let done = job["stages"][1]["done"].as_u64().unwrap_or(0);
+            let total = job["stages"][1]["total"].as_u64().unwrap_or(0);
+            if job["status"] == "running" && done > 0 && done < total {
+                return job;
+            }
+            assert_ne!(
+                job["status"], "succeeded",
+                "the job finished before it could be interrupted; make the fixture larger"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("job {id} never reached the chunk stage");
+    }
+
+    async fn upload_big(&self) -> (String, String) {
+        // ~6 MB of prose: tens of thousands of small chunks, written in many batches.
+        let text: String = (0..120_000)
+            .map(|i| format!("Sentence number {i} is here. "))
+            .collect();
+        let part = reqwest::multipart::Part::bytes(text.into_bytes()).file_name("big.txt");
+        let form = reqwest::multipart::Form::new().part("file", part);
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/documents", self.base))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let v: Value = r.json().await.unwrap();
+        (
+            v["document"]["id"].as_str().unwrap().to_owned(),
+            v["job"]["id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    async fn all_chunk_ordinals(&self, doc: &str) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut from = 0;
+        loop {
+            let page: Value = reqwest::get(format!(
+                "{}/v1/documents/{doc}/chunks?from={from}&limit=500",
+                self.base
+            ))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+            out.extend(
+                page["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["ordinal"].as_u64().unwrap()),
+            );
+            match page["next_from"].as_u64() {
+                Some(n) => from = n,
+                None => return out,
+            }
+        }
+    }
+
+    fn terminate(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM");
+    }
+
+    async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "strata did not exit in {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const ARGS: &[&str] = &[
+    "--workers",
+    "1",
+    "--job-lease-secs",
+    "3",
+    "--chunk-tokens",
+    "16",
+    "--chunk-overlap",
+    "2",
+];
+
+#[tokio::test]
+async fn worker_killed_mid_job_completes_exactly_once_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut first = Proc::start(&data, ARGS).await;
+    let (doc, job) = first.upload_big().await;
+    let mid = first.wait_mid_chunking(&job).await;
+    first.child.kill().unwrap(); // SIGKILL: no chance to clean up
+    first.child.wait().unwrap();
+    let total = mid["stages"][1]["total"].as_u64().unwrap();
+
+    let second = Proc::start(&data, ARGS).await;
+    let done = second.wait_terminal(&job).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(
+        done["attempts"], 2,
+        "one interrupted attempt, one that finished: {done}"
+    );
+    let d: Value = reqwest::get(format!("{}/v1/documents/{doc}", second.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["status"], "ready");
+    assert_eq!(d["chunk_count"].as_u64().unwrap(), total);
+    let ordinals = second.all_chunk_ordinals(&doc).await;
+    assert_eq!(
+        ordinals,
+        (0..total).collect::<Vec<_>>(),
+        "every chunk exactly once"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_returns_the_running_job_to_the_queue_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let grace: Vec<&str> = ARGS
+        .iter()
+        .copied()
+        .chain(["--shutdown-grace-secs", "0"])
+        .collect();
+    let mut first = Proc::start(&data, &grace).await;
+    let (doc, job) = first.upload_big().await;
+    first.wait_mid_chunking(&job).await;
+    first.terminate();
+    let status = first.wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+
+    let second = Proc::start(&data, ARGS).await;
+    let done = second.wait_terminal(&job).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(
+        done["attempts"], 1,
+        "a job returned on shutdown does not use up an attempt: {done}"
+    );
+    let total = done["stages"][1]["total"].as_u64().unwrap();
+    let ordinals = second.all_chunk_ordinals(&doc).await;
+    assert_eq!(ordinals, (0..total).collect::<Vec<_>>());
+}
