@@ -242,9 +242,7 @@ impl Engine {
             return Err(EngineError::invalid("text", "must not be empty"));
         }
         let mut w = self.begin_upload().await?;
-        if let Err(e) = w.write(text.as_bytes()).await {
-            return Err(e);
-        }
+        w.write(text.as_bytes()).await?;
         let staged = w.finish().await?;
         self.ingest(owner, staged, meta).await
     }

@@ -440,3 +440,65 @@ impl Runner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::{SqliteOptions, SqliteStore};
+
+    async fn runner(dir: &tempfile::TempDir) -> Runner {
+        let store = SqliteStore::open(&dir.path().join("t.db"), &SqliteOptions::default())
+            .await
+            .unwrap();
+        let blobs = BlobStore::open(dir.path().join("blobs")).await.unwrap();
+        let settings = JobSettings {
+            extract_timeout: Duration::from_millis(100),
+            ..JobSettings::default()
+        };
+        Runner::new(Arc::new(store), blobs, settings, broadcast::channel(4).0)
+    }
+
+    #[tokio::test]
+    async fn runaway_extraction_fails_at_the_time_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = runner(&dir).await;
+        let stop = CancellationToken::new();
+        let start = std::time::Instant::now();
+        let res = r
+            .blocking("extraction", &stop, || {
+                std::thread::sleep(Duration::from_secs(2));
+                Ok(())
+            })
+            .await;
+        assert!(start.elapsed() < Duration::from_secs(1));
+        assert!(matches!(res, Err(JobError::Permanent(m)) if m.contains("longer than the limit")));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_extractor_fails_only_its_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = runner(&dir).await;
+        let stop = CancellationToken::new();
+        let res: Result<(), _> = r.blocking("extraction", &stop, || panic!("bad xref")).await;
+        assert!(
+            matches!(res, Err(JobError::Permanent(m)) if m.contains("malformed") && m.contains("bad xref"))
+        );
+        let ok = r.blocking("extraction", &stop, || Ok(7)).await.unwrap();
+        assert_eq!(ok, 7);
+    }
+
+    #[tokio::test]
+    async fn stop_interrupts_a_wait_on_the_blocking_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = runner(&dir).await;
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let res = r
+            .blocking("extraction", &stop, || {
+                std::thread::sleep(Duration::from_millis(50));
+                Ok(())
+            })
+            .await;
+        assert!(matches!(res, Err(JobError::Interrupted)));
+    }
+}

@@ -213,9 +213,7 @@ async fn ingest_file(
         if n == 0 {
             break;
         }
-        if let Err(e) = w.write(&buf[..n]).await {
-            return Err(e);
-        }
+        w.write(&buf[..n]).await?;
     }
     let staged = w.finish().await?;
     let meta = UploadMeta {

@@ -32,11 +32,7 @@ pub(super) fn extract(text: &str) -> Extracted {
                 | TagEnd::BlockQuote(_)
                 | TagEnd::TableRow
                 | TagEnd::TableHead,
-            ) => {
-                if !in_heading {
-                    out.push(&std::mem::take(&mut cur), false);
-                }
-            }
+            ) if !in_heading => out.push(&std::mem::take(&mut cur), false),
             Event::Text(t) | Event::Code(t) => {
                 // Code keeps its words; its layout is folded like prose.
                 fold_whitespace_into(&mut cur, &t);

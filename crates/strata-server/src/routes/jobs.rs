@@ -107,17 +107,17 @@ impl Follow {
             return None;
         }
         loop {
-            if let Some(job) = self.pending.take() {
-                if self.last.as_ref() != Some(&job) {
-                    let terminal = job.status.is_terminal();
-                    let event = Event::default()
-                        .event(if terminal { "done" } else { "progress" })
-                        .json_data(&job)
-                        .unwrap_or_else(|_| Event::default().comment("unserialisable job"));
-                    self.ended = terminal;
-                    self.last = Some(job);
-                    return Some(event);
-                }
+            if let Some(job) = self.pending.take()
+                && self.last.as_ref() != Some(&job)
+            {
+                let terminal = job.status.is_terminal();
+                let event = Event::default()
+                    .event(if terminal { "done" } else { "progress" })
+                    .json_data(&job)
+                    .unwrap_or_else(|_| Event::default().comment("unserialisable job"));
+                self.ended = terminal;
+                self.last = Some(job);
+                return Some(event);
             }
             tokio::select! {
                 msg = self.rx.recv() => match msg {

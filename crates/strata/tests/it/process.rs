@@ -20,7 +20,7 @@ impl Proc {
             .unwrap()
             .port();
         let log = std::fs::File::create(data_dir.with_extension(format!("{port}.log"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
@@ -39,6 +39,8 @@ impl Proc {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("strata did not start listening");
     }
 
