@@ -1,7 +1,10 @@
 //! Engine tests over a real SQLite database per test: tenancy, lease fencing, retries and
 //! extraction limits, below the HTTP layer.
 
-#![expect(clippy::unwrap_used, reason = "test helpers fail loudly on unexpected values")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail loudly on unexpected values"
+)]
 
 use std::time::Duration;
 

@@ -1,7 +1,10 @@
 //! End-to-end tests of the strata server: a real server on port 0 over a fresh SQLite
 //! database per test, driven over HTTP; and real `strata` processes for crash and shutdown.
 
-#![expect(clippy::unwrap_used, reason = "test helpers fail loudly on unexpected values")]
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers fail loudly on unexpected values"
+)]
 
 mod documents;
 mod errors;
