@@ -1,8 +1,95 @@
-//! strata's embedders: the `Embedder` abstraction, the local all-MiniLM-L6-v2 model (ONNX
-//! Runtime int8 by default, candle f32 as the pure-Rust reference), an OpenAI-compatible
-//! HTTP client, and a batcher that coalesces concurrent requests into one forward pass.
+//! strata's embedders: turning text into vectors.
 //!
-//! Owns: turning text into vectors. Must not import: the engine, the server, the cache.
+//! - [`Embedder`]: the abstraction the engine uses (model id, dimensions, embed a batch).
+//! - [`LocalEmbedder`]: sentence-transformers all-MiniLM-L6-v2 (384 dimensions, mean pooling
+//!   over the attention mask, L2-normalised), int8 ONNX export run by ONNX Runtime, loaded
+//!   from files fetched offline by `scripts/fetch-model` (see [`ModelFiles`]).
+//! - [`Batcher`]: coalesces concurrent requests (queries and ingestion) into batches run on
+//!   the blocking pool, one at a time, never on the async reactor.
 //!
-//! Nothing is implemented here yet: embeddings arrive with the search issue. Until then
-//! ingestion stops after chunking, and no endpoint embeds or searches.
+//! Owns: models, tokenization for them, batching. Must not import: the engine, the server,
+//! the cache, or any storage.
+//!
+//! Not here yet: the candle f32 reference model and the OpenAI-compatible HTTP embedder.
+
+mod batcher;
+mod error;
+mod files;
+mod onnx;
+mod tokenizer;
+
+use async_trait::async_trait;
+
+pub use batcher::{BatchSettings, Batcher};
+pub use error::EmbedError;
+pub use files::ModelFiles;
+pub use onnx::OnnxMiniLm;
+pub use tokenizer::TextTokenizer;
+
+/// Something that turns texts into unit-length vectors.
+#[async_trait]
+pub trait Embedder: Send + Sync + 'static {
+    /// A stable model id; vectors of different ids are never compared.
+    fn model(&self) -> &str;
+    /// Vector length.
+    fn dims(&self) -> usize;
+    /// One vector per text, in order.
+    async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError>;
+    /// The model's tokenizer, when it has one, so chunks can be sized in its tokens.
+    fn tokenizer(&self) -> Option<std::sync::Arc<TextTokenizer>>;
+}
+
+/// A model that embeds a batch synchronously (CPU work; call it off the reactor).
+pub trait BatchModel: Send + Sync + 'static {
+    /// Model id.
+    fn model(&self) -> &str;
+    /// Vector length.
+    fn dims(&self) -> usize;
+    /// One vector per text.
+    fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError>;
+}
+
+/// The default embedder: the local MiniLM model behind a [`Batcher`].
+pub struct LocalEmbedder {
+    batcher: Batcher,
+    model: std::sync::Arc<OnnxMiniLm>,
+}
+
+impl LocalEmbedder {
+    /// Loads the model from `files` and starts its batcher.
+    pub fn load(
+        files: &ModelFiles,
+        threads: usize,
+        batch: BatchSettings,
+    ) -> Result<Self, EmbedError> {
+        let model = std::sync::Arc::new(OnnxMiniLm::load(files, threads)?);
+        Ok(Self {
+            batcher: Batcher::start(model.clone(), batch),
+            model,
+        })
+    }
+}
+
+#[async_trait]
+impl Embedder for LocalEmbedder {
+    fn model(&self) -> &str {
+        BatchModel::model(self.model.as_ref())
+    }
+
+    fn dims(&self) -> usize {
+        BatchModel::dims(self.model.as_ref())
+    }
+
+    async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.batcher.embed(texts).await
+    }
+
+    fn tokenizer(&self) -> Option<std::sync::Arc<TextTokenizer>> {
+        Some(self.model.tokenizer())
+    }
+}
+
+/// Cosine similarity of two unit vectors (their dot product).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}

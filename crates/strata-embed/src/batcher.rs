@@ -1,0 +1,247 @@
+//! Dynamic batching: concurrent callers' texts are coalesced into batches of up to
+//! `max_batch` texts, waiting at most `max_wait` for company, and run one batch at a time on
+//! the blocking pool. A full queue answers [`EmbedError::Overloaded`] at once rather than
+//! letting latency grow without bound.
+//!
+//! The batching task ends when the last [`Batcher`] handle is dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{BatchModel, EmbedError};
+
+/// Batching limits.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSettings {
+    /// Most texts in one forward pass.
+    pub max_batch: usize,
+    /// Longest wait for more texts once one has arrived.
+    pub max_wait: Duration,
+    /// Most requests waiting before callers are turned away.
+    pub queue: usize,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self {
+            max_batch: 32,
+            max_wait: Duration::from_millis(2),
+            queue: 4096,
+        }
+    }
+}
+
+struct Request {
+    texts: Vec<String>,
+    reply: oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>,
+}
+
+/// Handle to a batching task.
+#[derive(Clone)]
+pub struct Batcher {
+    tx: mpsc::Sender<Request>,
+    max_batch: usize,
+}
+
+impl Batcher {
+    /// Starts the batching task on the current runtime.
+    pub fn start(model: Arc<dyn BatchModel>, settings: BatchSettings) -> Self {
+        let (tx, rx) = mpsc::channel(settings.queue.max(1));
+        tokio::spawn(run(model, settings, rx));
+        Self {
+            tx,
+            max_batch: settings.max_batch.max(1),
+        }
+    }
+
+    /// Embeds `texts`, sharing forward passes with concurrent callers. Large requests are
+    /// split so no batch exceeds `max_batch`.
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.len() <= self.max_batch {
+            return self.submit(texts).await;
+        }
+        let mut out = Vec::with_capacity(texts.len());
+        for part in texts.chunks(self.max_batch) {
+            out.extend(self.submit(part.to_vec()).await?);
+        }
+        Ok(out)
+    }
+
+    async fn submit(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .try_send(Request { texts, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => EmbedError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => EmbedError::Closed,
+            })?;
+        rx.await.map_err(|_| EmbedError::Closed)?
+    }
+}
+
+async fn run(model: Arc<dyn BatchModel>, settings: BatchSettings, mut rx: mpsc::Receiver<Request>) {
+    let max = settings.max_batch.max(1);
+    let mut carry: Option<Request> = None;
+    loop {
+        let first = match carry.take() {
+            Some(r) => r,
+            None => match rx.recv().await {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        let mut batch = vec![first];
+        let mut count = batch[0].texts.len();
+        let deadline = tokio::time::Instant::now() + settings.max_wait;
+        while count < max {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(r)) if count + r.texts.len() <= max => {
+                    count += r.texts.len();
+                    batch.push(r);
+                }
+                Ok(Some(r)) => {
+                    carry = Some(r);
+                    break;
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let texts: Vec<String> = batch.iter().flat_map(|r| r.texts.iter().cloned()).collect();
+        let m = model.clone();
+        let result = tokio::task::spawn_blocking(move || m.embed_batch(&texts))
+            .await
+            .unwrap_or_else(|e| Err(EmbedError::Runtime(format!("embedding task failed: {e}"))));
+        match result {
+            Ok(mut vectors) => {
+                for r in batch.into_iter().rev() {
+                    let mine = vectors.split_off(vectors.len() - r.texts.len());
+                    let _ = r.reply.send(Ok(mine));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for r in batch {
+                    let _ = r.reply.send(Err(EmbedError::Runtime(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Counting {
+        calls: AtomicUsize,
+        largest: AtomicUsize,
+    }
+
+    impl BatchModel for Counting {
+        fn model(&self) -> &str {
+            "counting"
+        }
+        fn dims(&self) -> usize {
+            1
+        }
+        fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            self.largest.fetch_max(texts.len(), Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(5));
+            Ok(texts.iter().map(|t| vec![t.len() as f32]).collect())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_callers_share_batches_and_get_their_own_answers() {
+        let model = Arc::new(Counting {
+            calls: AtomicUsize::new(0),
+            largest: AtomicUsize::new(0),
+        });
+        let b = Batcher::start(
+            model.clone(),
+            BatchSettings {
+                max_batch: 8,
+                max_wait: Duration::from_millis(20),
+                queue: 100,
+            },
+        );
+        let mut handles = Vec::new();
+        for i in 0..32 {
+            let b = b.clone();
+            handles.push(tokio::spawn(async move {
+                (i, b.embed(vec!["x".repeat(i)]).await.unwrap())
+            }));
+        }
+        for h in handles {
+            let (i, v) = h.await.unwrap();
+            assert_eq!(v, vec![vec![i as f32]]);
+        }
+        let calls = model.calls.load(Ordering::SeqCst);
+        assert!(
+            calls < 32,
+            "32 callers coalesced into {calls} forward passes"
+        );
+        assert!(model.largest.load(Ordering::SeqCst) <= 8);
+    }
+
+    #[tokio::test]
+    async fn large_requests_are_split_and_keep_order() {
+        let model = Arc::new(Counting {
+            calls: AtomicUsize::new(0),
+            largest: AtomicUsize::new(0),
+        });
+        let b = Batcher::start(
+            model.clone(),
+            BatchSettings {
+                max_batch: 4,
+                ..BatchSettings::default()
+            },
+        );
+        let texts: Vec<String> = (0..10).map(|i| "y".repeat(i)).collect();
+        let out = b.embed(texts).await.unwrap();
+        assert_eq!(out, (0..10).map(|i| vec![i as f32]).collect::<Vec<_>>());
+        assert!(model.largest.load(Ordering::SeqCst) <= 4);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused_at_once() {
+        struct Slow;
+        impl BatchModel for Slow {
+            fn model(&self) -> &str {
+                "slow"
+            }
+            fn dims(&self) -> usize {
+                1
+            }
+            fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+                std::thread::sleep(Duration::from_millis(200));
+                Ok(texts.iter().map(|_| vec![0.0]).collect())
+            }
+        }
+        let b = Batcher::start(
+            Arc::new(Slow),
+            BatchSettings {
+                max_batch: 1,
+                max_wait: Duration::ZERO,
+                queue: 1,
+            },
+        );
+        let b1 = b.clone();
+        let first = tokio::spawn(async move { b1.embed(vec!["a".into()]).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let b2 = b.clone();
+        let second = tokio::spawn(async move { b2.embed(vec!["b".into()]).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let third = b.embed(vec!["c".into()]).await;
+        assert!(matches!(third, Err(EmbedError::Overloaded)), "{third:?}");
+        assert!(first.await.unwrap().is_ok());
+        assert!(second.await.unwrap().is_ok());
+    }
+}

@@ -1,0 +1,163 @@
+//! all-MiniLM-L6-v2 through ONNX Runtime (int8 export), loaded dynamically from the
+//! `libonnxruntime.so` that `scripts/fetch-model` unpacks beside the model.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::Tensor;
+
+use crate::files::{MODEL_ONNX, ModelFiles, ONNXRUNTIME, TOKENIZER};
+use crate::tokenizer::TextTokenizer;
+use crate::{BatchModel, EmbedError};
+
+/// The model id strata stores beside every vector.
+pub const MODEL_ID: &str = "all-MiniLM-L6-v2";
+/// Its dimensions.
+pub const DIMS: usize = 384;
+
+/// ONNX Runtime allows one environment per process; every model shares it.
+static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+
+fn environment(files: &ModelFiles) -> Result<ort::environment::Environment, EmbedError> {
+    ENVIRONMENT
+        .get_or_init(|| {
+            let builder = ort::init_from(files.path(ONNXRUNTIME.0)).map_err(|e| e.to_string())?;
+            builder
+                .with_name("strata")
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|e| EmbedError::Runtime(format!("cannot load ONNX Runtime: {e}")))
+}
+
+/// The loaded model.
+pub struct OnnxMiniLm {
+    session: Mutex<Session>,
+    tokenizer: Arc<TextTokenizer>,
+    inputs: Vec<String>,
+}
+
+impl OnnxMiniLm {
+    /// Loads the model with `threads` intra-op threads.
+    pub fn load(files: &ModelFiles, threads: usize) -> Result<Self, EmbedError> {
+        let env = environment(files)?;
+        let rt = |e: ort::Error| EmbedError::Runtime(e.to_string());
+        let session = Session::builder(&env)
+            .map_err(rt)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| EmbedError::Runtime(e.to_string()))?
+            .with_intra_threads(threads.max(1))
+            .map_err(|e| EmbedError::Runtime(e.to_string()))?
+            .commit_from_file(files.path(MODEL_ONNX.0))
+            .map_err(rt)?;
+        let inputs = session
+            .inputs()
+            .iter()
+            .map(|i| i.name().to_owned())
+            .collect();
+        Ok(Self {
+            session: Mutex::new(session),
+            tokenizer: Arc::new(TextTokenizer::load(&files.path(TOKENIZER.0))?),
+            inputs,
+        })
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> Arc<TextTokenizer> {
+        self.tokenizer.clone()
+    }
+}
+
+impl BatchModel for OnnxMiniLm {
+    fn model(&self) -> &str {
+        MODEL_ID
+    }
+
+    fn dims(&self) -> usize {
+        DIMS
+    }
+
+    fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let enc = self.tokenizer.encode_batch(texts)?;
+        let rt = |e: ort::Error| EmbedError::Runtime(e.to_string());
+        let shape = [enc.batch, enc.len];
+        let mut feeds = Vec::with_capacity(3);
+        for name in &self.inputs {
+            let data = match name.as_str() {
+                "input_ids" => enc.ids.clone(),
+                "attention_mask" => enc.mask.clone(),
+                "token_type_ids" => enc.type_ids.clone(),
+                other => {
+                    return Err(EmbedError::Runtime(format!(
+                        "unexpected model input {other}"
+                    )));
+                }
+            };
+            feeds.push((
+                name.clone(),
+                Tensor::from_array((shape, data)).map_err(rt)?.into_dyn(),
+            ));
+        }
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let outputs = session.run(feeds).map_err(rt)?;
+        let (out_shape, hidden) = outputs[0].try_extract_tensor::<f32>().map_err(rt)?;
+        let dims = out_shape.last().copied().unwrap_or(0) as usize;
+        if dims != DIMS || hidden.len() != enc.batch * enc.len * DIMS {
+            return Err(EmbedError::Runtime(format!(
+                "unexpected output shape {out_shape:?}"
+            )));
+        }
+        Ok(mean_pool_normalise(
+            hidden, &enc.mask, enc.batch, enc.len, DIMS,
+        ))
+    }
+}
+
+/// Mean of the token vectors under the attention mask, then L2 normalisation.
+fn mean_pool_normalise(
+    hidden: &[f32],
+    mask: &[i64],
+    batch: usize,
+    len: usize,
+    dims: usize,
+) -> Vec<Vec<f32>> {
+    (0..batch)
+        .map(|b| {
+            let mut v = vec![0f32; dims];
+            let mut n = 0f32;
+            for t in 0..len {
+                if mask[b * len + t] == 0 {
+                    continue;
+                }
+                n += 1.0;
+                let row = &hidden[(b * len + t) * dims..(b * len + t + 1) * dims];
+                for (acc, x) in v.iter_mut().zip(row) {
+                    *acc += x;
+                }
+            }
+            let n = n.max(1e-9);
+            v.iter_mut().for_each(|x| *x /= n);
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            v.iter_mut().for_each(|x| *x /= norm);
+            v
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooling_ignores_padding_and_normalises() {
+        // batch 1, len 3 (last is padding), dims 2
+        let hidden = [1.0, 0.0, 3.0, 0.0, 100.0, 100.0];
+        let out = mean_pool_normalise(&hidden, &[1, 1, 0], 1, 3, 2);
+        assert_eq!(out, vec![vec![1.0, 0.0]]);
+    }
+}

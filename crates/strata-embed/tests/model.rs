@@ -1,0 +1,109 @@
+//! The real model, loaded from the files `scripts/fetch-model` puts in place (the test
+//! fails, naming that command, when they are missing).
+
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::time::Instant;
+
+use strata_embed::{
+    BatchModel, BatchSettings, Embedder, LocalEmbedder, ModelFiles, OnnxMiniLm, dot,
+};
+
+fn files() -> ModelFiles {
+    let dir = std::env::var("STRATA_MODEL_DIR")
+        .unwrap_or_else(|_| "/var/tmp/strata-models/all-MiniLM-L6-v2".into());
+    ModelFiles::verify(dir).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn matches_the_reference_similarities() {
+    let m = OnnxMiniLm::load(&files(), 2).unwrap();
+    let s: Vec<String> = [
+        "A man is eating food.",
+        "A man is eating a piece of bread.",
+        "The girl is carrying a baby.",
+    ]
+    .map(String::from)
+    .to_vec();
+    let v = m.embed_batch(&s).unwrap();
+    assert_eq!(v.len(), 3);
+    for x in &v {
+        assert_eq!(x.len(), 384);
+        let norm: f32 = x.iter().map(|a| a * a).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "unit length, got {norm}");
+    }
+    let close = dot(&v[0], &v[1]);
+    let far = dot(&v[0], &v[2]);
+    // sentence-transformers reference: 0.755 and -0.105 (int8 export: within 0.03).
+    assert!((close - 0.755).abs() < 0.03, "cos(eating, bread) = {close}");
+    assert!((far + 0.105).abs() < 0.03, "cos(eating, baby) = {far}");
+}
+
+#[test]
+fn padding_does_not_change_a_vector() {
+    let m = OnnxMiniLm::load(&files(), 2).unwrap();
+    let short = "Short text.".to_owned();
+    let long = "A considerably longer sentence that forces padding of the short one in its batch."
+        .to_owned();
+    let alone = m.embed_batch(std::slice::from_ref(&short)).unwrap();
+    let padded = m.embed_batch(&[short, long]).unwrap();
+    assert!(dot(&alone[0], &padded[0]) > 0.9999);
+}
+
+#[test]
+fn long_input_is_truncated_not_rejected() {
+    let m = OnnxMiniLm::load(&files(), 2).unwrap();
+    let long = "word ".repeat(2000);
+    assert_eq!(m.embed_batch(&[long]).unwrap()[0].len(), 384);
+}
+
+#[test]
+fn tokenizer_spans_are_model_tokens() {
+    let m = OnnxMiniLm::load(&files(), 1).unwrap();
+    let spans = m.tokenizer().token_spans("Tokenization isn't trivial.");
+    let text = "Tokenization isn't trivial.";
+    let pieces: Vec<&str> = spans.iter().map(|r| &text[r.clone()]).collect();
+    assert!(pieces.len() > 4, "{pieces:?}");
+    assert_eq!(pieces.first(), Some(&"Token"));
+    assert_eq!(pieces.last(), Some(&"."));
+}
+
+#[test]
+fn missing_files_name_the_fix() {
+    let err = ModelFiles::verify("/nonexistent/strata-model")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("scripts/fetch-model") && err.contains("missing"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_embedder_agrees_with_direct_calls() {
+    let e = LocalEmbedder::load(&files(), 2, BatchSettings::default()).unwrap();
+    let direct = OnnxMiniLm::load(&files(), 1).unwrap();
+    let texts: Vec<String> = (0..40)
+        .map(|i| format!("sentence number {i} about cats"))
+        .collect();
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    let e = std::sync::Arc::new(e);
+    for t in texts.clone() {
+        let e = e.clone();
+        handles.push(tokio::spawn(async move {
+            e.embed(vec![t]).await.unwrap().remove(0)
+        }));
+    }
+    let mut batched = Vec::new();
+    for h in handles {
+        batched.push(h.await.unwrap());
+    }
+    let _ = start.elapsed();
+    let reference = direct.embed_batch(&texts).unwrap();
+    for (a, b) in batched.iter().zip(&reference) {
+        assert!(dot(a, b) > 0.9999);
+    }
+    assert_eq!(e.model(), "all-MiniLM-L6-v2");
+    assert_eq!(e.dims(), 384);
+}
