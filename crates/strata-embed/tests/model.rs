@@ -1,7 +1,6 @@
 //! The real model, loaded from the files `scripts/fetch-model` puts in place (the test
 //! fails, naming that command, when they are missing).
 
-#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::time::Instant;
 
