@@ -39,7 +39,7 @@ ensure_toolchain() {
   fi
   if ! command -v cargo >/dev/null 2>&1; then
     say "cargo is not installed. Install the Rust toolchain (https://rustup.rs or the Debian"
-    say "packages cargo + rustc, version 1.88 or newer), then run this command again."
+    say "packages cargo + rustc, version 1.89 or newer), then run this command again."
     exit 1
   fi
   say "using $(cargo --version), build output in $CARGO_TARGET_DIR"

@@ -80,6 +80,19 @@ impl TextTokenizer {
         Ok(out)
     }
 
+    /// Tokens the model sees of each text (with special tokens, after truncation).
+    pub fn count_tokens(&self, texts: &[String]) -> Result<Vec<usize>, EmbedError> {
+        texts
+            .iter()
+            .map(|t| {
+                self.embed
+                    .encode(t.as_str(), true)
+                    .map(|e| e.get_attention_mask().iter().filter(|&&m| m == 1).count())
+                    .map_err(|e| EmbedError::Runtime(format!("tokenize: {e}")))
+            })
+            .collect()
+    }
+
     /// Byte ranges of the model's tokens in `text` (no special tokens, no truncation).
     pub fn token_spans(&self, text: &str) -> Vec<Range<usize>> {
         match self.spans.encode(text, false) {

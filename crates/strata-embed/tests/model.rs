@@ -1,7 +1,6 @@
 //! The real model, loaded from the files `scripts/fetch-model` puts in place (the test
 //! fails, naming that command, when they are missing).
 
-
 use std::time::Instant;
 
 use strata_embed::{

@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::blobs::{BlobStore, BlobWriter, StagedBlob};
+use crate::chunk::Tokenizer;
 use crate::cursor;
 use crate::error::{EngineError, Result};
 use crate::extract::sniff;
@@ -19,9 +20,15 @@ use crate::model::{
     Chunk, Document, DocumentFilter, DocumentPatch, DocumentStatus, Job, JobFilter, JobStatus,
     NewDocument, Page, TagCount,
 };
+use crate::search::{SearchRequest, SearchResults};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{InsertOutcome, Store};
 use crate::validate;
+use crate::vectors::{AnnSettings, VectorIndex};
+use strata_embed::{BatchSettings, Embedder, LocalEmbedder, ModelFiles, TextTokenizer};
+
+/// Where `scripts/fetch-model` puts the model by default.
+pub const DEFAULT_MODEL_DIR: &str = "/var/tmp/strata-models/all-MiniLM-L6-v2";
 
 /// Default page size of list endpoints.
 pub const DEFAULT_PAGE: u32 = 50;
@@ -41,6 +48,14 @@ pub struct EngineSettings {
     pub max_upload_bytes: u64,
     /// Job runner settings.
     pub jobs: JobSettings,
+    /// Directory of the local embedding model's files.
+    pub model_dir: PathBuf,
+    /// ONNX Runtime intra-op threads.
+    pub embed_threads: usize,
+    /// Dynamic batching of embedding requests.
+    pub batch: BatchSettings,
+    /// Vector index parameters.
+    pub ann: AnnSettings,
 }
 
 impl Default for EngineSettings {
@@ -51,7 +66,20 @@ impl Default for EngineSettings {
             sqlite: SqliteOptions::default(),
             max_upload_bytes: 50 * 1024 * 1024,
             jobs: JobSettings::default(),
+            model_dir: PathBuf::from(DEFAULT_MODEL_DIR),
+            embed_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            batch: BatchSettings::default(),
+            ann: AnnSettings::default(),
         }
+    }
+}
+
+/// Chunks are measured in the embedding model's own tokens, so each fits its context.
+struct ModelTokens(Arc<TextTokenizer>);
+
+impl Tokenizer for ModelTokens {
+    fn token_spans(&self, text: &str) -> Vec<std::ops::Range<usize>> {
+        self.0.token_spans(text)
     }
 }
 
@@ -113,6 +141,10 @@ struct Inner {
     runner: Runner,
     events: broadcast::Sender<JobEvent>,
     settings: EngineSettings,
+    embedder: Arc<dyn Embedder>,
+    vectors: Arc<VectorIndex>,
+    /// Held for the engine's life: one process per data directory.
+    _lock: std::fs::File,
 }
 
 impl Engine {
@@ -126,6 +158,15 @@ impl Engine {
                     settings.data_dir.display()
                 ))
             })?;
+        let lock_path = settings.data_dir.join("strata.lock");
+        let lock = std::fs::File::create(&lock_path)?;
+        if lock.try_lock().is_err() {
+            return Err(EngineError::Config(format!(
+                "the data directory {} is in use by another strata process; stop it, or talk to \
+                 it over HTTP instead",
+                settings.data_dir.display()
+            )));
+        }
         let store: Arc<dyn Store> = match settings.database_url.as_deref() {
             None => Arc::new(
                 SqliteStore::open(&settings.data_dir.join("strata.db"), &settings.sqlite).await?,
@@ -142,14 +183,36 @@ impl Engine {
             }
         };
         let blobs = BlobStore::open(settings.data_dir.join("blobs")).await?;
+        let files = ModelFiles::verify(&settings.model_dir)
+            .map_err(|e| EngineError::Config(e.to_string()))?;
+        let local = LocalEmbedder::load(&files, settings.embed_threads, settings.batch)
+            .map_err(|e| EngineError::Config(format!("cannot load the embedding model: {e}")))?;
+        let tokenizer: Arc<dyn Tokenizer> = match local.tokenizer() {
+            Some(t) => Arc::new(ModelTokens(t)),
+            None => Arc::new(crate::chunk::WordTokenizer),
+        };
+        let embedder: Arc<dyn Embedder> = Arc::new(local);
+        let vectors = Arc::new(
+            open_vectors(
+                store.as_ref(),
+                &settings.data_dir.join("vectors.usearch"),
+                embedder.as_ref(),
+                settings.ann,
+            )
+            .await?,
+        );
         let (events, _) = broadcast::channel(1024);
         let runner = Runner::new(
             store.clone(),
             blobs.clone(),
             settings.jobs.clone(),
             events.clone(),
+            embedder.clone(),
+            vectors.clone(),
+            tokenizer,
         );
-        info!(backend = store.backend(), data_dir = %settings.data_dir.display(), "engine open");
+        info!(backend = store.backend(), data_dir = %settings.data_dir.display(),
+              model = embedder.model(), vectors = vectors.len(), "engine open");
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -157,8 +220,59 @@ impl Engine {
                 runner,
                 events,
                 settings,
+                embedder,
+                vectors,
+                _lock: lock,
             }),
         })
+    }
+
+    /// Semantic search over the owner's chunks.
+    pub async fn search(&self, owner: &TenantId, req: SearchRequest) -> Result<SearchResults> {
+        let plan = req.validate()?;
+        let query = self.embed_texts(vec![plan.query.clone()]).await?.remove(0);
+        crate::search::run(
+            self.inner.store.as_ref(),
+            &self.inner.vectors,
+            self.inner.embedder.model(),
+            owner,
+            &plan,
+            &query,
+        )
+        .await
+    }
+
+    /// Embeds texts with the configured model (one unit vector per text).
+    pub async fn embed_texts(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+        self.inner.embedder.embed(texts).await.map_err(|e| match e {
+            strata_embed::EmbedError::Overloaded => {
+                EngineError::Unavailable("the embedding queue is full".into())
+            }
+            strata_embed::EmbedError::Closed => EngineError::Unavailable("shutting down".into()),
+            other => EngineError::Internal(other.to_string()),
+        })
+    }
+
+    /// Tokens the model sees of each text (after truncation), for usage accounting.
+    pub fn count_tokens(&self, texts: &[String]) -> Result<Vec<usize>> {
+        let Some(t) = self.inner.embedder.tokenizer() else {
+            return Ok(texts.iter().map(|s| s.split_whitespace().count()).collect());
+        };
+        t.count_tokens(texts)
+            .map_err(|e| EngineError::Internal(e.to_string()))
+    }
+
+    /// The embedding model's id and dimensions.
+    pub fn embedding_model(&self) -> (&str, usize) {
+        (self.inner.embedder.model(), self.inner.embedder.dims())
+    }
+
+    /// Saves the vector index if it changed. Called periodically and on close.
+    pub async fn save_vectors(&self) -> Result<bool> {
+        let v = self.inner.vectors.clone();
+        tokio::task::spawn_blocking(move || v.save())
+            .await
+            .map_err(|e| EngineError::Internal(format!("save task failed: {e}")))?
     }
 
     /// The storage backend's name.
@@ -360,6 +474,7 @@ impl Engine {
             .delete_document(owner, id)
             .await?
             .ok_or_else(|| EngineError::not_found(IdKind::Document, id))?;
+        self.inner.vectors.remove(&deleted.chunk_ids)?;
         if self.inner.store.count_sha256_refs(&deleted.sha256).await? == 0 {
             self.inner.blobs.remove(&deleted.sha256).await?;
         }
@@ -427,9 +542,26 @@ impl Engine {
         self.inner.events.subscribe()
     }
 
-    /// Starts the background workers on `tracker`.
+    /// Starts the background workers, and the periodic save of the vector index, on
+    /// `tracker`; they stop when `shutdown` fires.
     pub fn spawn_workers(&self, tracker: &TaskTracker, shutdown: &CancellationToken) {
         self.inner.runner.spawn_workers(tracker, shutdown);
+        let this = self.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if let Err(e) = this.save_vectors().await {
+                            tracing::warn!(error = %e, "could not save the vector index");
+                        }
+                    }
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        });
     }
 
     /// Runs due jobs in the calling task until none is left (CLI ingestion, tests).
@@ -453,10 +585,68 @@ impl Engine {
         self.inner.store.ping().await
     }
 
-    /// Closes the store's pool.
+    /// Saves the vector index and closes the store's pool.
     pub async fn close(&self) {
+        match self.save_vectors().await {
+            Ok(true) => info!(vectors = self.inner.vectors.len(), "vector index saved"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not save the vector index; it will be rebuilt at the next start")
+            }
+        }
         self.inner.store.close().await;
     }
+}
+
+/// Loads the persisted index when it matches the database, else rebuilds it from the stored
+/// vectors.
+async fn open_vectors(
+    store: &dyn Store,
+    path: &std::path::Path,
+    embedder: &dyn Embedder,
+    ann: AnnSettings,
+) -> Result<VectorIndex> {
+    const PAGE: u32 = 5000;
+    let model = embedder.model().to_owned();
+    let dims = embedder.dims();
+    let fingerprint = store.embedded_fingerprint(&model).await?;
+    let loaded = {
+        let (path, model) = (path.to_owned(), model.clone());
+        tokio::task::spawn_blocking(move || {
+            VectorIndex::load(&path, &model, dims, ann, fingerprint)
+        })
+        .await
+        .map_err(|e| EngineError::Internal(e.to_string()))??
+    };
+    if let Some(index) = loaded {
+        let mut after = 0;
+        loop {
+            let rows = store.scan_owners(&model, after, PAGE).await?;
+            let Some(last) = rows.last() else { break };
+            after = last.0;
+            index.register_owners(&rows);
+        }
+        return Ok(index);
+    }
+    if fingerprint.0 > 0 {
+        info!(
+            vectors = fingerprint.0,
+            "vector index missing or stale; rebuilding it from the stored vectors"
+        );
+    }
+    let index = Arc::new(VectorIndex::new(path, &model, dims, ann)?);
+    let mut after = 0;
+    loop {
+        let rows = store.scan_vectors(&model, after, PAGE).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.0;
+        let idx = index.clone();
+        tokio::task::spawn_blocking(move || idx.add(&rows))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))??;
+    }
+    index.save()?;
+    Arc::try_unwrap(index).map_err(|_| EngineError::Internal("vector index still shared".into()))
 }
 
 /// Runs a write to completion even if the caller goes away (an HTTP client disconnecting

@@ -19,13 +19,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use sha2::{Digest, Sha256};
+use strata_embed::Embedder;
+
 use crate::blobs::BlobStore;
-use crate::chunk::{ChunkConfig, Tokenizer, WordTokenizer, chunk};
+use crate::chunk::{ChunkConfig, Tokenizer, chunk};
 use crate::error::EngineError;
 use crate::extract::{Extracted, extract};
 use crate::ids::TenantId;
-use crate::model::{Chunk, Job, Stage, StageProgress};
-use crate::store::{ClaimedJob, JobOutcome, Lease, Store};
+use crate::model::{Job, Stage, StageProgress};
+use crate::store::{ClaimedJob, JobOutcome, Lease, NewChunk, Store};
+use crate::vectors::VectorIndex;
+
+/// Chunks embedded (and recorded) per step of the embed stage.
+const EMBED_BATCH: usize = 64;
 
 /// Job runner settings.
 #[derive(Debug, Clone)]
@@ -123,8 +130,10 @@ pub struct Runner {
     pub(crate) settings: Arc<JobSettings>,
     pub(crate) events: broadcast::Sender<JobEvent>,
     pub(crate) wake: Arc<Notify>,
-    pub(crate) extract_slots: Arc<Semaphore>,
+    pub(crate) sandbox: Sandbox,
     pub(crate) tokenizer: Arc<dyn Tokenizer>,
+    pub(crate) embedder: Arc<dyn Embedder>,
+    pub(crate) vectors: Arc<VectorIndex>,
 }
 
 impl Runner {
@@ -133,16 +142,21 @@ impl Runner {
         blobs: BlobStore,
         settings: JobSettings,
         events: broadcast::Sender<JobEvent>,
+        embedder: Arc<dyn Embedder>,
+        vectors: Arc<VectorIndex>,
+        tokenizer: Arc<dyn Tokenizer>,
     ) -> Self {
         let slots = settings.workers.max(1);
         Self {
+            sandbox: Sandbox::new(slots, settings.extract_timeout),
             store,
             blobs,
             settings: Arc::new(settings),
             events,
             wake: Arc::new(Notify::new()),
-            extract_slots: Arc::new(Semaphore::new(slots)),
-            tokenizer: Arc::new(WordTokenizer),
+            tokenizer,
+            embedder,
+            vectors,
         }
     }
 
@@ -309,7 +323,7 @@ impl Runner {
         Ok(())
     }
 
-    /// extract -> chunk. Returns the chunk count.
+    /// extract -> chunk -> embed -> index. Returns the chunk count.
     async fn process(
         &self,
         claimed: &ClaimedJob,
@@ -324,17 +338,16 @@ impl Runner {
         };
         let lease = &claimed.lease;
         let doc = &claimed.document;
+        let stage = |stage, total| StageProgress {
+            stage,
+            done: 0,
+            total,
+        };
         let mut stages = [
-            StageProgress {
-                stage: Stage::Extract,
-                done: 0,
-                total: 1,
-            },
-            StageProgress {
-                stage: Stage::Chunk,
-                done: 0,
-                total: 0,
-            },
+            stage(Stage::Extract, 1),
+            stage(Stage::Chunk, 0),
+            stage(Stage::Embed, 0),
+            stage(Stage::Index, 0),
         ];
         self.progress(lease, Stage::Extract, &stages).await?;
 
@@ -347,7 +360,8 @@ impl Runner {
         };
         let media = doc.media_type;
         let extracted: Extracted = self
-            .blocking("extraction", stop, move || {
+            .sandbox
+            .run("extraction", stop, move || {
                 extract(media, &bytes).map_err(|e| e.to_string())
             })
             .await?;
@@ -356,52 +370,124 @@ impl Runner {
         let cfg = self.settings.chunk;
         let tokenizer = self.tokenizer.clone();
         let pieces = self
-            .blocking("chunking", stop, move || {
+            .sandbox
+            .run("chunking", stop, move || {
                 Ok(chunk(&extracted, cfg, tokenizer.as_ref()))
             })
             .await?;
-        stages[1].total = pieces.len() as u64;
+        let n = pieces.len() as u64;
+        stages[1].total = n;
+        stages[2].total = n;
+        stages[3].total = n;
         self.progress(lease, Stage::Chunk, &stages).await?;
 
-        if !self.store.clear_chunks(lease, doc.id).await? {
-            return Err(JobError::LeaseLost);
-        }
+        // An interrupted earlier attempt may have left chunks (and vectors) behind.
+        let stale = self
+            .store
+            .clear_chunks(lease, doc.id)
+            .await?
+            .ok_or(JobError::LeaseLost)?;
+        self.vectors.remove(&stale)?;
         let batch = self.settings.chunk_batch.max(1);
+        let mut written: Vec<(u64, String, String)> = Vec::with_capacity(pieces.len());
         for (b, group) in pieces.chunks(batch).enumerate() {
             checkpoint()?;
-            let rows: Vec<Chunk> = group
+            let rows: Vec<NewChunk> = group
                 .iter()
                 .enumerate()
-                .map(|(i, p)| Chunk {
-                    document_id: doc.id,
+                .map(|(i, p)| NewChunk {
                     ordinal: (b * batch + i) as u32,
+                    text_sha256: hex::encode(Sha256::digest(p.text.as_bytes())),
                     text: p.text.clone(),
                     token_count: p.token_count,
                 })
                 .collect();
-            if !self
+            let ids = self
                 .store
-                .write_chunks(lease, &claimed.owner, &rows)
+                .write_chunks(lease, &claimed.owner, doc.id, &rows)
                 .await?
-            {
-                return Err(JobError::LeaseLost);
-            }
-            stages[1].done += rows.len() as u64;
+                .ok_or(JobError::LeaseLost)?;
+            written.extend(
+                ids.into_iter()
+                    .zip(rows)
+                    .map(|(id, r)| (id, r.text, r.text_sha256)),
+            );
+            stages[1].done = written.len() as u64;
             self.progress(lease, Stage::Chunk, &stages).await?;
         }
+
+        let model = self.embedder.model().to_owned();
+        let mut vectors: Vec<(u64, TenantId, Vec<f32>)> = Vec::with_capacity(written.len());
+        for group in written.chunks(EMBED_BATCH) {
+            checkpoint()?;
+            let hashes: Vec<String> = group.iter().map(|(_, _, h)| h.clone()).collect();
+            let mut known = self.store.find_embeddings(&model, &hashes).await?;
+            let mut todo: Vec<(String, String)> = Vec::new();
+            for (_, text, hash) in group {
+                if !known.contains_key(hash) && !todo.iter().any(|(h, _)| h == hash) {
+                    todo.push((hash.clone(), text.clone()));
+                }
+            }
+            if !todo.is_empty() {
+                let texts = todo.iter().map(|(_, t)| t.clone()).collect();
+                let fresh = self
+                    .embedder
+                    .embed(texts)
+                    .await
+                    .map_err(|e| JobError::Transient(e.to_string()))?;
+                known.extend(todo.into_iter().map(|(h, _)| h).zip(fresh));
+            }
+            let rows: Vec<(u64, Vec<f32>)> = group
+                .iter()
+                .filter_map(|(id, _, h)| known.get(h).map(|v| (*id, v.clone())))
+                .collect();
+            if !self.store.set_embeddings(lease, &model, &rows).await? {
+                return Err(JobError::LeaseLost);
+            }
+            vectors.extend(
+                rows.into_iter()
+                    .map(|(id, v)| (id, claimed.owner.clone(), v)),
+            );
+            stages[2].done = vectors.len() as u64;
+            self.progress(lease, Stage::Embed, &stages).await?;
+        }
+
+        for group in vectors.chunks(batch) {
+            checkpoint()?;
+            self.vectors.add(group)?;
+            stages[3].done += group.len() as u64;
+            self.progress(lease, Stage::Index, &stages).await?;
+        }
         Ok(pieces.len() as u32)
+    }
+}
+
+/// Where untrusted CPU work (extraction, chunking) runs: the blocking pool, bounded by a
+/// number of slots, under a time limit, with panics contained.
+#[derive(Clone)]
+pub(crate) struct Sandbox {
+    slots: Arc<Semaphore>,
+    limit: Duration,
+}
+
+impl Sandbox {
+    pub(crate) fn new(slots: usize, limit: Duration) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(slots.max(1))),
+            limit,
+        }
     }
 
     /// Runs CPU work on the blocking pool, bounded by the extraction slots, under the
     /// extraction time limit, with panics turned into a permanent failure of this job only.
-    async fn blocking<T: Send + 'static>(
+    async fn run<T: Send + 'static>(
         &self,
         what: &'static str,
         stop: &CancellationToken,
         f: impl FnOnce() -> Result<T, String> + Send + 'static,
     ) -> Result<T, JobError> {
         let permit = self
-            .extract_slots
+            .slots
             .clone()
             .acquire_owned()
             .await
@@ -412,7 +498,7 @@ impl Runner {
             let _permit = permit;
             std::panic::catch_unwind(AssertUnwindSafe(f))
         });
-        let limit = self.settings.extract_timeout;
+        let limit = self.limit;
         let outcome = tokio::select! {
             r = tokio::time::timeout(limit, handle) => r,
             // Abandoning the thread is safe: it holds no database state.
@@ -444,28 +530,18 @@ impl Runner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::sqlite::{SqliteOptions, SqliteStore};
 
-    async fn runner(dir: &tempfile::TempDir) -> Runner {
-        let store = SqliteStore::open(&dir.path().join("t.db"), &SqliteOptions::default())
-            .await
-            .unwrap();
-        let blobs = BlobStore::open(dir.path().join("blobs")).await.unwrap();
-        let settings = JobSettings {
-            extract_timeout: Duration::from_millis(100),
-            ..JobSettings::default()
-        };
-        Runner::new(Arc::new(store), blobs, settings, broadcast::channel(4).0)
+    fn sandbox() -> Sandbox {
+        Sandbox::new(2, Duration::from_millis(100))
     }
 
     #[tokio::test]
     async fn runaway_extraction_fails_at_the_time_limit() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = runner(&dir).await;
+        let r = sandbox();
         let stop = CancellationToken::new();
         let start = std::time::Instant::now();
         let res = r
-            .blocking("extraction", &stop, || {
+            .run("extraction", &stop, || {
                 std::thread::sleep(Duration::from_secs(2));
                 Ok(())
             })
@@ -476,25 +552,23 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_extractor_fails_only_its_job() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = runner(&dir).await;
+        let r = sandbox();
         let stop = CancellationToken::new();
-        let res: Result<(), _> = r.blocking("extraction", &stop, || panic!("bad xref")).await;
+        let res: Result<(), _> = r.run("extraction", &stop, || panic!("bad xref")).await;
         assert!(
             matches!(res, Err(JobError::Permanent(m)) if m.contains("malformed") && m.contains("bad xref"))
         );
-        let ok = r.blocking("extraction", &stop, || Ok(7)).await.unwrap();
+        let ok = r.run("extraction", &stop, || Ok(7)).await.unwrap();
         assert_eq!(ok, 7);
     }
 
     #[tokio::test]
     async fn stop_interrupts_a_wait_on_the_blocking_pool() {
-        let dir = tempfile::tempdir().unwrap();
-        let r = runner(&dir).await;
+        let r = sandbox();
         let stop = CancellationToken::new();
         stop.cancel();
         let res = r
-            .blocking("extraction", &stop, || {
+            .run("extraction", &stop, || {
                 std::thread::sleep(Duration::from_millis(50));
                 Ok(())
             })

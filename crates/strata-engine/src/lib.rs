@@ -1,5 +1,6 @@
-//! strata's domain: documents, chunks, tags and durable ingestion jobs, over a pluggable
-//! [`store::Store`] (SQLite today) and a content-addressed blob directory.
+//! strata's domain: documents, chunks, tags, durable ingestion jobs and semantic search, over
+//! a pluggable [`store::Store`] (SQLite today), a content-addressed blob directory, an
+//! embedder (`strata-embed`) and an in-process vector index.
 //!
 //! Owns: validation, tenancy (every operation takes the owner), extraction, chunking, the job
 //! queue and its workers. Must not import: HTTP (axum, hyper), the cache, anything of the
@@ -14,12 +15,15 @@ pub mod extract;
 pub mod ids;
 pub mod jobs;
 pub mod model;
+pub mod search;
 pub mod store;
 pub mod validate;
+pub mod vectors;
 
 pub use engine::{
-    DEFAULT_PAGE, Engine, EngineSettings, IngestOutcome, ListDocuments, ListJobs, MAX_PAGE,
-    UploadMeta,
+    DEFAULT_MODEL_DIR, DEFAULT_PAGE, Engine, EngineSettings, IngestOutcome, ListDocuments,
+    ListJobs, MAX_PAGE, UploadMeta,
 };
 pub use error::{EngineError, Result};
 pub use ids::{DocumentId, IdKind, JobId, TenantId};
+pub use strata_embed::BatchSettings;

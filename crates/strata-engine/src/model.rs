@@ -183,6 +183,8 @@ pub struct Chunk {
     pub text: String,
     /// Token count under the chunker's tokenizer.
     pub token_count: u32,
+    /// Whether its embedding is stored.
+    pub embedded: bool,
 }
 
 /// A document listing filter.
@@ -271,6 +273,10 @@ pub enum Stage {
     Extract,
     /// Split the text into token-bounded chunks.
     Chunk,
+    /// Embed each chunk (reusing vectors of text the model already embedded).
+    Embed,
+    /// Add the vectors to the nearest-neighbour index.
+    Index,
 }
 
 /// Progress of one stage.

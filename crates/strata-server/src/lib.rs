@@ -71,7 +71,7 @@ impl Deref for AppState {
 
 /// The complete router: API routes, fallbacks and middleware.
 pub fn router(engine: Engine, settings: &ServerSettings, shutdown: CancellationToken) -> Router {
-    use routes::{documents, health, jobs};
+    use routes::{documents, health, jobs, search};
     // Multipart framing adds a little to the file itself.
     let upload_limit = usize::try_from(engine.max_upload_bytes())
         .unwrap_or(usize::MAX)
@@ -97,6 +97,8 @@ pub fn router(engine: Engine, settings: &ServerSettings, shutdown: CancellationT
         .route("/v1/jobs", get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/events", get(jobs::events))
+        .route("/v1/search", axum::routing::post(search::search))
+        .route("/v1/embeddings", axum::routing::post(search::embeddings))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(|| async { ApiError::new(Code::RouteNotFound, "no endpoint at this path") })

@@ -9,10 +9,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use serde::Deserialize;
-use strata_engine::EngineSettings;
 use strata_engine::chunk::ChunkConfig;
 use strata_engine::jobs::JobSettings;
 use strata_engine::store::sqlite::SqliteOptions;
+use strata_engine::vectors::AnnSettings;
+use strata_engine::{BatchSettings, EngineSettings};
 use strata_server::ServerSettings;
 
 /// Settings shared by every subcommand. Each can also be set in `strata.toml` under the same
@@ -76,6 +77,31 @@ pub struct Overrides {
     #[arg(long, env = "STRATA_SHUTDOWN_GRACE_SECS", global = true)]
     pub shutdown_grace_secs: Option<u64>,
 
+    /// Directory of the embedding model's files, as `scripts/fetch-model` lays them out
+    /// [default: /var/tmp/strata-models/all-MiniLM-L6-v2].
+    #[arg(long, env = "STRATA_MODEL_DIR", global = true)]
+    pub model_dir: Option<PathBuf>,
+
+    /// Threads for one embedding forward pass [default: the number of cores].
+    #[arg(long, env = "STRATA_EMBED_THREADS", global = true)]
+    pub embed_threads: Option<usize>,
+
+    /// Most texts coalesced into one embedding forward pass [default: 32].
+    #[arg(long, env = "STRATA_EMBED_MAX_BATCH", global = true)]
+    pub embed_max_batch: Option<usize>,
+
+    /// Longest wait, in milliseconds, for more texts to share a forward pass [default: 2].
+    #[arg(long, env = "STRATA_EMBED_MAX_WAIT_MS", global = true)]
+    pub embed_max_wait_ms: Option<u64>,
+
+    /// HNSW candidate list size when searching: higher is more accurate and slower [default: 64].
+    #[arg(long, env = "STRATA_SEARCH_EF", global = true)]
+    pub search_ef: Option<usize>,
+
+    /// Filters matching at most this many chunks are searched exactly [default: 10000].
+    #[arg(long, env = "STRATA_SEARCH_EXACT_LIMIT", global = true)]
+    pub search_exact_limit: Option<u64>,
+
     /// Maximum SQLite connections [default: 8].
     #[arg(long, env = "STRATA_DB_MAX_CONNECTIONS", global = true)]
     pub db_max_connections: Option<u32>,
@@ -116,6 +142,12 @@ struct FileConfig {
     chunk_overlap: Option<usize>,
     shutdown_grace_secs: Option<u64>,
     db_max_connections: Option<u32>,
+    model_dir: Option<PathBuf>,
+    embed_threads: Option<usize>,
+    embed_max_batch: Option<usize>,
+    embed_max_wait_ms: Option<u64>,
+    search_ef: Option<usize>,
+    search_exact_limit: Option<u64>,
     log: Option<String>,
     log_format: Option<LogFormat>,
 }
@@ -196,6 +228,22 @@ impl Config {
                 chunk,
                 ..JobSettings::default()
             },
+            model_dir: pick!(model_dir, PathBuf::from(strata_engine::DEFAULT_MODEL_DIR)),
+            embed_threads: pick!(
+                embed_threads,
+                std::thread::available_parallelism().map_or(2, |n| n.get())
+            )
+            .max(1),
+            batch: BatchSettings {
+                max_batch: pick!(embed_max_batch, 32).max(1),
+                max_wait: Duration::from_millis(pick!(embed_max_wait_ms, 2)),
+                ..BatchSettings::default()
+            },
+            ann: AnnSettings {
+                expansion_search: pick!(search_ef, 64).max(1),
+                exact_limit: pick!(search_exact_limit, 10_000),
+                ..AnnSettings::default()
+            },
         };
         let server = ServerSettings {
             listen: pick!(listen, ServerSettings::default().listen),
@@ -246,6 +294,15 @@ impl Config {
                 j.shutdown_grace.as_secs().to_string(),
             ),
             ("db_max_connections", e.sqlite.max_connections.to_string()),
+            ("model_dir", e.model_dir.display().to_string()),
+            ("embed_threads", e.embed_threads.to_string()),
+            ("embed_max_batch", e.batch.max_batch.to_string()),
+            (
+                "embed_max_wait_ms",
+                e.batch.max_wait.as_millis().to_string(),
+            ),
+            ("search_ef", e.ann.expansion_search.to_string()),
+            ("search_exact_limit", e.ann.exact_limit.to_string()),
             ("log", self.log.clone()),
         ];
         lines

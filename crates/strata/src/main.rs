@@ -45,6 +45,23 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Search the library semantically, without a server, and print the best chunks.
+    Search {
+        /// What to look for.
+        query: String,
+        /// How many hits (1-100).
+        #[arg(short, long, default_value_t = 10)]
+        k: usize,
+        /// Only documents carrying this tag (repeatable: any of them).
+        #[arg(long = "tag", short = 't')]
+        tags: Vec<String>,
+        /// Drop hits scoring below this cosine similarity.
+        #[arg(long)]
+        min_score: Option<f32>,
+        /// Print the results as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create or upgrade the database schema, then exit.
     Migrate,
 }
@@ -107,6 +124,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             tags,
             no_wait,
         } => ingest(config, paths, tags, no_wait).await,
+        Command::Search {
+            query,
+            k,
+            tags,
+            min_score,
+            json,
+        } => search(config, query, k, tags, min_score, json).await,
     }
 }
 
@@ -194,6 +218,51 @@ async fn ingest(
     engine.close().await;
     if rejected > 0 {
         anyhow::bail!("{rejected} file(s) were rejected");
+    }
+    Ok(())
+}
+
+async fn search(
+    config: Config,
+    query: String,
+    k: usize,
+    tags: Vec<String>,
+    min_score: Option<f32>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let engine = Engine::open(config.engine)
+        .await
+        .context("opening the store")?;
+    let req = strata_engine::search::SearchRequest {
+        query,
+        k: Some(k),
+        filter: strata_engine::search::SearchFilter {
+            tags,
+            document_ids: Vec::new(),
+        },
+        min_score,
+        stream: false,
+    };
+    let results = engine.search(&TenantId::local(), req).await;
+    engine.close().await;
+    let results = results?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        return Ok(());
+    }
+    if results.hits.is_empty() {
+        println!("no matches");
+    }
+    for (i, hit) in results.hits.iter().enumerate() {
+        let text: String = hit.text.chars().take(300).collect();
+        println!(
+            "{:>2}. {:.3}  {} (chunk {})\n    {}\n",
+            i + 1,
+            hit.score,
+            hit.title,
+            hit.chunk_ordinal,
+            text.replace('\n', " ")
+        );
     }
     Ok(())
 }

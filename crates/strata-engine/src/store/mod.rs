@@ -20,6 +20,23 @@ use crate::model::{
     StageProgress, TagCount,
 };
 
+/// Vectors are stored as little-endian f32 bytes.
+pub fn vector_to_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Inverse of [`vector_to_bytes`]; `None` when the length is not a multiple of 4.
+pub fn vector_from_bytes(b: &[u8]) -> Option<Vec<f32>> {
+    if !b.len().is_multiple_of(4) {
+        return None;
+    }
+    Some(
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    )
+}
+
 pub mod sqlite;
 
 /// Result of inserting a document whose content may already exist for this owner.
@@ -31,11 +48,57 @@ pub enum InsertOutcome {
     Duplicate(Document),
 }
 
-/// What deleting a document freed, so the caller can release the blob.
+/// What deleting a document freed, so the caller can release the blob and the vectors.
 #[derive(Debug, Clone)]
 pub struct Deleted {
     /// The deleted document's content hash.
     pub sha256: String,
+    /// Keys of the vectors its chunks had in the index.
+    pub chunk_ids: Vec<u64>,
+}
+
+/// A chunk to insert.
+#[derive(Debug, Clone)]
+pub struct NewChunk {
+    /// Position in the document.
+    pub ordinal: u32,
+    /// Text.
+    pub text: String,
+    /// Token count.
+    pub token_count: u32,
+    /// Hex sha256 of the text.
+    pub text_sha256: String,
+}
+
+/// Which of a tenant's chunks a search may return.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChunkFilter {
+    /// Documents carrying any of these tags (empty: no tag condition).
+    pub tags: Vec<String>,
+    /// Only these documents (empty: no document condition).
+    pub document_ids: Vec<DocumentId>,
+}
+
+impl ChunkFilter {
+    /// Whether any condition is set.
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty() && self.document_ids.is_empty()
+    }
+}
+
+/// A search hit's stored fields.
+#[derive(Debug, Clone)]
+pub struct HitRow {
+    /// Chunk id (vector key).
+    pub id: u64,
+    /// Its document.
+    pub document_id: DocumentId,
+    /// Document title.
+    pub title: String,
+    /// Chunk position.
+    pub ordinal: u32,
+    /// Chunk text.
+    pub text: String,
 }
 
 /// Proof that a worker holds a job. Writes under a lease fail with `Ok(false)` /
@@ -174,12 +237,82 @@ pub trait Store: Send + Sync + 'static {
         stages: &[StageProgress],
     ) -> Result<bool>;
 
-    /// Removes chunks left by an earlier, interrupted attempt; `false` when the lease is lost.
-    async fn clear_chunks(&self, lease: &Lease, document: DocumentId) -> Result<bool>;
+    /// Removes chunks left by an earlier, interrupted attempt, returning their ids; `None`
+    /// when the lease is lost.
+    async fn clear_chunks(&self, lease: &Lease, document: DocumentId) -> Result<Option<Vec<u64>>>;
 
-    /// Appends a batch of chunks; `false` (and nothing written) when the lease is lost.
-    async fn write_chunks(&self, lease: &Lease, owner: &TenantId, chunks: &[Chunk])
-    -> Result<bool>;
+    /// Appends a batch of chunks, returning their ids in order; `None` (and nothing written)
+    /// when the lease is lost.
+    async fn write_chunks(
+        &self,
+        lease: &Lease,
+        owner: &TenantId,
+        document: DocumentId,
+        chunks: &[NewChunk],
+    ) -> Result<Option<Vec<u64>>>;
+
+    /// Stored embeddings of `model` for these text hashes (any owner: identical text has an
+    /// identical vector).
+    async fn find_embeddings(
+        &self,
+        model: &str,
+        text_sha256: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<f32>>>;
+
+    /// Stores embeddings of chunks; `false` when the lease is lost.
+    async fn set_embeddings(
+        &self,
+        lease: &Lease,
+        model: &str,
+        rows: &[(u64, Vec<f32>)],
+    ) -> Result<bool>;
+
+    /// Count and wrapping sum of the ids of every chunk embedded with `model` (a cheap
+    /// fingerprint to check a persisted index against).
+    async fn embedded_fingerprint(&self, model: &str) -> Result<(u64, u64)>;
+
+    /// Up to `limit` embedded chunks with id greater than `after`: (id, owner, vector).
+    async fn scan_vectors(
+        &self,
+        model: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, TenantId, Vec<f32>)>>;
+
+    /// Up to `limit` embedded chunks with id greater than `after`: (id, owner).
+    async fn scan_owners(
+        &self,
+        model: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, TenantId)>>;
+
+    /// How many of the owner's embedded chunks pass the filter.
+    async fn count_candidates(
+        &self,
+        owner: &TenantId,
+        model: &str,
+        filter: &ChunkFilter,
+    ) -> Result<u64>;
+
+    /// The owner's embedded chunks passing the filter: (id, vector).
+    async fn candidate_vectors(
+        &self,
+        owner: &TenantId,
+        model: &str,
+        filter: &ChunkFilter,
+    ) -> Result<Vec<(u64, Vec<f32>)>>;
+
+    /// Ids of the owner's embedded chunks passing the filter.
+    async fn candidate_ids(
+        &self,
+        owner: &TenantId,
+        model: &str,
+        filter: &ChunkFilter,
+    ) -> Result<Vec<u64>>;
+
+    /// The owner's chunks with these ids, with their documents' titles.
+    async fn hit_rows(&self, owner: &TenantId, ids: &[u64]) -> Result<Vec<HitRow>>;
 
     /// Ends an attempt and updates the document to match; `false` when the lease is lost.
     async fn finish_job(&self, lease: &Lease, outcome: JobOutcome) -> Result<bool>;

@@ -13,9 +13,12 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
-use super::{ClaimedJob, Deleted, InsertOutcome, JobOutcome, Lease, Store};
+use super::{
+    ChunkFilter, ClaimedJob, Deleted, HitRow, InsertOutcome, JobOutcome, Lease, NewChunk, Store,
+    vector_from_bytes, vector_to_bytes,
+};
 use crate::error::{EngineError, Result};
 use crate::ids::{DocumentId, JobId, TenantId};
 use crate::model::{
@@ -186,6 +189,37 @@ fn stage_name(stage: Stage) -> &'static str {
     match stage {
         Stage::Extract => "extract",
         Stage::Chunk => "chunk",
+        Stage::Embed => "embed",
+        Stage::Index => "index",
+    }
+}
+
+/// `FROM ... WHERE ...` selecting the owner's embedded chunks that pass `filter`.
+fn push_candidates(
+    qb: &mut QueryBuilder<'_, Sqlite>,
+    owner: &TenantId,
+    model: &str,
+    filter: &ChunkFilter,
+) {
+    qb.push("FROM chunks c WHERE c.embedding IS NOT NULL AND c.owner = ")
+        .push_bind(owner.as_str().to_owned())
+        .push(" AND c.model = ")
+        .push_bind(model.to_owned());
+    if !filter.tags.is_empty() {
+        qb.push(" AND EXISTS (SELECT 1 FROM document_tags t WHERE t.document_id = c.document_id AND t.tag IN (");
+        let mut sep = qb.separated(", ");
+        for t in &filter.tags {
+            sep.push_bind(t.clone());
+        }
+        qb.push("))");
+    }
+    if !filter.document_ids.is_empty() {
+        qb.push(" AND c.document_id IN (");
+        let mut sep = qb.separated(", ");
+        for d in &filter.document_ids {
+            sep.push_bind(d.to_string());
+        }
+        qb.push(")");
     }
 }
 
@@ -389,6 +423,14 @@ impl Store for SqliteStore {
     async fn delete_document(&self, owner: &TenantId, id: DocumentId) -> Result<Option<Deleted>> {
         let mut tx = self.begin().await?;
         let id_s = id.to_string();
+        let chunk_ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id \
+             WHERE d.owner = ?1 AND d.id = ?2 AND c.embedding IS NOT NULL",
+        )
+        .bind(owner.as_str())
+        .bind(&id_s)
+        .fetch_all(&mut *tx)
+        .await?;
         let sha: Option<String> = sqlx::query_scalar(
             "DELETE FROM documents WHERE owner = ?1 AND id = ?2 RETURNING sha256",
         )
@@ -412,7 +454,10 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Some(Deleted { sha256 }))
+        Ok(Some(Deleted {
+            sha256,
+            chunk_ids: chunk_ids.into_iter().map(|i| i as u64).collect(),
+        }))
     }
 
     async fn count_sha256_refs(&self, sha256: &str) -> Result<u64> {
@@ -449,7 +494,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<Chunk>> {
         let rows = sqlx::query(
-            "SELECT ordinal, text, token_count FROM chunks \
+            "SELECT ordinal, text, token_count, embedding IS NOT NULL AS embedded FROM chunks \
              WHERE owner = ?1 AND document_id = ?2 AND ordinal >= ?3 ORDER BY ordinal LIMIT ?4",
         )
         .bind(owner.as_str())
@@ -465,6 +510,7 @@ impl Store for SqliteStore {
                     ordinal: r.try_get::<i64, _>("ordinal")? as u32,
                     text: r.try_get("text")?,
                     token_count: r.try_get::<i64, _>("token_count")? as u32,
+                    embedded: r.try_get("embedded")?,
                 })
             })
             .collect()
@@ -621,44 +667,247 @@ impl Store for SqliteStore {
         Ok(res.rows_affected() == 1)
     }
 
-    async fn clear_chunks(&self, lease: &Lease, document: DocumentId) -> Result<bool> {
+    async fn clear_chunks(&self, lease: &Lease, document: DocumentId) -> Result<Option<Vec<u64>>> {
         let mut tx = self.begin().await?;
         if !lease_held(&mut tx, lease).await? {
-            return Ok(false);
+            return Ok(None);
         }
-        sqlx::query("DELETE FROM chunks WHERE document_id = ?1")
-            .bind(document.to_string())
-            .execute(&mut *tx)
-            .await?;
+        let ids: Vec<i64> =
+            sqlx::query_scalar("DELETE FROM chunks WHERE document_id = ?1 RETURNING id")
+                .bind(document.to_string())
+                .fetch_all(&mut *tx)
+                .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(ids.into_iter().map(|i| i as u64).collect()))
     }
 
     async fn write_chunks(
         &self,
         lease: &Lease,
         owner: &TenantId,
-        chunks: &[Chunk],
+        document: DocumentId,
+        chunks: &[NewChunk],
+    ) -> Result<Option<Vec<u64>>> {
+        let mut tx = self.begin().await?;
+        if !lease_held(&mut tx, lease).await? {
+            return Ok(None);
+        }
+        let doc = document.to_string();
+        let mut ids = Vec::with_capacity(chunks.len());
+        for c in chunks {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO chunks (document_id, ordinal, owner, text, token_count, text_sha256) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+            )
+            .bind(&doc)
+            .bind(c.ordinal as i64)
+            .bind(owner.as_str())
+            .bind(&c.text)
+            .bind(c.token_count as i64)
+            .bind(&c.text_sha256)
+            .fetch_one(&mut *tx)
+            .await?;
+            ids.push(id as u64);
+        }
+        tx.commit().await?;
+        Ok(Some(ids))
+    }
+
+    async fn find_embeddings(
+        &self,
+        model: &str,
+        text_sha256: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<f32>>> {
+        let mut out = std::collections::HashMap::new();
+        for part in text_sha256.chunks(500) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "SELECT text_sha256, embedding FROM chunks WHERE embedding IS NOT NULL AND model = ",
+            );
+            qb.push_bind(model).push(" AND text_sha256 IN (");
+            let mut sep = qb.separated(", ");
+            for h in part {
+                sep.push_bind(h);
+            }
+            qb.push(") GROUP BY text_sha256");
+            for row in qb.build().fetch_all(&self.pool).await? {
+                let bytes: Vec<u8> = row.try_get("embedding")?;
+                let v =
+                    vector_from_bytes(&bytes).ok_or_else(|| corrupt("embedding", "bad length"))?;
+                out.insert(row.try_get("text_sha256")?, v);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn set_embeddings(
+        &self,
+        lease: &Lease,
+        model: &str,
+        rows: &[(u64, Vec<f32>)],
     ) -> Result<bool> {
         let mut tx = self.begin().await?;
         if !lease_held(&mut tx, lease).await? {
             return Ok(false);
         }
-        for c in chunks {
-            sqlx::query(
-                "INSERT INTO chunks (document_id, ordinal, owner, text, token_count) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .bind(c.document_id.to_string())
-            .bind(c.ordinal as i64)
-            .bind(owner.as_str())
-            .bind(&c.text)
-            .bind(c.token_count as i64)
-            .execute(&mut *tx)
-            .await?;
+        for (id, v) in rows {
+            sqlx::query("UPDATE chunks SET model = ?2, embedding = ?3 WHERE id = ?1")
+                .bind(*id as i64)
+                .bind(model)
+                .bind(vector_to_bytes(v))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn embedded_fingerprint(&self, model: &str) -> Result<(u64, u64)> {
+        // SQLite integers are 64-bit signed; a wrapping sum is computed here, not in SQL.
+        let mut count = 0u64;
+        let mut sum = 0u64;
+        let mut after = 0i64;
+        loop {
+            let ids: Vec<i64> = sqlx::query_scalar(
+                "SELECT id FROM chunks WHERE model = ?1 AND embedding IS NOT NULL AND id > ?2 \
+                 ORDER BY id LIMIT 10000",
+            )
+            .bind(model)
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await?;
+            let Some(&last) = ids.last() else { break };
+            count += ids.len() as u64;
+            sum = ids.iter().fold(sum, |s, &i| s.wrapping_add(i as u64));
+            after = last;
+        }
+        Ok((count, sum))
+    }
+
+    async fn scan_vectors(
+        &self,
+        model: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, TenantId, Vec<f32>)>> {
+        let rows = sqlx::query(
+            "SELECT id, owner, embedding FROM chunks WHERE model = ?1 AND embedding IS NOT NULL \
+             AND id > ?2 ORDER BY id LIMIT ?3",
+        )
+        .bind(model)
+        .bind(after as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let bytes: Vec<u8> = r.try_get("embedding")?;
+                let owner: String = r.try_get("owner")?;
+                Ok((
+                    r.try_get::<i64, _>("id")? as u64,
+                    TenantId::parse(&owner).map_err(|e| corrupt("owner", e))?,
+                    vector_from_bytes(&bytes).ok_or_else(|| corrupt("embedding", "bad length"))?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn scan_owners(
+        &self,
+        model: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, TenantId)>> {
+        let rows = sqlx::query(
+            "SELECT id, owner FROM chunks WHERE model = ?1 AND embedding IS NOT NULL \
+             AND id > ?2 ORDER BY id LIMIT ?3",
+        )
+        .bind(model)
+        .bind(after as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let owner: String = r.try_get("owner")?;
+                Ok((
+                    r.try_get::<i64, _>("id")? as u64,
+                    TenantId::parse(&owner).map_err(|e| corrupt("owner", e))?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn count_candidates(
+        &self,
+        owner: &TenantId,
+        model: &str,
+        filter: &ChunkFilter,
+    ) -> Result<u64> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) ");
+        push_candidates(&mut qb, owner, model, filter);
+        let n: i64 = qb.build_query_scalar().fetch_one(&self.pool).await?;
+        Ok(n as u64)
+    }
+
+    async fn candidate_vectors(
+        &self,
+        owner: &TenantId,
+        model: &str,
+        filter: &ChunkFilter,
+    ) -> Result<Vec<(u64, Vec<f32>)>> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT c.id, c.embedding ");
+        push_candidates(&mut qb, owner, model, filter);
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let bytes: Vec<u8> = r.try_get("embedding")?;
+                Ok((
+                    r.try_get::<i64, _>("id")? as u64,
+                    vector_from_bytes(&bytes).ok_or_else(|| corrupt("embedding", "bad length"))?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn candidate_ids(
+        &self,
+        owner: &TenantId,
+        model: &str,
+        filter: &ChunkFilter,
+    ) -> Result<Vec<u64>> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT c.id ");
+        push_candidates(&mut qb, owner, model, filter);
+        let ids: Vec<i64> = qb.build_query_scalar().fetch_all(&self.pool).await?;
+        Ok(ids.into_iter().map(|i| i as u64).collect())
+    }
+
+    async fn hit_rows(&self, owner: &TenantId, ids: &[u64]) -> Result<Vec<HitRow>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT c.id, c.document_id, c.ordinal, c.text, d.title FROM chunks c \
+             JOIN documents d ON d.id = c.document_id WHERE c.owner = ",
+        );
+        qb.push_bind(owner.as_str()).push(" AND c.id IN (");
+        let mut sep = qb.separated(", ");
+        for id in ids {
+            sep.push_bind(*id as i64);
+        }
+        qb.push(")");
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let doc: String = r.try_get("document_id")?;
+                Ok(HitRow {
+                    id: r.try_get::<i64, _>("id")? as u64,
+                    document_id: doc.parse().map_err(|e| corrupt("document id", e))?,
+                    title: r.try_get("title")?,
+                    ordinal: r.try_get::<i64, _>("ordinal")? as u32,
+                    text: r.try_get("text")?,
+                })
+            })
+            .collect()
     }
 
     async fn finish_job(&self, lease: &Lease, outcome: JobOutcome) -> Result<bool> {

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use strata_engine::jobs::Step;
-use strata_engine::model::{Chunk, DocumentFilter, JobStatus};
+use strata_engine::model::{DocumentFilter, JobStatus};
 use strata_engine::store::sqlite::{SqliteOptions, SqliteStore};
-use strata_engine::store::{JobOutcome, Store};
+use strata_engine::store::{JobOutcome, NewChunk, Store};
 use strata_engine::{
     Engine, EngineError, EngineSettings, IngestOutcome, ListDocuments, ListJobs, TenantId,
     UploadMeta,
@@ -27,6 +27,9 @@ async fn engine(dir: &tempfile::TempDir, workers: usize) -> Engine {
     s.jobs.workers = workers;
     s.jobs.backoff_base = Duration::from_millis(1);
     s.jobs.extract_timeout = Duration::from_secs(5);
+    if let Ok(dir) = std::env::var("STRATA_MODEL_DIR") {
+        s.model_dir = dir.into();
+    }
     Engine::open(s).await.unwrap()
 }
 
@@ -50,6 +53,7 @@ async fn add(engine: &Engine, owner: &TenantId, text: &str) -> strata_engine::mo
 
 #[tokio::test]
 async fn another_tenants_rows_are_invisible() {
+    // Searches, too, see only the caller's chunks.
     let dir = tempfile::tempdir().unwrap();
     let e = engine(&dir, 0).await;
     let (a, b) = (
@@ -101,6 +105,22 @@ async fn another_tenants_rows_are_invisible() {
             .is_empty()
     );
     assert!(e.tag_counts(&b).await.unwrap().is_empty());
+    e.drain_jobs().await.unwrap();
+    let search = |q: &str| strata_engine::search::SearchRequest {
+        query: q.into(),
+        k: Some(10),
+        filter: Default::default(),
+        min_score: None,
+        stream: false,
+    };
+    assert_eq!(e.search(&a, search("secret")).await.unwrap().hits.len(), 1);
+    assert!(
+        e.search(&b, search("secret"))
+            .await
+            .unwrap()
+            .hits
+            .is_empty()
+    );
     // Dedupe is per owner: bob uploading the same bytes gets his own document.
     let bobs = add(&e, &b, "alice's secret").await;
     assert_ne!(bobs.id, doc.id);
@@ -144,31 +164,35 @@ async fn a_worker_that_lost_its_lease_cannot_write() {
         .unwrap();
     assert_eq!(second.job.id, first.job.id);
     assert_eq!(second.job.attempts, 2);
-    let chunk = |text: &str| Chunk {
-        document_id: doc.id,
+    let chunk = |text: &str| NewChunk {
         ordinal: 0,
         text: text.into(),
         token_count: 1,
+        text_sha256: String::new(),
     };
-    assert!(
-        !store2
-            .write_chunks(&first.lease, &owner, &[chunk("stale")])
-            .await
-            .unwrap()
-    );
+    let stale = store2
+        .write_chunks(&first.lease, &owner, doc.id, &[chunk("stale")])
+        .await;
+    assert!(stale.unwrap().is_none());
     assert!(!store2.heartbeat(&first.lease, later).await.unwrap());
-    assert!(
-        !store2
-            .finish_job(&first.lease, JobOutcome::Succeeded { chunk_count: 1 })
-            .await
-            .unwrap()
-    );
+    let done = JobOutcome::Succeeded { chunk_count: 1 };
+    assert!(!store2.finish_job(&first.lease, done).await.unwrap());
     assert!(
         store2
-            .write_chunks(&second.lease, &owner, &[chunk("fresh")])
+            .clear_chunks(&first.lease, doc.id)
             .await
             .unwrap()
+            .is_none()
     );
+    let ids = store2
+        .write_chunks(&second.lease, &owner, doc.id, &[chunk("fresh")])
+        .await;
+    let ids = ids.unwrap().unwrap();
+    assert_eq!(ids.len(), 1);
+    let late = store2
+        .set_embeddings(&first.lease, "m", &[(ids[0], vec![1.0])])
+        .await;
+    assert!(!late.unwrap());
     assert!(
         store2
             .finish_job(&second.lease, JobOutcome::Succeeded { chunk_count: 1 })

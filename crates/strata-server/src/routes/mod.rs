@@ -3,3 +3,4 @@
 pub mod documents;
 pub mod health;
 pub mod jobs;
+pub mod search;

@@ -24,11 +24,18 @@ impl TestServer {
     }
 
     pub async fn start_with(configure: impl FnOnce(&mut EngineSettings)) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), configure).await
+    }
+
+    /// Starts a server over an existing directory (a restart, when it held a server before).
+    pub async fn start_in(dir: TempDir, configure: impl FnOnce(&mut EngineSettings)) -> Self {
         let mut settings = EngineSettings {
             data_dir: dir.path().join("data"),
             ..EngineSettings::default()
         };
+        if let Ok(dir) = std::env::var("STRATA_MODEL_DIR") {
+            settings.model_dir = dir.into();
+        }
         settings.jobs.poll_interval = Duration::from_millis(100);
         settings.jobs.backoff_base = Duration::from_millis(100);
         configure(&mut settings);
@@ -128,12 +135,27 @@ impl TestServer {
     }
 
     pub async fn stop(self) {
+        self.stop_keep().await;
+    }
+
+    /// Stops the server and hands back its directory for a restart.
+    pub async fn stop_keep(self) -> TempDir {
         self.shutdown.cancel();
         let res = tokio::time::timeout(Duration::from_secs(20), self.handle)
             .await
             .expect("server stops within 20 s")
             .expect("server task");
         res.expect("server exits cleanly");
+        self.dir
+    }
+
+    pub async fn post_json(&self, path: &str, body: Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
     }
 }
 

@@ -33,58 +33,6 @@ async fn read_events(base: &str, job_id: &str) -> Vec<(String, Value)> {
 }
 
 #[tokio::test]
-async fn events_stream_progress_until_the_job_ends() {
-    let s = TestServer::start_with(|e| {
-        e.jobs.workers = 0;
-        e.jobs.chunk_batch = 4;
-    })
-    .await;
-    let text = "A sentence about strata and its chunking. ".repeat(400);
-    let doc = s.create_text(&text, &[]).await;
-    let job_id = doc["job_id"].as_str().unwrap().to_owned();
-    // The stream opens while the job is queued; a server with workers then runs it.
-    let events = tokio::spawn({
-        let base = s.base.clone();
-        let job_id = job_id.clone();
-        async move { read_events(&base, &job_id).await }
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    // Run the job in this process through a second engine over the same data directory.
-    let engine = strata_engine::Engine::open(strata_engine::EngineSettings {
-        data_dir: s.dir.path().join("data"),
-        jobs: strata_engine::jobs::JobSettings {
-            chunk_batch: 4,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    assert_eq!(engine.drain_jobs().await.unwrap(), 1);
-    engine.close().await;
-    let events = events.await.unwrap();
-    let (last_kind, last) = events.last().expect("at least one event");
-    assert_eq!(last_kind, "done");
-    assert_eq!(last["status"], "succeeded");
-    assert_eq!(events[0].1["status"], "queued");
-    let progress: Vec<u64> = events
-        .iter()
-        .filter(|(_, j)| j["stage"] == "chunk")
-        .map(|(_, j)| j["stages"][1]["done"].as_u64().unwrap())
-        .collect();
-    assert!(
-        progress.windows(2).all(|w| w[0] <= w[1]),
-        "progress never goes back: {progress:?}"
-    );
-    assert!(events.iter().all(|(k, _)| k == "progress" || k == "done"));
-    // A finished job's stream is one `done` event.
-    let again = read_events(&s.base, &job_id).await;
-    assert_eq!(again.len(), 1);
-    assert_eq!(again[0].0, "done");
-    s.stop().await;
-}
-
-#[tokio::test]
 async fn live_events_from_the_servers_own_workers() {
     let s = TestServer::start_with(|e| e.jobs.chunk_batch = 8).await;
     let doc = s

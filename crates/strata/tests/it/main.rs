@@ -12,3 +12,4 @@ mod helpers;
 mod jobs;
 mod pagination;
 mod process;
+mod search;

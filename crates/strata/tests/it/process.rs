@@ -54,7 +54,7 @@ impl Proc {
     }
 
     async fn wait_terminal(&self, id: &str) -> Value {
-        for _ in 0..1200 {
+        for _ in 0..3600 {
             let job = self.job(id).await;
             if ["succeeded", "failed", "cancelled"].contains(&job["status"].as_str().unwrap()) {
                 return job;
@@ -64,12 +64,12 @@ impl Proc {
         panic!("job {id} did not finish");
     }
 
-    /// Waits until the job is part-way through writing chunks; returns that snapshot.
-    async fn wait_mid_chunking(&self, id: &str) -> Value {
+    /// Waits until the job is part-way through embedding its chunks; returns that snapshot.
+    async fn wait_mid_embedding(&self, id: &str) -> Value {
         for _ in 0..6000 {
             let job = self.job(id).await;
-            let done = job["stages"][1]["done"].as_u64().unwrap_or(0);
-            let total = job["stages"][1]["total"].as_u64().unwrap_or(0);
+            let done = job["stages"][2]["done"].as_u64().unwrap_or(0);
+            let total = job["stages"][2]["total"].as_u64().unwrap_or(0);
             if job["status"] == "running" && done > 0 && done < total {
                 return job;
             }
@@ -79,12 +79,12 @@ impl Proc {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        panic!("job {id} never reached the chunk stage");
+        panic!("job {id} never reached the embed stage");
     }
 
     async fn upload_big(&self) -> (String, String) {
-        // ~6 MB of prose: tens of thousands of small chunks, written in many batches.
-        let text: String = (0..120_000)
+        // About 500 distinct chunks: seconds of embedding, in several batches.
+        let text: String = (0..4_000)
             .map(|i| format!("Sentence number {i} is here. "))
             .collect();
         let part = reqwest::multipart::Part::bytes(text.into_bytes()).file_name("big.txt");
@@ -103,6 +103,7 @@ impl Proc {
         )
     }
 
+    /// Ordinals of every chunk, asserting each is embedded.
     async fn all_chunk_ordinals(&self, doc: &str) -> Vec<u64> {
         let mut out = Vec::new();
         let mut from = 0;
@@ -178,10 +179,11 @@ async fn worker_killed_mid_job_completes_exactly_once_after_restart() {
     let data = dir.path().join("data");
     let mut first = Proc::start(&data, ARGS).await;
     let (doc, job) = first.upload_big().await;
-    let mid = first.wait_mid_chunking(&job).await;
+    let mid = first.wait_mid_embedding(&job).await;
     first.child.kill().unwrap(); // SIGKILL: no chance to clean up
     first.child.wait().unwrap();
     let total = mid["stages"][1]["total"].as_u64().unwrap();
+    assert!(mid["stages"][2]["done"].as_u64().unwrap() < total);
 
     let second = Proc::start(&data, ARGS).await;
     let done = second.wait_terminal(&job).await;
@@ -217,7 +219,7 @@ async fn sigterm_returns_the_running_job_to_the_queue_and_exits_cleanly() {
         .collect();
     let mut first = Proc::start(&data, &grace).await;
     let (doc, job) = first.upload_big().await;
-    first.wait_mid_chunking(&job).await;
+    first.wait_mid_embedding(&job).await;
     first.terminate();
     let status = first.wait_exit(Duration::from_secs(15)).await;
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");

@@ -1,0 +1,216 @@
+//! Semantic search: embed the query, find the nearest chunks of the caller's tenant, and
+//! return them with their documents' titles.
+//!
+//! A filter that matches few chunks (at most `exact_limit`) is searched exactly over the
+//! filtered set, so a selective filter never comes back short; a broad one goes through the
+//! ANN index with the filter as a predicate, and falls back to the exact path if the index
+//! returns fewer hits than exist. The response says which path answered (`exhaustive`).
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, Result};
+use crate::ids::{DocumentId, TenantId};
+use crate::store::{ChunkFilter, Store};
+use crate::validate;
+use crate::vectors::{VectorIndex, exact_top_k};
+
+/// Default number of hits.
+pub const DEFAULT_K: usize = 10;
+/// Most hits one search returns.
+pub const MAX_K: usize = 100;
+/// Longest query, in characters.
+pub const MAX_QUERY_CHARS: usize = 4096;
+/// Most document ids in one filter.
+pub const MAX_FILTER_DOCUMENTS: usize = 1000;
+
+/// Which chunks a search may return.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchFilter {
+    /// Documents carrying any of these tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Only these documents.
+    #[serde(default)]
+    pub document_ids: Vec<DocumentId>,
+}
+
+/// A search, as callers give it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    /// What to look for.
+    pub query: String,
+    /// How many hits (default 10, max 100).
+    pub k: Option<usize>,
+    /// Restrictions.
+    #[serde(default)]
+    pub filter: SearchFilter,
+    /// Drop hits scoring below this cosine similarity.
+    pub min_score: Option<f32>,
+    /// Answer as NDJSON, one hit per line (the HTTP layer's concern).
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// One result.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SearchHit {
+    /// The document.
+    pub document_id: DocumentId,
+    /// Its title.
+    pub title: String,
+    /// The chunk's position in it.
+    pub chunk_ordinal: u32,
+    /// The chunk's text.
+    pub text: String,
+    /// Cosine similarity to the query, -1..1.
+    pub score: f32,
+}
+
+/// The results.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchResults {
+    /// Best first.
+    pub hits: Vec<SearchHit>,
+    /// True when every candidate chunk was scored (exact search); false for the ANN path.
+    pub exhaustive: bool,
+    /// The embedding model.
+    pub model: String,
+}
+
+/// A validated search.
+pub(crate) struct Plan {
+    pub(crate) query: String,
+    pub(crate) k: usize,
+    pub(crate) filter: ChunkFilter,
+    pub(crate) min_score: Option<f32>,
+}
+
+impl SearchRequest {
+    pub(crate) fn validate(self) -> Result<Plan> {
+        let query = self.query.trim().to_owned();
+        if query.is_empty() {
+            return Err(EngineError::invalid("query", "must not be empty"));
+        }
+        if query.chars().count() > MAX_QUERY_CHARS {
+            return Err(EngineError::invalid(
+                "query",
+                format!("must be at most {MAX_QUERY_CHARS} characters"),
+            ));
+        }
+        let k = self.k.unwrap_or(DEFAULT_K);
+        if !(1..=MAX_K).contains(&k) {
+            return Err(EngineError::invalid(
+                "k",
+                format!("must be between 1 and {MAX_K}"),
+            ));
+        }
+        if let Some(m) = self.min_score
+            && !(-1.0..=1.0).contains(&m)
+        {
+            return Err(EngineError::invalid(
+                "min_score",
+                "must be between -1 and 1",
+            ));
+        }
+        if self.filter.document_ids.len() > MAX_FILTER_DOCUMENTS {
+            return Err(EngineError::invalid(
+                "filter.document_ids",
+                format!("at most {MAX_FILTER_DOCUMENTS} ids"),
+            ));
+        }
+        let tags = validate::tags(&self.filter.tags).map_err(|e| match e {
+            EngineError::Invalid { field, message } => {
+                EngineError::invalid(format!("filter.{field}"), message)
+            }
+            other => other,
+        })?;
+        let mut document_ids = self.filter.document_ids;
+        document_ids.sort();
+        document_ids.dedup();
+        Ok(Plan {
+            query,
+            k,
+            filter: ChunkFilter { tags, document_ids },
+            min_score: self.min_score,
+        })
+    }
+}
+
+/// Runs a validated plan for `owner` with an already-embedded query.
+pub(crate) async fn run(
+    store: &dyn Store,
+    vectors: &VectorIndex,
+    model: &str,
+    owner: &TenantId,
+    plan: &Plan,
+    query: &[f32],
+) -> Result<SearchResults> {
+    let exact_limit = vectors.settings().exact_limit;
+    let mut exhaustive = false;
+    let candidates = if plan.filter.is_empty() {
+        vectors.tenant_count(owner)
+    } else {
+        store.count_candidates(owner, model, &plan.filter).await?
+    };
+    let mut scored = if candidates == 0 {
+        exhaustive = true;
+        Vec::new()
+    } else if !plan.filter.is_empty() && candidates <= exact_limit {
+        exhaustive = true;
+        let rows = store.candidate_vectors(owner, model, &plan.filter).await?;
+        exact_top_k(query, &rows, plan.k)
+    } else {
+        let allowed: Option<HashSet<u64>> = if plan.filter.is_empty() {
+            None
+        } else {
+            Some(
+                store
+                    .candidate_ids(owner, model, &plan.filter)
+                    .await?
+                    .into_iter()
+                    .collect(),
+            )
+        };
+        let hits = vectors.search(owner, query, plan.k, allowed.as_ref())?;
+        if (hits.len() as u64) < candidates.min(plan.k as u64) {
+            // The graph walk could not reach enough matching vectors: score them all.
+            exhaustive = true;
+            let rows = store.candidate_vectors(owner, model, &plan.filter).await?;
+            exact_top_k(query, &rows, plan.k)
+        } else {
+            hits
+        }
+    };
+    if let Some(min) = plan.min_score {
+        scored.retain(|(_, s)| *s >= min);
+    }
+    let ids: Vec<u64> = scored.iter().map(|(id, _)| *id).collect();
+    let rows: HashMap<u64, _> = store
+        .hit_rows(owner, &ids)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r))
+        .collect();
+    let hits = scored
+        .into_iter()
+        .filter_map(|(id, score)| {
+            // A vector whose chunk was deleted a moment ago has no row: skip it.
+            rows.get(&id).map(|r| SearchHit {
+                document_id: r.document_id,
+                title: r.title.clone(),
+                chunk_ordinal: r.ordinal,
+                text: r.text.clone(),
+                score,
+            })
+        })
+        .collect();
+    Ok(SearchResults {
+        hits,
+        exhaustive,
+        model: model.to_owned(),
+    })
+}

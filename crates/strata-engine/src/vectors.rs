@@ -1,0 +1,431 @@
+//! The in-process approximate nearest-neighbour index of the embedded default: usearch HNSW
+//! (cosine, f16 storage), keyed by chunk id, persisted beside the SQLite file.
+//!
+//! The database is the source of truth: every vector is also stored with its chunk. At
+//! startup the saved index is used only if its sidecar fingerprint (model, count and sum of
+//! keys) matches the database; otherwise, or if the file is missing or unreadable, it is
+//! rebuilt from the stored vectors. A crash between a database write and a save therefore
+//! costs a rebuild, never a wrong answer.
+//!
+//! Every key carries its owner, and every search is restricted to the caller's tenant.
+//!
+//! Must not import: HTTP types, the embedder.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+
+use crate::error::{EngineError, Result};
+use crate::ids::TenantId;
+
+/// HNSW parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct AnnSettings {
+    /// Graph degree (M).
+    pub connectivity: usize,
+    /// Candidate list size while inserting.
+    pub expansion_add: usize,
+    /// Candidate list size while searching (recall vs speed).
+    pub expansion_search: usize,
+    /// Filters matching at most this many chunks are searched exactly instead.
+    pub exact_limit: u64,
+}
+
+impl Default for AnnSettings {
+    fn default() -> Self {
+        Self {
+            connectivity: 16,
+            expansion_add: 128,
+            expansion_search: 64,
+            exact_limit: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct Sidecar {
+    model: String,
+    dims: usize,
+    count: u64,
+    key_sum: u64,
+}
+
+struct Inner {
+    index: Index,
+    owner_of: HashMap<u64, u32>,
+    tenants: HashMap<TenantId, u32>,
+    per_tenant: HashMap<u32, u64>,
+    key_sum: u64,
+}
+
+/// The index.
+pub struct VectorIndex {
+    inner: RwLock<Inner>,
+    path: PathBuf,
+    model: String,
+    dims: usize,
+    settings: AnnSettings,
+    dirty: AtomicBool,
+}
+
+fn usearch_err(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Internal(format!("vector index: {e}"))
+}
+
+impl VectorIndex {
+    fn empty(path: &Path, model: &str, dims: usize, settings: AnnSettings) -> Result<Self> {
+        let index = Index::new(&IndexOptions {
+            dimensions: dims,
+            metric: MetricKind::Cos,
+            quantization: ScalarKind::F16,
+            connectivity: settings.connectivity,
+            expansion_add: settings.expansion_add,
+            expansion_search: settings.expansion_search,
+            multi: false,
+        })
+        .map_err(usearch_err)?;
+        index.reserve(1024).map_err(usearch_err)?;
+        Ok(Self {
+            inner: RwLock::new(Inner {
+                index,
+                owner_of: HashMap::new(),
+                tenants: HashMap::new(),
+                per_tenant: HashMap::new(),
+                key_sum: 0,
+            }),
+            path: path.to_owned(),
+            model: model.to_owned(),
+            dims,
+            settings,
+            dirty: AtomicBool::new(false),
+        })
+    }
+
+    /// Loads the saved index at `path` if it matches the database fingerprint `(count,
+    /// key_sum)`, registering owners from `owners`; returns `None` when it must be rebuilt.
+    pub fn load(
+        path: &Path,
+        model: &str,
+        dims: usize,
+        settings: AnnSettings,
+        fingerprint: (u64, u64),
+    ) -> Result<Option<Self>> {
+        let sidecar_path = sidecar(path);
+        let Ok(text) = std::fs::read_to_string(&sidecar_path) else {
+            return Ok(None);
+        };
+        let Ok(meta) = serde_json::from_str::<Sidecar>(&text) else {
+            return Ok(None);
+        };
+        let expected = Sidecar {
+            model: model.to_owned(),
+            dims,
+            count: fingerprint.0,
+            key_sum: fingerprint.1,
+        };
+        if meta != expected {
+            return Ok(None);
+        }
+        let this = Self::empty(path, model, dims, settings)?;
+        {
+            let inner = this.write();
+            let Some(p) = path.to_str() else {
+                return Ok(None);
+            };
+            if inner.index.load(p).is_err() || inner.index.size() as u64 != fingerprint.0 {
+                return Ok(None);
+            }
+            inner
+                .index
+                .change_expansion_search(settings.expansion_search);
+        }
+        Ok(Some(this))
+    }
+
+    /// A fresh, empty index to fill with [`VectorIndex::add`].
+    pub fn new(path: &Path, model: &str, dims: usize, settings: AnnSettings) -> Result<Self> {
+        Self::empty(path, model, dims, settings)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records owners of keys already in a loaded index.
+    pub fn register_owners(&self, rows: &[(u64, TenantId)]) {
+        let mut inner = self.write();
+        for (key, owner) in rows {
+            let t = intern(&mut inner, owner);
+            inner.owner_of.insert(*key, t);
+            *inner.per_tenant.entry(t).or_default() += 1;
+            inner.key_sum = inner.key_sum.wrapping_add(*key);
+        }
+    }
+
+    /// Adds vectors (replacing any under the same key).
+    pub fn add(&self, rows: &[(u64, TenantId, Vec<f32>)]) -> Result<()> {
+        let mut inner = self.write();
+        let needed = inner.index.size() + rows.len();
+        if needed > inner.index.capacity() {
+            inner
+                .index
+                .reserve((needed * 2).max(1024))
+                .map_err(usearch_err)?;
+        }
+        for (key, owner, v) in rows {
+            if v.len() != self.dims {
+                return Err(EngineError::Internal(format!(
+                    "vector of {} dims, expected {}",
+                    v.len(),
+                    self.dims
+                )));
+            }
+            if inner.index.contains(*key) {
+                remove_locked(&mut inner, *key)?;
+            }
+            inner.index.add(*key, v.as_slice()).map_err(usearch_err)?;
+            let t = intern(&mut inner, owner);
+            inner.owner_of.insert(*key, t);
+            *inner.per_tenant.entry(t).or_default() += 1;
+            inner.key_sum = inner.key_sum.wrapping_add(*key);
+        }
+        self.dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Removes vectors; unknown keys are ignored.
+    pub fn remove(&self, keys: &[u64]) -> Result<()> {
+        let mut inner = self.write();
+        for key in keys {
+            remove_locked(&mut inner, *key)?;
+        }
+        self.dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// How many vectors the tenant has.
+    pub fn tenant_count(&self, owner: &TenantId) -> u64 {
+        let inner = self.read();
+        inner
+            .tenants
+            .get(owner)
+            .and_then(|t| inner.per_tenant.get(t))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Vectors in the index.
+    pub fn len(&self) -> usize {
+        self.read().index.size()
+    }
+
+    /// Whether the index is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Up to `k` nearest of the tenant's vectors (restricted to `allowed` when given), as
+    /// (key, cosine similarity), best first.
+    pub fn search(
+        &self,
+        owner: &TenantId,
+        query: &[f32],
+        k: usize,
+        allowed: Option<&HashSet<u64>>,
+    ) -> Result<Vec<(u64, f32)>> {
+        let inner = self.read();
+        let Some(&t) = inner.tenants.get(owner) else {
+            return Ok(Vec::new());
+        };
+        let everything = allowed.is_none()
+            && inner.per_tenant.get(&t).copied().unwrap_or(0) == inner.index.size() as u64;
+        let matches = if everything {
+            inner.index.search(query, k).map_err(usearch_err)?
+        } else {
+            let owner_of = &inner.owner_of;
+            inner
+                .index
+                .filtered_search(query, k, |key| {
+                    owner_of.get(&key) == Some(&t) && allowed.is_none_or(|a| a.contains(&key))
+                })
+                .map_err(usearch_err)?
+        };
+        Ok(matches
+            .keys
+            .iter()
+            .zip(&matches.distances)
+            .map(|(k, d)| (*k, 1.0 - d))
+            .collect())
+    }
+
+    /// Saves the index and its fingerprint if anything changed since the last save. Writes to
+    /// temporary files and renames, so a crash never leaves a half-written index in place.
+    pub fn save(&self) -> Result<bool> {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(false);
+        }
+        let inner = self.read();
+        let tmp = self.path.with_extension("usearch.tmp");
+        let tmp_str = tmp
+            .to_str()
+            .ok_or_else(|| usearch_err("path is not UTF-8"))?;
+        let result = (|| {
+            inner.index.save(tmp_str).map_err(usearch_err)?;
+            let meta = Sidecar {
+                model: self.model.clone(),
+                dims: self.dims,
+                count: inner.index.size() as u64,
+                key_sum: inner.key_sum,
+            };
+            let side_tmp = sidecar(&self.path).with_extension("json.tmp");
+            std::fs::write(&side_tmp, serde_json::to_vec(&meta).map_err(usearch_err)?)?;
+            std::fs::rename(&tmp, &self.path)?;
+            std::fs::rename(&side_tmp, sidecar(&self.path))?;
+            Ok(())
+        })();
+        if result.is_err() {
+            self.dirty.store(true, Ordering::Release);
+        }
+        result.map(|()| true)
+    }
+
+    /// HNSW settings in use.
+    pub fn settings(&self) -> AnnSettings {
+        self.settings
+    }
+}
+
+fn remove_locked(inner: &mut Inner, key: u64) -> Result<()> {
+    if inner.index.remove(key).map_err(usearch_err)? > 0
+        && let Some(t) = inner.owner_of.remove(&key)
+    {
+        if let Some(n) = inner.per_tenant.get_mut(&t) {
+            *n = n.saturating_sub(1);
+        }
+        inner.key_sum = inner.key_sum.wrapping_sub(key);
+    }
+    Ok(())
+}
+
+fn intern(inner: &mut Inner, owner: &TenantId) -> u32 {
+    let next = inner.tenants.len() as u32;
+    *inner.tenants.entry(owner.clone()).or_insert(next)
+}
+
+fn sidecar(path: &Path) -> PathBuf {
+    path.with_extension("usearch.json")
+}
+
+/// Exact top-k by dot product (vectors are unit length: dot = cosine).
+pub fn exact_top_k(query: &[f32], candidates: &[(u64, Vec<f32>)], k: usize) -> Vec<(u64, f32)> {
+    let mut scored: Vec<(u64, f32)> = candidates
+        .iter()
+        .map(|(id, v)| (*id, v.iter().zip(query).map(|(a, b)| a * b).sum()))
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored.truncate(k);
+    scored
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(seed: u64, dims: usize) -> Vec<f32> {
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let v: Vec<f32> = (0..dims)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((x >> 33) as f32 / u32::MAX as f32) - 0.25
+            })
+            .collect();
+        let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+        v.into_iter().map(|a| a / n).collect()
+    }
+
+    #[test]
+    fn tenants_never_see_each_other_and_removal_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = VectorIndex::new(
+            &dir.path().join("i.usearch"),
+            "m",
+            8,
+            AnnSettings::default(),
+        )
+        .unwrap();
+        let (a, b) = (TenantId::parse("a").unwrap(), TenantId::parse("b").unwrap());
+        let rows: Vec<_> = (1..=50u64)
+            .map(|k| {
+                (
+                    k,
+                    if k % 2 == 0 { a.clone() } else { b.clone() },
+                    unit(k, 8),
+                )
+            })
+            .collect();
+        idx.add(&rows).unwrap();
+        let hits = idx.search(&a, &unit(3, 8), 10, None).unwrap();
+        assert_eq!(hits.len(), 10);
+        assert!(hits.iter().all(|(k, _)| k % 2 == 0));
+        assert_eq!(idx.tenant_count(&a), 25);
+        idx.remove(&[2, 4]).unwrap();
+        assert_eq!(idx.tenant_count(&a), 23);
+        let all = idx.search(&a, &unit(2, 8), 50, None).unwrap();
+        assert!(!all.iter().any(|(k, _)| *k == 2 || *k == 4));
+        let allowed: HashSet<u64> = [6, 8].into();
+        let only = idx.search(&a, &unit(9, 8), 10, Some(&allowed)).unwrap();
+        assert_eq!(only.iter().map(|h| h.0).collect::<HashSet<_>>(), allowed);
+    }
+
+    #[test]
+    fn saved_index_loads_only_with_a_matching_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("i.usearch");
+        let idx = VectorIndex::new(&path, "m", 8, AnnSettings::default()).unwrap();
+        let t = TenantId::local();
+        idx.add(&[(1, t.clone(), unit(1, 8)), (2, t.clone(), unit(2, 8))])
+            .unwrap();
+        assert!(idx.save().unwrap());
+        assert!(!idx.save().unwrap(), "nothing changed since");
+        let ok = VectorIndex::load(&path, "m", 8, AnnSettings::default(), (2, 3)).unwrap();
+        assert!(ok.is_some());
+        assert!(
+            VectorIndex::load(&path, "m", 8, AnnSettings::default(), (3, 6))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            VectorIndex::load(&path, "other", 8, AnnSettings::default(), (2, 3))
+                .unwrap()
+                .is_none()
+        );
+        std::fs::write(&path, b"garbage").unwrap();
+        assert!(
+            VectorIndex::load(&path, "m", 8, AnnSettings::default(), (2, 3))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn exact_top_k_orders_by_similarity() {
+        let q = unit(1, 8);
+        let c: Vec<_> = (1..=5u64).map(|k| (k, unit(k, 8))).collect();
+        let top = exact_top_k(&q, &c, 2);
+        assert_eq!(top[0].0, 1);
+        assert!((top[0].1 - 1.0).abs() < 1e-5);
+        assert_eq!(top.len(), 2);
+    }
+}
