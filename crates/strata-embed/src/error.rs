@@ -22,6 +22,9 @@ pub enum EmbedError {
     /// Too many requests are queued; retry later.
     #[error("the embedding queue is full")]
     Overloaded,
+    /// A remote embedder is unreachable or its circuit is open; retry later.
+    #[error("{0}")]
+    Unavailable(String),
     /// The batcher has stopped (shutdown).
     #[error("the embedder is shutting down")]
     Closed,

@@ -34,33 +34,9 @@ pub struct ModelFiles {
 }
 
 impl ModelFiles {
-    /// Checks that every file is present and matches its checksum.
-    pub fn verify(dir: impl Into<PathBuf>) -> Result<Self, EmbedError> {
-        let files = Self { dir: dir.into() };
-        for (what, (name, sha)) in [
-            ("the ONNX model", MODEL_ONNX),
-            ("the tokenizer", TOKENIZER),
-            ("the ONNX Runtime library", ONNXRUNTIME),
-        ] {
-            let path = files.dir.join(name);
-            let actual = sha256_file(&path).map_err(|e| EmbedError::ModelFiles {
-                what,
-                path: path.clone(),
-                problem: if e.kind() == std::io::ErrorKind::NotFound {
-                    "missing".into()
-                } else {
-                    format!("unreadable ({e})")
-                },
-            })?;
-            if actual != sha {
-                return Err(EmbedError::ModelFiles {
-                    what,
-                    path,
-                    problem: "corrupt (sha256 mismatch)".into(),
-                });
-            }
-        }
-        Ok(files)
+    /// The files in `dir`; each loader checks the ones it needs against their checksums.
+    pub fn at(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
     }
 
     /// Path of one of the files.
@@ -72,6 +48,27 @@ impl ModelFiles {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// Checks one file against its pinned sha256.
+pub(crate) fn check(path: &Path, what: &'static str, sha: &str) -> Result<(), EmbedError> {
+    let actual = sha256_file(path).map_err(|e| EmbedError::ModelFiles {
+        what,
+        path: path.to_owned(),
+        problem: if e.kind() == std::io::ErrorKind::NotFound {
+            "missing".into()
+        } else {
+            format!("unreadable ({e})")
+        },
+    })?;
+    if actual != sha {
+        return Err(EmbedError::ModelFiles {
+            what,
+            path: path.to_owned(),
+            problem: "corrupt (sha256 mismatch)".into(),
+        });
+    }
+    Ok(())
 }
 
 fn sha256_file(path: &Path) -> std::io::Result<String> {

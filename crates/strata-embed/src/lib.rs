@@ -10,19 +10,26 @@
 //! Owns: models, tokenization for them, batching. Must not import: the engine, the server,
 //! the cache, or any storage.
 //!
-//! Not here yet: the candle f32 reference model and the OpenAI-compatible HTTP embedder.
+//! - [`HttpEmbedder`]: any OpenAI-compatible `/embeddings` endpoint, with retries and a
+//!   circuit breaker.
+//! - [`CandleMiniLm`]: the same model in f32 through candle, pure Rust: the reference the
+//!   ONNX route is tested against, and the fallback (`--embedder candle`).
 
 mod batcher;
+mod candle;
 mod error;
 mod files;
+mod http;
 mod onnx;
 mod tokenizer;
 
 use async_trait::async_trait;
 
 pub use batcher::{BatchSettings, Batcher};
+pub use candle::CandleMiniLm;
 pub use error::EmbedError;
 pub use files::ModelFiles;
+pub use http::{BreakerState, HttpEmbedder, HttpSettings};
 pub use onnx::OnnxMiniLm;
 pub use tokenizer::TextTokenizer;
 
@@ -49,23 +56,47 @@ pub trait BatchModel: Send + Sync + 'static {
     fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError>;
 }
 
+/// Which implementation of the local model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LocalRuntime {
+    /// int8 ONNX export through ONNX Runtime (fast; the default).
+    #[default]
+    Onnx,
+    /// f32 weights through candle (pure Rust, exact, slower).
+    Candle,
+}
+
 /// The default embedder: the local MiniLM model behind a [`Batcher`].
 pub struct LocalEmbedder {
     batcher: Batcher,
-    model: std::sync::Arc<OnnxMiniLm>,
+    model: std::sync::Arc<dyn BatchModel>,
+    tokenizer: std::sync::Arc<TextTokenizer>,
 }
 
 impl LocalEmbedder {
     /// Loads the model from `files` and starts its batcher.
     pub fn load(
         files: &ModelFiles,
+        runtime: LocalRuntime,
         threads: usize,
         batch: BatchSettings,
     ) -> Result<Self, EmbedError> {
-        let model = std::sync::Arc::new(OnnxMiniLm::load(files, threads)?);
+        let (model, tokenizer): (std::sync::Arc<dyn BatchModel>, _) = match runtime {
+            LocalRuntime::Onnx => {
+                let m = OnnxMiniLm::load(files, threads)?;
+                let t = m.tokenizer();
+                (std::sync::Arc::new(m), t)
+            }
+            LocalRuntime::Candle => {
+                let m = CandleMiniLm::load(files)?;
+                let t = m.tokenizer();
+                (std::sync::Arc::new(m), t)
+            }
+        };
         Ok(Self {
             batcher: Batcher::start(model.clone(), batch),
             model,
+            tokenizer,
         })
     }
 }
@@ -85,7 +116,7 @@ impl Embedder for LocalEmbedder {
     }
 
     fn tokenizer(&self) -> Option<std::sync::Arc<TextTokenizer>> {
-        Some(self.model.tokenizer())
+        Some(self.tokenizer.clone())
     }
 }
 

@@ -42,6 +42,13 @@ pub struct OnnxMiniLm {
 impl OnnxMiniLm {
     /// Loads the model with `threads` intra-op threads.
     pub fn load(files: &ModelFiles, threads: usize) -> Result<Self, EmbedError> {
+        for (what, (name, sha)) in [
+            ("the ONNX model", MODEL_ONNX),
+            ("the tokenizer", TOKENIZER),
+            ("the ONNX Runtime library", ONNXRUNTIME),
+        ] {
+            crate::files::check(&files.path(name), what, sha)?;
+        }
         let env = environment(files)?;
         let rt = |e: ort::Error| EmbedError::Runtime(e.to_string());
         let session = Session::builder(&env)

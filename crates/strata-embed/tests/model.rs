@@ -4,13 +4,14 @@
 use std::time::Instant;
 
 use strata_embed::{
-    BatchModel, BatchSettings, Embedder, LocalEmbedder, ModelFiles, OnnxMiniLm, dot,
+    BatchModel, BatchSettings, CandleMiniLm, Embedder, LocalEmbedder, LocalRuntime, ModelFiles,
+    OnnxMiniLm, dot,
 };
 
 fn files() -> ModelFiles {
     let dir = std::env::var("STRATA_MODEL_DIR")
         .unwrap_or_else(|_| "/var/tmp/strata-models/all-MiniLM-L6-v2".into());
-    ModelFiles::verify(dir).unwrap_or_else(|e| panic!("{e}"))
+    ModelFiles::at(dir)
 }
 
 #[test]
@@ -68,8 +69,9 @@ fn tokenizer_spans_are_model_tokens() {
 
 #[test]
 fn missing_files_name_the_fix() {
-    let err = ModelFiles::verify("/nonexistent/strata-model")
-        .unwrap_err()
+    let err = OnnxMiniLm::load(&ModelFiles::at("/nonexistent/strata-model"), 1)
+        .err()
+        .expect("no model there")
         .to_string();
     assert!(
         err.contains("scripts/fetch-model") && err.contains("missing"),
@@ -79,7 +81,7 @@ fn missing_files_name_the_fix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_embedder_agrees_with_direct_calls() {
-    let e = LocalEmbedder::load(&files(), 2, BatchSettings::default()).unwrap();
+    let e = LocalEmbedder::load(&files(), LocalRuntime::Onnx, 2, BatchSettings::default()).unwrap();
     let direct = OnnxMiniLm::load(&files(), 1).unwrap();
     let texts: Vec<String> = (0..40)
         .map(|i| format!("sentence number {i} about cats"))
@@ -104,4 +106,46 @@ async fn batched_embedder_agrees_with_direct_calls() {
     }
     assert_eq!(e.model(), "all-MiniLM-L6-v2");
     assert_eq!(e.dims(), 384);
+}
+
+#[test]
+fn candle_f32_reference_agrees_with_the_int8_onnx_model() {
+    let onnx = OnnxMiniLm::load(&files(), 2).unwrap();
+    let candle = CandleMiniLm::load(&files()).unwrap();
+    let texts: Vec<String> = [
+        "A man is eating food.",
+        "A man is eating a piece of bread.",
+        "The girl is carrying a baby.",
+        "Ocean tides are caused mainly by the gravitational pull of the Moon.",
+        "In Rust every value has a single owner; when the owner goes out of scope the value is dropped.",
+        "short",
+    ]
+    .map(String::from)
+    .to_vec();
+    let a = onnx.embed_batch(&texts).unwrap();
+    let b = candle.embed_batch(&texts).unwrap();
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        let cos = dot(x, y);
+        assert!(cos >= 0.999, "text {i}: cos(onnx, candle) = {cos}");
+    }
+    // The f32 model reproduces the reference similarities closely.
+    assert!(
+        (dot(&b[0], &b[1]) - 0.755).abs() < 0.01,
+        "{}",
+        dot(&b[0], &b[1])
+    );
+    assert!(
+        (dot(&b[0], &b[2]) + 0.105).abs() < 0.01,
+        "{}",
+        dot(&b[0], &b[2])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candle_runtime_serves_as_the_local_embedder() {
+    let e =
+        LocalEmbedder::load(&files(), LocalRuntime::Candle, 2, BatchSettings::default()).unwrap();
+    let v = e.embed(vec!["A man is eating food.".into()]).await.unwrap();
+    assert_eq!(v[0].len(), 384);
+    assert!(e.tokenizer().is_some());
 }

@@ -50,6 +50,10 @@ pub struct EngineSettings {
     pub jobs: JobSettings,
     /// Directory of the local embedding model's files.
     pub model_dir: PathBuf,
+    /// Which implementation runs the local model.
+    pub local_runtime: strata_embed::LocalRuntime,
+    /// An OpenAI-compatible embeddings endpoint to use instead of the local model.
+    pub remote_embedder: Option<strata_embed::HttpSettings>,
     /// ONNX Runtime intra-op threads.
     pub embed_threads: usize,
     /// Dynamic batching of embedding requests.
@@ -67,6 +71,8 @@ impl Default for EngineSettings {
             max_upload_bytes: 50 * 1024 * 1024,
             jobs: JobSettings::default(),
             model_dir: PathBuf::from(DEFAULT_MODEL_DIR),
+            remote_embedder: None,
+            local_runtime: strata_embed::LocalRuntime::Onnx,
             embed_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             batch: BatchSettings::default(),
             ann: AnnSettings::default(),
@@ -183,15 +189,7 @@ impl Engine {
             }
         };
         let blobs = BlobStore::open(settings.data_dir.join("blobs")).await?;
-        let files = ModelFiles::verify(&settings.model_dir)
-            .map_err(|e| EngineError::Config(e.to_string()))?;
-        let local = LocalEmbedder::load(&files, settings.embed_threads, settings.batch)
-            .map_err(|e| EngineError::Config(format!("cannot load the embedding model: {e}")))?;
-        let tokenizer: Arc<dyn Tokenizer> = match local.tokenizer() {
-            Some(t) => Arc::new(ModelTokens(t)),
-            None => Arc::new(crate::chunk::WordTokenizer),
-        };
-        let embedder: Arc<dyn Embedder> = Arc::new(local);
+        let (embedder, tokenizer) = load_embedder(&settings).await?;
         let vectors = Arc::new(
             open_vectors(
                 store.as_ref(),
@@ -249,6 +247,7 @@ impl Engine {
                 EngineError::Unavailable("the embedding queue is full".into())
             }
             strata_embed::EmbedError::Closed => EngineError::Unavailable("shutting down".into()),
+            strata_embed::EmbedError::Unavailable(why) => EngineError::Unavailable(why),
             other => EngineError::Internal(other.to_string()),
         })
     }
@@ -596,6 +595,37 @@ impl Engine {
         }
         self.inner.store.close().await;
     }
+}
+
+/// The configured embedder, and the tokenizer chunks are measured in (the model's own when
+/// it has one, words otherwise).
+async fn load_embedder(
+    settings: &EngineSettings,
+) -> Result<(Arc<dyn Embedder>, Arc<dyn Tokenizer>)> {
+    if let Some(remote) = &settings.remote_embedder {
+        let e = strata_embed::HttpEmbedder::connect(remote.clone())
+            .await
+            .map_err(|e| {
+                EngineError::Config(format!(
+                    "cannot reach the embedding endpoint {}: {e}",
+                    remote.url
+                ))
+            })?;
+        return Ok((Arc::new(e), Arc::new(crate::chunk::WordTokenizer)));
+    }
+    let files = ModelFiles::at(&settings.model_dir);
+    let local = LocalEmbedder::load(
+        &files,
+        settings.local_runtime,
+        settings.embed_threads,
+        settings.batch,
+    )
+    .map_err(|e| EngineError::Config(format!("cannot load the embedding model: {e}")))?;
+    let tokenizer: Arc<dyn Tokenizer> = match local.tokenizer() {
+        Some(t) => Arc::new(ModelTokens(t)),
+        None => Arc::new(crate::chunk::WordTokenizer),
+    };
+    Ok((Arc::new(local), tokenizer))
 }
 
 /// Loads the persisted index when it matches the database, else rebuilds it from the stored

@@ -26,4 +26,4 @@ pub use engine::{
 };
 pub use error::{EngineError, Result};
 pub use ids::{DocumentId, IdKind, JobId, TenantId};
-pub use strata_embed::BatchSettings;
+pub use strata_embed::{BatchSettings, HttpSettings, LocalRuntime};

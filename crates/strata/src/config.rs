@@ -82,6 +82,28 @@ pub struct Overrides {
     #[arg(long, env = "STRATA_MODEL_DIR", global = true)]
     pub model_dir: Option<PathBuf>,
 
+    /// Use an OpenAI-compatible embeddings endpoint (base URL, e.g. https://api.openai.com/v1)
+    /// instead of the local model.
+    #[arg(long, env = "STRATA_EMBED_URL", global = true)]
+    pub embed_url: Option<String>,
+
+    /// Model name to ask the endpoint for (with --embed-url) [default: text-embedding-3-small].
+    #[arg(long, env = "STRATA_EMBED_MODEL", global = true)]
+    pub embed_model: Option<String>,
+
+    /// API key for the endpoint (with --embed-url); sent as a bearer token, never printed.
+    #[arg(
+        long,
+        env = "STRATA_EMBED_API_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub embed_api_key: Option<String>,
+
+    /// Local model runtime: `onnx` (int8, fast) or `candle` (f32, pure Rust, slower) [default: onnx].
+    #[arg(long, env = "STRATA_EMBEDDER", global = true)]
+    pub embedder: Option<Runtime>,
+
     /// Threads for one embedding forward pass [default: the number of cores].
     #[arg(long, env = "STRATA_EMBED_THREADS", global = true)]
     pub embed_threads: Option<usize>,
@@ -115,6 +137,16 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
 }
 
+/// Which implementation runs the local embedding model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// int8 ONNX export through ONNX Runtime.
+    Onnx,
+    /// f32 weights through candle.
+    Candle,
+}
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -143,6 +175,10 @@ struct FileConfig {
     shutdown_grace_secs: Option<u64>,
     db_max_connections: Option<u32>,
     model_dir: Option<PathBuf>,
+    embedder: Option<Runtime>,
+    embed_url: Option<String>,
+    embed_model: Option<String>,
+    embed_api_key: Option<String>,
     embed_threads: Option<usize>,
     embed_max_batch: Option<usize>,
     embed_max_wait_ms: Option<u64>,
@@ -229,6 +265,21 @@ impl Config {
                 ..JobSettings::default()
             },
             model_dir: pick!(model_dir, PathBuf::from(strata_engine::DEFAULT_MODEL_DIR)),
+            local_runtime: match pick!(embedder, Runtime::Onnx) {
+                Runtime::Onnx => strata_engine::LocalRuntime::Onnx,
+                Runtime::Candle => strata_engine::LocalRuntime::Candle,
+            },
+            remote_embedder: flags
+                .embed_url
+                .clone()
+                .or(file.embed_url.clone())
+                .map(|url| strata_engine::HttpSettings {
+                    api_key: flags.embed_api_key.clone().or(file.embed_api_key.clone()),
+                    ..strata_engine::HttpSettings::new(
+                        url,
+                        pick!(embed_model, "text-embedding-3-small".to_owned()),
+                    )
+                }),
             embed_threads: pick!(
                 embed_threads,
                 std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -295,6 +346,18 @@ impl Config {
             ),
             ("db_max_connections", e.sqlite.max_connections.to_string()),
             ("model_dir", e.model_dir.display().to_string()),
+            (
+                "embedder",
+                match &e.remote_embedder {
+                    Some(r) => format!(
+                        "{} at {} (key {})",
+                        r.model,
+                        mask_url(&r.url),
+                        if r.api_key.is_some() { "****" } else { "none" }
+                    ),
+                    None => format!("local all-MiniLM-L6-v2 ({:?})", e.local_runtime),
+                },
+            ),
             ("embed_threads", e.embed_threads.to_string()),
             ("embed_max_batch", e.batch.max_batch.to_string()),
             (

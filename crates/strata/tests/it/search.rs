@@ -364,3 +364,24 @@ async fn embeddings_endpoint_speaks_openai() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_remote_openai_compatible_embedder_can_replace_the_local_model() {
+    // The provider is another strata server: its /v1/embeddings speaks the OpenAI protocol.
+    let provider = TestServer::start().await;
+    let url = format!("{}/v1", provider.base);
+    let s = TestServer::start_with(move |e| {
+        e.remote_embedder = Some(strata_engine::HttpSettings::new(url, "all-MiniLM-L6-v2"));
+    })
+    .await;
+    load_corpus(&s).await;
+    let res = search(
+        &s,
+        json!({"query": "How do leaves make sugar from light?", "k": 2}),
+    )
+    .await;
+    assert_eq!(res["hits"][0]["title"], "Photosynthesis");
+    assert_eq!(res["model"], "all-MiniLM-L6-v2");
+    s.stop().await;
+    provider.stop().await;
+}
