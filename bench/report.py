@@ -1,0 +1,77 @@
+"""Summarises bench/run's raw measurements: medians per scenario, ratios, targets.
+
+Usage: report.py RESULTS.jsonl REPORT.json. Prints a table; writes the summary as JSON.
+"""
+import json
+import statistics
+import sys
+
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+by = {}
+for r in rows:
+    by.setdefault(r["scenario"], []).append(r["result"])
+
+
+def med(scenario, key):
+    vals = [r[key] for r in by.get(scenario, []) if key in r]
+    return statistics.median(vals) if vals else None
+
+
+def ann_med(engine, ef, key):
+    vals = [x[key] for r in by.get(f"ann_{engine}", []) for x in r["results"] if x["ef"] == ef]
+    return statistics.median(vals) if vals else None
+
+
+report = {"rounds": max((r["round"] for r in rows), default=0), "scenarios": {}, "targets": []}
+lines = []
+
+
+def row(name, value, unit, note=""):
+    report["scenarios"][name] = value
+    shown = "n/a" if value is None else (f"{value:,.3f}" if value < 10 else f"{value:,.0f}")
+    lines.append(f"  {name:<44} {shown:>12} {unit:<14} {note}")
+
+
+def target(name, value, op, bar):
+    if value is None:
+        ok = None
+    else:
+        ok = value >= bar if op == ">=" else value <= bar
+    report["targets"].append({"target": name, "value": value, "bar": f"{op} {bar}", "met": ok})
+    mark = {True: "met", False: "MISSED", None: "not measured"}[ok]
+    shown = "n/a" if value is None else f"{value:.3f}"
+    lines.append(f"  {name:<44} {shown:>12} {op + ' ' + str(bar):<14} {mark}")
+
+
+b1 = med("model_batch1", "sentences_per_s")
+b32 = med("model_batch32", "sentences_per_s")
+dyn = med("model_dynamic", "sentences_per_s")
+lines.append("model (all-MiniLM-L6-v2, int8 ONNX), medians:")
+row("batch 1", b1, "sentences/s", f"{med('model_batch1', 'ms_per_sentence') or 0:.2f} ms/sentence")
+row("batch 32", b32, "sentences/s")
+row("32 concurrent callers, dynamic batching", dyn, "sentences/s")
+lines.append("ANN, recall@10 and single-thread queries/s (medians):")
+for engine in ("usearch", "hnswlib"):
+    n = next((r["n"] for r in by.get(f"ann_{engine}", [])), None)
+    row(f"{engine} build ({n} vectors)", med(f"ann_{engine}", "build_seconds"), "s")
+    for ef in (64, 128):
+        row(f"{engine} ef={ef} recall@10", ann_med(engine, ef, "recall_at_10"), "")
+        row(f"{engine} ef={ef} queries/s", ann_med(engine, ef, "queries_per_s"), "q/s")
+s = by.get("search", [{}])[0]
+lines.append("ingestion and uncached search through the HTTP server:")
+row(f"ingestion ({s.get('chunks')} chunks)", s.get("ingest_chunks_per_s"), "chunks/s")
+row("raw model, same chunk texts, batch 32", s.get("raw_model_chunks_per_s"), "chunks/s")
+for p in ("p50", "p95", "p99"):
+    row(f"search latency {p}", s.get(f"search_ms_{p}"), "ms")
+
+lines.append("targets (ratios measured in this run):")
+target("dynamic batching / batch 1", dyn / b1 if dyn and b1 else None, ">=", 3.0)
+target("ingestion / raw model", s.get("ingest_vs_raw"), ">=", 0.85)
+u, h = ann_med("usearch", 64, "queries_per_s"), ann_med("hnswlib", 64, "queries_per_s")
+target("usearch ef=64 recall@10", ann_med("usearch", 64, "recall_at_10"), ">=", 0.95)
+target("usearch / hnswlib queries/s at ef=64", u / h if u and h else None, ">=", 1.0)
+target("uncached search p95 (ms)", s.get("search_ms_p95"), "<=", 20.0)
+
+print("\n".join(lines))
+json.dump(report, open(sys.argv[2], "w"), indent=2)
+print(f"\nraw measurements: {sys.argv[1]}\nsummary: {sys.argv[2]}")

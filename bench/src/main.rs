@@ -1,0 +1,564 @@
+//! strata's benchmark harness. Each subcommand measures one thing and prints one JSON
+//! object on stdout; `bench/run` alternates them over rounds and prints medians and ratios.
+//!
+//! Every load loop here is bounded in count and time, and talks only to loopback.
+
+use std::collections::HashSet;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use strata_embed::{
+    BatchModel, BatchSettings, Batcher, Embedder, LocalEmbedder, LocalRuntime, ModelFiles,
+    OnnxMiniLm,
+};
+
+#[derive(Parser)]
+#[command(about = "strata benchmarks (see bench/run)")]
+struct Cli {
+    /// Directory of the model files.
+    #[arg(long, env = "STRATA_MODEL_DIR", default_value = strata_engine::DEFAULT_MODEL_DIR)]
+    model_dir: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Extract real sentences (comment lines of Python sources) into a text file, one per line.
+    Corpus {
+        /// Directory to walk for *.py files.
+        #[arg(long)]
+        from: PathBuf,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Most sentences.
+        #[arg(long, default_value_t = 101_000)]
+        max: usize,
+    },
+    /// Raw model throughput: batch 1, batch 32, and 32 concurrent single-sentence callers
+    /// through the dynamic batcher.
+    Model {
+        /// Sentences file.
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Sentences per measurement.
+        #[arg(long, default_value_t = 640)]
+        n: usize,
+        /// Which measurement: batch1, batch32 or dynamic.
+        #[arg(long)]
+        mode: String,
+        /// Intra-op threads [default: cores].
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Sort each batch's sentences by length first (less padding).
+        #[arg(long)]
+        sorted: bool,
+    },
+    /// Embed the corpus into vector files: base vectors, held-out queries, exact top-10.
+    Dataset {
+        /// Sentences file.
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Base vectors.
+        #[arg(long, default_value_t = 100_000)]
+        n: usize,
+        /// Queries (taken after the base sentences).
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+    },
+    /// Ingest documents through a real strata server (port 0, fresh data dir), then measure
+    /// uncached search latency over HTTP with distinct queries, and the raw model's batch-32
+    /// throughput on the same chunk texts.
+    Search {
+        /// Sentences file.
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Sentences to ingest (one paragraph each).
+        #[arg(long, default_value_t = 2000)]
+        sentences: usize,
+        /// Distinct queries to time (held-out sentences).
+        #[arg(long, default_value_t = 300)]
+        queries: usize,
+        /// Data directory (created fresh; removed afterwards unless --keep).
+        #[arg(long)]
+        data: PathBuf,
+        /// Most tokens per chunk.
+        #[arg(long, default_value_t = 32)]
+        chunk_tokens: usize,
+    },
+    /// usearch HNSW on the dataset: build time, recall@10 and single-thread queries/s.
+    Ann {
+        /// Dataset directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// ef values to measure.
+        #[arg(long, value_delimiter = ',', default_value = "64,128")]
+        ef: Vec<usize>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let out = rt.block_on(run(cli))?;
+    println!("{out}");
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
+    let files = ModelFiles::at(&cli.model_dir);
+    match cli.cmd {
+        Cmd::Corpus { from, out, max } => corpus(&from, &out, max),
+        Cmd::Model {
+            corpus,
+            n,
+            mode,
+            threads,
+            sorted,
+        } => model(&files, &corpus, n, &mode, threads, sorted).await,
+        Cmd::Dataset {
+            corpus,
+            out,
+            n,
+            queries,
+        } => dataset(&files, &corpus, &out, n, queries).await,
+        Cmd::Ann { data, ef } => ann(&data, &ef),
+        Cmd::Search {
+            corpus,
+            sentences,
+            queries,
+            data,
+            chunk_tokens,
+        } => {
+            search(
+                &cli.model_dir,
+                &corpus,
+                sentences,
+                queries,
+                &data,
+                chunk_tokens,
+            )
+            .await
+        }
+    }
+}
+
+fn corpus(from: &Path, out: &Path, max: usize) -> anyhow::Result<serde_json::Value> {
+    let mut files = Vec::new();
+    walk(from, &mut files)?;
+    files.sort();
+    let mut seen = HashSet::new();
+    let mut lines = Vec::new();
+    'outer: for f in &files {
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue;
+        };
+        for line in text.lines() {
+            let t = line.trim_start();
+            let Some(c) = t.strip_prefix('#') else {
+                continue;
+            };
+            let c = c.trim_start_matches('#').trim();
+            let words = c.split_whitespace().count();
+            if (5..=40).contains(&words)
+                && c.chars().all(|ch| !ch.is_control())
+                && seen.insert(c.to_owned())
+            {
+                lines.push(c.to_owned());
+                if lines.len() >= max {
+                    break 'outer;
+                }
+            }
+        }
+    }
+    let mut w = std::io::BufWriter::new(std::fs::File::create(out)?);
+    for l in &lines {
+        writeln!(w, "{l}")?;
+    }
+    w.flush()?;
+    Ok(json!({"sentences": lines.len(), "files": files.len()}))
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "py") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+fn read_lines(path: &Path, skip: usize, n: usize) -> anyhow::Result<Vec<String>> {
+    let f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let lines: Vec<String> = std::io::BufReader::new(f)
+        .lines()
+        .skip(skip)
+        .take(n)
+        .collect::<Result<_, _>>()?;
+    if lines.len() < n {
+        bail!(
+            "{} has only {} sentences after {skip}, {n} wanted",
+            path.display(),
+            lines.len()
+        );
+    }
+    Ok(lines)
+}
+
+async fn model(
+    files: &ModelFiles,
+    corpus: &Path,
+    n: usize,
+    mode: &str,
+    threads: Option<usize>,
+    sorted: bool,
+) -> anyhow::Result<serde_json::Value> {
+    let mut sentences = read_lines(corpus, 0, n)?;
+    if sorted {
+        sentences.sort_by_key(|s| s.len());
+    }
+    let words: usize = sentences.iter().map(|s| s.split_whitespace().count()).sum();
+    let threads =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let m = Arc::new(OnnxMiniLm::load(files, threads)?);
+    m.embed_batch(&sentences[..8])?; // warm-up
+    let start = Instant::now();
+    match mode {
+        "batch1" => {
+            for s in &sentences {
+                m.embed_batch(std::slice::from_ref(s))?;
+            }
+        }
+        "batch32" => {
+            for part in sentences.chunks(32) {
+                m.embed_batch(part)?;
+            }
+        }
+        "dynamic" => {
+            // 32 concurrent callers, each embedding one sentence at a time.
+            let batcher = Batcher::start(m.clone(), BatchSettings::default());
+            let per = sentences.len().div_ceil(32);
+            let mut tasks = Vec::new();
+            for part in sentences.chunks(per) {
+                let b = batcher.clone();
+                let part = part.to_vec();
+                tasks.push(tokio::spawn(async move {
+                    for s in part {
+                        b.embed(vec![s]).await?;
+                    }
+                    Ok::<_, strata_embed::EmbedError>(())
+                }));
+            }
+            for t in tasks {
+                t.await??;
+            }
+        }
+        other => bail!("unknown mode {other}"),
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(json!({
+        "mode": mode,
+        "sentences": n,
+        "mean_words": words as f64 / n as f64,
+        "seconds": secs,
+        "sentences_per_s": n as f64 / secs,
+        "ms_per_sentence": secs * 1000.0 / n as f64,
+    }))
+}
+
+fn write_f32(path: &Path, rows: &[Vec<f32>]) -> anyhow::Result<()> {
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for r in rows {
+        for x in r {
+            w.write_all(&x.to_le_bytes())?;
+        }
+    }
+    w.flush()?;
+    Ok(())
+}
+
+fn read_f32(path: &Path, dims: usize) -> anyhow::Result<Vec<Vec<f32>>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(bytes
+        .chunks_exact(dims * 4)
+        .map(|row| {
+            row.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        })
+        .collect())
+}
+
+async fn dataset(
+    files: &ModelFiles,
+    corpus: &Path,
+    out: &Path,
+    n: usize,
+    queries: usize,
+) -> anyhow::Result<serde_json::Value> {
+    std::fs::create_dir_all(out)?;
+    let all = read_lines(corpus, 0, n + queries)?;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let e = LocalEmbedder::load(files, LocalRuntime::Onnx, threads, BatchSettings::default())?;
+    let start = Instant::now();
+    let mut vectors = Vec::with_capacity(all.len());
+    for part in all.chunks(256) {
+        vectors.extend(e.embed(part.to_vec()).await?);
+    }
+    let embed_secs = start.elapsed().as_secs_f64();
+    let (base, qs) = vectors.split_at(n);
+    write_f32(&out.join("base.f32"), base)?;
+    write_f32(&out.join("queries.f32"), qs)?;
+    // Exact top-10 by brute force: the ground truth for recall.
+    let truth: Vec<Vec<u32>> = qs.iter().map(|q| exact(base, q, 10)).collect();
+    let mut w = std::io::BufWriter::new(std::fs::File::create(out.join("truth.u32"))?);
+    for t in &truth {
+        for id in t {
+            w.write_all(&id.to_le_bytes())?;
+        }
+    }
+    w.flush()?;
+    Ok(json!({"base": n, "queries": queries, "dims": 384, "embed_seconds": embed_secs}))
+}
+
+fn exact(base: &[Vec<f32>], q: &[f32], k: usize) -> Vec<u32> {
+    let mut scored: Vec<(u32, f32)> = base
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as u32, v.iter().zip(q).map(|(a, b)| a * b).sum()))
+        .collect();
+    scored.select_nth_unstable_by(k, |a, b| b.1.total_cmp(&a.1));
+    scored.truncate(k);
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+    scored.into_iter().map(|(i, _)| i).collect()
+}
+
+fn ann(data: &Path, efs: &[usize]) -> anyhow::Result<serde_json::Value> {
+    use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+    let base = read_f32(&data.join("base.f32"), 384)?;
+    let queries = read_f32(&data.join("queries.f32"), 384)?;
+    let truth_bytes = std::fs::read(data.join("truth.u32"))?;
+    let truth: Vec<Vec<u64>> = truth_bytes
+        .chunks_exact(40)
+        .map(|r| {
+            r.chunks_exact(4)
+                .map(|c| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+                .collect()
+        })
+        .collect();
+    let index = Index::new(&IndexOptions {
+        dimensions: 384,
+        metric: MetricKind::Cos,
+        quantization: ScalarKind::F16,
+        connectivity: 16,
+        expansion_add: 128,
+        expansion_search: 64,
+        multi: false,
+    })?;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    index.reserve_capacity_and_threads(base.len(), threads)?;
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        let per = base.len().div_ceil(threads);
+        for (t, part) in base.chunks(per).enumerate() {
+            let index = &index;
+            s.spawn(move || {
+                for (i, v) in part.iter().enumerate() {
+                    let _ = index.add((t * per + i) as u64, v.as_slice());
+                }
+            });
+        }
+    });
+    let build = start.elapsed().as_secs_f64();
+    if index.size() != base.len() {
+        bail!("index holds {} of {} vectors", index.size(), base.len());
+    }
+    let mut results = Vec::new();
+    for &ef in efs {
+        index.change_expansion_search(ef);
+        let start = Instant::now();
+        let mut hit = 0usize;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for (q, t) in queries.iter().zip(&truth) {
+            let m = index.search(q.as_slice(), 10)?;
+            hit += m.keys.iter().filter(|k| t.contains(k)).count();
+            if Instant::now() > deadline {
+                bail!("ANN queries took over a minute");
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        results.push(json!({
+            "ef": ef,
+            "recall_at_10": hit as f64 / (10 * queries.len()) as f64,
+            "queries_per_s": queries.len() as f64 / secs,
+        }));
+    }
+    Ok(
+        json!({"engine": "usearch", "n": base.len(), "build_seconds": build, "build_threads": threads, "results": results}),
+    )
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+async fn search(
+    model_dir: &Path,
+    corpus: &Path,
+    sentences: usize,
+    queries: usize,
+    data: &Path,
+    chunk_tokens: usize,
+) -> anyhow::Result<serde_json::Value> {
+    use strata_engine::{Engine, EngineSettings};
+    use strata_server::{App, ServerSettings};
+    let all = read_lines(corpus, 0, sentences + queries)?;
+    let (docs_text, query_text) = all.split_at(sentences);
+    if data.exists() {
+        std::fs::remove_dir_all(data)?;
+    }
+    let mut settings = EngineSettings {
+        data_dir: data.to_owned(),
+        model_dir: model_dir.to_owned(),
+        ..EngineSettings::default()
+    };
+    settings.jobs.chunk = strata_engine::chunk::ChunkConfig::new(chunk_tokens, 0)?;
+    settings.jobs.workers = 2;
+    settings.jobs.poll_interval = Duration::from_millis(20);
+    let engine = Engine::open(settings).await?;
+    let app = App::build(
+        engine,
+        ServerSettings {
+            listen: "127.0.0.1:0".parse()?,
+            ..ServerSettings::default()
+        },
+    )
+    .await?;
+    let base = format!("http://{}", app.local_addr()?);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(app.run(shutdown.clone()));
+    let client = reqwest::Client::new();
+
+    // Ingest: 100 sentences per document, one paragraph each.
+    let start = Instant::now();
+    let mut jobs = Vec::new();
+    for (i, part) in docs_text.chunks(100).enumerate() {
+        let body = json!({"text": part.join("\n\n"), "title": format!("doc {i}")});
+        let r: serde_json::Value = client
+            .post(format!("{base}/v1/documents"))
+            .json(&body)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if let Some(j) = r["job"]["id"].as_str() {
+            jobs.push(j.to_owned());
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    let mut chunks = 0u64;
+    for j in &jobs {
+        loop {
+            let job: serde_json::Value = client
+                .get(format!("{base}/v1/jobs/{j}"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            match job["status"].as_str() {
+                Some("succeeded") => {
+                    chunks += job["stages"][1]["total"].as_u64().unwrap_or(0);
+                    break;
+                }
+                Some("failed" | "cancelled") => bail!("job failed: {job}"),
+                _ => {}
+            }
+            if Instant::now() > deadline {
+                bail!("ingestion took over an hour");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let ingest_secs = start.elapsed().as_secs_f64();
+
+    // Uncached search latency, one client, distinct queries.
+    let mut lat = Vec::with_capacity(query_text.len());
+    for q in query_text {
+        let t = Instant::now();
+        let r = client
+            .post(format!("{base}/v1/search"))
+            .json(&json!({"query": q, "k": 10}))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("search failed: {}", r.status());
+        }
+        let _ = r.bytes().await?;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    lat.sort_by(f64::total_cmp);
+
+    // Raw model throughput on a sample of the same chunk texts, batch 32.
+    let docs: serde_json::Value = client
+        .get(format!("{base}/v1/documents?limit=500&fields=id"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let mut sample = Vec::new();
+    for d in docs["items"].as_array().into_iter().flatten() {
+        let id = d["id"].as_str().unwrap_or_default();
+        let page: serde_json::Value = client
+            .get(format!("{base}/v1/documents/{id}/chunks?limit=500"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        for c in page["items"].as_array().into_iter().flatten() {
+            sample.push(c["text"].as_str().unwrap_or_default().to_owned());
+        }
+        if sample.len() >= 1024 {
+            break;
+        }
+    }
+    shutdown.cancel();
+    server.await??;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let raw = OnnxMiniLm::load(&ModelFiles::at(model_dir), threads)?;
+    let t = Instant::now();
+    for part in sample.chunks(32) {
+        raw.embed_batch(part)?;
+    }
+    let raw_rate = sample.len() as f64 / t.elapsed().as_secs_f64();
+    let ingest_rate = chunks as f64 / ingest_secs;
+    Ok(json!({
+        "documents": jobs.len(),
+        "chunks": chunks,
+        "ingest_seconds": ingest_secs,
+        "ingest_chunks_per_s": ingest_rate,
+        "raw_model_chunks_per_s": raw_rate,
+        "ingest_vs_raw": ingest_rate / raw_rate,
+        "queries": lat.len(),
+        "search_ms_p50": percentile(&lat, 0.50),
+        "search_ms_p95": percentile(&lat, 0.95),
+        "search_ms_p99": percentile(&lat, 0.99),
+    }))
+}
