@@ -8,7 +8,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
 
 use crate::files::{MODEL_ONNX, ModelFiles, ONNXRUNTIME, TOKENIZER};
-use crate::tokenizer::TextTokenizer;
+use crate::tokenizer::{EncodedBatch, TextTokenizer, length_groups, pad};
 use crate::{BatchModel, EmbedError};
 
 /// The model id strata stores beside every vector.
@@ -90,7 +90,25 @@ impl BatchModel for OnnxMiniLm {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let enc = self.tokenizer.encode_batch(texts)?;
+        let rows = self.tokenizer.encode_each(texts)?;
+        let lens: Vec<usize> = rows.iter().map(Vec::len).collect();
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        for group in length_groups(&lens, PADDING_SLACK) {
+            let refs: Vec<&[u32]> = group.iter().map(|&i| rows[i].as_slice()).collect();
+            let vectors = self.run(&pad(&refs))?;
+            for (i, v) in group.into_iter().zip(vectors) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Padding allowed per length group, as a fraction of its real tokens.
+const PADDING_SLACK: f64 = 0.25;
+
+impl OnnxMiniLm {
+    fn run(&self, enc: &EncodedBatch) -> Result<Vec<Vec<f32>>, EmbedError> {
         let rt = |e: ort::Error| EmbedError::Runtime(e.to_string());
         let shape = [enc.batch, enc.len];
         let mut feeds = Vec::with_capacity(3);

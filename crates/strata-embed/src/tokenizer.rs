@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::EmbedError;
 
@@ -37,10 +37,8 @@ impl TextTokenizer {
             Tokenizer::from_file(path).map_err(|e| EmbedError::Runtime(format!("tokenizer: {e}")))
         };
         let mut embed = load()?;
-        embed.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            ..PaddingParams::default()
-        }));
+        // Padding is done per length group (see `pad`), not by the tokenizer.
+        embed.with_padding(None);
         embed
             .with_truncation(Some(TruncationParams {
                 max_length: MAX_TOKENS,
@@ -55,29 +53,21 @@ impl TextTokenizer {
         Ok(Self { embed, spans })
     }
 
-    /// Encodes a batch for the model.
-    pub fn encode_batch(&self, texts: &[String]) -> Result<EncodedBatch, EmbedError> {
+    /// Token ids of each text (with special tokens, truncated, unpadded).
+    pub fn encode_each(&self, texts: &[String]) -> Result<Vec<Vec<u32>>, EmbedError> {
         let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let enc = self
             .embed
             .encode_batch(inputs, true)
             .map_err(|e| EmbedError::Runtime(format!("tokenize: {e}")))?;
-        let len = enc.first().map_or(0, |e| e.get_ids().len());
-        let mut out = EncodedBatch {
-            batch: enc.len(),
-            len,
-            ids: Vec::with_capacity(enc.len() * len),
-            mask: Vec::with_capacity(enc.len() * len),
-            type_ids: Vec::with_capacity(enc.len() * len),
-        };
-        for e in &enc {
-            out.ids.extend(e.get_ids().iter().map(|&v| i64::from(v)));
-            out.mask
-                .extend(e.get_attention_mask().iter().map(|&v| i64::from(v)));
-            out.type_ids
-                .extend(e.get_type_ids().iter().map(|&v| i64::from(v)));
-        }
-        Ok(out)
+        Ok(enc.into_iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
+    /// Encodes a batch for the model, padded to its longest text.
+    pub fn encode_batch(&self, texts: &[String]) -> Result<EncodedBatch, EmbedError> {
+        let rows = self.encode_each(texts)?;
+        let refs: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+        Ok(pad(&refs))
     }
 
     /// Tokens the model sees of each text (with special tokens, after truncation).
@@ -110,5 +100,82 @@ impl TextTokenizer {
             }
             Err(_) => Vec::new(),
         }
+    }
+}
+
+/// Pads rows of token ids (pad id 0) into one batch.
+pub fn pad(rows: &[&[u32]]) -> EncodedBatch {
+    let len = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    let mut out = EncodedBatch {
+        batch: rows.len(),
+        len,
+        ids: Vec::with_capacity(rows.len() * len),
+        mask: Vec::with_capacity(rows.len() * len),
+        type_ids: vec![0; rows.len() * len],
+    };
+    for r in rows {
+        out.ids.extend(r.iter().map(|&v| i64::from(v)));
+        out.ids.extend(std::iter::repeat_n(0, len - r.len()));
+        out.mask.extend(std::iter::repeat_n(1, r.len()));
+        out.mask.extend(std::iter::repeat_n(0, len - r.len()));
+    }
+    out
+}
+
+/// Splits a batch into groups of similar length so padding wastes little compute: texts are
+/// ordered by length, and a group closes when padding would exceed `slack` of its real tokens.
+/// Returns groups of indices into `lens`.
+pub fn length_groups(lens: &[usize], slack: f64) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    order.sort_by_key(|&i| lens[i]);
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut cur: Vec<usize> = Vec::new();
+    let mut real = 0usize;
+    for i in order {
+        let l = lens[i];
+        let padded = l * (cur.len() + 1);
+        if !cur.is_empty() && padded as f64 > (real + l) as f64 * (1.0 + slack) {
+            groups.push(std::mem::take(&mut cur));
+            real = 0;
+        }
+        cur.push(i);
+        real += l;
+    }
+    if !cur.is_empty() {
+        groups.push(cur);
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_bound_padding_and_cover_everything() {
+        let lens = [5, 40, 6, 7, 38, 5, 12];
+        let groups = length_groups(&lens, 0.25);
+        let mut seen: Vec<usize> = groups.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..lens.len()).collect::<Vec<_>>());
+        for g in &groups {
+            let max = g.iter().map(|&i| lens[i]).max().unwrap();
+            let real: usize = g.iter().map(|&i| lens[i]).sum();
+            assert!((max * g.len()) as f64 <= real as f64 * 1.25 + 1e-9 || g.len() == 1);
+        }
+        assert!(
+            groups.len() < lens.len(),
+            "similar lengths share a group: {groups:?}"
+        );
+    }
+
+    #[test]
+    fn padding_masks_the_tail() {
+        let a = [101u32, 7, 102];
+        let b = [101u32, 102];
+        let p = pad(&[&a, &b]);
+        assert_eq!((p.batch, p.len), (2, 3));
+        assert_eq!(p.ids, vec![101, 7, 102, 101, 102, 0]);
+        assert_eq!(p.mask, vec![1, 1, 1, 1, 1, 0]);
     }
 }
