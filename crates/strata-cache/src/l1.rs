@@ -1,0 +1,120 @@
+//! The in-process tier: quick_cache (CLOCK-Pro-like, sharded) weighted by bytes, with an
+//! expiry instant stored in each entry and checked on read (quick_cache has no TTL of its own).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+// tokio's clock: real time normally, pausable in tests.
+use tokio::time::Instant;
+
+use bytes::Bytes;
+use quick_cache::sync::Cache;
+use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
+
+#[derive(Clone)]
+struct Entry {
+    value: Bytes,
+    expires: Instant,
+}
+
+#[derive(Clone)]
+struct ByBytes;
+
+impl Weighter<String, Entry> for ByBytes {
+    fn weight(&self, key: &String, val: &Entry) -> u64 {
+        // Key, value, and a fixed allowance for the entry's own bookkeeping.
+        (key.len() + val.value.len() + 64) as u64
+    }
+}
+
+#[derive(Clone, Default)]
+struct CountEvictions;
+
+impl Lifecycle<String, Entry> for CountEvictions {
+    type RequestState = u64;
+
+    fn on_evict(&self, state: &mut u64, _key: String, _val: Entry) {
+        *state += 1;
+    }
+}
+
+pub(crate) struct L1 {
+    cache: Cache<String, Entry, ByBytes, DefaultHashBuilder, CountEvictions>,
+    evictions: AtomicU64,
+    expirations: AtomicU64,
+}
+
+impl L1 {
+    pub(crate) fn new(bytes: u64) -> Self {
+        let estimated_items = (bytes / 2048).clamp(64, 10_000_000) as usize;
+        Self {
+            cache: Cache::with(
+                estimated_items,
+                bytes.max(1),
+                ByBytes,
+                DefaultHashBuilder::default(),
+                CountEvictions,
+            ),
+            evictions: AtomicU64::new(0),
+            expirations: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<Bytes> {
+        let e = self.cache.get(key)?;
+        if e.expires <= Instant::now() {
+            self.cache.remove(key);
+            self.expirations.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(e.value)
+    }
+
+    pub(crate) fn insert(&self, key: String, value: Bytes, ttl: Duration) {
+        let mut evicted = 0u64;
+        self.cache.insert_with_lifecycle(
+            key,
+            Entry {
+                value,
+                expires: Instant::now() + ttl,
+            },
+            &mut evicted,
+        );
+        if evicted > 0 {
+            self.evictions.fetch_add(evicted, Ordering::Relaxed);
+        }
+    }
+
+    /// Keeps entries whose key passes `keep`; returns how many were removed.
+    pub(crate) fn retain(&self, keep: impl Fn(&str) -> bool) -> u64 {
+        let before = self.cache.len() as u64;
+        self.cache.retain(|k, _| keep(k));
+        before.saturating_sub(self.cache.len() as u64)
+    }
+
+    pub(crate) fn clear(&self) -> u64 {
+        let n = self.cache.len() as u64;
+        self.cache.clear();
+        n
+    }
+
+    pub(crate) fn entries(&self) -> u64 {
+        self.cache.len() as u64
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.cache.weight()
+    }
+
+    pub(crate) fn capacity(&self) -> u64 {
+        self.cache.capacity()
+    }
+
+    pub(crate) fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn expirations(&self) -> u64 {
+        self.expirations.load(Ordering::Relaxed)
+    }
+}

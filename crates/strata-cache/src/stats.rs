@@ -1,0 +1,153 @@
+//! Counters per kind and for the L1 tier, read as a [`StatsSnapshot`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    hits_l1: AtomicU64,
+    misses: AtomicU64,
+    joined: AtomicU64,
+    failures: AtomicU64,
+    bytes_computed: AtomicU64,
+    hit_micros: AtomicU64,
+    miss_micros: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn hit_l1(&self, took: Duration) {
+        self.hits_l1.fetch_add(1, Ordering::Relaxed);
+        self.hit_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn joined(&self, took: Duration) {
+        self.joined.fetch_add(1, Ordering::Relaxed);
+        self.miss_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn miss(&self, took: Duration, bytes: usize) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.bytes_computed
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        self.miss_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn failed(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) struct Stats {
+    kinds: HashMap<&'static str, Counters>,
+    fallback: Counters,
+    pub(crate) invalidations: AtomicU64,
+    pub(crate) cleared: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn new(kinds: &[&'static str]) -> Self {
+        Self {
+            kinds: kinds.iter().map(|k| (*k, Counters::default())).collect(),
+            fallback: Counters::default(),
+            invalidations: AtomicU64::new(0),
+            cleared: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn kind(&self, kind: &str) -> &Counters {
+        self.kinds.get(kind).unwrap_or(&self.fallback)
+    }
+
+    pub(crate) fn snapshot(&self, l1: &crate::l1::L1) -> StatsSnapshot {
+        let mut kinds: Vec<KindStats> = self
+            .kinds
+            .iter()
+            .map(|(name, c)| {
+                let hits = c.hits_l1.load(Ordering::Relaxed);
+                let misses = c.misses.load(Ordering::Relaxed);
+                let joined = c.joined.load(Ordering::Relaxed);
+                let lookups = hits + misses + joined;
+                KindStats {
+                    kind: name,
+                    hits_l1: hits,
+                    misses,
+                    joined,
+                    failures: c.failures.load(Ordering::Relaxed),
+                    hit_ratio: if lookups == 0 {
+                        0.0
+                    } else {
+                        hits as f64 / lookups as f64
+                    },
+                    bytes_computed: c.bytes_computed.load(Ordering::Relaxed),
+                    mean_hit_micros: mean(c.hit_micros.load(Ordering::Relaxed), hits),
+                    mean_miss_micros: mean(c.miss_micros.load(Ordering::Relaxed), misses + joined),
+                }
+            })
+            .collect();
+        kinds.sort_by_key(|k| k.kind);
+        StatsSnapshot {
+            l1_entries: l1.entries(),
+            l1_bytes: l1.bytes(),
+            l1_capacity_bytes: l1.capacity(),
+            l1_evictions: l1.evictions(),
+            l1_expirations: l1.expirations(),
+            invalidations: self.invalidations.load(Ordering::Relaxed),
+            cleared: self.cleared.load(Ordering::Relaxed),
+            kinds,
+        }
+    }
+}
+
+fn mean(total: u64, n: u64) -> f64 {
+    if n == 0 { 0.0 } else { total as f64 / n as f64 }
+}
+
+/// Counters of one kind.
+#[derive(Debug, Clone, Serialize)]
+pub struct KindStats {
+    /// The kind.
+    pub kind: &'static str,
+    /// Served from L1.
+    pub hits_l1: u64,
+    /// Computed.
+    pub misses: u64,
+    /// Waited for a concurrent computation of the same key.
+    pub joined: u64,
+    /// Computations that failed (not cached).
+    pub failures: u64,
+    /// hits / (hits + misses + joined).
+    pub hit_ratio: f64,
+    /// Bytes produced by computations.
+    pub bytes_computed: u64,
+    /// Mean time of a hit, in microseconds.
+    pub mean_hit_micros: f64,
+    /// Mean time of a miss (including the computation), in microseconds.
+    pub mean_miss_micros: f64,
+}
+
+/// All counters.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsSnapshot {
+    /// Entries in L1.
+    pub l1_entries: u64,
+    /// Bytes held in L1 (keys, values, bookkeeping).
+    pub l1_bytes: u64,
+    /// L1's byte budget.
+    pub l1_capacity_bytes: u64,
+    /// Entries evicted for space.
+    pub l1_evictions: u64,
+    /// Entries dropped at read because their TTL had passed.
+    pub l1_expirations: u64,
+    /// Scope generation bumps.
+    pub invalidations: u64,
+    /// Entries removed by clear.
+    pub cleared: u64,
+    /// Per kind.
+    pub kinds: Vec<KindStats>,
+}

@@ -1,0 +1,216 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+
+#[derive(Debug, PartialEq)]
+enum TestError {
+    Cache(CacheError),
+    Boom,
+}
+
+impl From<CacheError> for TestError {
+    fn from(e: CacheError) -> Self {
+        TestError::Cache(e)
+    }
+}
+
+fn cache(bytes: u64) -> Cache {
+    Cache::new(CacheSettings {
+        l1_bytes: bytes,
+        kinds: vec![
+            KindSpec {
+                name: "search",
+                l1_ttl: Duration::from_secs(600),
+            },
+            KindSpec {
+                name: "short",
+                l1_ttl: Duration::from_secs(5),
+            },
+        ],
+    })
+}
+
+async fn fetch(c: &Cache, kind: &str, scope: &str, material: &str, calls: &AtomicUsize) -> Lookup {
+    c.get_or_compute(kind, scope, material.as_bytes(), || async {
+        calls.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, TestError>(Bytes::from(format!("{scope}/{material}")))
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn second_lookup_hits_and_other_requests_miss() {
+    let c = cache(1 << 20);
+    let calls = AtomicUsize::new(0);
+    assert_eq!(
+        fetch(&c, "search", "t1", "q=a", &calls).await.source,
+        Source::Computed
+    );
+    let hit = fetch(&c, "search", "t1", "q=a", &calls).await;
+    assert_eq!(hit.source, Source::L1);
+    assert_eq!(hit.value, Bytes::from("t1/q=a"));
+    assert_eq!(
+        fetch(&c, "search", "t1", "q=b", &calls).await.source,
+        Source::Computed
+    );
+    assert_eq!(
+        fetch(&c, "search", "t2", "q=a", &calls).await.source,
+        Source::Computed,
+        "scopes never share"
+    );
+    assert_eq!(
+        fetch(&c, "short", "t1", "q=a", &calls).await.source,
+        Source::Computed,
+        "kinds never share"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    let s = c.stats();
+    let search = s.kinds.iter().find(|k| k.kind == "search").unwrap();
+    assert_eq!((search.hits_l1, search.misses), (1, 3));
+    assert!(s.l1_bytes > 0 && s.l1_entries == 4);
+}
+
+#[tokio::test]
+async fn invalidating_a_scope_hides_only_its_entries() {
+    let c = cache(1 << 20);
+    let calls = AtomicUsize::new(0);
+    fetch(&c, "search", "t1", "q", &calls).await;
+    fetch(&c, "search", "t2", "q", &calls).await;
+    assert_eq!(c.invalidate("t1"), 1);
+    assert_eq!(
+        fetch(&c, "search", "t1", "q", &calls).await.source,
+        Source::Computed
+    );
+    assert_eq!(
+        fetch(&c, "search", "t2", "q", &calls).await.source,
+        Source::L1
+    );
+    assert_eq!(c.generation("t1"), 1);
+    assert_eq!(c.generation("t2"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn entries_expire_after_their_kinds_ttl() {
+    let c = cache(1 << 20);
+    let calls = AtomicUsize::new(0);
+    fetch(&c, "short", "s", "q", &calls).await;
+    fetch(&c, "search", "s", "q", &calls).await;
+    tokio::time::advance(Duration::from_secs(6)).await;
+    assert_eq!(
+        fetch(&c, "short", "s", "q", &calls).await.source,
+        Source::Computed
+    );
+    assert_eq!(
+        fetch(&c, "search", "s", "q", &calls).await.source,
+        Source::L1
+    );
+    assert_eq!(c.stats().l1_expirations, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_compute_once() {
+    let c = cache(1 << 20);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (c, calls) = (c.clone(), calls.clone());
+        tasks.push(tokio::spawn(async move {
+            c.get_or_compute("search", "t", b"same", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok::<_, TestError>(Bytes::from_static(b"v"))
+            })
+            .await
+            .unwrap()
+        }));
+    }
+    let mut sources = Vec::new();
+    for t in tasks {
+        let l = t.await.unwrap();
+        assert_eq!(l.value, Bytes::from_static(b"v"));
+        sources.push(l.source);
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "one computation for 50 concurrent misses"
+    );
+    assert_eq!(
+        sources.iter().filter(|s| **s == Source::Computed).count(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_computation_is_not_cached_and_releases_waiters() {
+    let c = cache(1 << 20);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let leader = {
+        let (c, calls) = (c.clone(), calls.clone());
+        tokio::spawn(async move {
+            c.get_or_compute("search", "t", b"k", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Err::<Bytes, _>(TestError::Boom)
+            })
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let follower = c
+        .get_or_compute("search", "t", b"k", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, TestError>(Bytes::from_static(b"ok"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(leader.await.unwrap().unwrap_err(), TestError::Boom);
+    assert_eq!(follower.value, Bytes::from_static(b"ok"));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn l1_stays_within_its_byte_budget() {
+    let c = cache(64 * 1024);
+    let calls = AtomicUsize::new(0);
+    for i in 0..1000 {
+        c.get_or_compute("search", "t", format!("{i}").as_bytes(), || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, TestError>(Bytes::from(vec![b'x'; 1000]))
+        })
+        .await
+        .unwrap();
+    }
+    let s = c.stats();
+    assert!(s.l1_bytes <= 64 * 1024, "{} bytes", s.l1_bytes);
+    assert!(s.l1_evictions > 0);
+}
+
+#[tokio::test]
+async fn clear_by_kind_and_unknown_kinds() {
+    let c = cache(1 << 20);
+    let calls = AtomicUsize::new(0);
+    fetch(&c, "search", "t", "a", &calls).await;
+    fetch(&c, "short", "t", "a", &calls).await;
+    assert_eq!(c.clear(Some("search")), 1);
+    assert_eq!(
+        fetch(&c, "short", "t", "a", &calls).await.source,
+        Source::L1
+    );
+    assert_eq!(
+        fetch(&c, "search", "t", "a", &calls).await.source,
+        Source::Computed
+    );
+    let err = c
+        .get_or_compute("nope", "t", b"", || async {
+            Ok::<_, TestError>(Bytes::new())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        TestError::Cache(CacheError::UnknownKind("nope".into()))
+    );
+}
