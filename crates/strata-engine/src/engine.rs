@@ -60,7 +60,39 @@ pub struct EngineSettings {
     pub batch: BatchSettings,
     /// Vector index parameters.
     pub ann: AnnSettings,
+    /// Cache sizes and TTLs.
+    pub cache: strata_cache::CacheSettings,
 }
+
+/// Cache kinds strata uses, with their default L1 TTLs (DESIGN.md's table where it has one).
+pub fn default_cache_kinds() -> Vec<strata_cache::KindSpec> {
+    use std::time::Duration;
+    let k = |name, secs| strata_cache::KindSpec {
+        name,
+        l1_ttl: Duration::from_secs(secs),
+    };
+    vec![
+        k(KIND_EMBEDDING, 3600),
+        k(KIND_SEARCH, 600),
+        k(KIND_DOCUMENT, 1800),
+        k(KIND_DOCUMENT_LIST, 300),
+        k(KIND_TAGS, 300),
+        k(KIND_JOB, 60),
+    ]
+}
+
+/// Query embeddings, by model and text; shared by every tenant.
+pub const KIND_EMBEDDING: &str = "embedding";
+/// Search responses.
+pub const KIND_SEARCH: &str = "search_results";
+/// One document's metadata.
+pub const KIND_DOCUMENT: &str = "document_meta";
+/// Pages of the document list.
+pub const KIND_DOCUMENT_LIST: &str = "document_list";
+/// Tag counts.
+pub const KIND_TAGS: &str = "tag_counts";
+/// Job status and job lists.
+pub const KIND_JOB: &str = "job_status";
 
 impl Default for EngineSettings {
     fn default() -> Self {
@@ -76,8 +108,27 @@ impl Default for EngineSettings {
             embed_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             batch: BatchSettings::default(),
             ann: AnnSettings::default(),
+            cache: strata_cache::CacheSettings {
+                l1_bytes: 256 * 1024 * 1024,
+                kinds: default_cache_kinds(),
+            },
         }
     }
+}
+
+/// The cache scope of everything derived from a tenant's documents (the tenant, hashed, so
+/// no name can collide with the key layout).
+pub fn tenant_scope(owner: &TenantId) -> String {
+    format!(
+        "t{}",
+        &blake3::hash(owner.as_str().as_bytes()).to_hex()[..20]
+    )
+}
+
+/// The cache scope of a tenant's job statuses, invalidated on every job change without
+/// touching the tenant's search results.
+pub fn jobs_scope(owner: &TenantId) -> String {
+    format!("{}j", tenant_scope(owner))
 }
 
 /// Chunks are measured in the embedding model's own tokens, so each fits its context.
@@ -149,6 +200,7 @@ struct Inner {
     settings: EngineSettings,
     embedder: Arc<dyn Embedder>,
     vectors: Arc<VectorIndex>,
+    cache: strata_cache::Cache,
     /// Held for the engine's life: one process per data directory.
     _lock: std::fs::File,
 }
@@ -199,15 +251,19 @@ impl Engine {
             )
             .await?,
         );
+        let cache = strata_cache::Cache::new(settings.cache.clone());
         let (events, _) = broadcast::channel(1024);
         let runner = Runner::new(
-            store.clone(),
-            blobs.clone(),
+            crate::jobs::RunnerDeps {
+                store: store.clone(),
+                blobs: blobs.clone(),
+                events: events.clone(),
+                embedder: embedder.clone(),
+                vectors: vectors.clone(),
+                tokenizer,
+                cache: cache.clone(),
+            },
             settings.jobs.clone(),
-            events.clone(),
-            embedder.clone(),
-            vectors.clone(),
-            tokenizer,
         );
         info!(backend = store.backend(), data_dir = %settings.data_dir.display(),
               model = embedder.model(), vectors = vectors.len(), "engine open");
@@ -220,6 +276,7 @@ impl Engine {
                 settings,
                 embedder,
                 vectors,
+                cache,
                 _lock: lock,
             }),
         })
@@ -228,7 +285,7 @@ impl Engine {
     /// Semantic search over the owner's chunks.
     pub async fn search(&self, owner: &TenantId, req: SearchRequest) -> Result<SearchResults> {
         let plan = req.validate()?;
-        let query = self.embed_texts(vec![plan.query.clone()]).await?.remove(0);
+        let query = self.embed_query(&plan.query).await?;
         crate::search::run(
             self.inner.store.as_ref(),
             &self.inner.vectors,
@@ -238,6 +295,30 @@ impl Engine {
             &query,
         )
         .await
+    }
+
+    /// The cache, for the HTTP layer's response caching and statistics.
+    pub fn cache(&self) -> &strata_cache::Cache {
+        &self.inner.cache
+    }
+
+    /// A query's embedding, from the cache when this model embedded this exact text before.
+    pub async fn embed_query(&self, text: &str) -> Result<Vec<f32>> {
+        let model = self.inner.embedder.model();
+        let mut material = Vec::with_capacity(model.len() + 1 + text.len());
+        material.extend_from_slice(model.as_bytes());
+        material.push(0);
+        material.extend_from_slice(text.as_bytes());
+        let lookup = self
+            .inner
+            .cache
+            .get_or_compute(KIND_EMBEDDING, "global", &material, || async {
+                let v = self.embed_texts(vec![text.to_owned()]).await?.remove(0);
+                Ok::<_, EngineError>(bytes::Bytes::from(crate::store::vector_to_bytes(&v)))
+            })
+            .await?;
+        crate::store::vector_from_bytes(&lookup.value)
+            .ok_or_else(|| EngineError::Internal("corrupt cached embedding".into()))
     }
 
     /// Embeds texts with the configured model (one unit vector per text).
@@ -337,6 +418,8 @@ impl Engine {
             .await?;
         Ok(match outcome {
             InsertOutcome::Created(d) => {
+                self.inner.cache.invalidate(&tenant_scope(owner));
+                self.inner.cache.invalidate(&jobs_scope(owner));
                 self.inner.runner.wake.notify_one();
                 IngestOutcome::Created(d)
             }
@@ -451,10 +534,16 @@ impl Engine {
             tags: patch.tags.as_deref().map(validate::tags).transpose()?,
             metadata: patch.metadata.map(validate::metadata).transpose()?,
         };
-        let (store, owner) = (self.inner.store.clone(), owner.clone());
-        detached(async move { store.update_document(&owner, id, &patch).await })
-            .await?
-            .ok_or_else(|| EngineError::not_found(IdKind::Document, id))
+        let (this, owner) = (self.clone(), owner.clone());
+        detached(async move {
+            let updated = this.inner.store.update_document(&owner, id, &patch).await?;
+            if updated.is_some() {
+                this.inner.cache.invalidate(&tenant_scope(&owner));
+            }
+            Ok(updated)
+        })
+        .await?
+        .ok_or_else(|| EngineError::not_found(IdKind::Document, id))
     }
 
     /// Deletes a document, its chunks, its unfinished jobs and (when no other document
@@ -474,6 +563,8 @@ impl Engine {
             .await?
             .ok_or_else(|| EngineError::not_found(IdKind::Document, id))?;
         self.inner.vectors.remove(&deleted.chunk_ids)?;
+        self.inner.cache.invalidate(&tenant_scope(owner));
+        self.inner.cache.invalidate(&jobs_scope(owner));
         if self.inner.store.count_sha256_refs(&deleted.sha256).await? == 0 {
             self.inner.blobs.remove(&deleted.sha256).await?;
         }

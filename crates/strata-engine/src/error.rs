@@ -81,5 +81,11 @@ impl From<sqlx::Error> for EngineError {
     }
 }
 
+impl From<strata_cache::CacheError> for EngineError {
+    fn from(e: strata_cache::CacheError) -> Self {
+        EngineError::Internal(e.to_string())
+    }
+}
+
 /// Result alias used throughout the engine.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

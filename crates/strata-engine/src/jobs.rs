@@ -122,6 +122,17 @@ pub enum Step {
     Released,
 }
 
+/// The engine's components a runner works with.
+pub(crate) struct RunnerDeps {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) blobs: BlobStore,
+    pub(crate) events: broadcast::Sender<JobEvent>,
+    pub(crate) embedder: Arc<dyn Embedder>,
+    pub(crate) vectors: Arc<VectorIndex>,
+    pub(crate) tokenizer: Arc<dyn Tokenizer>,
+    pub(crate) cache: strata_cache::Cache,
+}
+
 /// Shared handles a worker needs.
 #[derive(Clone)]
 pub struct Runner {
@@ -134,29 +145,23 @@ pub struct Runner {
     pub(crate) tokenizer: Arc<dyn Tokenizer>,
     pub(crate) embedder: Arc<dyn Embedder>,
     pub(crate) vectors: Arc<VectorIndex>,
+    pub(crate) cache: strata_cache::Cache,
 }
 
 impl Runner {
-    pub(crate) fn new(
-        store: Arc<dyn Store>,
-        blobs: BlobStore,
-        settings: JobSettings,
-        events: broadcast::Sender<JobEvent>,
-        embedder: Arc<dyn Embedder>,
-        vectors: Arc<VectorIndex>,
-        tokenizer: Arc<dyn Tokenizer>,
-    ) -> Self {
+    pub(crate) fn new(deps: RunnerDeps, settings: JobSettings) -> Self {
         let slots = settings.workers.max(1);
         Self {
             sandbox: Sandbox::new(slots, settings.extract_timeout),
-            store,
-            blobs,
+            store: deps.store,
+            blobs: deps.blobs,
             settings: Arc::new(settings),
-            events,
+            events: deps.events,
             wake: Arc::new(Notify::new()),
-            tokenizer,
-            embedder,
-            vectors,
+            tokenizer: deps.tokenizer,
+            embedder: deps.embedder,
+            vectors: deps.vectors,
+            cache: deps.cache,
         }
     }
 
@@ -215,6 +220,12 @@ impl Runner {
     ) -> Result<Step, EngineError> {
         let lease = claimed.lease.clone();
         let attempts = claimed.job.attempts;
+        // The document's status changed (queued -> processing), and will again at the end.
+        let documents_changed = || {
+            self.cache
+                .invalidate(&crate::engine::tenant_scope(&claimed.owner))
+        };
+        documents_changed();
         self.publish(&lease).await;
         info!("job claimed");
         // The attempt is stopped cooperatively, at a point between two store writes: dropping
@@ -257,6 +268,7 @@ impl Runner {
             Err(JobError::Interrupted) if lease_lost => Err(JobError::LeaseLost),
             Err(JobError::Interrupted) => {
                 let released = self.store.release_job(&lease).await?;
+                documents_changed();
                 info!(released, "shutdown: job returned to the queue");
                 self.publish(&lease).await;
                 return Ok(Step::Released);
@@ -284,6 +296,7 @@ impl Runner {
         if !self.store.finish_job(&lease, outcome).await? {
             info!("lease lost before the outcome was recorded");
         }
+        documents_changed();
         self.publish(&lease).await;
         Ok(Step::Ran)
     }
@@ -297,13 +310,14 @@ impl Runner {
         capped + capped * jitter as u32 / 1000
     }
 
+    /// Announces a job change; cached job statuses of its owner become stale.
     async fn publish(&self, lease: &Lease) {
-        if self.events.receiver_count() == 0 {
-            return;
-        }
         match self.store.get_job_any_owner(lease.job_id).await {
             Ok(Some((owner, job))) => {
-                let _ = self.events.send(JobEvent { owner, job });
+                self.cache.invalidate(&crate::engine::jobs_scope(&owner));
+                if self.events.receiver_count() > 0 {
+                    let _ = self.events.send(JobEvent { owner, job });
+                }
             }
             Ok(None) => {}
             Err(e) => debug!(error = %e, "could not publish job event"),

@@ -21,9 +21,11 @@ pub mod validate;
 pub mod vectors;
 
 pub use engine::{
-    DEFAULT_MODEL_DIR, DEFAULT_PAGE, Engine, EngineSettings, IngestOutcome, ListDocuments,
-    ListJobs, MAX_PAGE, UploadMeta,
+    DEFAULT_MODEL_DIR, DEFAULT_PAGE, Engine, EngineSettings, IngestOutcome, KIND_DOCUMENT,
+    KIND_DOCUMENT_LIST, KIND_EMBEDDING, KIND_JOB, KIND_SEARCH, KIND_TAGS, ListDocuments, ListJobs,
+    MAX_PAGE, UploadMeta, default_cache_kinds, jobs_scope, tenant_scope,
 };
 pub use error::{EngineError, Result};
 pub use ids::{DocumentId, IdKind, JobId, TenantId};
+pub use strata_cache::{Cache, CacheSettings, KindSpec, Lookup, Source};
 pub use strata_embed::{BatchSettings, HttpSettings, LocalRuntime};

@@ -152,6 +152,16 @@ impl From<EngineError> for ApiError {
     }
 }
 
+impl From<strata_cache::CacheError> for ApiError {
+    fn from(e: strata_cache::CacheError) -> Self {
+        tracing::error!(error = %e, "cache misconfigured");
+        ApiError::new(
+            Code::Internal,
+            "an internal error occurred; it has been logged",
+        )
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         match r {

@@ -5,6 +5,7 @@
 //! thin: parse, call [`strata_engine::Engine`], shape the response. Must not import: SQL
 //! drivers or storage types; everything goes through the engine.
 
+mod cached;
 pub mod error;
 pub mod extract;
 mod middleware;
@@ -71,7 +72,7 @@ impl Deref for AppState {
 
 /// The complete router: API routes, fallbacks and middleware.
 pub fn router(engine: Engine, settings: &ServerSettings, shutdown: CancellationToken) -> Router {
-    use routes::{documents, health, jobs, search};
+    use routes::{documents, health, jobs, performance, search};
     // Multipart framing adds a little to the file itself.
     let upload_limit = usize::try_from(engine.max_upload_bytes())
         .unwrap_or(usize::MAX)
@@ -99,6 +100,11 @@ pub fn router(engine: Engine, settings: &ServerSettings, shutdown: CancellationT
         .route("/v1/jobs/{id}/events", get(jobs::events))
         .route("/v1/search", axum::routing::post(search::search))
         .route("/v1/embeddings", axum::routing::post(search::embeddings))
+        .route("/v1/performance/cache/stats", get(performance::cache_stats))
+        .route(
+            "/v1/performance/cache/clear",
+            axum::routing::post(performance::cache_clear),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(|| async { ApiError::new(Code::RouteNotFound, "no endpoint at this path") })

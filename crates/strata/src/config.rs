@@ -124,6 +124,15 @@ pub struct Overrides {
     #[arg(long, env = "STRATA_SEARCH_EXACT_LIMIT", global = true)]
     pub search_exact_limit: Option<u64>,
 
+    /// In-process cache budget, in bytes or with a unit [default: 256MiB].
+    #[arg(long, env = "STRATA_CACHE_L1", global = true, value_parser = parse_size)]
+    pub cache_l1: Option<u64>,
+
+    /// Cache TTLs per kind, in seconds: `search_results=600,tag_counts=60` (kinds: embedding,
+    /// search_results, document_meta, document_list, tag_counts, job_status).
+    #[arg(long, env = "STRATA_CACHE_TTL", global = true)]
+    pub cache_ttl: Option<String>,
+
     /// Maximum SQLite connections [default: 8].
     #[arg(long, env = "STRATA_DB_MAX_CONNECTIONS", global = true)]
     pub db_max_connections: Option<u32>,
@@ -174,6 +183,8 @@ struct FileConfig {
     chunk_overlap: Option<usize>,
     shutdown_grace_secs: Option<u64>,
     db_max_connections: Option<u32>,
+    cache_l1: Option<SizeValue>,
+    cache_ttl: Option<String>,
     model_dir: Option<PathBuf>,
     embedder: Option<Runtime>,
     embed_url: Option<String>,
@@ -290,6 +301,17 @@ impl Config {
                 max_wait: Duration::from_millis(pick!(embed_max_wait_ms, 2)),
                 ..BatchSettings::default()
             },
+            cache: strata_engine::CacheSettings {
+                l1_bytes: match (flags.cache_l1, &file.cache_l1) {
+                    (Some(v), _) => v,
+                    (None, Some(SizeValue::Bytes(v))) => *v,
+                    (None, Some(SizeValue::Text(s))) => {
+                        parse_size(s).map_err(|e| anyhow::anyhow!("strata.toml cache_l1: {e}"))?
+                    }
+                    (None, None) => 256 * 1024 * 1024,
+                },
+                kinds: cache_kinds(flags.cache_ttl.as_deref().or(file.cache_ttl.as_deref()))?,
+            },
             ann: AnnSettings {
                 expansion_search: pick!(search_ef, 64).max(1),
                 exact_limit: pick!(search_exact_limit, 10_000),
@@ -345,6 +367,16 @@ impl Config {
                 j.shutdown_grace.as_secs().to_string(),
             ),
             ("db_max_connections", e.sqlite.max_connections.to_string()),
+            ("cache_l1", format!("{} bytes", e.cache.l1_bytes)),
+            (
+                "cache_ttl",
+                e.cache
+                    .kinds
+                    .iter()
+                    .map(|k| format!("{}={}", k.name, k.l1_ttl.as_secs()))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
             ("model_dir", e.model_dir.display().to_string()),
             (
                 "embedder",
@@ -373,6 +405,31 @@ impl Config {
             .map(|(k, v)| format!("  {k:<22} {v}\n"))
             .collect()
     }
+}
+
+/// The default kinds with `overrides` (`kind=secs,...`) applied.
+fn cache_kinds(overrides: Option<&str>) -> anyhow::Result<Vec<strata_engine::KindSpec>> {
+    let mut kinds = strata_engine::default_cache_kinds();
+    for part in overrides
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let (name, secs) = part
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("cache_ttl: {part:?} is not kind=seconds"))?;
+        let secs: u64 = secs
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("cache_ttl: {secs:?} is not a number of seconds"))?;
+        let kind = kinds
+            .iter_mut()
+            .find(|k| k.name == name.trim())
+            .ok_or_else(|| anyhow::anyhow!("cache_ttl: unknown kind {name:?}"))?;
+        kind.l1_ttl = Duration::from_secs(secs);
+    }
+    Ok(kinds)
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -431,6 +488,18 @@ mod tests {
         assert_eq!(parse_size("123"), Ok(123));
         assert!(parse_size("ten").is_err());
         assert!(parse_size("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn cache_ttl_overrides() {
+        let k = cache_kinds(Some("search_results=5, tag_counts=7")).unwrap();
+        let ttl = |n: &str| k.iter().find(|x| x.name == n).unwrap().l1_ttl.as_secs();
+        assert_eq!(
+            (ttl("search_results"), ttl("tag_counts"), ttl("embedding")),
+            (5, 7, 3600)
+        );
+        assert!(cache_kinds(Some("nope=1")).is_err());
+        assert!(cache_kinds(Some("search_results")).is_err());
     }
 
     #[test]

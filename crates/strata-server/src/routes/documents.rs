@@ -8,12 +8,15 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use strata_engine::model::{Document, DocumentFilter, DocumentPatch, DocumentStatus};
-use strata_engine::{DocumentId, IngestOutcome, ListDocuments, UploadMeta};
+use strata_engine::{
+    DocumentId, IngestOutcome, KIND_DOCUMENT, KIND_DOCUMENT_LIST, KIND_TAGS, ListDocuments,
+    UploadMeta, tenant_scope,
+};
 use tokio_util::io::ReaderStream;
 
-use crate::AppState;
 use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Tenant};
+use crate::{AppState, cached};
 
 /// Fields a client may select with `fields=`.
 const DOCUMENT_FIELDS: &[&str] = &[
@@ -211,36 +214,63 @@ pub struct ListQuery {
     fields: Option<String>,
 }
 
-/// `GET /v1/documents`
+/// `GET /v1/documents` (cached per tenant; any write of the tenant's invalidates it).
 pub async fn list(
     State(app): State<AppState>,
     tenant: Tenant,
+    headers: HeaderMap,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let fields = parse_fields(q.fields.as_deref())?;
     let status = q.status.as_deref().map(DocumentStatus::parse).transpose()?;
-    let page = app
-        .engine
-        .list_documents(
-            &tenant.0,
-            ListDocuments {
-                limit: q.limit,
-                cursor: q.cursor.filter(|c| !c.is_empty()),
-                filter: DocumentFilter {
-                    tag: q.tag.filter(|t| !t.is_empty()),
-                    status,
-                },
-            },
-        )
-        .await?;
-    let items: Vec<Value> = page
-        .items
-        .iter()
-        .map(|d| select(d, fields.as_deref()))
-        .collect();
-    Ok(Json(
-        json!({ "items": items, "next_cursor": page.next_cursor }),
-    ))
+    let cursor = q.cursor.filter(|c| !c.is_empty());
+    let tag = q.tag.filter(|t| !t.is_empty());
+    let material = canonical(&[
+        "list",
+        &q.limit.map(|l| l.to_string()).unwrap_or_default(),
+        cursor.as_deref().unwrap_or(""),
+        tag.as_deref().unwrap_or(""),
+        status.map(DocumentStatus::as_str).unwrap_or(""),
+        &fields.as_ref().map(|f| f.join(",")).unwrap_or_default(),
+    ]);
+    let scope = tenant_scope(&tenant.0);
+    cached::json(
+        &app,
+        &headers,
+        KIND_DOCUMENT_LIST,
+        &scope,
+        &material,
+        || async {
+            let page = app
+                .engine
+                .list_documents(
+                    &tenant.0,
+                    ListDocuments {
+                        limit: q.limit,
+                        cursor,
+                        filter: DocumentFilter { tag, status },
+                    },
+                )
+                .await?;
+            let items: Vec<Value> = page
+                .items
+                .iter()
+                .map(|d| select(d, fields.as_deref()))
+                .collect();
+            cached::body(&json!({ "items": items, "next_cursor": page.next_cursor }))
+        },
+    )
+    .await
+}
+
+/// Cache-key material: the parts, length-prefixed so no two requests share bytes.
+pub(crate) fn canonical(parts: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in parts {
+        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        out.extend_from_slice(p.as_bytes());
+    }
+    out
 }
 
 /// Query of single-document reads.
@@ -250,17 +280,27 @@ pub struct GetQuery {
     fields: Option<String>,
 }
 
-/// `GET /v1/documents/{id}`
+/// `GET /v1/documents/{id}` (cached per tenant).
 pub async fn get(
     State(app): State<AppState>,
     tenant: Tenant,
+    headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<GetQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let fields = parse_fields(q.fields.as_deref())?;
     let id = DocumentId::parse_or_not_found(&id)?;
-    let doc = app.engine.get_document(&tenant.0, id).await?;
-    Ok(Json(select(&doc, fields.as_deref())))
+    let material = canonical(&[
+        "doc",
+        &id.to_string(),
+        &fields.as_ref().map(|f| f.join(",")).unwrap_or_default(),
+    ]);
+    let scope = tenant_scope(&tenant.0);
+    cached::json(&app, &headers, KIND_DOCUMENT, &scope, &material, || async {
+        let doc = app.engine.get_document(&tenant.0, id).await?;
+        cached::body(&select(&doc, fields.as_deref()))
+    })
+    .await
 }
 
 /// `PATCH /v1/documents/{id}`: `title`, `tags` (replaces), `metadata` (replaces).
@@ -375,10 +415,18 @@ pub async fn chunks(
     Ok(Json(json!({ "items": items, "next_from": next_from })))
 }
 
-/// `GET /v1/tags`: tags with document counts, most used first.
-pub async fn tags(State(app): State<AppState>, tenant: Tenant) -> Result<Json<Value>, ApiError> {
-    let items = app.engine.tag_counts(&tenant.0).await?;
-    Ok(Json(json!({ "items": items })))
+/// `GET /v1/tags`: tags with document counts, most used first (cached per tenant).
+pub async fn tags(
+    State(app): State<AppState>,
+    tenant: Tenant,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let scope = tenant_scope(&tenant.0);
+    cached::json(&app, &headers, KIND_TAGS, &scope, b"tags", || async {
+        let items = app.engine.tag_counts(&tenant.0).await?;
+        cached::body(&json!({ "items": items }))
+    })
+    .await
 }
 
 fn parse_fields(raw: Option<&str>) -> Result<Option<Vec<String>>, ApiError> {

@@ -3,20 +3,22 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use strata_engine::jobs::JobEvent;
 use strata_engine::model::{Job, JobFilter, JobStatus};
-use strata_engine::{JobId, ListJobs, TenantId};
+use strata_engine::{JobId, KIND_JOB, ListJobs, TenantId, jobs_scope};
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery, Tenant};
+use crate::routes::documents::canonical;
+use crate::{AppState, cached};
 
 /// Query of `GET /v1/jobs`.
 #[derive(Debug, Deserialize)]
@@ -27,37 +29,53 @@ pub struct ListQuery {
     status: Option<String>,
 }
 
-/// `GET /v1/jobs`
+/// `GET /v1/jobs` (cached per tenant; every job change invalidates it).
 pub async fn list(
     State(app): State<AppState>,
     tenant: Tenant,
+    headers: HeaderMap,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let status = q.status.as_deref().map(JobStatus::parse).transpose()?;
-    let page = app
-        .engine
-        .list_jobs(
-            &tenant.0,
-            ListJobs {
-                limit: q.limit,
-                cursor: q.cursor.filter(|c| !c.is_empty()),
-                filter: JobFilter { status },
-            },
-        )
-        .await?;
-    Ok(Json(
-        json!({ "items": page.items, "next_cursor": page.next_cursor }),
-    ))
+    let cursor = q.cursor.filter(|c| !c.is_empty());
+    let material = canonical(&[
+        "jobs",
+        &q.limit.map(|l| l.to_string()).unwrap_or_default(),
+        cursor.as_deref().unwrap_or(""),
+        status.map(JobStatus::as_str).unwrap_or(""),
+    ]);
+    let scope = jobs_scope(&tenant.0);
+    cached::json(&app, &headers, KIND_JOB, &scope, &material, || async {
+        let page = app
+            .engine
+            .list_jobs(
+                &tenant.0,
+                ListJobs {
+                    limit: q.limit,
+                    cursor,
+                    filter: JobFilter { status },
+                },
+            )
+            .await?;
+        cached::body(&json!({ "items": page.items, "next_cursor": page.next_cursor }))
+    })
+    .await
 }
 
-/// `GET /v1/jobs/{id}`
+/// `GET /v1/jobs/{id}` (cached per tenant; every job change invalidates it).
 pub async fn get(
     State(app): State<AppState>,
     tenant: Tenant,
+    headers: HeaderMap,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Job>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = JobId::parse_or_not_found(&id)?;
-    Ok(Json(app.engine.get_job(&tenant.0, id).await?))
+    let scope = jobs_scope(&tenant.0);
+    let material = canonical(&["job", &id.to_string()]);
+    cached::json(&app, &headers, KIND_JOB, &scope, &material, || async {
+        cached::body(&app.engine.get_job(&tenant.0, id).await?)
+    })
+    .await
 }
 
 /// How often the event stream re-reads the job even without a notification (covers changes

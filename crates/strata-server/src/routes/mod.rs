@@ -3,4 +3,5 @@
 pub mod documents;
 pub mod health;
 pub mod jobs;
+pub mod performance;
 pub mod search;

@@ -3,45 +3,87 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use strata_engine::search::SearchRequest;
+use strata_engine::{KIND_SEARCH, tenant_scope};
 
-use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Tenant};
+use crate::{AppState, cached};
 
 /// `POST /v1/search` {query, k, filter{tags, document_ids}, min_score, stream}.
-/// With `stream: true` the answer is NDJSON, one hit per line.
+/// Cached per tenant by every parameter that changes the answer; any write of the tenant's
+/// invalidates it. With `stream: true` the answer is NDJSON, one hit per line.
 pub async fn search(
     State(app): State<AppState>,
     tenant: Tenant,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<SearchRequest>,
 ) -> Result<Response, ApiError> {
     let stream = req.stream;
-    let results = app.engine.search(&tenant.0, req).await?;
-    let exhaustive = HeaderValue::from_static(if results.exhaustive { "true" } else { "false" });
-    if !stream {
-        let mut resp = Json(results).into_response();
-        resp.headers_mut().insert("x-search-exhaustive", exhaustive);
+    let material = search_material(&req);
+    let scope = tenant_scope(&tenant.0);
+    let resp = cached::json(&app, &headers, KIND_SEARCH, &scope, &material, || async {
+        cached::body(&app.engine.search(&tenant.0, req).await?)
+    })
+    .await?;
+    if !stream || resp.status() != axum::http::StatusCode::OK {
         return Ok(resp);
     }
-    let lines = results.hits.into_iter().map(|hit| {
-        let mut line = serde_json::to_vec(&hit).unwrap_or_default();
-        line.push(b'\n');
-        Ok::<_, std::convert::Infallible>(line)
-    });
-    let mut resp = Response::new(Body::from_stream(futures_util::stream::iter(lines)));
-    let h = resp.headers_mut();
-    h.insert(
+    // NDJSON view of the cached JSON answer.
+    let (mut parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(|_| ApiError::new(crate::error::Code::Internal, "cached body unreadable"))?;
+    let results: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| ApiError::new(crate::error::Code::Internal, "cached body unreadable"))?;
+    let mut out = Vec::with_capacity(bytes.len());
+    for hit in results["hits"].as_array().into_iter().flatten() {
+        serde_json::to_writer(&mut out, hit).unwrap_or_default();
+        out.push(b'\n');
+    }
+    let exhaustive = if results["exhaustive"] == Value::Bool(true) {
+        "true"
+    } else {
+        "false"
+    };
+    parts.headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),
     );
-    h.insert("x-search-exhaustive", exhaustive);
-    Ok(resp)
+    parts
+        .headers
+        .insert("x-search-exhaustive", HeaderValue::from_static(exhaustive));
+    parts.headers.remove(header::ETAG);
+    Ok(Response::from_parts(parts, Body::from(out)))
+}
+
+/// Every parameter that changes a search's answer, canonicalised (trimmed query, sorted
+/// filters), so equivalent requests share an entry and different ones never do.
+fn search_material(req: &SearchRequest) -> Vec<u8> {
+    let mut tags = req.filter.tags.iter().map(|t| t.trim()).collect::<Vec<_>>();
+    tags.sort_unstable();
+    tags.dedup();
+    let mut docs: Vec<String> = req
+        .filter
+        .document_ids
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    docs.sort_unstable();
+    docs.dedup();
+    let canonical = json!({
+        "query": req.query.trim(),
+        "k": req.k.unwrap_or(strata_engine::search::DEFAULT_K),
+        "tags": tags,
+        "document_ids": docs,
+        "min_score": req.min_score.map(f32::to_bits),
+    });
+    canonical.to_string().into_bytes()
 }
 
 /// OpenAI's `input`: a string or an array of strings.
@@ -165,5 +207,37 @@ mod tests {
         assert!(matches!(many.input, EmbeddingInput::Many(v) if v.len() == 2));
         let toks: EmbeddingsRequest = serde_json::from_str(r#"{"input":[[1,2]]}"#).unwrap();
         assert!(matches!(toks.input, EmbeddingInput::Tokens(_)));
+    }
+}
+
+#[cfg(test)]
+mod material_tests {
+    use super::*;
+
+    fn req(v: Value) -> SearchRequest {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn every_parameter_that_changes_the_answer_changes_the_key() {
+        let base = json!({"query": "cats", "k": 5, "filter": {"tags": ["a"]}, "min_score": 0.2});
+        let m = search_material(&req(base.clone()));
+        for changed in [
+            json!({"query": "dogs", "k": 5, "filter": {"tags": ["a"]}, "min_score": 0.2}),
+            json!({"query": "cats", "k": 6, "filter": {"tags": ["a"]}, "min_score": 0.2}),
+            json!({"query": "cats", "k": 5, "filter": {"tags": ["b"]}, "min_score": 0.2}),
+            json!({"query": "cats", "k": 5, "filter": {"tags": ["a"], "document_ids": ["01a212e0-4342-7472-9d1f-3378d36fcc05"]}, "min_score": 0.2}),
+            json!({"query": "cats", "k": 5, "filter": {"tags": ["a"]}, "min_score": 0.3}),
+            json!({"query": "cats", "k": 5, "filter": {"tags": ["a"]}}),
+        ] {
+            assert_ne!(m, search_material(&req(changed.clone())), "{changed}");
+        }
+    }
+
+    #[test]
+    fn equivalent_requests_share_the_key() {
+        let a = json!({"query": " cats ", "filter": {"tags": ["b", "a", "a"]}, "stream": true});
+        let b = json!({"query": "cats", "k": 10, "filter": {"tags": ["a", "b"]}});
+        assert_eq!(search_material(&req(a)), search_material(&req(b)));
     }
 }

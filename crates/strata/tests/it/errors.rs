@@ -308,7 +308,7 @@ async fn every_response_carries_request_id_and_server_timing() {
         let r = s.get(path).await;
         assert!(r.headers().contains_key("x-request-id"), "{path}");
         let timing = r.headers()["server-timing"].to_str().unwrap().to_owned();
-        assert!(timing.starts_with("app;dur="), "{timing}");
+        assert!(timing.contains("app;dur="), "{timing}");
     }
     let r = s
         .client

@@ -1,0 +1,70 @@
+//! `/v1/performance/cache/*`: cache statistics, and clearing (admin).
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use strata_engine::{TenantId, jobs_scope, tenant_scope};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::Tenant;
+
+/// `GET /v1/performance/cache/stats`: hits, misses, hit ratio, latency and bytes per kind,
+/// L1 size, evictions, expirations, invalidations.
+pub async fn cache_stats(State(app): State<AppState>, _tenant: Tenant) -> Json<Value> {
+    Json(json!({ "cache": app.engine.cache().stats() }))
+}
+
+/// Body of `POST /v1/performance/cache/clear`; empty clears everything.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClearRequest {
+    /// Only entries of this kind.
+    kind: Option<String>,
+    /// Only entries derived from this tenant's data.
+    tenant: Option<String>,
+}
+
+/// `POST /v1/performance/cache/clear` (admin): by kind, by tenant, or all.
+pub async fn cache_clear(
+    State(app): State<AppState>,
+    _admin: Tenant,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: ClearRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ClearRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            if e.is_syntax() || e.is_eof() {
+                ApiError::new(crate::error::Code::MalformedJson, e.to_string())
+            } else {
+                ApiError::invalid("body", e.to_string())
+            }
+        })?
+    };
+    let cache = app.engine.cache();
+    if let Some(kind) = &req.kind
+        && !strata_engine::default_cache_kinds()
+            .iter()
+            .any(|k| k.name == kind)
+    {
+        return Err(ApiError::invalid(
+            "kind",
+            format!("unknown cache kind {kind:?}"),
+        ));
+    }
+    if let Some(t) = &req.tenant {
+        let tenant = TenantId::parse(t)?;
+        if req.kind.is_some() {
+            return Err(ApiError::invalid("tenant", "give kind or tenant, not both"));
+        }
+        cache.invalidate(&tenant_scope(&tenant));
+        cache.invalidate(&jobs_scope(&tenant));
+        return Ok(Json(json!({ "invalidated_tenant": t })));
+    }
+    let removed = cache.clear(req.kind.as_deref());
+    Ok(Json(
+        json!({ "removed_entries": removed, "kind": req.kind }),
+    ))
+}

@@ -1,0 +1,203 @@
+//! The cache on every read path: hits, ETags, invalidation by writes, statistics, clearing.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestServer, assert_problem};
+
+fn x_cache(r: &reqwest::Response) -> String {
+    r.headers()["x-cache"].to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn reads_hit_the_cache_and_answer_if_none_match() {
+    let s = TestServer::start_with(|e| e.jobs.workers = 0).await;
+    let d = s.create_text("cached document", &["x"]).await;
+    let id = d["id"].as_str().unwrap();
+    for path in [
+        "/v1/documents".to_owned(),
+        format!("/v1/documents/{id}"),
+        "/v1/tags".to_owned(),
+        format!("/v1/jobs/{}", d["job_id"].as_str().unwrap()),
+        "/v1/jobs".to_owned(),
+    ] {
+        let first = s.get(&path).await;
+        assert_eq!(x_cache(&first), "MISS", "{path}");
+        let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+        let body1 = first.text().await.unwrap();
+        let second = s.get(&path).await;
+        assert_eq!(x_cache(&second), "HIT-L1", "{path}");
+        assert_eq!(second.headers()["etag"].to_str().unwrap(), etag);
+        let timing = second.headers()["server-timing"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(timing.contains("cache;desc=l1-hit"), "{timing}");
+        assert_eq!(second.text().await.unwrap(), body1);
+        let r = s
+            .client
+            .get(s.url(&path))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 304, "{path}");
+        assert!(r.text().await.unwrap().is_empty());
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn writes_invalidate_what_they_change() {
+    let s = TestServer::start_with(|e| e.jobs.workers = 0).await;
+    let d = s.create_text("first", &["a"]).await;
+    let id = d["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        s.get_json("/v1/documents").await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(x_cache(&s.get("/v1/documents").await), "HIT-L1");
+    // Upload: the list and the tags change.
+    s.create_text("second", &["b"]).await;
+    let r = s.get("/v1/documents").await;
+    assert_eq!(x_cache(&r), "MISS");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        s.get_json("/v1/tags").await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // Patch: the document reads back changed at once.
+    s.get_json(&format!("/v1/documents/{id}")).await;
+    let r = s
+        .client
+        .patch(s.url(&format!("/v1/documents/{id}")))
+        .json(&json!({"title": "renamed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        s.get_json(&format!("/v1/documents/{id}")).await["title"],
+        "renamed"
+    );
+    // Delete: gone from the list and the tags.
+    let r = s
+        .client
+        .delete(s.url(&format!("/v1/documents/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_problem(
+        s.get(&format!("/v1/documents/{id}")).await,
+        404,
+        "not_found",
+    )
+    .await;
+    assert_eq!(
+        s.get_json("/v1/documents").await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.get_json("/v1/tags").await["items"],
+        json!([{"tag": "b", "count": 1}])
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn search_results_and_query_embeddings_are_cached() {
+    let s = TestServer::start().await;
+    let d = s.create_text("Ocean tides follow the moon.", &[]).await;
+    s.wait_job(d["job_id"].as_str().unwrap()).await;
+    let q = json!({"query": "what moves the sea", "k": 3});
+    let r1 = s.post_json("/v1/search", q.clone()).await;
+    assert_eq!(x_cache(&r1), "MISS");
+    let b1: Value = r1.json().await.unwrap();
+    let r2 = s.post_json("/v1/search", q.clone()).await;
+    assert_eq!(x_cache(&r2), "HIT-L1");
+    assert_eq!(r2.json::<Value>().await.unwrap(), b1);
+    // Another k is another answer, but the query's embedding is reused.
+    let r3 = s
+        .post_json("/v1/search", json!({"query": "what moves the sea", "k": 2}))
+        .await;
+    assert_eq!(x_cache(&r3), "MISS");
+    let stats = s.get_json("/v1/performance/cache/stats").await;
+    let kind = |name: &str| {
+        stats["cache"]["kinds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kind"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(kind("embedding")["hits_l1"], 1, "{stats}");
+    assert_eq!(kind("search_results")["hits_l1"], 1);
+    assert!(stats["cache"]["l1_bytes"].as_u64().unwrap() > 0);
+    // A new document makes earlier answers stale.
+    let d2 = s
+        .create_text("The moon's gravity raises the sea twice a day.", &[])
+        .await;
+    s.wait_job(d2["job_id"].as_str().unwrap()).await;
+    let r4 = s.post_json("/v1/search", q).await;
+    assert_eq!(x_cache(&r4), "MISS");
+    assert_eq!(
+        r4.json::<Value>().await.unwrap()["hits"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn clearing_by_kind_by_tenant_and_all() {
+    let s = TestServer::start_with(|e| e.jobs.workers = 0).await;
+    s.create_text("x", &[]).await;
+    s.get("/v1/documents").await;
+    s.get("/v1/tags").await;
+    let r = s
+        .post_json("/v1/performance/cache/clear", json!({"kind": "tag_counts"}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["removed_entries"], 1);
+    assert_eq!(x_cache(&s.get("/v1/tags").await), "MISS");
+    assert_eq!(x_cache(&s.get("/v1/documents").await), "HIT-L1");
+    let r = s
+        .post_json("/v1/performance/cache/clear", json!({"tenant": "local"}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(x_cache(&s.get("/v1/documents").await), "MISS");
+    let r = s
+        .client
+        .post(s.url("/v1/performance/cache/clear"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(x_cache(&s.get("/v1/documents").await), "MISS");
+    let r = s
+        .post_json("/v1/performance/cache/clear", json!({"kind": "nope"}))
+        .await;
+    assert_eq!(
+        assert_problem(r, 422, "validation_failed").await["field"],
+        "kind"
+    );
+    s.stop().await;
+}
