@@ -57,6 +57,10 @@ impl OnnxMiniLm {
             .map_err(|e| EmbedError::Runtime(e.to_string()))?
             .with_intra_threads(threads.max(1))
             .map_err(|e| EmbedError::Runtime(e.to_string()))?
+            // Spinning workers burn the cores that HTTP handlers and other processes need while
+            // they wait for work; on a shared box that slowed everything down many times over.
+            .with_intra_op_spinning(false)
+            .map_err(|e| EmbedError::Runtime(e.to_string()))?
             .commit_from_file(files.path(MODEL_ONNX.0))
             .map_err(rt)?;
         let inputs = session

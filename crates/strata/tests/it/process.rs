@@ -13,35 +13,46 @@ struct Proc {
 }
 
 impl Proc {
+    /// Starts `strata serve` on a port the OS picks, read back from its log (a port chosen
+    /// here and released could be taken by another test before strata binds it).
     async fn start(data_dir: &Path, extra: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = std::fs::File::create(data_dir.with_extension(format!("{port}.log"))).unwrap();
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let log_path = data_dir.with_extension(format!("{n}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--listen", "127.0.0.1:0", "--log-format", "text"])
             .args(extra)
             .env_remove("STRATA_CONFIG")
+            .env("STRATA_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("strata starts");
-        let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        for _ in 0..200 {
-            if client.get(format!("{base}/healthz")).send().await.is_ok() {
-                return Self { child, base };
+        for _ in 0..600 {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(addr) = text
+                .lines()
+                .find(|l| l.contains("listening"))
+                .and_then(|l| l.split("addr=").nth(1))
+                .map(|a| a.trim().to_owned())
+            {
+                return Self {
+                    child,
+                    base: format!("http://{addr}"),
+                };
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("strata exited with {status} before listening:\n{text}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let _ = child.kill();
         let _ = child.wait();
-        panic!("strata did not start listening");
+        panic!("strata did not start listening within 30 s");
     }
 
     async fn job(&self, id: &str) -> Value {
@@ -54,14 +65,15 @@ impl Proc {
     }
 
     async fn wait_terminal(&self, id: &str) -> Value {
+        let mut job = Value::Null;
         for _ in 0..3600 {
-            let job = self.job(id).await;
+            job = self.job(id).await;
             if ["succeeded", "failed", "cancelled"].contains(&job["status"].as_str().unwrap()) {
                 return job;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("job {id} did not finish");
+        panic!("job {id} did not finish; last seen: {job}");
     }
 
     /// Waits until the job is part-way through embedding its chunks; returns that snapshot.
