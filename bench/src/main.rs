@@ -103,6 +103,9 @@ enum Cmd {
         /// ef values to measure.
         #[arg(long, value_delimiter = ',', default_value = "64,128")]
         ef: Vec<usize>,
+        /// Stored scalar type: f16 or f32.
+        #[arg(long, default_value = "f16")]
+        quantization: String,
     },
 }
 
@@ -133,7 +136,11 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             n,
             queries,
         } => dataset(&files, &corpus, &out, n, queries).await,
-        Cmd::Ann { data, ef } => ann(&data, &ef),
+        Cmd::Ann {
+            data,
+            ef,
+            quantization,
+        } => ann(&data, &ef, &quantization),
         Cmd::Search {
             corpus,
             sentences,
@@ -347,7 +354,7 @@ fn exact(base: &[Vec<f32>], q: &[f32], k: usize) -> Vec<u32> {
     scored.into_iter().map(|(i, _)| i).collect()
 }
 
-fn ann(data: &Path, efs: &[usize]) -> anyhow::Result<serde_json::Value> {
+fn ann(data: &Path, efs: &[usize], quantization: &str) -> anyhow::Result<serde_json::Value> {
     use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
     let base = read_f32(&data.join("base.f32"), 384)?;
     let queries = read_f32(&data.join("queries.f32"), 384)?;
@@ -363,7 +370,11 @@ fn ann(data: &Path, efs: &[usize]) -> anyhow::Result<serde_json::Value> {
     let index = Index::new(&IndexOptions {
         dimensions: 384,
         metric: MetricKind::Cos,
-        quantization: ScalarKind::F16,
+        quantization: match quantization {
+            "f16" => ScalarKind::F16,
+            "f32" => ScalarKind::F32,
+            other => bail!("unknown quantization {other}"),
+        },
         connectivity: 16,
         expansion_add: 128,
         expansion_search: 64,
@@ -408,7 +419,7 @@ fn ann(data: &Path, efs: &[usize]) -> anyhow::Result<serde_json::Value> {
         }));
     }
     Ok(
-        json!({"engine": "usearch", "n": base.len(), "build_seconds": build, "build_threads": threads, "results": results}),
+        json!({"engine": "usearch", "quantization": quantization, "n": base.len(), "build_seconds": build, "build_threads": threads, "results": results}),
     )
 }
 

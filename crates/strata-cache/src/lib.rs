@@ -179,16 +179,17 @@ impl Cache {
             .ok_or_else(|| CacheError::UnknownKind(kind.to_owned()))?;
         let stats = self.inner.stats.kind(spec.name);
         let key = self.key(spec.name, scope, material);
-        if let Some(v) = self.inner.l1.get(&key) {
-            stats.hit_l1(start.elapsed());
-            return Ok(Lookup {
-                value: v,
-                source: Source::L1,
-                elapsed: start.elapsed(),
-            });
-        }
         let mut compute = Some(compute);
         loop {
+            // First the fast path; again after a leader we waited for failed.
+            if let Some(v) = self.inner.l1.get(&key) {
+                stats.hit_l1(start.elapsed());
+                return Ok(Lookup {
+                    value: v,
+                    source: Source::L1,
+                    elapsed: start.elapsed(),
+                });
+            }
             match self.inner.flights.join_or_lead(&key) {
                 flight::Role::Follower(mut rx) => {
                     if let Some(v) = flight::wait(&mut rx).await {
@@ -196,15 +197,6 @@ impl Cache {
                         return Ok(Lookup {
                             value: v,
                             source: Source::Joined,
-                            elapsed: start.elapsed(),
-                        });
-                    }
-                    // The leader failed or went away: try again (perhaps leading this time).
-                    if let Some(v) = self.inner.l1.get(&key) {
-                        stats.hit_l1(start.elapsed());
-                        return Ok(Lookup {
-                            value: v,
-                            source: Source::L1,
                             elapsed: start.elapsed(),
                         });
                     }
