@@ -10,6 +10,7 @@ use serde_json::Value;
 struct Proc {
     child: Child,
     base: String,
+    log: std::path::PathBuf,
 }
 
 impl Proc {
@@ -43,6 +44,7 @@ impl Proc {
                 return Self {
                     child,
                     base: format!("http://{addr}"),
+                    log: log_path,
                 };
             }
             if let Some(status) = child.try_wait().unwrap() {
@@ -73,7 +75,19 @@ impl Proc {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("job {id} did not finish; last seen: {job}");
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        panic!(
+            "job {id} did not finish; last seen: {job}\nstrata log tail:\n{}",
+            tail.join("\n")
+        );
     }
 
     /// Waits until the job is part-way through embedding its chunks; returns that snapshot.
