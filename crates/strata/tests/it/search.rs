@@ -385,3 +385,81 @@ async fn a_remote_openai_compatible_embedder_can_replace_the_local_model() {
     s.stop().await;
     provider.stop().await;
 }
+
+/// A stand-in embedding provider that counts the texts it is asked to embed.
+async fn counting_provider() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::routing::post;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let state = seen.clone();
+    let app = axum::Router::new().route(
+        "/v1/embeddings",
+        post(move |axum::Json(body): axum::Json<Value>| {
+            let seen = state.clone();
+            async move {
+                let inputs: Vec<String> = serde_json::from_value(body["input"].clone()).unwrap();
+                seen.lock().unwrap().extend(inputs.iter().cloned());
+                let data: Vec<Value> = inputs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        let v: Vec<f32> = (0..16)
+                            .map(|d| ((t.len() + d * 7) % 11) as f32 + 0.5)
+                            .collect();
+                        json!({"index": i, "embedding": v})
+                    })
+                    .collect();
+                axum::Json(json!({"data": data}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn a_chunk_whose_text_was_embedded_before_is_not_embedded_again() {
+    let (url, seen) = counting_provider().await;
+    let s = TestServer::start_with(move |e| {
+        e.remote_embedder = Some(strata_engine::HttpSettings::new(url, "counting"));
+        e.jobs.chunk = strata_engine::chunk::ChunkConfig::new(16, 0).unwrap();
+    })
+    .await;
+    let shared = "The shared paragraph appears in both documents word for word.";
+    let a = s
+        .create_text(
+            &format!("{shared}\n\nOnly the first document says this sentence."),
+            &[],
+        )
+        .await;
+    s.wait_job(a["job_id"].as_str().unwrap()).await;
+    let after_first = seen.lock().unwrap().len();
+    let b = s
+        .create_text(
+            &format!("{shared}\n\nThe second document ends differently here."),
+            &[],
+        )
+        .await;
+    let job = s.wait_job(b["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded");
+    let texts = seen.lock().unwrap().clone();
+    let second: Vec<&String> = texts[after_first..].iter().collect();
+    assert_eq!(
+        second.len(),
+        1,
+        "only the new paragraph is embedded: {second:?}"
+    );
+    assert!(second[0].contains("ends differently"));
+    assert_eq!(
+        texts
+            .iter()
+            .filter(|t| t.contains("shared paragraph"))
+            .count(),
+        1
+    );
+    // Both documents' chunks are embedded and searchable.
+    let chunks = crate::helpers::all_chunks(&s, b["id"].as_str().unwrap()).await;
+    assert!(chunks.iter().all(|c| c["embedded"] == true));
+    s.stop().await;
+}
