@@ -103,7 +103,7 @@ enum Cmd {
         /// ef values to measure.
         #[arg(long, value_delimiter = ',', default_value = "64,128")]
         ef: Vec<usize>,
-        /// Stored scalar type: f16 or f32.
+        /// Stored scalar type: f16, bf16, i8 or f32.
         #[arg(long, default_value = "f16")]
         quantization: String,
     },
@@ -373,6 +373,8 @@ fn ann(data: &Path, efs: &[usize], quantization: &str) -> anyhow::Result<serde_j
         quantization: match quantization {
             "f16" => ScalarKind::F16,
             "f32" => ScalarKind::F32,
+            "bf16" => ScalarKind::BF16,
+            "i8" => ScalarKind::I8,
             other => bail!("unknown quantization {other}"),
         },
         connectivity: 16,
