@@ -233,10 +233,30 @@ impl Runner {
         let stop = CancellationToken::new();
         let work = self.process(&claimed, &stop);
         tokio::pin!(work);
-        let mut heartbeat = tokio::time::interval(self.settings.lease / 3);
-        heartbeat.tick().await;
+        // Heartbeats run beside the work, never inside a select arm: awaited there, a heartbeat
+        // waiting for SQLite's write lock would stop the work that holds it from being polled,
+        // and both would stall until the busy timeout.
+        let lease_lost = std::sync::atomic::AtomicBool::new(false);
+        let heartbeats = async {
+            let mut tick = tokio::time::interval(self.settings.lease / 3);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let until = Utc::now() + self.settings.lease;
+                match self.store.heartbeat(&lease, until).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        lease_lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                        stop.cancel();
+                        return;
+                    }
+                    Err(e) => warn!(error = %e, "heartbeat failed; will retry"),
+                }
+            }
+        };
+        tokio::pin!(heartbeats);
+        let mut heartbeats_done = false;
         let mut grace: Option<tokio::time::Instant> = None;
-        let mut lease_lost = false;
         let result = loop {
             let grace_sleep = async {
                 match grace {
@@ -246,17 +266,7 @@ impl Runner {
             };
             tokio::select! {
                 r = &mut work => break r,
-                _ = heartbeat.tick(), if !stop.is_cancelled() => {
-                    let until = Utc::now() + self.settings.lease;
-                    match self.store.heartbeat(&lease, until).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            lease_lost = true;
-                            stop.cancel();
-                        }
-                        Err(e) => warn!(error = %e, "heartbeat failed; will retry"),
-                    }
-                }
+                () = &mut heartbeats, if !heartbeats_done => heartbeats_done = true,
                 () = shutdown.cancelled(), if grace.is_none() => {
                     info!(grace = ?self.settings.shutdown_grace, "shutdown: letting the job finish");
                     grace = Some(tokio::time::Instant::now() + self.settings.shutdown_grace);
@@ -264,6 +274,7 @@ impl Runner {
                 () = grace_sleep, if !stop.is_cancelled() => stop.cancel(),
             }
         };
+        let lease_lost = lease_lost.load(std::sync::atomic::Ordering::SeqCst);
         let result = match result {
             Err(JobError::Interrupted) if lease_lost => Err(JobError::LeaseLost),
             Err(JobError::Interrupted) => {

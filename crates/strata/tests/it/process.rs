@@ -194,9 +194,9 @@ const ARGS: &[&str] = &[
     "--job-lease-secs",
     "3",
     "--chunk-tokens",
-    "16",
+    "64",
     "--chunk-overlap",
-    "2",
+    "4",
 ];
 
 #[tokio::test]
