@@ -92,12 +92,7 @@ async fn writes_invalidate_what_they_change() {
         "renamed"
     );
     // Delete: gone from the list and the tags.
-    let r = s
-        .client
-        .delete(s.url(&format!("/v1/documents/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete(&format!("/v1/documents/{id}")).await;
     assert_eq!(r.status(), 204);
     assert_problem(
         s.get(&format!("/v1/documents/{id}")).await,

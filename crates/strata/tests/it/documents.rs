@@ -160,25 +160,18 @@ async fn patch_updates_title_tags_and_metadata() {
     let id = d["id"].as_str().unwrap();
     let url = s.url(&format!("/v1/documents/{id}"));
     let r = s
-        .client
-        .patch(&url)
-        .json(&json!({"title": "New title", "tags": ["b", "a", "b"], "metadata": {"k": 1}}))
-        .send()
-        .await
-        .unwrap();
+        .patch_url(
+            &url,
+            json!({"title": "New title", "tags": ["b", "a", "b"], "metadata": {"k": 1}}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let doc: Value = r.json().await.unwrap();
     assert_eq!(doc["title"], "New title");
     assert_eq!(doc["tags"], json!(["a", "b"]));
     assert_eq!(doc["metadata"], json!({"k": 1}));
     // Only what is given changes.
-    let r = s
-        .client
-        .patch(&url)
-        .json(&json!({"title": "Newer"}))
-        .send()
-        .await
-        .unwrap();
+    let r = s.patch_url(&url, json!({"title": "Newer"})).await;
     let doc: Value = r.json().await.unwrap();
     assert_eq!(doc["tags"], json!(["a", "b"]));
     let tags = s.get_json("/v1/tags").await;
@@ -187,52 +180,28 @@ async fn patch_updates_title_tags_and_metadata() {
         json!([{"tag": "a", "count": 1}, {"tag": "b", "count": 1}])
     );
     // Invalid values name their field and change nothing.
-    let r = s
-        .client
-        .patch(&url)
-        .json(&json!({"metadata": [1, 2]}))
-        .send()
-        .await
-        .unwrap();
+    let r = s.patch_url(&url, json!({"metadata": [1, 2]})).await;
     assert_eq!(
         assert_problem(r, 422, "validation_failed").await["field"],
         "metadata"
     );
-    let r = s
-        .client
-        .patch(&url)
-        .json(&json!({"tags": ["ok", ""]}))
-        .send()
-        .await
-        .unwrap();
+    let r = s.patch_url(&url, json!({"tags": ["ok", ""]})).await;
     assert_eq!(
         assert_problem(r, 422, "validation_failed").await["field"],
         "tags[1]"
     );
-    let r = s
-        .client
-        .patch(&url)
-        .json(&json!({"title": "   "}))
-        .send()
-        .await
-        .unwrap();
+    let r = s.patch_url(&url, json!({"title": "   "})).await;
     assert_eq!(
         assert_problem(r, 422, "validation_failed").await["field"],
         "title"
     );
-    let r = s
-        .client
-        .patch(&url)
-        .json(&json!({"colour": "red"}))
-        .send()
-        .await
-        .unwrap();
+    let r = s.patch_url(&url, json!({"colour": "red"})).await;
     let body = assert_problem(r, 422, "validation_failed").await;
     assert!(
         body["detail"].as_str().unwrap().contains("colour"),
         "{body}"
     );
-    let r = s.client.patch(&url).json(&json!({})).send().await.unwrap();
+    let r = s.patch_url(&url, json!({})).await;
     assert_problem(r, 422, "validation_failed").await;
     let doc = s.get_json(&format!("/v1/documents/{id}")).await;
     assert_eq!(doc["title"], "Newer");
@@ -265,12 +234,7 @@ async fn delete_removes_the_document_its_chunks_and_its_file() {
         .join(sha);
     assert!(blob.exists(), "blob stored at {}", blob.display());
     assert!(!all_chunks(&s, id).await.is_empty());
-    let r = s
-        .client
-        .delete(s.url(&format!("/v1/documents/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete(&format!("/v1/documents/{id}")).await;
     assert_eq!(r.status(), 204);
     assert!(!blob.exists(), "the original file must be removed");
     assert_problem(
@@ -291,12 +255,7 @@ async fn delete_removes_the_document_its_chunks_and_its_file() {
         "not_found",
     )
     .await;
-    let r = s
-        .client
-        .delete(s.url(&format!("/v1/documents/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete(&format!("/v1/documents/{id}")).await;
     assert_problem(r, 404, "not_found").await;
     assert_eq!(s.get_json("/v1/tags").await["items"], json!([]));
     s.stop().await;
@@ -307,12 +266,7 @@ async fn delete_during_processing_cancels_the_job() {
     let s = TestServer::start_with(|e| e.jobs.workers = 0).await;
     let d = s.create_text("never processed", &[]).await;
     let id = d["id"].as_str().unwrap();
-    let r = s
-        .client
-        .delete(s.url(&format!("/v1/documents/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete(&format!("/v1/documents/{id}")).await;
     assert_eq!(r.status(), 204);
     let job = s
         .get_json(&format!("/v1/jobs/{}", d["job_id"].as_str().unwrap()))

@@ -20,12 +20,7 @@ async fn unknown_and_malformed_ids_are_404() {
     ] {
         assert_problem(s.get(&path).await, 404, "not_found").await;
     }
-    let r = s
-        .client
-        .delete(s.url(&format!("/v1/documents/{missing}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete(&format!("/v1/documents/{missing}")).await;
     assert_problem(r, 404, "not_found").await;
     let r = s
         .client

@@ -149,6 +149,23 @@ impl TestServer {
         self.dir
     }
 
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn patch_url(&self, url: &str, body: Value) -> reqwest::Response {
+        self.client
+            .patch(url)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
     pub async fn post_json(&self, path: &str, body: Value) -> reqwest::Response {
         self.client
             .post(self.url(path))

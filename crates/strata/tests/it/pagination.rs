@@ -93,12 +93,7 @@ async fn run_case(
                 }
                 Op::DeleteVolatile(i) if !volatile.is_empty() => {
                     let id = volatile.swap_remove(i % volatile.len());
-                    let r = s
-                        .client
-                        .delete(s.url(&format!("/v1/documents/{id}")))
-                        .send()
-                        .await
-                        .unwrap();
+                    let r = s.delete(&format!("/v1/documents/{id}")).await;
                     assert_eq!(r.status(), 204);
                 }
                 Op::DeleteVolatile(_) => {}

@@ -249,12 +249,7 @@ async fn deleted_documents_disappear_from_search() {
     load_corpus(&s).await;
     let docs = s.get_json("/v1/documents?tag=games&fields=id").await;
     let chess = docs["items"][0]["id"].as_str().unwrap().to_owned();
-    let r = s
-        .client
-        .delete(s.url(&format!("/v1/documents/{chess}")))
-        .send()
-        .await
-        .unwrap();
+    let r = s.delete(&format!("/v1/documents/{chess}")).await;
     assert_eq!(r.status(), 204);
     let res = search(
         &s,
