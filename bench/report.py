@@ -50,6 +50,9 @@ lines.append("model (all-MiniLM-L6-v2, int8 ONNX), medians:")
 row("batch 1", b1, "sentences/s", f"{med('model_batch1', 'ms_per_sentence') or 0:.2f} ms/sentence")
 row("batch 32", b32, "sentences/s")
 row("32 concurrent callers, dynamic batching", dyn, "sentences/s")
+lines.append("in-process cache engines, Zipf(1.0), 2 threads (medians):")
+for e in ("quick_cache", "moka"):
+    row(f"{e} operations/s", med(f"l1_{e}", "ops_per_s"), "ops/s", f"hit ratio {med(f'l1_{e}', 'hit_ratio') or 0:.3f}")
 lines.append("ANN, recall@10 and single-thread queries/s (medians):")
 for engine in ("usearch", "hnswlib"):
     n = next((r["n"] for r in by.get(f"ann_{engine}", [])), None)
