@@ -124,6 +124,18 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> EngineError {
     EngineError::Internal(format!("corrupt {what} in database: {e}"))
 }
 
+/// The `embedding` column of a row, decoded.
+fn embedding_of(row: &SqliteRow) -> Result<Vec<f32>> {
+    let bytes: Vec<u8> = row.try_get("embedding")?;
+    vector_from_bytes(&bytes).ok_or_else(|| corrupt("embedding", "bad length"))
+}
+
+/// The `owner` column of a row, validated.
+fn owner_of(row: &SqliteRow) -> Result<TenantId> {
+    let owner: String = row.try_get("owner")?;
+    TenantId::parse(&owner).map_err(|e| corrupt("owner", e))
+}
+
 fn document_from_row(row: &SqliteRow) -> Result<Document> {
     let id: String = row.try_get("id")?;
     let media: String = row.try_get("media_type")?;
@@ -160,7 +172,6 @@ fn job_from_row(row: &SqliteRow) -> Result<(TenantId, Job)> {
     let status: String = row.try_get("status")?;
     let stage: Option<String> = row.try_get("stage")?;
     let stages: String = row.try_get("stages")?;
-    let owner: String = row.try_get("owner")?;
     let finished: Option<i64> = row.try_get("finished_at")?;
     let job = Job {
         id: id.parse().map_err(|e| corrupt("job id", e))?,
@@ -179,10 +190,7 @@ fn job_from_row(row: &SqliteRow) -> Result<(TenantId, Job)> {
         updated_at: from_ms(row.try_get("updated_at")?)?,
         finished_at: finished.map(from_ms).transpose()?,
     };
-    Ok((
-        TenantId::parse(&owner).map_err(|e| corrupt("owner", e))?,
-        job,
-    ))
+    Ok((owner_of(row)?, job))
 }
 
 fn stage_name(stage: Stage) -> &'static str {
@@ -730,10 +738,7 @@ impl Store for SqliteStore {
             }
             qb.push(") GROUP BY text_sha256");
             for row in qb.build().fetch_all(&self.pool).await? {
-                let bytes: Vec<u8> = row.try_get("embedding")?;
-                let v =
-                    vector_from_bytes(&bytes).ok_or_else(|| corrupt("embedding", "bad length"))?;
-                out.insert(row.try_get("text_sha256")?, v);
+                out.insert(row.try_get("text_sha256")?, embedding_of(&row)?);
             }
         }
         Ok(out)
@@ -800,12 +805,10 @@ impl Store for SqliteStore {
         .await?;
         rows.iter()
             .map(|r| {
-                let bytes: Vec<u8> = r.try_get("embedding")?;
-                let owner: String = r.try_get("owner")?;
                 Ok((
                     r.try_get::<i64, _>("id")? as u64,
-                    TenantId::parse(&owner).map_err(|e| corrupt("owner", e))?,
-                    vector_from_bytes(&bytes).ok_or_else(|| corrupt("embedding", "bad length"))?,
+                    owner_of(r)?,
+                    embedding_of(r)?,
                 ))
             })
             .collect()
@@ -827,13 +830,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| {
-                let owner: String = r.try_get("owner")?;
-                Ok((
-                    r.try_get::<i64, _>("id")? as u64,
-                    TenantId::parse(&owner).map_err(|e| corrupt("owner", e))?,
-                ))
-            })
+            .map(|r| Ok((r.try_get::<i64, _>("id")? as u64, owner_of(r)?)))
             .collect()
     }
 
@@ -859,13 +856,7 @@ impl Store for SqliteStore {
         push_candidates(&mut qb, owner, model, filter);
         let rows = qb.build().fetch_all(&self.pool).await?;
         rows.iter()
-            .map(|r| {
-                let bytes: Vec<u8> = r.try_get("embedding")?;
-                Ok((
-                    r.try_get::<i64, _>("id")? as u64,
-                    vector_from_bytes(&bytes).ok_or_else(|| corrupt("embedding", "bad length"))?,
-                ))
-            })
+            .map(|r| Ok((r.try_get::<i64, _>("id")? as u64, embedding_of(r)?)))
             .collect()
     }
 
