@@ -1,38 +1,51 @@
-//! strata's cache: a domain-free, in-process tier (L1) bounded in bytes, with a TTL per
-//! kind of data, generation-based invalidation per scope, single-flight for concurrent
-//! misses, and statistics per kind.
+//! strata's cache: a domain-free, tiered cache. L1 is in-process and bounded in bytes; L2
+//! is Redis (optional), shared by every process; both keep a TTL per kind of data.
+//! Invalidation is by generation per scope, single-flight coalesces concurrent misses (across
+//! processes too, for kinds marked `distributed`), and statistics are kept per kind and tier.
 //!
 //! Keys are `strata:{kind}:{scope}:{generation}:{hash}`, where `hash` is the blake3 of the
 //! caller's canonical request bytes (every parameter that changes the answer must be in
 //! them). Invalidating a scope bumps its generation: every key derived from it becomes
-//! unreachable at once, in O(1), and the old entries age out of the byte budget.
+//! unreachable at once, in O(1), in every tier and every process, and the old entries age
+//! out. The scope [`GLOBAL_SCOPE`] is for content-addressed values (the key determines the
+//! value), which are never invalidated and stay cached even while Redis is unreachable.
 //!
-//! Owns: keys, expiry, invalidation, coalescing, counting. Must not import: the engine, the
-//! server, or any domain type; values are bytes.
-//!
-//! Not here yet: the Redis L2, cross-instance invalidation over pub/sub, and the circuit
-//! breaker around L2 (the cache issue's next step).
+//! Owns: keys, expiry, tiers, invalidation, coalescing, counting. Must not import: the
+//! engine, the server, or any domain type; values are bytes.
 
+mod breaker;
+mod codec;
 mod flight;
+mod generations;
 mod l1;
+mod remote;
 mod stats;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+pub use remote::{RedisSettings, RemoteStats};
 pub use stats::{KindStats, StatsSnapshot};
 
-/// A kind of cached data and its time to live.
+/// The scope of content-addressed values: never invalidated.
+pub const GLOBAL_SCOPE: &str = "global";
+
+/// A kind of cached data and its times to live.
 #[derive(Debug, Clone)]
 pub struct KindSpec {
     /// Short name used in keys and statistics (`search_results`).
     pub name: &'static str,
     /// How long an entry lives in L1.
     pub l1_ttl: Duration,
+    /// How long an entry lives in L2.
+    pub l2_ttl: Duration,
+    /// Whether concurrent misses in different processes should compute once (a short Redis
+    /// lock; worth it for expensive computations such as model calls).
+    pub distributed: bool,
 }
 
 /// Cache settings.
@@ -42,6 +55,8 @@ pub struct CacheSettings {
     pub l1_bytes: u64,
     /// The kinds this cache serves.
     pub kinds: Vec<KindSpec>,
+    /// The L2 tier and cross-process invalidation; `None` for a single process.
+    pub redis: Option<RedisSettings>,
 }
 
 /// Where a value came from.
@@ -49,16 +64,21 @@ pub struct CacheSettings {
 pub enum Source {
     /// Found in the in-process tier.
     L1,
+    /// Found in Redis (possibly after waiting for another process's computation).
+    L2,
     /// Computed by this caller.
     Computed,
     /// Computed by a concurrent caller this one waited for.
     Joined,
+    /// Computed without consulting the cache: Redis is configured but this process cannot
+    /// currently be sure its cached copies are current.
+    Bypassed,
 }
 
 impl Source {
-    /// Whether the value was served without computing it here.
+    /// Whether the value was served from a cache tier.
     pub fn is_hit(self) -> bool {
-        matches!(self, Source::L1)
+        matches!(self, Source::L1 | Source::L2)
     }
 }
 
@@ -82,9 +102,19 @@ pub struct Cache {
 struct Inner {
     l1: l1::L1,
     kinds: HashMap<&'static str, KindSpec>,
-    generations: RwLock<HashMap<String, u64>>,
+    generations: Arc<generations::Generations>,
+    remote: Option<Arc<remote::Remote>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     flights: flight::Flights,
     stats: stats::Stats,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
 }
 
 /// Errors of the cache itself (never of the computation).
@@ -92,71 +122,116 @@ struct Inner {
 pub enum CacheError {
     /// The kind was not declared in [`CacheSettings`].
     UnknownKind(String),
+    /// The Redis settings cannot be used (a malformed URL, say).
+    Config(String),
 }
 
 impl std::fmt::Display for CacheError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CacheError::UnknownKind(k) => write!(f, "cache kind {k:?} is not configured"),
+            CacheError::Config(m) => write!(f, "cache configuration: {m}"),
         }
     }
 }
 
 impl std::error::Error for CacheError {}
 
+/// What [`Cache::clear`] removed.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Cleared {
+    /// Entries removed from L1.
+    pub l1: u64,
+    /// Keys removed from L2.
+    pub l2: u64,
+}
+
 impl Cache {
-    /// Creates the cache.
-    pub fn new(settings: CacheSettings) -> Self {
+    /// Creates the cache. With Redis settings it must be called inside a Tokio runtime: it
+    /// starts connecting and the invalidation bus in the background; a Redis that is not
+    /// reachable yet is no error (tenant reads bypass the cache until it is).
+    pub fn new(settings: CacheSettings) -> Result<Self, CacheError> {
         let names: Vec<&'static str> = settings.kinds.iter().map(|k| k.name).collect();
-        Self {
+        let generations = Arc::new(generations::Generations::default());
+        let (remote, tasks) = match settings.redis {
+            Some(r) => {
+                let remote =
+                    remote::Remote::connect(r, generations.clone()).map_err(CacheError::Config)?;
+                let tasks = remote.start();
+                (Some(remote), tasks)
+            }
+            None => (None, Vec::new()),
+        };
+        Ok(Self {
             inner: Arc::new(Inner {
                 l1: l1::L1::new(settings.l1_bytes),
                 kinds: settings.kinds.into_iter().map(|k| (k.name, k)).collect(),
-                generations: RwLock::default(),
+                generations,
+                remote,
+                tasks,
                 flights: flight::Flights::default(),
                 stats: stats::Stats::new(&names),
             }),
+        })
+    }
+
+    /// Whether Redis is configured.
+    pub fn has_remote(&self) -> bool {
+        self.inner.remote.is_some()
+    }
+
+    /// Waits (at most `within`) until the cache can serve tenant data from its tiers: at once
+    /// without Redis; with Redis, once the invalidation bus has answered. Returns whether it can.
+    pub async fn ready(&self, within: Duration) -> bool {
+        match &self.inner.remote {
+            Some(r) => r.ready(within).await,
+            None => true,
         }
     }
 
-    /// The current generation of a scope.
-    pub fn generation(&self, scope: &str) -> u64 {
-        let g = self
-            .inner
-            .generations
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        g.get(scope).copied().unwrap_or(0)
+    /// The generation of a scope in force here, or `None` when this process cannot know it
+    /// (Redis configured but unreachable, or the bus may have missed a message).
+    pub async fn generation(&self, scope: &str) -> Option<u64> {
+        if scope == GLOBAL_SCOPE {
+            return Some(0);
+        }
+        let Some(remote) = &self.inner.remote else {
+            return Some(self.inner.generations.known(scope).unwrap_or(0));
+        };
+        if !remote.healthy() {
+            return None;
+        }
+        if let Some(g) = self.inner.generations.known(scope) {
+            return Some(g);
+        }
+        let g = remote.fetch_generation(scope).await?;
+        // A bump may have arrived while fetching: keep the later one.
+        let g = self.inner.generations.observe(scope, g);
+        remote.healthy().then_some(g)
     }
 
-    /// Makes everything cached under `scope` unreachable (O(1)): bumps its generation.
-    pub fn invalidate(&self, scope: &str) -> u64 {
-        let mut g = self
-            .inner
-            .generations
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        let next = g.get(scope).copied().unwrap_or(0) + 1;
-        g.insert(scope.to_owned(), next);
-        self.inner
-            .stats
-            .invalidations
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        next
+    /// Makes everything cached under `scope` unreachable in every tier and process: bumps its
+    /// generation. With Redis, returns once every connected process has applied the bump
+    /// (bounded by the acknowledgement timeout); if Redis cannot be told, the bump is kept and
+    /// sent when it returns, and this process bypasses its caches until then.
+    pub async fn invalidate(&self, scope: &str) {
+        self.inner.generations.bump_local(scope);
+        if let Some(remote) = &self.inner.remote
+            && remote.bump(scope).await.is_none()
+        {
+            self.inner.generations.add_pending(scope);
+            remote.mark_unhealthy_after_failed_bump();
+        }
     }
 
-    /// The full key of a request.
-    pub fn key(&self, kind: &str, scope: &str, material: &[u8]) -> String {
-        let hash = blake3::hash(material).to_hex();
-        format!(
-            "strata:{kind}:{scope}:{}:{}",
-            self.generation(scope),
-            &hash[..32]
-        )
+    /// The full key of a request, or `None` when the scope's generation is unknown.
+    pub async fn key(&self, kind: &str, scope: &str, material: &[u8]) -> Option<String> {
+        let g = self.generation(scope).await?;
+        Some(make_key(kind, scope, g, material))
     }
 
     /// Returns the cached value for (`kind`, `scope`, `material`), or computes it once however
-    /// many callers ask at the same moment, caches it for the kind's TTL and returns it.
+    /// many callers ask at the same moment, caches it for the kind's TTLs and returns it.
     /// A failed computation is not cached; its error goes to the caller that ran it, and
     /// waiting callers compute for themselves.
     pub async fn get_or_compute<E, F, Fut>(
@@ -178,27 +253,28 @@ impl Cache {
             .get(kind)
             .ok_or_else(|| CacheError::UnknownKind(kind.to_owned()))?;
         let stats = self.inner.stats.kind(spec.name);
-        let key = self.key(spec.name, scope, material);
+        let Some(generation) = self.generation(scope).await else {
+            let v = compute().await.inspect_err(|_| stats.failed())?;
+            stats.bypassed(start.elapsed());
+            return Ok(Lookup {
+                value: v,
+                source: Source::Bypassed,
+                elapsed: start.elapsed(),
+            });
+        };
+        let key = make_key(spec.name, scope, generation, material);
         let mut compute = Some(compute);
         loop {
             // First the fast path; again after a leader we waited for failed.
             if let Some(v) = self.inner.l1.get(&key) {
                 stats.hit_l1(start.elapsed());
-                return Ok(Lookup {
-                    value: v,
-                    source: Source::L1,
-                    elapsed: start.elapsed(),
-                });
+                return Ok(lookup(v, Source::L1, start));
             }
             match self.inner.flights.join_or_lead(&key) {
                 flight::Role::Follower(mut rx) => {
                     if let Some(v) = flight::wait(&mut rx).await {
                         stats.joined(start.elapsed());
-                        return Ok(Lookup {
-                            value: v,
-                            source: Source::Joined,
-                            elapsed: start.elapsed(),
-                        });
+                        return Ok(lookup(v, Source::Joined, start));
                     }
                 }
                 flight::Role::Leader(guard) => {
@@ -206,17 +282,46 @@ impl Cache {
                         // Unreachable in practice: a caller leads at most once.
                         continue;
                     };
-                    let result = f().await;
-                    return match result {
-                        Ok(v) => {
+                    let mut lock = None;
+                    if let Some(remote) = &self.inner.remote {
+                        if let Some(v) = remote.get(&key).await {
                             self.inner.l1.insert(key.clone(), v.clone(), spec.l1_ttl);
                             guard.complete(v.clone());
+                            stats.hit_l2(start.elapsed());
+                            return Ok(lookup(v, Source::L2, start));
+                        }
+                        if spec.distributed {
+                            match remote.try_lock(&key).await {
+                                Some(remote::Lock::Held(token)) => lock = Some(token),
+                                Some(remote::Lock::Busy) => {
+                                    if let Some(v) = remote.wait_for(&key).await {
+                                        self.inner.l1.insert(key.clone(), v.clone(), spec.l1_ttl);
+                                        guard.complete(v.clone());
+                                        stats.hit_l2(start.elapsed());
+                                        return Ok(lookup(v, Source::L2, start));
+                                    }
+                                }
+                                None => {}
+                            }
+                        }
+                    }
+                    let result = f().await;
+                    if let Ok(v) = &result {
+                        self.inner.l1.insert(key.clone(), v.clone(), spec.l1_ttl);
+                        guard.complete(v.clone());
+                    }
+                    if let Some(remote) = &self.inner.remote {
+                        if let Ok(v) = &result {
+                            remote.set(&key, v, spec.l2_ttl).await;
+                        }
+                        if let Some(token) = lock {
+                            remote.unlock(&key, &token).await;
+                        }
+                    }
+                    return match result {
+                        Ok(v) => {
                             stats.miss(start.elapsed(), v.len());
-                            Ok(Lookup {
-                                value: v,
-                                source: Source::Computed,
-                                elapsed: start.elapsed(),
-                            })
+                            Ok(lookup(v, Source::Computed, start))
                         }
                         Err(e) => {
                             stats.failed();
@@ -228,24 +333,60 @@ impl Cache {
         }
     }
 
-    /// Removes every entry of `kind`, or of every kind when `None` (L1 only: generations
-    /// are kept, so nothing stale can come back).
-    pub fn clear(&self, kind: Option<&str>) -> u64 {
-        let removed = match kind {
+    /// Removes every entry of `kind`, or of every kind when `None`, from L1 and L2.
+    /// Generations are kept, so nothing stale can come back.
+    pub async fn clear(&self, kind: Option<&str>) -> Cleared {
+        let l1 = match kind {
             Some(k) => self.inner.l1.retain(|key| !key_has_kind(key, k)),
             None => self.inner.l1.clear(),
+        };
+        let l2 = match &self.inner.remote {
+            Some(r) => match kind {
+                Some(k) => r.delete_matching(&format!("strata:{k}:*"), |_| false).await,
+                None => {
+                    r.delete_matching("strata:*", |key| {
+                        key.starts_with("strata:gen:") || key.starts_with("strata:lock:")
+                    })
+                    .await
+                }
+            },
+            None => 0,
         };
         self.inner
             .stats
             .cleared
-            .fetch_add(removed, std::sync::atomic::Ordering::Relaxed);
-        removed
+            .fetch_add(l1 + l2, std::sync::atomic::Ordering::Relaxed);
+        Cleared { l1, l2 }
     }
 
-    /// Hit, miss and size counters.
+    /// Hit, miss and size counters, per kind and tier.
     pub fn stats(&self) -> StatsSnapshot {
-        self.inner.stats.snapshot(&self.inner.l1)
+        self.inner.stats.snapshot(
+            &self.inner.l1,
+            &self.inner.generations,
+            self.inner.remote.as_ref().map(|r| r.stats()),
+        )
     }
+
+    /// Closes the Redis connections (no-op without Redis).
+    pub async fn close(&self) {
+        if let Some(r) = &self.inner.remote {
+            r.quit().await;
+        }
+    }
+}
+
+fn lookup(value: Bytes, source: Source, start: Instant) -> Lookup {
+    Lookup {
+        value,
+        source,
+        elapsed: start.elapsed(),
+    }
+}
+
+fn make_key(kind: &str, scope: &str, generation: u64, material: &[u8]) -> String {
+    let hash = blake3::hash(material).to_hex();
+    format!("strata:{kind}:{scope}:{generation}:{}", &hash[..32])
 }
 
 fn key_has_kind(key: &str, kind: &str) -> bool {

@@ -1,4 +1,4 @@
-//! Counters per kind and for the L1 tier, read as a [`StatsSnapshot`].
+//! Counters per kind and tier, read as a [`StatsSnapshot`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,11 +9,14 @@ use serde::Serialize;
 #[derive(Default)]
 pub(crate) struct Counters {
     hits_l1: AtomicU64,
+    hits_l2: AtomicU64,
+    bypassed: AtomicU64,
     misses: AtomicU64,
     joined: AtomicU64,
     failures: AtomicU64,
     bytes_computed: AtomicU64,
     hit_micros: AtomicU64,
+    l2_hit_micros: AtomicU64,
     miss_micros: AtomicU64,
 }
 
@@ -21,6 +24,18 @@ impl Counters {
     pub(crate) fn hit_l1(&self, took: Duration) {
         self.hits_l1.fetch_add(1, Ordering::Relaxed);
         self.hit_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn hit_l2(&self, took: Duration) {
+        self.hits_l2.fetch_add(1, Ordering::Relaxed);
+        self.l2_hit_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn bypassed(&self, took: Duration) {
+        self.bypassed.fetch_add(1, Ordering::Relaxed);
+        self.miss_micros
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 
@@ -46,7 +61,6 @@ impl Counters {
 pub(crate) struct Stats {
     kinds: HashMap<&'static str, Counters>,
     fallback: Counters,
-    pub(crate) invalidations: AtomicU64,
     pub(crate) cleared: AtomicU64,
 }
 
@@ -55,7 +69,6 @@ impl Stats {
         Self {
             kinds: kinds.iter().map(|k| (*k, Counters::default())).collect(),
             fallback: Counters::default(),
-            invalidations: AtomicU64::new(0),
             cleared: AtomicU64::new(0),
         }
     }
@@ -64,29 +77,42 @@ impl Stats {
         self.kinds.get(kind).unwrap_or(&self.fallback)
     }
 
-    pub(crate) fn snapshot(&self, l1: &crate::l1::L1) -> StatsSnapshot {
+    pub(crate) fn snapshot(
+        &self,
+        l1: &crate::l1::L1,
+        generations: &crate::generations::Generations,
+        l2: Option<crate::RemoteStats>,
+    ) -> StatsSnapshot {
         let mut kinds: Vec<KindStats> = self
             .kinds
             .iter()
             .map(|(name, c)| {
                 let hits = c.hits_l1.load(Ordering::Relaxed);
+                let hits_l2 = c.hits_l2.load(Ordering::Relaxed);
+                let bypassed = c.bypassed.load(Ordering::Relaxed);
                 let misses = c.misses.load(Ordering::Relaxed);
                 let joined = c.joined.load(Ordering::Relaxed);
-                let lookups = hits + misses + joined;
+                let lookups = hits + hits_l2 + misses + joined + bypassed;
                 KindStats {
                     kind: name,
                     hits_l1: hits,
+                    hits_l2,
                     misses,
                     joined,
+                    bypassed,
                     failures: c.failures.load(Ordering::Relaxed),
                     hit_ratio: if lookups == 0 {
                         0.0
                     } else {
-                        hits as f64 / lookups as f64
+                        (hits + hits_l2) as f64 / lookups as f64
                     },
                     bytes_computed: c.bytes_computed.load(Ordering::Relaxed),
-                    mean_hit_micros: mean(c.hit_micros.load(Ordering::Relaxed), hits),
-                    mean_miss_micros: mean(c.miss_micros.load(Ordering::Relaxed), misses + joined),
+                    mean_l1_hit_micros: mean(c.hit_micros.load(Ordering::Relaxed), hits),
+                    mean_l2_hit_micros: mean(c.l2_hit_micros.load(Ordering::Relaxed), hits_l2),
+                    mean_miss_micros: mean(
+                        c.miss_micros.load(Ordering::Relaxed),
+                        misses + joined + bypassed,
+                    ),
                 }
             })
             .collect();
@@ -97,9 +123,10 @@ impl Stats {
             l1_capacity_bytes: l1.capacity(),
             l1_evictions: l1.evictions(),
             l1_expirations: l1.expirations(),
-            invalidations: self.invalidations.load(Ordering::Relaxed),
+            invalidations: generations.bumps.load(Ordering::Relaxed),
             cleared: self.cleared.load(Ordering::Relaxed),
             kinds,
+            l2,
         }
     }
 }
@@ -115,18 +142,24 @@ pub struct KindStats {
     pub kind: &'static str,
     /// Served from L1.
     pub hits_l1: u64,
+    /// Served from L2 (Redis).
+    pub hits_l2: u64,
     /// Computed.
     pub misses: u64,
     /// Waited for a concurrent computation of the same key.
     pub joined: u64,
+    /// Computed without the cache while Redis could not vouch for it.
+    pub bypassed: u64,
     /// Computations that failed (not cached).
     pub failures: u64,
-    /// hits / (hits + misses + joined).
+    /// (L1 + L2 hits) / all lookups.
     pub hit_ratio: f64,
     /// Bytes produced by computations.
     pub bytes_computed: u64,
-    /// Mean time of a hit, in microseconds.
-    pub mean_hit_micros: f64,
+    /// Mean time of an L1 hit, in microseconds.
+    pub mean_l1_hit_micros: f64,
+    /// Mean time of an L2 hit, in microseconds.
+    pub mean_l2_hit_micros: f64,
     /// Mean time of a miss (including the computation), in microseconds.
     pub mean_miss_micros: f64,
 }
@@ -150,4 +183,6 @@ pub struct StatsSnapshot {
     pub cleared: u64,
     /// Per kind.
     pub kinds: Vec<KindStats>,
+    /// The Redis tier, when configured.
+    pub l2: Option<crate::RemoteStats>,
 }

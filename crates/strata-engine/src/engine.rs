@@ -64,20 +64,25 @@ pub struct EngineSettings {
     pub cache: strata_cache::CacheSettings,
 }
 
-/// Cache kinds strata uses, with their default L1 TTLs (DESIGN.md's table where it has one).
+/// Cache kinds strata uses, with their default TTLs (DESIGN.md's table where it has one):
+/// (kind, L1 seconds, L2 seconds, compute once across processes).
 pub fn default_cache_kinds() -> Vec<strata_cache::KindSpec> {
     use std::time::Duration;
-    let k = |name, secs| strata_cache::KindSpec {
+    let k = |name, l1, l2, distributed| strata_cache::KindSpec {
         name,
-        l1_ttl: Duration::from_secs(secs),
+        l1_ttl: Duration::from_secs(l1),
+        l2_ttl: Duration::from_secs(l2),
+        distributed,
     };
     vec![
-        k(KIND_EMBEDDING, 3600),
-        k(KIND_SEARCH, 600),
-        k(KIND_DOCUMENT, 1800),
-        k(KIND_DOCUMENT_LIST, 300),
-        k(KIND_TAGS, 300),
-        k(KIND_JOB, 60),
+        // A model call: worth a Redis lock so N processes missing at once embed once.
+        k(KIND_EMBEDDING, 3600, 86_400, true),
+        // Query embedding + ANN: the same.
+        k(KIND_SEARCH, 600, 600, true),
+        k(KIND_DOCUMENT, 1800, 1800, false),
+        k(KIND_DOCUMENT_LIST, 300, 300, false),
+        k(KIND_TAGS, 300, 300, false),
+        k(KIND_JOB, 60, 60, false),
     ]
 }
 
@@ -111,24 +116,42 @@ impl Default for EngineSettings {
             cache: strata_cache::CacheSettings {
                 l1_bytes: 256 * 1024 * 1024,
                 kinds: default_cache_kinds(),
+                redis: None,
             },
         }
     }
 }
 
-/// The cache scope of everything derived from a tenant's documents (the tenant, hashed, so
-/// no name can collide with the key layout).
-pub fn tenant_scope(owner: &TenantId) -> String {
-    format!(
-        "t{}",
-        &blake3::hash(owner.as_str().as_bytes()).to_hex()[..20]
-    )
+/// Cache scopes of one store's tenants. A scope is the tenant hashed with the store's id:
+/// no tenant name can collide with the key layout, processes over the same database share
+/// cached entries, and processes over different databases never do, even through one Redis.
+#[derive(Debug, Clone)]
+pub struct Scopes {
+    salt: String,
 }
 
-/// The cache scope of a tenant's job statuses, invalidated on every job change without
-/// touching the tenant's search results.
-pub fn jobs_scope(owner: &TenantId) -> String {
-    format!("{}j", tenant_scope(owner))
+impl Scopes {
+    /// Scopes for the store with this id.
+    pub fn new(store_id: &str) -> Self {
+        Self {
+            salt: store_id.to_owned(),
+        }
+    }
+
+    /// Everything derived from the tenant's documents.
+    pub fn tenant(&self, owner: &TenantId) -> String {
+        let mut h = blake3::Hasher::new();
+        h.update(self.salt.as_bytes());
+        h.update(b"\0");
+        h.update(owner.as_str().as_bytes());
+        format!("t{}", &h.finalize().to_hex()[..24])
+    }
+
+    /// The tenant's job statuses, invalidated on every job change without touching its
+    /// search results.
+    pub fn jobs(&self, owner: &TenantId) -> String {
+        format!("{}j", self.tenant(owner))
+    }
 }
 
 /// Chunks are measured in the embedding model's own tokens, so each fits its context.
@@ -201,6 +224,7 @@ struct Inner {
     embedder: Arc<dyn Embedder>,
     vectors: Arc<VectorIndex>,
     cache: strata_cache::Cache,
+    scopes: Scopes,
     /// Held for the engine's life: one process per data directory.
     _lock: std::fs::File,
 }
@@ -251,7 +275,9 @@ impl Engine {
             )
             .await?,
         );
-        let cache = strata_cache::Cache::new(settings.cache.clone());
+        let cache = strata_cache::Cache::new(settings.cache.clone())
+            .map_err(|e| EngineError::Config(e.to_string()))?;
+        let scopes = Scopes::new(&store.store_id().await?);
         let (events, _) = broadcast::channel(1024);
         let runner = Runner::new(
             crate::jobs::RunnerDeps {
@@ -262,6 +288,7 @@ impl Engine {
                 vectors: vectors.clone(),
                 tokenizer,
                 cache: cache.clone(),
+                scopes: scopes.clone(),
             },
             settings.jobs.clone(),
         );
@@ -277,6 +304,7 @@ impl Engine {
                 embedder,
                 vectors,
                 cache,
+                scopes,
                 _lock: lock,
             }),
         })
@@ -297,9 +325,25 @@ impl Engine {
         .await
     }
 
+    /// The cache scopes of this store's tenants.
+    pub fn scopes(&self) -> &Scopes {
+        &self.inner.scopes
+    }
+
     /// The cache, for the HTTP layer's response caching and statistics.
     pub fn cache(&self) -> &strata_cache::Cache {
         &self.inner.cache
+    }
+
+    /// Makes everything cached from `owner`'s data, documents and jobs alike, unreachable in
+    /// every tier and (with Redis) every process, before returning.
+    pub async fn invalidate_tenant(&self, owner: &TenantId) {
+        let cache = &self.inner.cache;
+        let (docs, jobs) = (
+            self.inner.scopes.tenant(owner),
+            self.inner.scopes.jobs(owner),
+        );
+        tokio::join!(cache.invalidate(&docs), cache.invalidate(&jobs));
     }
 
     /// A query's embedding, from the cache when this model embedded this exact text before.
@@ -418,8 +462,7 @@ impl Engine {
             .await?;
         Ok(match outcome {
             InsertOutcome::Created(d) => {
-                self.inner.cache.invalidate(&tenant_scope(owner));
-                self.inner.cache.invalidate(&jobs_scope(owner));
+                self.invalidate_tenant(owner).await;
                 self.inner.runner.wake.notify_one();
                 IngestOutcome::Created(d)
             }
@@ -538,7 +581,10 @@ impl Engine {
         detached(async move {
             let updated = this.inner.store.update_document(&owner, id, &patch).await?;
             if updated.is_some() {
-                this.inner.cache.invalidate(&tenant_scope(&owner));
+                this.inner
+                    .cache
+                    .invalidate(&this.inner.scopes.tenant(&owner))
+                    .await;
             }
             Ok(updated)
         })
@@ -563,8 +609,7 @@ impl Engine {
             .await?
             .ok_or_else(|| EngineError::not_found(IdKind::Document, id))?;
         self.inner.vectors.remove(&deleted.chunk_ids)?;
-        self.inner.cache.invalidate(&tenant_scope(owner));
-        self.inner.cache.invalidate(&jobs_scope(owner));
+        self.invalidate_tenant(owner).await;
         if self.inner.store.count_sha256_refs(&deleted.sha256).await? == 0 {
             self.inner.blobs.remove(&deleted.sha256).await?;
         }
@@ -685,6 +730,7 @@ impl Engine {
             }
         }
         self.inner.store.close().await;
+        self.inner.cache.close().await;
     }
 }
 

@@ -131,6 +131,7 @@ pub(crate) struct RunnerDeps {
     pub(crate) vectors: Arc<VectorIndex>,
     pub(crate) tokenizer: Arc<dyn Tokenizer>,
     pub(crate) cache: strata_cache::Cache,
+    pub(crate) scopes: crate::engine::Scopes,
 }
 
 /// Shared handles a worker needs.
@@ -146,6 +147,7 @@ pub struct Runner {
     pub(crate) embedder: Arc<dyn Embedder>,
     pub(crate) vectors: Arc<VectorIndex>,
     pub(crate) cache: strata_cache::Cache,
+    pub(crate) scopes: crate::engine::Scopes,
 }
 
 impl Runner {
@@ -162,6 +164,7 @@ impl Runner {
             embedder: deps.embedder,
             vectors: deps.vectors,
             cache: deps.cache,
+            scopes: deps.scopes,
         }
     }
 
@@ -221,11 +224,9 @@ impl Runner {
         let lease = claimed.lease.clone();
         let attempts = claimed.job.attempts;
         // The document's status changed (queued -> processing), and will again at the end.
-        let documents_changed = || {
-            self.cache
-                .invalidate(&crate::engine::tenant_scope(&claimed.owner))
-        };
-        documents_changed();
+        let scope = self.scopes.tenant(&claimed.owner);
+        let documents_changed = || self.cache.invalidate(&scope);
+        documents_changed().await;
         self.publish(&lease).await;
         info!("job claimed");
         // The attempt is stopped cooperatively, at a point between two store writes: dropping
@@ -279,7 +280,7 @@ impl Runner {
             Err(JobError::Interrupted) if lease_lost => Err(JobError::LeaseLost),
             Err(JobError::Interrupted) => {
                 let released = self.store.release_job(&lease).await?;
-                documents_changed();
+                documents_changed().await;
                 info!(released, "shutdown: job returned to the queue");
                 self.publish(&lease).await;
                 return Ok(Step::Released);
@@ -307,7 +308,7 @@ impl Runner {
         if !self.store.finish_job(&lease, outcome).await? {
             info!("lease lost before the outcome was recorded");
         }
-        documents_changed();
+        documents_changed().await;
         self.publish(&lease).await;
         Ok(Step::Ran)
     }
@@ -325,7 +326,7 @@ impl Runner {
     async fn publish(&self, lease: &Lease) {
         match self.store.get_job_any_owner(lease.job_id).await {
             Ok(Some((owner, job))) => {
-                self.cache.invalidate(&crate::engine::jobs_scope(&owner));
+                self.cache.invalidate(&self.scopes.jobs(&owner)).await;
                 if self.events.receiver_count() > 0 {
                     let _ = self.events.send(JobEvent { owner, job });
                 }

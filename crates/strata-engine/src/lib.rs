@@ -23,9 +23,9 @@ pub mod vectors;
 pub use engine::{
     DEFAULT_MODEL_DIR, DEFAULT_PAGE, Engine, EngineSettings, IngestOutcome, KIND_DOCUMENT,
     KIND_DOCUMENT_LIST, KIND_EMBEDDING, KIND_JOB, KIND_SEARCH, KIND_TAGS, ListDocuments, ListJobs,
-    MAX_PAGE, UploadMeta, default_cache_kinds, jobs_scope, tenant_scope,
+    MAX_PAGE, Scopes, UploadMeta, default_cache_kinds,
 };
 pub use error::{EngineError, Result};
 pub use ids::{DocumentId, IdKind, JobId, TenantId};
-pub use strata_cache::{Cache, CacheSettings, KindSpec, Lookup, Source};
+pub use strata_cache::{Cache, CacheSettings, KindSpec, Lookup, RedisSettings, Source};
 pub use strata_embed::{BatchSettings, HttpSettings, LocalRuntime};

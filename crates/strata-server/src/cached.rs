@@ -35,8 +35,10 @@ where
     let etag = format!("\"{}\"", &blake3::hash(&lookup.value).to_hex()[..24]);
     let (x_cache, desc) = match lookup.source {
         Source::L1 => ("HIT-L1", "l1-hit"),
+        Source::L2 => ("HIT-L2", "l2-hit"),
         Source::Computed => ("MISS", "miss"),
         Source::Joined => ("MISS", "coalesced"),
+        Source::Bypassed => ("MISS", "bypass"),
     };
     let timing = format!(
         "cache;desc={desc};dur={:.3}",

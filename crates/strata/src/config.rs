@@ -133,6 +133,24 @@ pub struct Overrides {
     #[arg(long, env = "STRATA_CACHE_TTL", global = true)]
     pub cache_ttl: Option<String>,
 
+    /// Cache TTLs per kind in Redis (L2), in seconds, same form as --cache-ttl.
+    #[arg(long, env = "STRATA_CACHE_L2_TTL", global = true)]
+    pub cache_l2_ttl: Option<String>,
+
+    /// Redis for the shared cache tier (L2), generations and cross-instance invalidation:
+    /// `redis://[user:password@]host:port[/db]` [default: none, single process].
+    #[arg(long, env = "STRATA_REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
+
+    /// Redis connections in the pool (commands are pipelined on each) [default: 4].
+    #[arg(long, env = "STRATA_REDIS_POOL_SIZE", global = true)]
+    pub redis_pool_size: Option<usize>,
+
+    /// Longest wait for one Redis command, in milliseconds, before it counts as a failure;
+    /// three failures in a row open the circuit breaker for a second [default: 100].
+    #[arg(long, env = "STRATA_REDIS_TIMEOUT_MS", global = true)]
+    pub redis_timeout_ms: Option<u64>,
+
     /// Maximum SQLite connections [default: 8].
     #[arg(long, env = "STRATA_DB_MAX_CONNECTIONS", global = true)]
     pub db_max_connections: Option<u32>,
@@ -185,6 +203,10 @@ struct FileConfig {
     db_max_connections: Option<u32>,
     cache_l1: Option<SizeValue>,
     cache_ttl: Option<String>,
+    cache_l2_ttl: Option<String>,
+    redis_url: Option<String>,
+    redis_pool_size: Option<usize>,
+    redis_timeout_ms: Option<u64>,
     model_dir: Option<PathBuf>,
     embedder: Option<Runtime>,
     embed_url: Option<String>,
@@ -310,7 +332,27 @@ impl Config {
                     }
                     (None, None) => 256 * 1024 * 1024,
                 },
-                kinds: cache_kinds(flags.cache_ttl.as_deref().or(file.cache_ttl.as_deref()))?,
+                kinds: cache_kinds(
+                    flags.cache_ttl.as_deref().or(file.cache_ttl.as_deref()),
+                    flags
+                        .cache_l2_ttl
+                        .as_deref()
+                        .or(file.cache_l2_ttl.as_deref()),
+                )?,
+                redis: match flags.redis_url.clone().or(file.redis_url.clone()) {
+                    Some(url) if !url.trim().is_empty() => {
+                        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                            anyhow::bail!("redis_url: {} is not a redis:// URL", mask_url(&url));
+                        }
+                        let mut r = strata_engine::RedisSettings::new(url);
+                        r.pool_size = pick!(redis_pool_size, r.pool_size).max(1);
+                        r.op_timeout = Duration::from_millis(
+                            pick!(redis_timeout_ms, r.op_timeout.as_millis() as u64).max(1),
+                        );
+                        Some(r)
+                    }
+                    _ => None,
+                },
             },
             ann: AnnSettings {
                 expansion_search: pick!(search_ef, 64).max(1),
@@ -377,6 +419,29 @@ impl Config {
                     .collect::<Vec<_>>()
                     .join(","),
             ),
+            (
+                "cache_l2_ttl",
+                e.cache
+                    .kinds
+                    .iter()
+                    .map(|k| format!("{}={}", k.name, k.l2_ttl.as_secs()))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "redis_url",
+                e.cache
+                    .redis
+                    .as_ref()
+                    .map_or("(none: L1 only, one process)".into(), |r| {
+                        format!(
+                            "{} (pool {}, timeout {} ms)",
+                            mask_url(&r.url),
+                            r.pool_size,
+                            r.op_timeout.as_millis()
+                        )
+                    }),
+            ),
             ("model_dir", e.model_dir.display().to_string()),
             (
                 "embedder",
@@ -407,10 +472,33 @@ impl Config {
     }
 }
 
-/// The default kinds with `overrides` (`kind=secs,...`) applied.
-fn cache_kinds(overrides: Option<&str>) -> anyhow::Result<Vec<strata_engine::KindSpec>> {
+/// The default kinds with TTL overrides (`kind=secs,...`) for L1 and L2 applied.
+fn cache_kinds(l1: Option<&str>, l2: Option<&str>) -> anyhow::Result<Vec<strata_engine::KindSpec>> {
     let mut kinds = strata_engine::default_cache_kinds();
-    for part in overrides
+    for (name, secs) in ttl_overrides(l1, "cache_ttl")? {
+        find_kind(&mut kinds, &name, "cache_ttl")?.l1_ttl = Duration::from_secs(secs);
+    }
+    for (name, secs) in ttl_overrides(l2, "cache_l2_ttl")? {
+        find_kind(&mut kinds, &name, "cache_l2_ttl")?.l2_ttl = Duration::from_secs(secs);
+    }
+    Ok(kinds)
+}
+
+fn find_kind<'a>(
+    kinds: &'a mut [strata_engine::KindSpec],
+    name: &str,
+    setting: &str,
+) -> anyhow::Result<&'a mut strata_engine::KindSpec> {
+    kinds
+        .iter_mut()
+        .find(|k| k.name == name)
+        .ok_or_else(|| anyhow::anyhow!("{setting}: unknown kind {name:?}"))
+}
+
+/// Parses `kind=secs,...`.
+fn ttl_overrides(text: Option<&str>, setting: &str) -> anyhow::Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    for part in text
         .unwrap_or("")
         .split(',')
         .map(str::trim)
@@ -418,18 +506,14 @@ fn cache_kinds(overrides: Option<&str>) -> anyhow::Result<Vec<strata_engine::Kin
     {
         let (name, secs) = part
             .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("cache_ttl: {part:?} is not kind=seconds"))?;
+            .ok_or_else(|| anyhow::anyhow!("{setting}: {part:?} is not kind=seconds"))?;
         let secs: u64 = secs
             .trim()
             .parse()
-            .map_err(|_| anyhow::anyhow!("cache_ttl: {secs:?} is not a number of seconds"))?;
-        let kind = kinds
-            .iter_mut()
-            .find(|k| k.name == name.trim())
-            .ok_or_else(|| anyhow::anyhow!("cache_ttl: unknown kind {name:?}"))?;
-        kind.l1_ttl = Duration::from_secs(secs);
+            .map_err(|_| anyhow::anyhow!("{setting}: {secs:?} is not a number of seconds"))?;
+        out.push((name.trim().to_owned(), secs));
     }
-    Ok(kinds)
+    Ok(out)
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -492,14 +576,17 @@ mod tests {
 
     #[test]
     fn cache_ttl_overrides() {
-        let k = cache_kinds(Some("search_results=5, tag_counts=7")).unwrap();
+        let k = cache_kinds(Some("search_results=5, tag_counts=7"), Some("embedding=9")).unwrap();
         let ttl = |n: &str| k.iter().find(|x| x.name == n).unwrap().l1_ttl.as_secs();
         assert_eq!(
             (ttl("search_results"), ttl("tag_counts"), ttl("embedding")),
             (5, 7, 3600)
         );
-        assert!(cache_kinds(Some("nope=1")).is_err());
-        assert!(cache_kinds(Some("search_results")).is_err());
+        assert!(cache_kinds(Some("nope=1"), None).is_err());
+        assert!(cache_kinds(Some("search_results"), None).is_err());
+        assert!(cache_kinds(None, Some("nope=1")).is_err());
+        let l2 = |n: &str| k.iter().find(|x| x.name == n).unwrap().l2_ttl.as_secs();
+        assert_eq!((l2("embedding"), l2("search_results")), (9, 600));
     }
 
     #[test]

@@ -323,6 +323,9 @@ pub trait Store: Send + Sync + 'static {
     /// A cheap round trip proving the backend answers.
     async fn ping(&self) -> Result<()>;
 
+    /// This store's random identity, made on first call and stable for its lifetime.
+    async fn store_id(&self) -> Result<String>;
+
     /// Closes the pool, waiting for connections to be returned.
     async fn close(&self);
 }

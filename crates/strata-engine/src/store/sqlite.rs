@@ -996,6 +996,18 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn store_id(&self) -> Result<String> {
+        let fresh = uuid::Uuid::now_v7().simple().to_string();
+        sqlx::query("INSERT INTO strata_meta (key, value) VALUES ('store_id', ?) ON CONFLICT (key) DO NOTHING")
+            .bind(&fresh)
+            .execute(&self.pool)
+            .await?;
+        let id: String = sqlx::query_scalar("SELECT value FROM strata_meta WHERE key = 'store_id'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(id)
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }

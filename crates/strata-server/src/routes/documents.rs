@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use strata_engine::model::{Document, DocumentFilter, DocumentPatch, DocumentStatus};
 use strata_engine::{
     DocumentId, IngestOutcome, KIND_DOCUMENT, KIND_DOCUMENT_LIST, KIND_TAGS, ListDocuments,
-    UploadMeta, tenant_scope,
+    UploadMeta,
 };
 use tokio_util::io::ReaderStream;
 
@@ -233,7 +233,7 @@ pub async fn list(
         status.map(DocumentStatus::as_str).unwrap_or(""),
         &fields.as_ref().map(|f| f.join(",")).unwrap_or_default(),
     ]);
-    let scope = tenant_scope(&tenant.0);
+    let scope = app.engine.scopes().tenant(&tenant.0);
     cached::json(
         &app,
         &headers,
@@ -295,7 +295,7 @@ pub async fn get(
         &id.to_string(),
         &fields.as_ref().map(|f| f.join(",")).unwrap_or_default(),
     ]);
-    let scope = tenant_scope(&tenant.0);
+    let scope = app.engine.scopes().tenant(&tenant.0);
     cached::json(&app, &headers, KIND_DOCUMENT, &scope, &material, || async {
         let doc = app.engine.get_document(&tenant.0, id).await?;
         cached::body(&select(&doc, fields.as_deref()))
@@ -421,7 +421,7 @@ pub async fn tags(
     tenant: Tenant,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let scope = tenant_scope(&tenant.0);
+    let scope = app.engine.scopes().tenant(&tenant.0);
     cached::json(&app, &headers, KIND_TAGS, &scope, b"tags", || async {
         let items = app.engine.tag_counts(&tenant.0).await?;
         cached::body(&json!({ "items": items }))

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 use strata_engine::jobs::JobEvent;
 use strata_engine::model::{Job, JobFilter, JobStatus};
-use strata_engine::{JobId, KIND_JOB, ListJobs, TenantId, jobs_scope};
+use strata_engine::{JobId, KIND_JOB, ListJobs, TenantId};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::error::ApiError;
@@ -44,7 +44,7 @@ pub async fn list(
         cursor.as_deref().unwrap_or(""),
         status.map(JobStatus::as_str).unwrap_or(""),
     ]);
-    let scope = jobs_scope(&tenant.0);
+    let scope = app.engine.scopes().jobs(&tenant.0);
     cached::json(&app, &headers, KIND_JOB, &scope, &material, || async {
         let page = app
             .engine
@@ -70,7 +70,7 @@ pub async fn get(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let id = JobId::parse_or_not_found(&id)?;
-    let scope = jobs_scope(&tenant.0);
+    let scope = app.engine.scopes().jobs(&tenant.0);
     let material = canonical(&["job", &id.to_string()]);
     cached::json(&app, &headers, KIND_JOB, &scope, &material, || async {
         cached::body(&app.engine.get_job(&tenant.0, id).await?)

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use strata_engine::{TenantId, jobs_scope, tenant_scope};
+use strata_engine::TenantId;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -59,12 +59,14 @@ pub async fn cache_clear(
         if req.kind.is_some() {
             return Err(ApiError::invalid("tenant", "give kind or tenant, not both"));
         }
-        cache.invalidate(&tenant_scope(&tenant));
-        cache.invalidate(&jobs_scope(&tenant));
+        app.engine.invalidate_tenant(&tenant).await;
         return Ok(Json(json!({ "invalidated_tenant": t })));
     }
-    let removed = cache.clear(req.kind.as_deref());
-    Ok(Json(
-        json!({ "removed_entries": removed, "kind": req.kind }),
-    ))
+    let removed = cache.clear(req.kind.as_deref()).await;
+    Ok(Json(json!({
+        "removed_entries": removed.l1 + removed.l2,
+        "removed_l1": removed.l1,
+        "removed_l2": removed.l2,
+        "kind": req.kind
+    })))
 }

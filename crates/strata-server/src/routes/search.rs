@@ -8,8 +8,8 @@ use axum::response::Response;
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use strata_engine::KIND_SEARCH;
 use strata_engine::search::SearchRequest;
-use strata_engine::{KIND_SEARCH, tenant_scope};
 
 use crate::error::ApiError;
 use crate::extract::{ApiJson, Tenant};
@@ -26,7 +26,7 @@ pub async fn search(
 ) -> Result<Response, ApiError> {
     let stream = req.stream;
     let material = search_material(&req);
-    let scope = tenant_scope(&tenant.0);
+    let scope = app.engine.scopes().tenant(&tenant.0);
     let resp = cached::json(&app, &headers, KIND_SEARCH, &scope, &material, || async {
         cached::body(&app.engine.search(&tenant.0, req).await?)
     })
