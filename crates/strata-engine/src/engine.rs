@@ -277,6 +277,15 @@ impl Engine {
         );
         let cache = strata_cache::Cache::new(settings.cache.clone())
             .map_err(|e| EngineError::Config(e.to_string()))?;
+        if cache.has_remote() {
+            if cache.ready(std::time::Duration::from_secs(3)).await {
+                info!("redis connected: L2 cache and cross-instance invalidation on");
+            } else {
+                tracing::warn!(
+                    "redis not reachable yet: serving without the shared cache until it answers"
+                );
+            }
+        }
         let scopes = Scopes::new(&store.store_id().await?);
         let (events, _) = broadcast::channel(1024);
         let runner = Runner::new(
@@ -323,6 +332,19 @@ impl Engine {
             &query,
         )
         .await
+    }
+
+    /// What, besides the request, decides a search's answer in this process: the embedding
+    /// model and the index's search settings. Part of every search cache key, so processes
+    /// configured differently never share answers.
+    pub fn search_fingerprint(&self) -> String {
+        let a = &self.inner.settings.ann;
+        format!(
+            "{}/ef{}/exact{}",
+            self.inner.embedder.model(),
+            a.expansion_search,
+            a.exact_limit
+        )
     }
 
     /// The cache scopes of this store's tenants.

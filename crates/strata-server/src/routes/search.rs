@@ -25,7 +25,7 @@ pub async fn search(
     ApiJson(req): ApiJson<SearchRequest>,
 ) -> Result<Response, ApiError> {
     let stream = req.stream;
-    let material = search_material(&req);
+    let material = search_material(&req, &app.engine.search_fingerprint());
     let scope = app.engine.scopes().tenant(&tenant.0);
     let resp = cached::json(&app, &headers, KIND_SEARCH, &scope, &material, || async {
         cached::body(&app.engine.search(&tenant.0, req).await?)
@@ -64,7 +64,7 @@ pub async fn search(
 
 /// Every parameter that changes a search's answer, canonicalised (trimmed query, sorted
 /// filters), so equivalent requests share an entry and different ones never do.
-fn search_material(req: &SearchRequest) -> Vec<u8> {
+fn search_material(req: &SearchRequest, engine: &str) -> Vec<u8> {
     let mut tags = req.filter.tags.iter().map(|t| t.trim()).collect::<Vec<_>>();
     tags.sort_unstable();
     tags.dedup();
@@ -77,6 +77,7 @@ fn search_material(req: &SearchRequest) -> Vec<u8> {
     docs.sort_unstable();
     docs.dedup();
     let canonical = json!({
+        "engine": engine,
         "query": req.query.trim(),
         "k": req.k.unwrap_or(strata_engine::search::DEFAULT_K),
         "tags": tags,
@@ -221,7 +222,9 @@ mod material_tests {
     #[test]
     fn every_parameter_that_changes_the_answer_changes_the_key() {
         let base = json!({"query": "cats", "k": 5, "filter": {"tags": ["a"]}, "min_score": 0.2});
-        let m = search_material(&req(base.clone()));
+        let m = search_material(&req(base.clone()), "m/ef64");
+        assert_ne!(m, search_material(&req(base.clone()), "other-model/ef64"));
+        assert_ne!(m, search_material(&req(base.clone()), "m/ef128"));
         for changed in [
             json!({"query": "dogs", "k": 5, "filter": {"tags": ["a"]}, "min_score": 0.2}),
             json!({"query": "cats", "k": 6, "filter": {"tags": ["a"]}, "min_score": 0.2}),
@@ -230,7 +233,11 @@ mod material_tests {
             json!({"query": "cats", "k": 5, "filter": {"tags": ["a"]}, "min_score": 0.3}),
             json!({"query": "cats", "k": 5, "filter": {"tags": ["a"]}}),
         ] {
-            assert_ne!(m, search_material(&req(changed.clone())), "{changed}");
+            assert_ne!(
+                m,
+                search_material(&req(changed.clone()), "m/ef64"),
+                "{changed}"
+            );
         }
     }
 
@@ -238,6 +245,6 @@ mod material_tests {
     fn equivalent_requests_share_the_key() {
         let a = json!({"query": " cats ", "filter": {"tags": ["b", "a", "a"]}, "stream": true});
         let b = json!({"query": "cats", "k": 10, "filter": {"tags": ["a", "b"]}});
-        assert_eq!(search_material(&req(a)), search_material(&req(b)));
+        assert_eq!(search_material(&req(a), "m"), search_material(&req(b), "m"));
     }
 }

@@ -196,3 +196,86 @@ async fn clearing_by_kind_by_tenant_and_all() {
     );
     s.stop().await;
 }
+
+fn with_redis(e: &mut strata_engine::EngineSettings) {
+    let url = std::env::var("STRATA_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    e.cache.redis = Some(strata_engine::RedisSettings::new(url));
+    e.jobs.workers = 0;
+}
+
+#[tokio::test]
+async fn a_restarted_server_answers_from_redis_and_writes_still_invalidate() {
+    let s = TestServer::start_with(with_redis).await;
+    let d = s.create_text("kept in redis", &["r"]).await;
+    let id = d["id"].as_str().unwrap().to_owned();
+    let paths = [
+        "/v1/documents".to_owned(),
+        format!("/v1/documents/{id}"),
+        "/v1/tags".to_owned(),
+    ];
+    let mut bodies = Vec::new();
+    for p in &paths {
+        let r = s.get(p).await;
+        assert_eq!(x_cache(&r), "MISS", "{p}");
+        bodies.push(r.text().await.unwrap());
+    }
+    // A new process over the same data: its L1 is empty, Redis still has every answer.
+    let dir = s.stop_keep().await;
+    let s = TestServer::start_in(dir, with_redis).await;
+    for (p, body) in paths.iter().zip(&bodies) {
+        let r = s.get(p).await;
+        assert_eq!(x_cache(&r), "HIT-L2", "{p}");
+        let timing = r.headers()["server-timing"].to_str().unwrap().to_owned();
+        assert!(timing.contains("l2-hit"), "{timing}");
+        assert_eq!(&r.text().await.unwrap(), body);
+        assert_eq!(x_cache(&s.get(p).await), "HIT-L1", "{p}");
+    }
+    // A write invalidates both tiers.
+    let r = s
+        .patch_url(
+            &s.url(&format!("/v1/documents/{id}")),
+            json!({"title": "renamed"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = s.get(&format!("/v1/documents/{id}")).await;
+    assert_eq!(x_cache(&r), "MISS");
+    assert_eq!(r.json::<Value>().await.unwrap()["title"], "renamed");
+    let stats = s.get_json("/v1/performance/cache/stats").await;
+    let l2 = &stats["cache"]["l2"];
+    assert_eq!(l2["breaker"], "closed", "{stats}");
+    assert_eq!(l2["bus_healthy"], true);
+    assert!(l2["bytes_read"].as_u64().unwrap() > 0);
+    let meta = stats["cache"]["kinds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kind"] == "document_meta")
+        .unwrap();
+    assert_eq!(meta["hits_l2"], 1, "{stats}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn every_list_parameter_is_part_of_the_key() {
+    let s = TestServer::start_with(|e| e.jobs.workers = 0).await;
+    s.create_text("one", &["a"]).await;
+    s.create_text("two", &["b"]).await;
+    let base = "/v1/documents?limit=5&tag=a&status=queued&fields=id,title";
+    assert_eq!(x_cache(&s.get(base).await), "MISS");
+    assert_eq!(x_cache(&s.get(base).await), "HIT-L1");
+    let first = s.get_json("/v1/documents?limit=1").await;
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    for changed in [
+        "/v1/documents?limit=4&tag=a&status=queued&fields=id,title".to_owned(),
+        "/v1/documents?limit=5&tag=b&status=queued&fields=id,title".to_owned(),
+        "/v1/documents?limit=5&tag=a&status=ready&fields=id,title".to_owned(),
+        "/v1/documents?limit=5&tag=a&status=queued&fields=id".to_owned(),
+        format!("/v1/documents?limit=1&cursor={cursor}"),
+    ] {
+        assert_eq!(x_cache(&s.get(&changed).await), "MISS", "{changed}");
+    }
+    assert_eq!(x_cache(&s.get(base).await), "HIT-L1");
+    s.stop().await;
+}
