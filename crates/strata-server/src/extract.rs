@@ -4,6 +4,7 @@ use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::request::Parts;
 use strata_engine::TenantId;
 
+use crate::AppState;
 use crate::error::ApiError;
 
 /// `Json<T>` with problem+json rejections.
@@ -23,16 +24,37 @@ pub struct ApiPath<T>(pub T);
 
 /// The tenant a request acts for.
 ///
-/// Authentication has not landed yet: every request is the single development tenant
-/// ([`TenantId::local`]), and the server warns about it at startup. JWT verification will
-/// replace this extractor's body, and nothing else.
+/// Two modes until JWT verification lands: with [`crate::ServerSettings::tenant_header`]
+/// set, the tenant is that header's value, as set by an authenticating proxy in front of
+/// strata (a request without it is 401); otherwise every request is the single development
+/// tenant ([`TenantId::local`]), and the server warns about it at startup.
 #[derive(Debug, Clone)]
 pub struct Tenant(pub TenantId);
 
-impl<S: Send + Sync> FromRequestParts<S> for Tenant {
+impl FromRequestParts<AppState> for Tenant {
     type Rejection = ApiError;
 
-    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Tenant(TenantId::local()))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(name) = &state.tenant_header else {
+            return Ok(Tenant(TenantId::local()));
+        };
+        let value = parts.headers.get(name).ok_or_else(|| {
+            ApiError::new(
+                crate::error::Code::Unauthenticated,
+                format!("the {name} header naming the tenant is missing"),
+            )
+        })?;
+        let text = value.to_str().map_err(|_| {
+            ApiError::new(
+                crate::error::Code::Unauthenticated,
+                format!("the {name} header is not visible ASCII"),
+            )
+        })?;
+        TenantId::parse(text.trim())
+            .map(Tenant)
+            .map_err(|e| ApiError::new(crate::error::Code::Unauthenticated, format!("{name}: {e}")))
     }
 }

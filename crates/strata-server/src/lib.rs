@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderMap, HeaderName, header};
+use axum::http::{HeaderMap, header};
 use axum::routing::get;
 use strata_engine::Engine;
 use tokio::net::TcpListener;
@@ -39,6 +39,9 @@ pub struct ServerSettings {
     pub json_body_limit: usize,
     /// How long in-flight requests may take to finish after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Take the tenant from this request header, set by an authenticating proxy in front
+    /// of strata; `None`: every request is the single local tenant.
+    pub tenant_header: Option<axum::http::HeaderName>,
 }
 
 impl Default for ServerSettings {
@@ -47,9 +50,13 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 7733)),
             json_body_limit: 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
+            tenant_header: None,
         }
     }
 }
+
+/// The type of [`ServerSettings::tenant_header`].
+pub use axum::http::HeaderName;
 
 /// Shared, immutable state of the handlers.
 #[derive(Clone)]
@@ -61,6 +68,8 @@ pub struct AppInner {
     pub engine: Engine,
     /// Fired when the server shuts down; long-lived streams end on it.
     pub shutdown: CancellationToken,
+    /// See [`ServerSettings::tenant_header`].
+    pub tenant_header: Option<axum::http::HeaderName>,
 }
 
 impl Deref for AppState {
@@ -77,7 +86,11 @@ pub fn router(engine: Engine, settings: &ServerSettings, shutdown: CancellationT
     let upload_limit = usize::try_from(engine.max_upload_bytes())
         .unwrap_or(usize::MAX)
         .saturating_add(64 * 1024);
-    let state = AppState(Arc::new(AppInner { engine, shutdown }));
+    let state = AppState(Arc::new(AppInner {
+        engine,
+        shutdown,
+        tenant_header: settings.tenant_header.clone(),
+    }));
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .route(

@@ -151,6 +151,12 @@ pub struct Overrides {
     #[arg(long, env = "STRATA_REDIS_TIMEOUT_MS", global = true)]
     pub redis_timeout_ms: Option<u64>,
 
+    /// Take each request's tenant from this header, set by an authenticating proxy in front
+    /// of strata (e.g. `X-Forwarded-User`); requests without it get 401. Unset: every request
+    /// is the single local tenant (development only) [default: unset].
+    #[arg(long, env = "STRATA_TENANT_HEADER", global = true)]
+    pub tenant_header: Option<String>,
+
     /// Maximum SQLite connections [default: 8].
     #[arg(long, env = "STRATA_DB_MAX_CONNECTIONS", global = true)]
     pub db_max_connections: Option<u32>,
@@ -207,6 +213,7 @@ struct FileConfig {
     redis_url: Option<String>,
     redis_pool_size: Option<usize>,
     redis_timeout_ms: Option<u64>,
+    tenant_header: Option<String>,
     model_dir: Option<PathBuf>,
     embedder: Option<Runtime>,
     embed_url: Option<String>,
@@ -363,6 +370,14 @@ impl Config {
         let server = ServerSettings {
             listen: pick!(listen, ServerSettings::default().listen),
             shutdown_grace: grace,
+            tenant_header: match flags.tenant_header.clone().or(file.tenant_header.clone()) {
+                Some(h) if !h.trim().is_empty() => Some(
+                    strata_server::HeaderName::from_bytes(h.trim().as_bytes()).map_err(|_| {
+                        anyhow::anyhow!("tenant_header: {h:?} is not a header name")
+                    })?,
+                ),
+                _ => None,
+            },
             ..ServerSettings::default()
         };
         Ok(Self {
@@ -386,6 +401,13 @@ impl Config {
                     .map_or("(none)".into(), |p| p.display().to_string()),
             ),
             ("listen", self.server.listen.to_string()),
+            (
+                "tenant_header",
+                self.server
+                    .tenant_header
+                    .as_ref()
+                    .map_or("(none: single local tenant)".into(), |h| h.to_string()),
+            ),
             ("data_dir", e.data_dir.display().to_string()),
             (
                 "database_url",

@@ -140,10 +140,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         config.describe()
     );
-    warn!(
-        "authentication is not available yet: every request acts as the single local tenant; \
-         do not expose this server beyond localhost"
-    );
+    match &config.server.tenant_header {
+        Some(h) => info!(
+            header = %h,
+            "tenants come from a request header: only an authenticating proxy may reach this server"
+        ),
+        None => warn!(
+            "authentication is not available yet: every request acts as the single local tenant; \
+             do not expose this server beyond localhost"
+        ),
+    }
     let engine = Engine::open(config.engine)
         .await
         .context("opening the store")?;

@@ -29,6 +29,15 @@ impl TestServer {
 
     /// Starts a server over an existing directory (a restart, when it held a server before).
     pub async fn start_in(dir: TempDir, configure: impl FnOnce(&mut EngineSettings)) -> Self {
+        Self::start_custom(dir, configure, |_| {}).await
+    }
+
+    /// Starts a server with both the engine's and the HTTP layer's settings adjusted.
+    pub async fn start_custom(
+        dir: TempDir,
+        configure: impl FnOnce(&mut EngineSettings),
+        configure_server: impl FnOnce(&mut ServerSettings),
+    ) -> Self {
         let mut settings = EngineSettings {
             data_dir: dir.path().join("data"),
             ..EngineSettings::default()
@@ -40,11 +49,12 @@ impl TestServer {
         settings.jobs.backoff_base = Duration::from_millis(100);
         configure(&mut settings);
         let engine = Engine::open(settings).await.expect("engine opens");
-        let server = ServerSettings {
+        let mut server = ServerSettings {
             listen: "127.0.0.1:0".parse().expect("addr"),
             shutdown_grace: Duration::from_secs(2),
             ..ServerSettings::default()
         };
+        configure_server(&mut server);
         let app = App::build(engine, server).await.expect("bind");
         let addr = app.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
@@ -132,6 +142,19 @@ impl TestServer {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// GET as a tenant named by the `x-tenant` header.
+    pub async fn get_json_as(&self, path: &str, tenant: &str) -> Value {
+        self.client
+            .get(self.url(path))
+            .header("x-tenant", tenant)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json")
     }
 
     pub async fn stop(self) {

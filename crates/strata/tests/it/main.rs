@@ -10,6 +10,7 @@ mod cache;
 mod documents;
 mod errors;
 mod helpers;
+mod isolation;
 mod jobs;
 mod pagination;
 mod process;
