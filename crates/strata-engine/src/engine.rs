@@ -427,6 +427,11 @@ impl Engine {
     }
 
     /// The upload size limit in bytes.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.inner.settings.data_dir
+    }
+
+    /// The largest upload accepted, in bytes.
     pub fn max_upload_bytes(&self) -> u64 {
         self.inner.settings.max_upload_bytes
     }

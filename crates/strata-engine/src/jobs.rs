@@ -578,11 +578,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_extractor_fails_only_its_job() {
-        let r = sandbox();
+        // A generous limit: printing the panic's backtrace on a loaded machine can take
+        // longer than `sandbox()`'s 100 ms, which would turn the panic into a timeout.
+        let r = Sandbox::new(2, Duration::from_secs(30));
         let stop = CancellationToken::new();
         let res: Result<(), _> = r.run("extraction", &stop, || panic!("bad xref")).await;
         assert!(
-            matches!(res, Err(JobError::Permanent(m)) if m.contains("malformed") && m.contains("bad xref"))
+            matches!(&res, Err(JobError::Permanent(m)) if m.contains("malformed") && m.contains("bad xref")),
+            "{res:?}"
         );
         let ok = r.run("extraction", &stop, || Ok(7)).await.unwrap();
         assert_eq!(ok, 7);

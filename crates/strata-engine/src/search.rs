@@ -26,7 +26,7 @@ pub const MAX_QUERY_CHARS: usize = 4096;
 pub const MAX_FILTER_DOCUMENTS: usize = 1000;
 
 /// Which chunks a search may return.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SearchFilter {
     /// Documents carrying any of these tags.
@@ -38,7 +38,7 @@ pub struct SearchFilter {
 }
 
 /// A search, as callers give it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
     /// What to look for.

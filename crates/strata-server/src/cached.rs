@@ -32,6 +32,11 @@ where
         .cache()
         .get_or_compute(kind, scope, material, compute)
         .await?;
+    Ok(respond(headers, lookup))
+}
+
+/// The response for a cached (or just computed) JSON body.
+pub(crate) fn respond(headers: &HeaderMap, lookup: strata_cache::Lookup) -> Response {
     let etag = format!("\"{}\"", &blake3::hash(&lookup.value).to_hex()[..24]);
     let (x_cache, desc) = match lookup.source {
         Source::L1 => ("HIT-L1", "l1-hit"),
@@ -68,7 +73,7 @@ where
     if let Ok(v) = HeaderValue::from_str(&timing) {
         h.insert("server-timing", v);
     }
-    Ok(resp)
+    resp
 }
 
 /// Serialises a value as a JSON body.

@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 mod middleware;
 pub mod routes;
+pub mod warm;
 
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -42,6 +43,8 @@ pub struct ServerSettings {
     /// Take the tenant from this request header, set by an authenticating proxy in front
     /// of strata; `None`: every request is the single local tenant.
     pub tenant_header: Option<axum::http::HeaderName>,
+    /// Cache warming of frequent searches.
+    pub warm: warm::WarmSettings,
 }
 
 impl Default for ServerSettings {
@@ -51,6 +54,7 @@ impl Default for ServerSettings {
             json_body_limit: 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
             tenant_header: None,
+            warm: warm::WarmSettings::default(),
         }
     }
 }
@@ -70,6 +74,8 @@ pub struct AppInner {
     pub shutdown: CancellationToken,
     /// See [`ServerSettings::tenant_header`].
     pub tenant_header: Option<axum::http::HeaderName>,
+    /// Hot-query tracking and cache warming.
+    pub warmer: warm::Warmer,
 }
 
 impl Deref for AppState {
@@ -79,18 +85,29 @@ impl Deref for AppState {
     }
 }
 
-/// The complete router: API routes, fallbacks and middleware.
-pub fn router(engine: Engine, settings: &ServerSettings, shutdown: CancellationToken) -> Router {
-    use routes::{documents, health, jobs, performance, search};
-    // Multipart framing adds a little to the file itself.
-    let upload_limit = usize::try_from(engine.max_upload_bytes())
-        .unwrap_or(usize::MAX)
-        .saturating_add(64 * 1024);
-    let state = AppState(Arc::new(AppInner {
+/// The handlers' shared state.
+pub fn state(engine: Engine, settings: &ServerSettings, shutdown: CancellationToken) -> AppState {
+    let hot_list = engine.data_dir().join("hot-queries.json");
+    AppState(Arc::new(AppInner {
         engine,
         shutdown,
         tenant_header: settings.tenant_header.clone(),
-    }));
+        warmer: warm::Warmer::new(settings.warm.clone(), Some(hot_list)),
+    }))
+}
+
+/// The complete router: API routes, fallbacks and middleware.
+pub fn router(engine: Engine, settings: &ServerSettings, shutdown: CancellationToken) -> Router {
+    router_with(state(engine, settings, shutdown), settings)
+}
+
+/// The complete router over existing state.
+pub fn router_with(state: AppState, settings: &ServerSettings) -> Router {
+    use routes::{documents, health, jobs, performance, search};
+    // Multipart framing adds a little to the file itself.
+    let upload_limit = usize::try_from(state.engine.max_upload_bytes())
+        .unwrap_or(usize::MAX)
+        .saturating_add(64 * 1024);
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .route(
@@ -176,7 +193,9 @@ impl App {
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let tasks = TaskTracker::new();
         self.engine.spawn_workers(&tasks, &shutdown);
-        let app = router(self.engine.clone(), &self.settings, shutdown.clone());
+        let state = state(self.engine.clone(), &self.settings, shutdown.clone());
+        tasks.spawn(warm::run(state.clone(), shutdown.clone()));
+        let app = router_with(state, &self.settings);
         let addr = self.listener.local_addr()?;
         info!(%addr, "listening");
         let serve = axum::serve(self.listener, app)

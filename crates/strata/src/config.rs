@@ -151,6 +151,16 @@ pub struct Overrides {
     #[arg(long, env = "STRATA_REDIS_TIMEOUT_MS", global = true)]
     pub redis_timeout_ms: Option<u64>,
 
+    /// Frequent searches recomputed per tenant on startup, after writes and on a schedule, so
+    /// the first user after a restart or a write gets a cache hit; 0 turns warming off
+    /// [default: 20].
+    #[arg(long, env = "STRATA_CACHE_WARM_QUERIES", global = true)]
+    pub cache_warm_queries: Option<usize>,
+
+    /// Seconds between scheduled warming passes [default: 300].
+    #[arg(long, env = "STRATA_CACHE_WARM_INTERVAL_SECS", global = true)]
+    pub cache_warm_interval_secs: Option<u64>,
+
     /// Take each request's tenant from this header, set by an authenticating proxy in front
     /// of strata (e.g. `X-Forwarded-User`); requests without it get 401. Unset: every request
     /// is the single local tenant (development only) [default: unset].
@@ -214,6 +224,8 @@ struct FileConfig {
     redis_pool_size: Option<usize>,
     redis_timeout_ms: Option<u64>,
     tenant_header: Option<String>,
+    cache_warm_queries: Option<usize>,
+    cache_warm_interval_secs: Option<u64>,
     model_dir: Option<PathBuf>,
     embedder: Option<Runtime>,
     embed_url: Option<String>,
@@ -378,6 +390,10 @@ impl Config {
                 ),
                 _ => None,
             },
+            warm: strata_server::warm::WarmSettings {
+                queries_per_tenant: pick!(cache_warm_queries, 20),
+                interval: Duration::from_secs(pick!(cache_warm_interval_secs, 300).max(1)),
+            },
             ..ServerSettings::default()
         };
         Ok(Self {
@@ -485,6 +501,14 @@ impl Config {
             ),
             ("search_ef", e.ann.expansion_search.to_string()),
             ("search_exact_limit", e.ann.exact_limit.to_string()),
+            (
+                "cache_warm",
+                format!(
+                    "{} queries per tenant every {} s",
+                    self.server.warm.queries_per_tenant,
+                    self.server.warm.interval.as_secs()
+                ),
+            ),
             ("log", self.log.clone()),
         ];
         lines

@@ -311,9 +311,10 @@ pub async fn patch(
     ApiJson(patch): ApiJson<DocumentPatch>,
 ) -> Result<Json<Document>, ApiError> {
     let id = DocumentId::parse_or_not_found(&id)?;
-    Ok(Json(
-        app.engine.update_document(&tenant.0, id, patch).await?,
-    ))
+    let doc = app.engine.update_document(&tenant.0, id, patch).await?;
+    // Titles appear in search hits: the tenant's frequent searches are recomputed.
+    app.warmer.touch(&tenant.0);
+    Ok(Json(doc))
 }
 
 /// `DELETE /v1/documents/{id}`
@@ -324,6 +325,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let id = DocumentId::parse_or_not_found(&id)?;
     app.engine.delete_document(&tenant.0, id).await?;
+    app.warmer.touch(&tenant.0);
     Ok(StatusCode::NO_CONTENT)
 }
 

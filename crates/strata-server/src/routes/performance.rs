@@ -13,7 +13,7 @@ use crate::extract::Tenant;
 /// `GET /v1/performance/cache/stats`: hits, misses, hit ratio, latency and bytes per kind,
 /// L1 size, evictions, expirations, invalidations.
 pub async fn cache_stats(State(app): State<AppState>, _tenant: Tenant) -> Json<Value> {
-    Json(json!({ "cache": app.engine.cache().stats() }))
+    Json(json!({ "cache": app.engine.cache().stats(), "warming": app.warmer.stats() }))
 }
 
 /// Body of `POST /v1/performance/cache/clear`; empty clears everything.

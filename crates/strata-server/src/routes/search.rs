@@ -26,11 +26,9 @@ pub async fn search(
 ) -> Result<Response, ApiError> {
     let stream = req.stream;
     let material = search_material(&req, &app.engine.search_fingerprint());
-    let scope = app.engine.scopes().tenant(&tenant.0);
-    let resp = cached::json(&app, &headers, KIND_SEARCH, &scope, &material, || async {
-        cached::body(&app.engine.search(&tenant.0, req).await?)
-    })
-    .await?;
+    app.warmer.record(&tenant.0, &material, &req);
+    let lookup = cached_search(&app, &tenant.0, &material, req).await?;
+    let resp = cached::respond(&headers, lookup);
     if !stream || resp.status() != axum::http::StatusCode::OK {
         return Ok(resp);
     }
@@ -62,9 +60,26 @@ pub async fn search(
     Ok(Response::from_parts(parts, Body::from(out)))
 }
 
+/// A search answer (JSON body) through the cache: what the handler serves and what warming
+/// recomputes.
+pub(crate) async fn cached_search(
+    app: &AppState,
+    tenant: &strata_engine::TenantId,
+    material: &[u8],
+    req: SearchRequest,
+) -> Result<strata_cache::Lookup, ApiError> {
+    let scope = app.engine.scopes().tenant(tenant);
+    app.engine
+        .cache()
+        .get_or_compute(KIND_SEARCH, &scope, material, || async {
+            cached::body(&app.engine.search(tenant, req).await?)
+        })
+        .await
+}
+
 /// Every parameter that changes a search's answer, canonicalised (trimmed query, sorted
 /// filters), so equivalent requests share an entry and different ones never do.
-fn search_material(req: &SearchRequest, engine: &str) -> Vec<u8> {
+pub(crate) fn search_material(req: &SearchRequest, engine: &str) -> Vec<u8> {
     let mut tags = req.filter.tags.iter().map(|t| t.trim()).collect::<Vec<_>>();
     tags.sort_unstable();
     tags.dedup();

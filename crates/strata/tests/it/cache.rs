@@ -279,3 +279,57 @@ async fn every_list_parameter_is_part_of_the_key() {
     assert_eq!(x_cache(&s.get(base).await), "HIT-L1");
     s.stop().await;
 }
+
+async fn warmed(s: &TestServer) -> u64 {
+    s.get_json("/v1/performance/cache/stats").await["warming"]["warmed"]
+        .as_u64()
+        .unwrap()
+}
+
+async fn wait_warmed(s: &TestServer, above: u64) {
+    for _ in 0..200 {
+        if warmed(s).await > above {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no warming pass recomputed anything");
+}
+
+#[tokio::test]
+async fn frequent_searches_are_warm_after_a_restart_and_after_a_write() {
+    let s = TestServer::start().await;
+    let d = s
+        .create_text("Glaciers carve valleys over millennia.", &[])
+        .await;
+    s.wait_job(d["job_id"].as_str().unwrap()).await;
+    let q = json!({"query": "how are valleys formed", "k": 3});
+    assert_eq!(x_cache(&s.post_json("/v1/search", q.clone()).await), "MISS");
+    assert_eq!(
+        x_cache(&s.post_json("/v1/search", q.clone()).await),
+        "HIT-L1"
+    );
+    // Restart: the hot list was saved; the new process warms it before the first user.
+    let dir = s.stop_keep().await;
+    let s = TestServer::start_in(dir, |_| {}).await;
+    wait_warmed(&s, 0).await;
+    assert_eq!(
+        x_cache(&s.post_json("/v1/search", q.clone()).await),
+        "HIT-L1"
+    );
+    // A write makes the cached answer unreachable; warming recomputes it with the change.
+    let before = warmed(&s).await;
+    let id = d["id"].as_str().unwrap();
+    let r = s
+        .patch_url(
+            &s.url(&format!("/v1/documents/{id}")),
+            json!({"title": "Ice"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    wait_warmed(&s, before).await;
+    let r = s.post_json("/v1/search", q).await;
+    assert_eq!(x_cache(&r), "HIT-L1");
+    assert_eq!(r.json::<Value>().await.unwrap()["hits"][0]["title"], "Ice");
+    s.stop().await;
+}
