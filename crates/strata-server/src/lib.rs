@@ -103,7 +103,7 @@ pub fn router(engine: Engine, settings: &ServerSettings, shutdown: CancellationT
 
 /// The complete router over existing state.
 pub fn router_with(state: AppState, settings: &ServerSettings) -> Router {
-    use routes::{documents, health, jobs, performance, search};
+    use routes::{documents, health, jobs, metrics, performance, search};
     // Multipart framing adds a little to the file itself.
     let upload_limit = usize::try_from(state.engine.max_upload_bytes())
         .unwrap_or(usize::MAX)
@@ -135,6 +135,7 @@ pub fn router_with(state: AppState, settings: &ServerSettings) -> Router {
             "/v1/performance/cache/clear",
             axum::routing::post(performance::cache_clear),
         )
+        .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(|| async { ApiError::new(Code::RouteNotFound, "no endpoint at this path") })

@@ -3,5 +3,6 @@
 pub mod documents;
 pub mod health;
 pub mod jobs;
+pub mod metrics;
 pub mod performance;
 pub mod search;

@@ -333,3 +333,38 @@ async fn frequent_searches_are_warm_after_a_restart_and_after_a_write() {
     assert_eq!(r.json::<Value>().await.unwrap()["hits"][0]["title"], "Ice");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_export_the_cache_counters_for_prometheus() {
+    let s = TestServer::start_with(with_redis).await;
+    s.create_text("measured", &[]).await;
+    s.get("/v1/documents").await;
+    s.get("/v1/documents").await;
+    let r = s.get("/metrics").await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = r.text().await.unwrap();
+    for line in [
+        "# TYPE strata_cache_requests_total counter",
+        "strata_cache_requests_total{kind=\"document_list\",outcome=\"hit_l1\"} 1",
+        "strata_cache_requests_total{kind=\"document_list\",outcome=\"miss\"} 1",
+        "strata_cache_l2_breaker_open 0",
+        "strata_cache_l2_bus_healthy 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+    // Every sample line is `name{labels} number`.
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let (_, v) = l.rsplit_once(' ').unwrap();
+        assert!(v.parse::<f64>().is_ok(), "{l}");
+    }
+    s.stop().await;
+}
