@@ -67,6 +67,26 @@ row("raw model, same chunk texts, batch 32", s.get("raw_model_chunks_per_s"), "c
 for p in ("p50", "p95", "p99"):
     row(f"search latency {p}", s.get(f"search_ms_{p}"), "ms")
 
+http = by.get("cache_http", [{}])[0]
+
+
+def http_med(contender, key):
+    vals = [r[key] for r in http.get("runs", []) if r["contender"] == contender]
+    return statistics.median(vals) if vals else None
+
+
+lines.append(f"cached search over HTTP, wrk, {http.get('connections')} connections, "
+             f"{http.get('body_bytes')}-byte answer (medians):")
+for c in ("ceiling", "strata_l1_hit", "strata_l2_hit"):
+    row(f"{c} requests/s", http_med(c, "requests_per_s"), "req/s",
+        f"p50 {http_med(c, 'p50_ms') or 0:.2f} ms, p99 {http_med(c, 'p99_ms') or 0:.2f} ms, "
+        f"errors {sum(r['errors'] for r in http.get('runs', []) if r['contender'] == c)}")
+z = by.get("zipf", [{}])[0]
+lines.append(f"cache hit ratio, Zipf(1.0) over {z.get('keys')} distinct requests, L1 = 5% of them, "
+             "after warm-up:")
+row("L1 hit ratio", z.get("l1_hit_ratio"), "")
+row("L2 hit ratio", z.get("l2_hit_ratio"), "")
+
 lines.append("targets (ratios measured in this run):")
 target("dynamic batching / batch 1", dyn / b1 if dyn and b1 else None, ">=", 3.0)
 target("ingestion / raw model", s.get("ingest_vs_raw"), ">=", 0.85)
@@ -74,6 +94,11 @@ u, h = ann_med("usearch", 64, "queries_per_s"), ann_med("hnswlib", 64, "queries_
 target("usearch ef=64 recall@10", ann_med("usearch", 64, "recall_at_10"), ">=", 0.95)
 target("usearch / hnswlib queries/s at ef=64", u / h if u and h else None, ">=", 1.0)
 target("uncached search p95 (ms)", s.get("search_ms_p95"), "<=", 20.0)
+ceil, l1 = http_med("ceiling", "requests_per_s"), http_med("strata_l1_hit", "requests_per_s")
+target("L1-hit search / ceiling, requests/s", l1 / ceil if l1 and ceil else None, ">=", 0.8)
+cp99, lp99 = http_med("ceiling", "p99_ms"), http_med("strata_l1_hit", "p99_ms")
+target("L1-hit search p99 / ceiling p99", lp99 / cp99 if lp99 and cp99 else None, "<=", 2.0)
+target("combined hit ratio after warm-up (Zipf)", z.get("combined_hit_ratio"), ">=", 0.9)
 
 print("\n".join(lines))
 json.dump(report, open(sys.argv[2], "w"), indent=2)

@@ -3,6 +3,8 @@
 //!
 //! Every load loop here is bounded in count and time, and talks only to loopback.
 
+mod cache;
+
 use std::collections::HashSet;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -111,6 +113,48 @@ enum Cmd {
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
     },
+    /// Cached search over HTTP with wrk: a ceiling server (same middleware, precomputed body
+    /// of the same size), strata answering from L1, and (with --redis) strata answering from
+    /// L2, alternated over rounds.
+    CacheHttp {
+        /// Sentences file.
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Scratch directory for the servers' data.
+        #[arg(long)]
+        data: PathBuf,
+        /// Redis for the L2 contender.
+        #[arg(long)]
+        redis: Option<String>,
+        /// Alternation rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds per wrk run.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Sentences ingested into each server.
+        #[arg(long, default_value_t = 200)]
+        sentences: usize,
+    },
+    /// Hit ratios of L1 and L1 + L2 (Redis) on a Zipf(1.0) workload over distinct requests,
+    /// L1 sized to a fraction of them.
+    Zipf {
+        /// Redis URL (a database of its own is best: the run clears its keys at the end).
+        #[arg(long)]
+        redis: String,
+        /// Distinct requests.
+        #[arg(long, default_value_t = 100_000)]
+        keys: usize,
+        /// L1 budget as a fraction of all answers' bytes.
+        #[arg(long, default_value_t = 0.05)]
+        fraction: f64,
+        /// Requests (the first half warms up).
+        #[arg(long, default_value_t = 1_000_000)]
+        requests: usize,
+    },
     /// usearch HNSW on the dataset: build time, recall@10 and single-thread queries/s.
     Ann {
         /// Dataset directory.
@@ -163,6 +207,33 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             ef,
             quantization,
         } => ann(&data, &ef, &quantization),
+        Cmd::CacheHttp {
+            corpus,
+            data,
+            redis,
+            rounds,
+            seconds,
+            connections,
+            sentences,
+        } => {
+            cache::http(
+                &cli.model_dir,
+                &corpus,
+                &data,
+                redis,
+                rounds,
+                seconds,
+                connections,
+                sentences,
+            )
+            .await
+        }
+        Cmd::Zipf {
+            redis,
+            keys,
+            fraction,
+            requests,
+        } => cache::zipf(redis, keys, fraction, requests).await,
         Cmd::Search {
             corpus,
             sentences,

@@ -108,8 +108,7 @@ pub fn router_with(state: AppState, settings: &ServerSettings) -> Router {
     let upload_limit = usize::try_from(state.engine.max_upload_bytes())
         .unwrap_or(usize::MAX)
         .saturating_add(64 * 1024);
-    let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
+    let api = Router::new()
         .route(
             "/v1/documents",
             get(documents::list)
@@ -146,7 +145,16 @@ pub fn router_with(state: AppState, settings: &ServerSettings) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(settings.json_body_limit))
-        .with_state(state)
+        .with_state(state);
+    with_middleware(api)
+}
+
+/// The middleware every strata response passes through (Server-Timing, panic to 500
+/// problem, tracing, request ids). Public so benchmarks can build a ceiling server with the
+/// same stack and none of strata's work.
+pub fn with_middleware(router: Router) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    router
         .layer(axum::middleware::from_fn(middleware::server_timing))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(middleware::trace_layer())

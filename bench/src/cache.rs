@@ -1,0 +1,406 @@
+//! Cache benchmarks: cached search over HTTP against a ceiling server (same middleware, a
+//! precomputed body of the same size, nothing else), L2-hit throughput, and the tiers' hit
+//! ratio on a Zipf(1.0) workload.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use serde_json::json;
+use strata_engine::{Engine, EngineSettings, RedisSettings};
+use strata_server::{App, ServerSettings};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Zipf, read_lines};
+
+/// One running strata server with a few documents ingested.
+struct Strata {
+    base: String,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start_strata(
+    model_dir: &Path,
+    data: &Path,
+    texts: &[String],
+    configure: impl FnOnce(&mut EngineSettings),
+) -> anyhow::Result<Strata> {
+    if data.exists() {
+        std::fs::remove_dir_all(data)?;
+    }
+    let mut settings = EngineSettings {
+        data_dir: data.to_owned(),
+        model_dir: model_dir.to_owned(),
+        ..EngineSettings::default()
+    };
+    settings.jobs.poll_interval = Duration::from_millis(20);
+    configure(&mut settings);
+    let engine = Engine::open(settings).await?;
+    let app = App::build(
+        engine,
+        ServerSettings {
+            listen: "127.0.0.1:0".parse()?,
+            warm: strata_server::warm::WarmSettings {
+                queries_per_tenant: 0,
+                ..Default::default()
+            },
+            ..ServerSettings::default()
+        },
+    )
+    .await?;
+    let base = format!("http://{}", app.local_addr()?);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(app.run(shutdown.clone()));
+    let client = reqwest::Client::new();
+    let mut jobs = Vec::new();
+    for (i, part) in texts.chunks(100).enumerate() {
+        let r: serde_json::Value = client
+            .post(format!("{base}/v1/documents"))
+            .json(&json!({"text": part.join("\n\n"), "title": format!("doc {i}")}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if let Some(j) = r["job"]["id"].as_str() {
+            jobs.push(j.to_owned());
+        }
+    }
+    for j in jobs {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let job: serde_json::Value = client
+                .get(format!("{base}/v1/jobs/{j}"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            match job["status"].as_str() {
+                Some("succeeded") => break,
+                Some("failed" | "cancelled") => bail!("job failed: {job}"),
+                _ if Instant::now() > deadline => bail!("ingestion stuck"),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+    Ok(Strata {
+        base,
+        shutdown,
+        task,
+    })
+}
+
+impl Strata {
+    async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await??;
+        Ok(())
+    }
+}
+
+/// What wrk measured.
+struct Wrk {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+fn wrk(url: &str, script: &Path, seconds: f64, connections: usize) -> anyhow::Result<Wrk> {
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(script)
+        .arg(url)
+        .output()
+        .context("running wrk (apt package wrk)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let field = |prefix: &str| -> Option<&str> {
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(1))
+    };
+    let ms = |v: &str| -> f64 {
+        let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+        let n: f64 = num.parse().unwrap_or(f64::NAN);
+        match unit {
+            "us" => n / 1000.0,
+            "ms" => n,
+            "s" => n * 1000.0,
+            "m" => n * 60_000.0,
+            _ => f64::NAN,
+        }
+    };
+    let errors = text
+        .lines()
+        .find(|l| l.contains("Non-2xx or 3xx responses:"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+        + text
+            .lines()
+            .find(|l| l.contains("Socket errors:"))
+            .map(|l| {
+                l.split(',')
+                    .filter_map(|p| p.split_whitespace().last()?.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0);
+    Ok(Wrk {
+        rps: field("Requests/sec:")
+            .and_then(|v| v.parse().ok())
+            .context("wrk printed no Requests/sec")?,
+        p50_ms: field("50%").map(ms).unwrap_or(f64::NAN),
+        p99_ms: field("99%").map(ms).unwrap_or(f64::NAN),
+        errors,
+    })
+}
+
+/// Cached search over HTTP: the ceiling, strata serving from L1, strata serving from L2
+/// (an L1 too small to hold the answer, Redis holding it), alternated over `rounds`.
+#[allow(clippy::too_many_arguments)]
+pub async fn http(
+    model_dir: &Path,
+    corpus: &Path,
+    data: &Path,
+    redis: Option<String>,
+    rounds: usize,
+    seconds: f64,
+    connections: usize,
+    sentences: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let texts = read_lines(corpus, 0, sentences + 1)?;
+    let (docs, query) = texts.split_at(sentences);
+    let body = json!({"query": query[0], "k": 10}).to_string();
+    let l1 = start_strata(model_dir, &data.join("l1"), docs, |_| {}).await?;
+    let l2 = match &redis {
+        Some(url) => Some(
+            start_strata(model_dir, &data.join("l2"), docs, |e| {
+                e.cache.redis = Some(RedisSettings::new(url.clone()));
+                // Too small for any answer: every read goes to Redis.
+                e.cache.l1_bytes = 1024;
+            })
+            .await?,
+        ),
+        None => None,
+    };
+    // The answer every contender returns, and a first request to fill the caches.
+    let client = reqwest::Client::new();
+    let answer = client
+        .post(format!("{}/v1/search", l1.base))
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    if let Some(s) = &l2 {
+        client
+            .post(format!("{}/v1/search", s.base))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await?;
+        let r = client
+            .post(format!("{}/v1/search", s.base))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await?;
+        let x = r
+            .headers()
+            .get("x-cache")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if x != "HIT-L2" {
+            bail!("the L2 contender answered {x:?}, not HIT-L2");
+        }
+    }
+    let r = client
+        .post(format!("{}/v1/search", l1.base))
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await?;
+    let x = r
+        .headers()
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if x != "HIT-L1" {
+        bail!("the L1 contender answered {x:?}, not HIT-L1");
+    }
+
+    // The ceiling: the same middleware, a precomputed body of the same size.
+    let precomputed = answer.clone();
+    let ceiling = strata_server::with_middleware(axum::Router::new().route(
+        "/v1/search",
+        axum::routing::post(move || {
+            let b = precomputed.clone();
+            async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], b) }
+        }),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let ceiling_url = format!("http://{}/v1/search", listener.local_addr()?);
+    let ceiling_task = tokio::spawn(async move { axum::serve(listener, ceiling).await });
+
+    let script = data.join("post.lua");
+    std::fs::create_dir_all(data)?;
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.body = {}\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
+            serde_json::to_string(&body)?
+        ),
+    )?;
+    let mut contenders = vec![
+        ("ceiling", ceiling_url),
+        ("strata_l1_hit", format!("{}/v1/search", l1.base)),
+    ];
+    if let Some(s) = &l2 {
+        contenders.push(("strata_l2_hit", format!("{}/v1/search", s.base)));
+    }
+    let mut runs = Vec::new();
+    for round in 1..=rounds {
+        for (name, url) in &contenders {
+            let (script, url, name) = (script.clone(), url.clone(), *name);
+            let w = tokio::task::spawn_blocking(move || wrk(&url, &script, seconds, connections))
+                .await??;
+            runs.push(json!({
+                "round": round, "contender": name, "requests_per_s": w.rps,
+                "p50_ms": w.p50_ms, "p99_ms": w.p99_ms, "errors": w.errors,
+            }));
+        }
+    }
+    ceiling_task.abort();
+    l1.stop().await?;
+    if let Some(s) = l2 {
+        s.stop().await?;
+    }
+    Ok(json!({
+        "body_bytes": answer.len(),
+        "connections": connections,
+        "seconds": seconds,
+        "runs": runs,
+    }))
+}
+
+#[derive(Debug)]
+struct Never;
+
+impl From<strata_cache::CacheError> for Never {
+    fn from(_: strata_cache::CacheError) -> Self {
+        Never
+    }
+}
+
+/// Hit ratio of L1 alone and of L1 + L2 on a Zipf(1.0) workload over `keys` distinct
+/// requests, L1 sized to `fraction` of them; the first half of the requests warms up.
+pub async fn zipf(
+    redis: String,
+    keys: usize,
+    fraction: f64,
+    requests: usize,
+) -> anyhow::Result<serde_json::Value> {
+    use strata_engine::{Cache, CacheSettings, KindSpec, Source};
+    // A search answer's size and shape (JSON text compresses like the real thing).
+    let value = |k: usize| {
+        let hit = format!(
+            "{{\"document_id\":\"0193{k:028x}\",\"title\":\"document {k}\",\"ordinal\":3,\"text\":\"a sentence of the corpus that matched the query {k}\",\"score\":0.71}},"
+        );
+        Bytes::from(format!(
+            "{{\"hits\":[{}],\"exhaustive\":false}}",
+            hit.repeat(10)
+        ))
+    };
+    let entry = value(0).len() as u64 + 120;
+    let cache = Cache::new(CacheSettings {
+        l1_bytes: (keys as f64 * fraction * entry as f64) as u64,
+        kinds: vec![KindSpec {
+            name: "search_results",
+            l1_ttl: Duration::from_secs(3600),
+            l2_ttl: Duration::from_secs(3600),
+            distributed: false,
+        }],
+        redis: Some(RedisSettings::new(redis)),
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !cache.ready(Duration::from_secs(5)).await {
+        bail!("redis is not reachable");
+    }
+    let scope = format!("bench{}", std::process::id());
+    let zipf = Arc::new(Zipf::new(keys));
+    let tasks = 32;
+    let per_task = requests / tasks;
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let (cache, zipf, scope) = (cache.clone(), zipf.clone(), scope.clone());
+        handles.push(tokio::spawn(async move {
+            let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1);
+            let mut counts = [[0u64; 3]; 2]; // [warm-up, measured] x [l1, l2, miss]
+            for i in 0..per_task {
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                let u = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
+                let k = zipf.sample(u);
+                let l = cache
+                    .get_or_compute("search_results", &scope, &k.to_le_bytes(), || async move {
+                        Ok::<_, Never>(value(k))
+                    })
+                    .await
+                    .map_err(|_| ())
+                    .expect("compute never fails");
+                let phase = usize::from(i >= per_task / 2);
+                let tier = match l.source {
+                    Source::L1 => 0,
+                    Source::L2 => 1,
+                    _ => 2,
+                };
+                counts[phase][tier] += 1;
+            }
+            counts
+        }));
+    }
+    let mut total = [[0u64; 3]; 2];
+    for h in handles {
+        let c = h.await?;
+        for p in 0..2 {
+            for t in 0..3 {
+                total[p][t] += c[p][t];
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let stats = cache.stats();
+    cache.clear(Some("search_results")).await;
+    cache.close().await;
+    let [l1, l2, miss] = total[1];
+    let n = (l1 + l2 + miss) as f64;
+    Ok(json!({
+        "keys": keys,
+        "l1_fraction": fraction,
+        "requests": requests,
+        "seconds": secs,
+        "measured_requests": n,
+        "l1_hit_ratio": l1 as f64 / n,
+        "l2_hit_ratio": l2 as f64 / n,
+        "combined_hit_ratio": (l1 + l2) as f64 / n,
+        "warmup_combined_hit_ratio": (total[0][0] + total[0][1]) as f64 / (total[0].iter().sum::<u64>() as f64),
+        "l1_evictions": stats.l1_evictions,
+        "l2_bytes_written": stats.l2.as_ref().map(|s| s.bytes_written),
+    }))
+}
