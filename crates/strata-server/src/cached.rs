@@ -2,6 +2,9 @@
 //! a write bumps) and the canonical request; the body comes from the cache or from the
 //! computation, and the response says which (`X-Cache`, `Server-Timing`), with an `ETag`
 //! that answers `If-None-Match` with 304.
+//!
+//! A cached value is the body's quoted ETag (26 bytes) followed by the body: the tag is
+//! hashed once, when the body is computed, and every hit serves both as zero-copy slices.
 
 use std::future::Future;
 
@@ -30,14 +33,44 @@ where
     let lookup = app
         .engine
         .cache()
-        .get_or_compute(kind, scope, material, compute)
+        .get_or_compute(kind, scope, material, || async {
+            compute().await.map(seal)
+        })
         .await?;
     Ok(respond(headers, lookup))
 }
 
-/// The response for a cached (or just computed) JSON body.
+const TAG: usize = 26;
+
+/// Prefixes a body with its quoted ETag, for caching.
+pub(crate) fn seal(body: Bytes) -> Bytes {
+    let mut v = Vec::with_capacity(TAG + body.len());
+    v.push(b'"');
+    v.extend_from_slice(&blake3::hash(&body).to_hex().as_bytes()[..24]);
+    v.push(b'"');
+    v.extend_from_slice(&body);
+    Bytes::from(v)
+}
+
+/// Splits a sealed value into its ETag and body (hashing a value that is not sealed).
+fn unseal(value: Bytes) -> (HeaderValue, Bytes) {
+    if value.len() >= TAG
+        && value[0] == b'"'
+        && value[TAG - 1] == b'"'
+        && let Ok(tag) = HeaderValue::from_maybe_shared(value.slice(..TAG))
+    {
+        return (tag, value.slice(TAG..));
+    }
+    let tag = format!("\"{}\"", &blake3::hash(&value).to_hex()[..24]);
+    (
+        HeaderValue::from_str(&tag).unwrap_or(HeaderValue::from_static("\"\"")),
+        value,
+    )
+}
+
+/// The response for a cached (or just computed) sealed JSON body.
 pub(crate) fn respond(headers: &HeaderMap, lookup: strata_cache::Lookup) -> Response {
-    let etag = format!("\"{}\"", &blake3::hash(&lookup.value).to_hex()[..24]);
+    let (etag, body) = unseal(lookup.value);
     let (x_cache, desc) = match lookup.source {
         Source::L1 => ("HIT-L1", "l1-hit"),
         Source::L2 => ("HIT-L2", "l2-hit"),
@@ -49,12 +82,12 @@ pub(crate) fn respond(headers: &HeaderMap, lookup: strata_cache::Lookup) -> Resp
         "cache;desc={desc};dur={:.3}",
         lookup.elapsed.as_secs_f64() * 1000.0
     );
-    let mut resp = if crate::etag_matches(headers, &etag) {
+    let mut resp = if crate::etag_matches(headers, etag.to_str().unwrap_or_default()) {
         let mut r = Response::new(Body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
-        let mut r = Response::new(Body::from(lookup.value));
+        let mut r = Response::new(Body::from(body));
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
@@ -63,9 +96,7 @@ pub(crate) fn respond(headers: &HeaderMap, lookup: strata_cache::Lookup) -> Resp
     };
     let h = resp.headers_mut();
     h.insert("x-cache", HeaderValue::from_static(x_cache));
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        h.insert(header::ETAG, v);
-    }
+    h.insert(header::ETAG, etag);
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, no-cache"),
@@ -85,4 +116,23 @@ pub(crate) fn body<T: serde::Serialize>(value: &T) -> Result<Bytes, ApiError> {
             "an internal error occurred; it has been logged",
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_values_carry_their_etag() {
+        let (tag, body) = unseal(seal(Bytes::from_static(b"{\"a\":1}")));
+        assert_eq!(body, Bytes::from_static(b"{\"a\":1}"));
+        let again = format!("\"{}\"", &blake3::hash(b"{\"a\":1}").to_hex()[..24]);
+        assert_eq!(tag.to_str().unwrap(), again);
+        // A value cached before sealing existed still gets a correct tag.
+        let (tag2, body2) = unseal(Bytes::from_static(b"{\"a\":1}"));
+        assert_eq!(
+            (tag2.to_str().unwrap(), body2.as_ref()),
+            (again.as_str(), &b"{\"a\":1}"[..])
+        );
+    }
 }

@@ -72,7 +72,7 @@ pub(crate) async fn cached_search(
     app.engine
         .cache()
         .get_or_compute(KIND_SEARCH, &scope, material, || async {
-            cached::body(&app.engine.search(tenant, req).await?)
+            cached::body(&app.engine.search(tenant, req).await?).map(cached::seal)
         })
         .await
 }
