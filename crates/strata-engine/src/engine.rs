@@ -225,6 +225,7 @@ struct Inner {
     vectors: Arc<VectorIndex>,
     cache: strata_cache::Cache,
     scopes: Scopes,
+    search_fingerprint: String,
     /// Held for the engine's life: one process per data directory.
     _lock: std::fs::File,
 }
@@ -303,6 +304,12 @@ impl Engine {
         );
         info!(backend = store.backend(), data_dir = %settings.data_dir.display(),
               model = embedder.model(), vectors = vectors.len(), "engine open");
+        let search_fingerprint = format!(
+            "{}/ef{}/exact{}",
+            embedder.model(),
+            settings.ann.expansion_search,
+            settings.ann.exact_limit
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -312,6 +319,7 @@ impl Engine {
                 settings,
                 embedder,
                 vectors,
+                search_fingerprint,
                 cache,
                 scopes,
                 _lock: lock,
@@ -337,14 +345,8 @@ impl Engine {
     /// What, besides the request, decides a search's answer in this process: the embedding
     /// model and the index's search settings. Part of every search cache key, so processes
     /// configured differently never share answers.
-    pub fn search_fingerprint(&self) -> String {
-        let a = &self.inner.settings.ann;
-        format!(
-            "{}/ef{}/exact{}",
-            self.inner.embedder.model(),
-            a.expansion_search,
-            a.exact_limit
-        )
+    pub fn search_fingerprint(&self) -> &str {
+        &self.inner.search_fingerprint
     }
 
     /// The cache scopes of this store's tenants.

@@ -9,18 +9,19 @@
 use std::future::Future;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use strata_cache::Source;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::extract::IfNoneMatch;
 
 /// Serves `compute`'s JSON body through the cache.
 pub(crate) async fn json<F, Fut>(
     app: &AppState,
-    headers: &HeaderMap,
+    inm: &IfNoneMatch,
     kind: &str,
     scope: &str,
     material: &[u8],
@@ -37,7 +38,7 @@ where
             compute().await.map(seal)
         })
         .await?;
-    Ok(respond(headers, lookup))
+    Ok(respond(inm, lookup))
 }
 
 const TAG: usize = 26;
@@ -69,7 +70,7 @@ fn unseal(value: Bytes) -> (HeaderValue, Bytes) {
 }
 
 /// The response for a cached (or just computed) sealed JSON body.
-pub(crate) fn respond(headers: &HeaderMap, lookup: strata_cache::Lookup) -> Response {
+pub(crate) fn respond(inm: &IfNoneMatch, lookup: strata_cache::Lookup) -> Response {
     let (etag, body) = unseal(lookup.value);
     let (x_cache, desc) = match lookup.source {
         Source::L1 => ("HIT-L1", "l1-hit"),
@@ -79,10 +80,10 @@ pub(crate) fn respond(headers: &HeaderMap, lookup: strata_cache::Lookup) -> Resp
         Source::Bypassed => ("MISS", "bypass"),
     };
     let timing = format!(
-        "cache;desc={desc};dur={:.3}",
-        lookup.elapsed.as_secs_f64() * 1000.0
+        "cache;desc={desc};dur={}",
+        crate::middleware::Millis(lookup.elapsed)
     );
-    let mut resp = if crate::etag_matches(headers, etag.to_str().unwrap_or_default()) {
+    let mut resp = if inm.matches(etag.to_str().unwrap_or_default()) {
         let mut r = Response::new(Body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r

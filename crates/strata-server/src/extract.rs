@@ -58,3 +58,35 @@ impl FromRequestParts<AppState> for Tenant {
             .map_err(|e| ApiError::new(crate::error::Code::Unauthenticated, format!("{name}: {e}")))
     }
 }
+
+/// The `If-None-Match` values of a request (only those: cloning every header of every
+/// request would cost more than the cache hit it guards).
+#[derive(Debug, Clone, Default)]
+pub struct IfNoneMatch(Vec<axum::http::HeaderValue>);
+
+impl IfNoneMatch {
+    /// Whether `etag` (quoted) is among the values, or they say `*`.
+    pub fn matches(&self, etag: &str) -> bool {
+        self.0
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .any(|v| v == "*" || v == etag || v.strip_prefix("W/") == Some(etag))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(IfNoneMatch(
+            parts
+                .headers
+                .get_all(axum::http::header::IF_NONE_MATCH)
+                .iter()
+                .cloned()
+                .collect(),
+        ))
+    }
+}

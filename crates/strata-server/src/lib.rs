@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderMap, header};
 use axum::routing::get;
 use strata_engine::Engine;
 use tokio::net::TcpListener;
@@ -160,17 +159,6 @@ pub fn with_middleware(router: Router) -> Router {
         .layer(middleware::trace_layer())
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-}
-
-/// Whether an `If-None-Match` header matches `etag`.
-pub(crate) fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
-    headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .any(|v| v == "*" || v == etag || v.strip_prefix("W/") == Some(etag))
 }
 
 /// A bound, ready-to-run server with its job workers.

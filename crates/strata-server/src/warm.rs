@@ -295,7 +295,7 @@ fn rekey(app: &AppState) {
             .into_values()
             .map(|h| {
                 (
-                    crate::routes::search::search_material(&h.request, &fingerprint),
+                    crate::routes::search::search_material(&h.request, fingerprint),
                     h,
                 )
             })

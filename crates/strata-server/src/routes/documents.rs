@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -15,7 +15,7 @@ use strata_engine::{
 use tokio_util::io::ReaderStream;
 
 use crate::error::{ApiError, Code};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, Tenant};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, IfNoneMatch, Tenant};
 use crate::{AppState, cached};
 
 /// Fields a client may select with `fields=`.
@@ -218,7 +218,7 @@ pub struct ListQuery {
 pub async fn list(
     State(app): State<AppState>,
     tenant: Tenant,
-    headers: HeaderMap,
+    inm: IfNoneMatch,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     let fields = parse_fields(q.fields.as_deref())?;
@@ -236,7 +236,7 @@ pub async fn list(
     let scope = app.engine.scopes().tenant(&tenant.0);
     cached::json(
         &app,
-        &headers,
+        &inm,
         KIND_DOCUMENT_LIST,
         &scope,
         &material,
@@ -284,7 +284,7 @@ pub struct GetQuery {
 pub async fn get(
     State(app): State<AppState>,
     tenant: Tenant,
-    headers: HeaderMap,
+    inm: IfNoneMatch,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<GetQuery>,
 ) -> Result<Response, ApiError> {
@@ -296,7 +296,7 @@ pub async fn get(
         &fields.as_ref().map(|f| f.join(",")).unwrap_or_default(),
     ]);
     let scope = app.engine.scopes().tenant(&tenant.0);
-    cached::json(&app, &headers, KIND_DOCUMENT, &scope, &material, || async {
+    cached::json(&app, &inm, KIND_DOCUMENT, &scope, &material, || async {
         let doc = app.engine.get_document(&tenant.0, id).await?;
         cached::body(&select(&doc, fields.as_deref()))
     })
@@ -334,12 +334,12 @@ pub async fn file(
     State(app): State<AppState>,
     tenant: Tenant,
     ApiPath(id): ApiPath<String>,
-    headers: HeaderMap,
+    inm: IfNoneMatch,
 ) -> Result<Response, ApiError> {
     let id = DocumentId::parse_or_not_found(&id)?;
     let doc = app.engine.get_document(&tenant.0, id).await?;
     let etag = format!("\"{}\"", doc.sha256);
-    if crate::etag_matches(&headers, &etag) {
+    if inm.matches(&etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
     let (doc, file) = app.engine.open_file(&tenant.0, id).await?;
@@ -421,10 +421,10 @@ pub async fn chunks(
 pub async fn tags(
     State(app): State<AppState>,
     tenant: Tenant,
-    headers: HeaderMap,
+    inm: IfNoneMatch,
 ) -> Result<Response, ApiError> {
     let scope = app.engine.scopes().tenant(&tenant.0);
-    cached::json(&app, &headers, KIND_TAGS, &scope, b"tags", || async {
+    cached::json(&app, &inm, KIND_TAGS, &scope, b"tags", || async {
         let items = app.engine.tag_counts(&tenant.0).await?;
         cached::body(&json!({ "items": items }))
     })

@@ -4,7 +4,6 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
@@ -16,7 +15,7 @@ use strata_engine::{JobId, KIND_JOB, ListJobs, TenantId};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::error::ApiError;
-use crate::extract::{ApiPath, ApiQuery, Tenant};
+use crate::extract::{ApiPath, ApiQuery, IfNoneMatch, Tenant};
 use crate::routes::documents::canonical;
 use crate::{AppState, cached};
 
@@ -33,7 +32,7 @@ pub struct ListQuery {
 pub async fn list(
     State(app): State<AppState>,
     tenant: Tenant,
-    headers: HeaderMap,
+    inm: IfNoneMatch,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     let status = q.status.as_deref().map(JobStatus::parse).transpose()?;
@@ -45,7 +44,7 @@ pub async fn list(
         status.map(JobStatus::as_str).unwrap_or(""),
     ]);
     let scope = app.engine.scopes().jobs(&tenant.0);
-    cached::json(&app, &headers, KIND_JOB, &scope, &material, || async {
+    cached::json(&app, &inm, KIND_JOB, &scope, &material, || async {
         let page = app
             .engine
             .list_jobs(
@@ -66,13 +65,13 @@ pub async fn list(
 pub async fn get(
     State(app): State<AppState>,
     tenant: Tenant,
-    headers: HeaderMap,
+    inm: IfNoneMatch,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let id = JobId::parse_or_not_found(&id)?;
     let scope = app.engine.scopes().jobs(&tenant.0);
     let material = canonical(&["job", &id.to_string()]);
-    cached::json(&app, &headers, KIND_JOB, &scope, &material, || async {
+    cached::json(&app, &inm, KIND_JOB, &scope, &material, || async {
         cached::body(&app.engine.get_job(&tenant.0, id).await?)
     })
     .await

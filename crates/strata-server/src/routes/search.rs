@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use base64::Engine as _;
 use serde::Deserialize;
@@ -12,7 +12,7 @@ use strata_engine::KIND_SEARCH;
 use strata_engine::search::SearchRequest;
 
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Tenant};
+use crate::extract::{ApiJson, IfNoneMatch, Tenant};
 use crate::{AppState, cached};
 
 /// `POST /v1/search` {query, k, filter{tags, document_ids}, min_score, stream}.
@@ -21,14 +21,14 @@ use crate::{AppState, cached};
 pub async fn search(
     State(app): State<AppState>,
     tenant: Tenant,
-    headers: HeaderMap,
+    inm: IfNoneMatch,
     ApiJson(req): ApiJson<SearchRequest>,
 ) -> Result<Response, ApiError> {
     let stream = req.stream;
-    let material = search_material(&req, &app.engine.search_fingerprint());
+    let material = search_material(&req, app.engine.search_fingerprint());
     app.warmer.record(&tenant.0, &material, &req);
     let lookup = cached_search(&app, &tenant.0, &material, req).await?;
-    let resp = cached::respond(&headers, lookup);
+    let resp = cached::respond(&inm, lookup);
     if !stream || resp.status() != axum::http::StatusCode::OK {
         return Ok(resp);
     }
@@ -80,26 +80,31 @@ pub(crate) async fn cached_search(
 /// Every parameter that changes a search's answer, canonicalised (trimmed query, sorted
 /// filters), so equivalent requests share an entry and different ones never do.
 pub(crate) fn search_material(req: &SearchRequest, engine: &str) -> Vec<u8> {
-    let mut tags = req.filter.tags.iter().map(|t| t.trim()).collect::<Vec<_>>();
+    /// Borrowed fields in a fixed order; serialised straight to bytes, no JSON tree.
+    #[derive(serde::Serialize)]
+    struct Canonical<'a> {
+        engine: &'a str,
+        query: &'a str,
+        k: usize,
+        tags: Vec<&'a str>,
+        document_ids: Vec<strata_engine::DocumentId>,
+        min_score: Option<u32>,
+    }
+    let mut tags: Vec<&str> = req.filter.tags.iter().map(|t| t.trim()).collect();
     tags.sort_unstable();
     tags.dedup();
-    let mut docs: Vec<String> = req
-        .filter
-        .document_ids
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    docs.sort_unstable();
-    docs.dedup();
-    let canonical = json!({
-        "engine": engine,
-        "query": req.query.trim(),
-        "k": req.k.unwrap_or(strata_engine::search::DEFAULT_K),
-        "tags": tags,
-        "document_ids": docs,
-        "min_score": req.min_score.map(f32::to_bits),
-    });
-    canonical.to_string().into_bytes()
+    let mut document_ids = req.filter.document_ids.clone();
+    document_ids.sort_unstable_by_key(ToString::to_string);
+    document_ids.dedup();
+    serde_json::to_vec(&Canonical {
+        engine,
+        query: req.query.trim(),
+        k: req.k.unwrap_or(strata_engine::search::DEFAULT_K),
+        tags,
+        document_ids,
+        min_score: req.min_score.map(f32::to_bits),
+    })
+    .unwrap_or_default()
 }
 
 /// OpenAI's `input`: a string or an array of strings.
