@@ -181,9 +181,15 @@ pub async fn http(
     connections: usize,
     sentences: usize,
 ) -> anyhow::Result<serde_json::Value> {
-    let texts = read_lines(corpus, 0, sentences + 1)?;
-    let (docs, query) = texts.split_at(sentences);
-    let body = json!({"query": query[0], "k": 10}).to_string();
+    // Distinct queries, cycled by every wrk connection: the L2 contender then reads Redis
+    // on (nearly) every request instead of coalescing onto one in-flight read.
+    const QUERIES: usize = 256;
+    let texts = read_lines(corpus, 0, sentences + QUERIES)?;
+    let (docs, queries) = texts.split_at(sentences);
+    let bodies: Vec<String> = queries
+        .iter()
+        .map(|q| json!({"query": q, "k": 10}).to_string())
+        .collect();
     let l1 = start_strata(model_dir, &data.join("l1"), docs, |_| {}).await?;
     let l2 = match &redis {
         Some(url) => Some(
@@ -196,49 +202,39 @@ pub async fn http(
         ),
         None => None,
     };
-    // The answer every contender returns, and a first request to fill the caches.
     let client = reqwest::Client::new();
-    let answer = client
-        .post(format!("{}/v1/search", l1.base))
-        .header("content-type", "application/json")
-        .body(body.clone())
-        .send()
-        .await?
-        .bytes()
-        .await?;
-    if let Some(s) = &l2 {
+    let post = |base: &str, body: &str| {
         client
-            .post(format!("{}/v1/search", s.base))
+            .post(format!("{base}/v1/search"))
             .header("content-type", "application/json")
-            .body(body.clone())
+            .body(body.to_owned())
             .send()
-            .await?;
-        let r = client
-            .post(format!("{}/v1/search", s.base))
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await?;
-        let x = r
-            .headers()
+    };
+    // Fill the caches (each query computed once), then check what a repeat is served from.
+    let mut answer = Bytes::new();
+    for (i, b) in bodies.iter().enumerate() {
+        let a = post(&l1.base, b).await?.bytes().await?;
+        if i == 0 {
+            answer = a;
+        }
+        if let Some(s) = &l2 {
+            post(&s.base, b).await?;
+        }
+    }
+    let x_cache = |r: &reqwest::Response| {
+        r.headers()
             .get("x-cache")
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+            .unwrap_or("")
+            .to_owned()
+    };
+    if let Some(s) = &l2 {
+        let x = x_cache(&post(&s.base, &bodies[1]).await?);
         if x != "HIT-L2" {
             bail!("the L2 contender answered {x:?}, not HIT-L2");
         }
     }
-    let r = client
-        .post(format!("{}/v1/search", l1.base))
-        .header("content-type", "application/json")
-        .body(body.clone())
-        .send()
-        .await?;
-    let x = r
-        .headers()
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let x = x_cache(&post(&l1.base, &bodies[1]).await?);
     if x != "HIT-L1" {
         bail!("the L1 contender answered {x:?}, not HIT-L1");
     }
@@ -258,13 +254,18 @@ pub async fn http(
 
     let script = data.join("post.lua");
     std::fs::create_dir_all(data)?;
-    std::fs::write(
-        &script,
-        format!(
-            "wrk.method = \"POST\"\nwrk.body = {}\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
-            serde_json::to_string(&body)?
-        ),
-    )?;
+    let mut lua = String::from("local bodies = {\n");
+    for b in &bodies {
+        lua.push_str(&serde_json::to_string(b)?);
+        lua.push_str(",\n");
+    }
+    lua.push_str(
+        "}\nlocal threads = 0\nfunction setup(thread)\n  thread:set(\"offset\", threads * 131)\n  \
+         threads = threads + 1\nend\nlocal i = 0\nlocal headers = {[\"Content-Type\"] = \"application/json\"}\n\
+         request = function()\n  i = i + 1\n  \
+         return wrk.format(\"POST\", nil, headers, bodies[((i + (offset or 0)) % #bodies) + 1])\nend\n",
+    );
+    std::fs::write(&script, lua)?;
     let mut contenders = vec![
         ("ceiling", ceiling_url),
         ("strata_l1_hit", format!("{}/v1/search", l1.base)),
@@ -284,6 +285,30 @@ pub async fn http(
             }));
         }
     }
+    // What each server actually served (proves the L2 contender was answered from Redis).
+    let mut served = serde_json::Map::new();
+    let mut servers = vec![("strata_l1_hit", &l1)];
+    if let Some(s) = &l2 {
+        servers.push(("strata_l2_hit", s));
+    }
+    for (name, s) in servers {
+        let stats: serde_json::Value = client
+            .get(format!("{}/v1/performance/cache/stats", s.base))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let kind = stats["cache"]["kinds"]
+            .as_array()
+            .and_then(|k| k.iter().find(|k| k["kind"] == "search_results"))
+            .cloned()
+            .unwrap_or_default();
+        served.insert(
+            name.to_owned(),
+            json!({"hits_l1": kind["hits_l1"], "hits_l2": kind["hits_l2"],
+                   "coalesced": kind["joined"], "misses": kind["misses"]}),
+        );
+    }
     ceiling_task.abort();
     l1.stop().await?;
     if let Some(s) = l2 {
@@ -294,6 +319,7 @@ pub async fn http(
         "connections": connections,
         "seconds": seconds,
         "runs": runs,
+        "served": served,
     }))
 }
 

@@ -127,30 +127,58 @@ impl Default for EngineSettings {
 /// cached entries, and processes over different databases never do, even through one Redis.
 #[derive(Debug, Clone)]
 pub struct Scopes {
-    salt: String,
+    salt: Arc<str>,
+    /// Computed scopes per tenant (a hash per request adds up on the cache-hit path);
+    /// forgotten wholesale past `MEMO_LIMIT` tenants.
+    memo: Arc<std::sync::RwLock<std::collections::HashMap<TenantId, ScopePair>>>,
 }
+
+/// A tenant's document scope and jobs scope.
+type ScopePair = (Arc<str>, Arc<str>);
+
+const MEMO_LIMIT: usize = 100_000;
 
 impl Scopes {
     /// Scopes for the store with this id.
     pub fn new(store_id: &str) -> Self {
         Self {
-            salt: store_id.to_owned(),
+            salt: Arc::from(store_id),
+            memo: Arc::default(),
         }
     }
 
-    /// Everything derived from the tenant's documents.
-    pub fn tenant(&self, owner: &TenantId) -> String {
+    fn both(&self, owner: &TenantId) -> ScopePair {
+        if let Some(s) = self
+            .memo
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(owner)
+        {
+            return s.clone();
+        }
         let mut h = blake3::Hasher::new();
         h.update(self.salt.as_bytes());
         h.update(b"\0");
         h.update(owner.as_str().as_bytes());
-        format!("t{}", &h.finalize().to_hex()[..24])
+        let tenant = format!("t{}", &h.finalize().to_hex()[..24]);
+        let pair: ScopePair = (Arc::from(tenant.as_str()), Arc::from(format!("{tenant}j")));
+        let mut memo = self.memo.write().unwrap_or_else(|p| p.into_inner());
+        if memo.len() >= MEMO_LIMIT {
+            memo.clear();
+        }
+        memo.insert(owner.clone(), pair.clone());
+        pair
+    }
+
+    /// Everything derived from the tenant's documents.
+    pub fn tenant(&self, owner: &TenantId) -> Arc<str> {
+        self.both(owner).0
     }
 
     /// The tenant's job statuses, invalidated on every job change without touching its
     /// search results.
-    pub fn jobs(&self, owner: &TenantId) -> String {
-        format!("{}j", self.tenant(owner))
+    pub fn jobs(&self, owner: &TenantId) -> Arc<str> {
+        self.both(owner).1
     }
 }
 
