@@ -180,6 +180,7 @@ pub async fn http(
     seconds: f64,
     connections: usize,
     sentences: usize,
+    seed: Option<Seed>,
 ) -> anyhow::Result<serde_json::Value> {
     // Distinct queries, cycled by every wrk connection: the L2 contender then reads Redis
     // on (nearly) every request instead of coalescing onto one in-flight read.
@@ -212,8 +213,10 @@ pub async fn http(
     };
     // Fill the caches (each query computed once), then check what a repeat is served from.
     let mut answer = Bytes::new();
+    let mut answers = Vec::new();
     for (i, b) in bodies.iter().enumerate() {
         let a = post(&l1.base, b).await?.bytes().await?;
+        answers.push(json!({"query": queries[i], "k": 10, "body": String::from_utf8_lossy(&a)}));
         if i == 0 {
             answer = a;
         }
@@ -273,6 +276,28 @@ pub async fn http(
     if let Some(s) = &l2 {
         contenders.push(("strata_l2_hit", format!("{}/v1/search", s.base)));
     }
+    let mut seeds = Vec::new();
+    if let Some(seed) = &seed {
+        let file = data.join("seed-answers.json");
+        std::fs::write(&file, serde_json::to_vec(&answers)?)?;
+        seed.load(&file)?;
+        for (name, fix) in [
+            ("seed_stack_as_shipped", false),
+            ("seed_stack_nodelay_fix", true),
+        ] {
+            let proc = seed.start(fix)?;
+            // Every query once: the first read of each misses into PostgreSQL and fills Redis.
+            let url = format!("http://127.0.0.1:{}", proc.port);
+            for b in &bodies {
+                let r = post(&url, b).await?;
+                if !r.status().is_success() {
+                    bail!("the seed stack answered {}", r.status());
+                }
+            }
+            contenders.push((name, format!("{url}/v1/search")));
+            seeds.push(proc);
+        }
+    }
     let mut runs = Vec::new();
     for round in 1..=rounds {
         for (name, url) in &contenders {
@@ -310,6 +335,7 @@ pub async fn http(
         );
     }
     ceiling_task.abort();
+    drop(seeds);
     l1.stop().await?;
     if let Some(s) = l2 {
         s.stop().await?;
@@ -429,4 +455,92 @@ pub async fn zipf(
         "l1_evictions": stats.l1_evictions,
         "l2_bytes_written": stats.l2.as_ref().map(|s| s.bytes_written),
     }))
+}
+
+/// The Python seed stack (FastAPI + uvicorn + Redis + asyncpg) under `bench/seed`.
+pub struct Seed {
+    /// The venv's python with the pinned packages.
+    pub python: std::path::PathBuf,
+    /// `bench/seed`.
+    pub dir: std::path::PathBuf,
+    /// PostgreSQL for its source of truth.
+    pub database_url: String,
+    /// Redis for its cache.
+    pub redis_url: String,
+    /// uvicorn workers.
+    pub workers: usize,
+}
+
+/// A running seed server, killed on drop.
+struct SeedProc {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for SeedProc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Seed {
+    fn load(&self, answers: &Path) -> anyhow::Result<()> {
+        let status = Command::new(&self.python)
+            .arg(self.dir.join("load.py"))
+            .arg(&self.database_url)
+            .arg(answers)
+            .arg(&self.redis_url)
+            .current_dir(&self.dir)
+            .status()
+            .context("running bench/seed/load.py")?;
+        if !status.success() {
+            bail!("bench/seed/load.py failed");
+        }
+        Ok(())
+    }
+
+    fn start(&self, nodelay_fix: bool) -> anyhow::Result<SeedProc> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut cmd = Command::new(&self.python);
+        cmd.arg(self.dir.join("serve.py"))
+            .arg(port.to_string())
+            .arg(self.workers.to_string())
+            .current_dir(&self.dir)
+            .env("SEED_REDIS_URL", &self.redis_url)
+            .env("SEED_DATABASE_URL", &self.database_url)
+            .stdout(std::process::Stdio::null());
+        if nodelay_fix {
+            cmd.arg("--nodelay-fix");
+        }
+        let mut proc = SeedProc {
+            child: cmd.spawn().context("starting the seed stack")?,
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = proc.child.try_wait()? {
+                bail!("the seed stack exited with {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("the seed stack did not start listening within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The workers start after the listener: give them a moment to import the app.
+        std::thread::sleep(Duration::from_secs(2));
+        Ok(proc)
+    }
 }

@@ -143,6 +143,15 @@ enum Cmd {
         /// Sentences ingested into each server.
         #[arg(long, default_value_t = 200)]
         sentences: usize,
+        /// Python (a venv with bench/seed's pinned packages) to run the seed stack with.
+        #[arg(long)]
+        seed_python: Option<PathBuf>,
+        /// PostgreSQL for the seed stack's source of truth.
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        seed_database_url: String,
+        /// uvicorn workers of the seed stack.
+        #[arg(long, default_value_t = 2)]
+        seed_workers: usize,
     },
     /// Hit ratios of L1 and L1 + L2 (Redis) on a Zipf(1.0) workload over distinct requests,
     /// L1 sized to a fraction of them.
@@ -220,7 +229,21 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             seconds,
             connections,
             sentences,
+            seed_python,
+            seed_database_url,
+            seed_workers,
         } => {
+            let seed = match (seed_python, &redis) {
+                (Some(python), Some(redis_url)) => Some(cache::Seed {
+                    python,
+                    dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("seed"),
+                    database_url: seed_database_url,
+                    redis_url: redis_url.clone(),
+                    workers: seed_workers,
+                }),
+                (Some(_), None) => bail!("the seed stack needs --redis"),
+                _ => None,
+            };
             cache::http(
                 &cli.model_dir,
                 &corpus,
@@ -230,6 +253,7 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
                 seconds,
                 connections,
                 sentences,
+                seed,
             )
             .await
         }
