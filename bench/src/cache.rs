@@ -17,13 +17,15 @@ use tokio_util::sync::CancellationToken;
 use crate::{Zipf, read_lines};
 
 /// One running strata server with a few documents ingested.
-struct Strata {
-    base: String,
+pub(crate) struct Strata {
+    pub(crate) base: String,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-async fn start_strata(
+/// Starts a strata server on port 0 over a fresh data directory (warming off, fast job
+/// polling) and ingests `texts` into it.
+pub(crate) async fn start_strata(
     model_dir: &Path,
     data: &Path,
     texts: &[String],
@@ -55,37 +57,13 @@ async fn start_strata(
     let base = format!("http://{}", app.local_addr()?);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(app.run(shutdown.clone()));
-    let client = reqwest::Client::new();
-    let mut jobs = Vec::new();
-    for (i, part) in texts.chunks(100).enumerate() {
-        let r: serde_json::Value = client
-            .post(format!("{base}/v1/documents"))
-            .json(&json!({"text": part.join("\n\n"), "title": format!("doc {i}")}))
-            .send()
-            .await?
-            .json()
-            .await?;
-        if let Some(j) = r["job"]["id"].as_str() {
-            jobs.push(j.to_owned());
-        }
-    }
-    for j in jobs {
-        let deadline = Instant::now() + Duration::from_secs(600);
-        loop {
-            let job: serde_json::Value = client
-                .get(format!("{base}/v1/jobs/{j}"))
-                .send()
-                .await?
-                .json()
-                .await?;
-            match job["status"].as_str() {
-                Some("succeeded") => break,
-                Some("failed" | "cancelled") => bail!("job failed: {job}"),
-                _ if Instant::now() > deadline => bail!("ingestion stuck"),
-                _ => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    }
+    crate::ingest(
+        &reqwest::Client::new(),
+        &base,
+        texts,
+        Duration::from_secs(600),
+    )
+    .await?;
     Ok(Strata {
         base,
         shutdown,
@@ -94,7 +72,7 @@ async fn start_strata(
 }
 
 impl Strata {
-    async fn stop(self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.task.await??;
         Ok(())

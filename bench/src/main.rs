@@ -563,75 +563,20 @@ async fn search(
     data: &Path,
     chunk_tokens: usize,
 ) -> anyhow::Result<serde_json::Value> {
-    use strata_engine::{Engine, EngineSettings};
-    use strata_server::{App, ServerSettings};
     let all = read_lines(corpus, 0, sentences + queries)?;
     let (docs_text, query_text) = all.split_at(sentences);
-    if data.exists() {
-        std::fs::remove_dir_all(data)?;
-    }
-    let mut settings = EngineSettings {
-        data_dir: data.to_owned(),
-        model_dir: model_dir.to_owned(),
-        ..EngineSettings::default()
-    };
-    settings.jobs.chunk = strata_engine::chunk::ChunkConfig::new(chunk_tokens, 0)?;
-    settings.jobs.workers = 2;
-    settings.jobs.poll_interval = Duration::from_millis(20);
-    let engine = Engine::open(settings).await?;
-    let app = App::build(
-        engine,
-        ServerSettings {
-            listen: "127.0.0.1:0".parse()?,
-            ..ServerSettings::default()
-        },
-    )
+    let chunk = strata_engine::chunk::ChunkConfig::new(chunk_tokens, 0)?;
+    let server = cache::start_strata(model_dir, data, &[], |e| {
+        e.jobs.chunk = chunk;
+        e.jobs.workers = 2;
+    })
     .await?;
-    let base = format!("http://{}", app.local_addr()?);
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(app.run(shutdown.clone()));
+    let base = server.base.clone();
     let client = reqwest::Client::new();
 
     // Ingest: 100 sentences per document, one paragraph each.
     let start = Instant::now();
-    let mut jobs = Vec::new();
-    for (i, part) in docs_text.chunks(100).enumerate() {
-        let body = json!({"text": part.join("\n\n"), "title": format!("doc {i}")});
-        let r: serde_json::Value = client
-            .post(format!("{base}/v1/documents"))
-            .json(&body)
-            .send()
-            .await?
-            .json()
-            .await?;
-        if let Some(j) = r["job"]["id"].as_str() {
-            jobs.push(j.to_owned());
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(3600);
-    let mut chunks = 0u64;
-    for j in &jobs {
-        loop {
-            let job: serde_json::Value = client
-                .get(format!("{base}/v1/jobs/{j}"))
-                .send()
-                .await?
-                .json()
-                .await?;
-            match job["status"].as_str() {
-                Some("succeeded") => {
-                    chunks += job["stages"][1]["total"].as_u64().unwrap_or(0);
-                    break;
-                }
-                Some("failed" | "cancelled") => bail!("job failed: {job}"),
-                _ => {}
-            }
-            if Instant::now() > deadline {
-                bail!("ingestion took over an hour");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    let (documents, chunks) = ingest(&client, &base, docs_text, Duration::from_secs(3600)).await?;
     let ingest_secs = start.elapsed().as_secs_f64();
 
     // Uncached search latency, one client, distinct queries.
@@ -674,8 +619,7 @@ async fn search(
             break;
         }
     }
-    shutdown.cancel();
-    server.await??;
+    server.stop().await?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let raw = OnnxMiniLm::load(&ModelFiles::at(model_dir), threads)?;
     let t = Instant::now();
@@ -685,7 +629,7 @@ async fn search(
     let raw_rate = sample.len() as f64 / t.elapsed().as_secs_f64();
     let ingest_rate = chunks as f64 / ingest_secs;
     Ok(json!({
-        "documents": jobs.len(),
+        "documents": documents,
         "chunks": chunks,
         "ingest_seconds": ingest_secs,
         "ingest_chunks_per_s": ingest_rate,
@@ -696,6 +640,51 @@ async fn search(
         "search_ms_p95": percentile(&lat, 0.95),
         "search_ms_p99": percentile(&lat, 0.99),
     }))
+}
+
+/// Uploads `texts` to a strata server as documents of 100 paragraphs each and waits until
+/// every ingestion job has succeeded; returns (documents, chunks).
+async fn ingest(
+    client: &reqwest::Client,
+    base: &str,
+    texts: &[String],
+    within: Duration,
+) -> anyhow::Result<(usize, u64)> {
+    let mut jobs = Vec::new();
+    for (i, part) in texts.chunks(100).enumerate() {
+        let r: serde_json::Value = client
+            .post(format!("{base}/v1/documents"))
+            .json(&json!({"text": part.join("\n\n"), "title": format!("doc {i}")}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if let Some(j) = r["job"]["id"].as_str() {
+            jobs.push(j.to_owned());
+        }
+    }
+    let deadline = Instant::now() + within;
+    let mut chunks = 0u64;
+    for j in &jobs {
+        loop {
+            let job: serde_json::Value = client
+                .get(format!("{base}/v1/jobs/{j}"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            match job["status"].as_str() {
+                Some("succeeded") => {
+                    chunks += job["stages"][1]["total"].as_u64().unwrap_or(0);
+                    break;
+                }
+                Some("failed" | "cancelled") => bail!("job failed: {job}"),
+                _ if Instant::now() > deadline => bail!("ingestion took over {within:?}"),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+    Ok((jobs.len(), chunks))
 }
 
 /// Zipf(1.0) sampler over `n` ranks: inverse CDF by binary search.

@@ -448,24 +448,8 @@ impl Config {
             ),
             ("db_max_connections", e.sqlite.max_connections.to_string()),
             ("cache_l1", format!("{} bytes", e.cache.l1_bytes)),
-            (
-                "cache_ttl",
-                e.cache
-                    .kinds
-                    .iter()
-                    .map(|k| format!("{}={}", k.name, k.l1_ttl.as_secs()))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-            (
-                "cache_l2_ttl",
-                e.cache
-                    .kinds
-                    .iter()
-                    .map(|k| format!("{}={}", k.name, k.l2_ttl.as_secs()))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
+            ("cache_ttl", ttl_list(&e.cache.kinds, |k| k.l1_ttl)),
+            ("cache_l2_ttl", ttl_list(&e.cache.kinds, |k| k.l2_ttl)),
             (
                 "redis_url",
                 e.cache
@@ -516,6 +500,18 @@ impl Config {
             .map(|(k, v)| format!("  {k:<22} {v}\n"))
             .collect()
     }
+}
+
+/// `kind=secs,...` of one tier's TTLs, for the startup listing.
+fn ttl_list(
+    kinds: &[strata_engine::KindSpec],
+    ttl: impl Fn(&strata_engine::KindSpec) -> Duration,
+) -> String {
+    kinds
+        .iter()
+        .map(|k| format!("{}={}", k.name, ttl(k).as_secs()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The default kinds with TTL overrides (`kind=secs,...`) for L1 and L2 applied.

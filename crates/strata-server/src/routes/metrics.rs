@@ -14,6 +14,22 @@ use crate::AppState;
 struct Page(String);
 
 impl Page {
+    /// One family with a sample per kind and per value of a second label.
+    fn per_kind(
+        &mut self,
+        kinds: &[strata_cache::KindStats],
+        (name, kind, help): (&str, &str, &str),
+        label: &str,
+        values: impl Fn(&strata_cache::KindStats) -> Vec<(&'static str, f64)>,
+    ) {
+        self.family(name, kind, help);
+        for k in kinds {
+            for (v, n) in values(k) {
+                self.sample(name, &[("kind", k.kind), (label, v)], n);
+            }
+        }
+    }
+
     fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
@@ -42,27 +58,41 @@ impl Page {
 pub async fn metrics(State(app): State<AppState>) -> Response {
     let s = app.engine.cache().stats();
     let mut p = Page(String::with_capacity(4096));
-    p.family(
-        "strata_cache_requests_total",
-        "counter",
-        "Cache lookups by kind and outcome.",
+    p.per_kind(
+        &s.kinds,
+        (
+            "strata_cache_requests_total",
+            "counter",
+            "Cache lookups by kind and outcome.",
+        ),
+        "outcome",
+        |k| {
+            vec![
+                ("hit_l1", k.hits_l1 as f64),
+                ("hit_l2", k.hits_l2 as f64),
+                ("miss", k.misses as f64),
+                ("coalesced", k.joined as f64),
+                ("bypass", k.bypassed as f64),
+                ("failed", k.failures as f64),
+            ]
+        },
     );
-    for k in &s.kinds {
-        for (outcome, n) in [
-            ("hit_l1", k.hits_l1),
-            ("hit_l2", k.hits_l2),
-            ("miss", k.misses),
-            ("coalesced", k.joined),
-            ("bypass", k.bypassed),
-            ("failed", k.failures),
-        ] {
-            p.sample(
-                "strata_cache_requests_total",
-                &[("kind", k.kind), ("outcome", outcome)],
-                n as f64,
-            );
-        }
-    }
+    p.per_kind(
+        &s.kinds,
+        (
+            "strata_cache_mean_latency_seconds",
+            "gauge",
+            "Mean lookup time by kind and tier.",
+        ),
+        "tier",
+        |k| {
+            vec![
+                ("l1", k.mean_l1_hit_micros / 1e6),
+                ("l2", k.mean_l2_hit_micros / 1e6),
+                ("miss", k.mean_miss_micros / 1e6),
+            ]
+        },
+    );
     p.family(
         "strata_cache_hit_ratio",
         "gauge",
@@ -70,24 +100,6 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     );
     for k in &s.kinds {
         p.sample("strata_cache_hit_ratio", &[("kind", k.kind)], k.hit_ratio);
-    }
-    p.family(
-        "strata_cache_mean_latency_seconds",
-        "gauge",
-        "Mean lookup time by kind and tier.",
-    );
-    for k in &s.kinds {
-        for (tier, micros) in [
-            ("l1", k.mean_l1_hit_micros),
-            ("l2", k.mean_l2_hit_micros),
-            ("miss", k.mean_miss_micros),
-        ] {
-            p.sample(
-                "strata_cache_mean_latency_seconds",
-                &[("kind", k.kind), ("tier", tier)],
-                micros / 1e6,
-            );
-        }
     }
     p.family(
         "strata_cache_computed_bytes_total",
