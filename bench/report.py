@@ -66,6 +66,9 @@ row(f"ingestion ({s.get('chunks')} chunks)", s.get("ingest_chunks_per_s"), "chun
 row("raw model, same chunk texts, batch 32", s.get("raw_model_chunks_per_s"), "chunks/s")
 for p in ("p50", "p95", "p99"):
     row(f"search latency {p}", s.get(f"search_ms_{p}"), "ms")
+row("resident memory after ingestion (server + model)", s.get("rss_mb_at_rest"), "MiB")
+row("resident memory after the search load", s.get("rss_mb_after_search"), "MiB")
+row("resident memory, peak (ingestion included)", s.get("rss_mb_peak"), "MiB")
 
 http = by.get("cache_http", [{}])[0]
 
@@ -81,6 +84,10 @@ for c in ("ceiling", "strata_l1_hit", "strata_l2_hit", "seed_stack_as_shipped", 
     row(f"{c} requests/s", http_med(c, "requests_per_s"), "req/s",
         f"p50 {http_med(c, 'p50_ms') or 0:.2f} ms, p99 {http_med(c, 'p99_ms') or 0:.2f} ms, "
         f"errors {sum(r['errors'] for r in http.get('runs', []) if r['contender'] == c)}")
+lines.append("connection scaling (keep-alive connections held for the whole run):")
+for r in http.get("scaling", []):
+    row(f"{r['contender']} at {r['connections']} connections", r["requests_per_s"], "req/s",
+        f"p99 {r['p99_ms']:.2f} ms, errors {r['errors']}")
 z = by.get("zipf", [{}])[0]
 lines.append(f"cache hit ratio, Zipf(1.0) over {z.get('keys')} distinct requests, L1 = 5% of them, "
              "after warm-up:")
@@ -98,6 +105,10 @@ ceil, l1 = http_med("ceiling", "requests_per_s"), http_med("strata_l1_hit", "req
 target("L1-hit search / ceiling, requests/s", l1 / ceil if l1 and ceil else None, ">=", 0.8)
 cp99, lp99 = http_med("ceiling", "p99_ms"), http_med("strata_l1_hit", "p99_ms")
 target("L1-hit search p99 / ceiling p99", lp99 / cp99 if lp99 and cp99 else None, "<=", 2.0)
+big = [r for r in http.get("scaling", []) if r["contender"] == "strata_l1_hit"]
+if big:
+    top = max(big, key=lambda r: r["connections"])
+    target(f"errors at {top['connections']} connections (strata)", float(top["errors"]), "<=", 0.0)
 target("combined hit ratio after warm-up (Zipf)", z.get("combined_hit_ratio"), ">=", 0.9)
 seed_best = max([v for v in (http_med("seed_stack_as_shipped", "requests_per_s"),
                              http_med("seed_stack_nodelay_fix", "requests_per_s")) if v] or [0]) or None

@@ -93,6 +93,8 @@ fn wrk(url: &str, script: &Path, seconds: f64, connections: usize) -> anyhow::Re
             "-t2",
             &format!("-c{connections}"),
             &format!("-d{seconds}s"),
+            "--timeout",
+            "10s",
             "--latency",
             "-s",
         ])
@@ -159,6 +161,7 @@ pub async fn http(
     connections: usize,
     sentences: usize,
     seed: Option<Seed>,
+    scale: &[usize],
 ) -> anyhow::Result<serde_json::Value> {
     // Distinct queries, cycled by every wrk connection: the L2 contender then reads Redis
     // on (nearly) every request instead of coalescing onto one in-flight read.
@@ -288,6 +291,19 @@ pub async fn http(
             }));
         }
     }
+    // Connection scaling: the ceiling and strata's L1 hit at each count of keep-alive
+    // connections (every one opened at the start and kept for the whole run).
+    let mut scaling = Vec::new();
+    for &c in scale {
+        for (name, url) in contenders.iter().take(2) {
+            let (script, url, name) = (script.clone(), url.clone(), *name);
+            let w = tokio::task::spawn_blocking(move || wrk(&url, &script, seconds, c)).await??;
+            scaling.push(json!({
+                "connections": c, "contender": name, "requests_per_s": w.rps,
+                "p50_ms": w.p50_ms, "p99_ms": w.p99_ms, "errors": w.errors,
+            }));
+        }
+    }
     // What each server actually served (proves the L2 contender was answered from Redis).
     let mut served = serde_json::Map::new();
     let mut servers = vec![("strata_l1_hit", &l1)];
@@ -323,6 +339,7 @@ pub async fn http(
         "connections": connections,
         "seconds": seconds,
         "runs": runs,
+        "scaling": scaling,
         "served": served,
     }))
 }

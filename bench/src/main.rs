@@ -152,6 +152,10 @@ enum Cmd {
         /// uvicorn workers of the seed stack.
         #[arg(long, default_value_t = 2)]
         seed_workers: usize,
+        /// Connection counts for the scaling runs (ceiling and L1 hit), e.g. 64,1000,10000;
+        /// the fd limit must allow them.
+        #[arg(long, value_delimiter = ',')]
+        scale: Vec<usize>,
     },
     /// Hit ratios of L1 and L1 + L2 (Redis) on a Zipf(1.0) workload over distinct requests,
     /// L1 sized to a fraction of them.
@@ -232,6 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             seed_python,
             seed_database_url,
             seed_workers,
+            scale,
         } => {
             let seed = match (seed_python, &redis) {
                 (Some(python), Some(redis_url)) => Some(cache::Seed {
@@ -254,6 +259,7 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
                 connections,
                 sentences,
                 seed,
+                &scale,
             )
             .await
         }
@@ -578,6 +584,8 @@ async fn search(
     let start = Instant::now();
     let (documents, chunks) = ingest(&client, &base, docs_text, Duration::from_secs(3600)).await?;
     let ingest_secs = start.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_rest = rss_mb("VmRSS");
 
     // Uncached search latency, one client, distinct queries.
     let mut lat = Vec::with_capacity(query_text.len());
@@ -595,6 +603,8 @@ async fn search(
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     lat.sort_by(f64::total_cmp);
+    let rss_load = rss_mb("VmRSS");
+    let rss_peak = rss_mb("VmHWM");
 
     // Raw model throughput on a sample of the same chunk texts, batch 32.
     let docs: serde_json::Value = client
@@ -639,6 +649,11 @@ async fn search(
         "search_ms_p50": percentile(&lat, 0.50),
         "search_ms_p95": percentile(&lat, 0.95),
         "search_ms_p99": percentile(&lat, 0.99),
+        // The server runs in this process: its resident memory (with the model loaded,
+        // the vector index and SQLite's cache) plus the harness's few megabytes.
+        "rss_mb_at_rest": rss_rest,
+        "rss_mb_after_search": rss_load,
+        "rss_mb_peak": rss_peak,
     }))
 }
 
@@ -685,6 +700,14 @@ async fn ingest(
         }
     }
     Ok((jobs.len(), chunks))
+}
+
+/// A `/proc/self/status` memory line (`VmRSS`, `VmHWM`) in MiB; `None` off Linux.
+fn rss_mb(field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 /// Zipf(1.0) sampler over `n` ranks: inverse CDF by binary search.
