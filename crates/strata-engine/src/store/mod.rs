@@ -1,6 +1,6 @@
 //! The storage abstraction. Owns *what* is persisted and the atomicity of each operation;
-//! every backend (SQLite today, PostgreSQL next) implements [`Store`] with identical
-//! semantics, proven by one test suite run against each.
+//! every backend (SQLite, PostgreSQL) implements [`Store`] with identical semantics, proven
+//! by one test body run against each (`tests/it/backends.rs`).
 //!
 //! Rules every implementation keeps:
 //! - every read and write of tenant data filters by owner;
@@ -37,6 +37,7 @@ pub fn vector_from_bytes(b: &[u8]) -> Option<Vec<f32>> {
     )
 }
 
+pub mod postgres;
 pub mod sqlite;
 
 /// Result of inserting a document whose content may already exist for this owner.

@@ -6,6 +6,8 @@
     reason = "test helpers fail loudly on unexpected values"
 )]
 
+mod backends;
+
 use std::time::Duration;
 
 use chrono::Utc;

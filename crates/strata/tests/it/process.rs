@@ -261,3 +261,129 @@ async fn sigterm_returns_the_running_job_to_the_queue_and_exits_cleanly() {
     let ordinals = second.all_chunk_ordinals(&doc).await;
     assert_eq!(ordinals, (0..total).collect::<Vec<_>>());
 }
+
+/// Two `strata serve` processes sharing Redis and one SQLite database file (a test
+/// arrangement until the PostgreSQL backend lands: each process keeps its own vector index,
+/// so only document, tag and job reads are compared). Each write through one process is
+/// followed at once by reads through the other, whose caches held the old answers.
+#[tokio::test]
+async fn a_write_through_one_process_is_never_followed_by_a_stale_read_from_another() {
+    let redis = std::env::var("STRATA_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let root = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", root.path().join("shared.db").display());
+    let args = [
+        "--workers",
+        "0",
+        "--redis-url",
+        redis.as_str(),
+        "--database-url",
+        db.as_str(),
+        "--cache-warm-queries",
+        "0",
+    ];
+    let a = Proc::start(&root.path().join("a"), &args).await;
+    let b = Proc::start(&root.path().join("b"), &args).await;
+    let client = reqwest::Client::new();
+    let get = |p: &Proc, path: &str| {
+        let url = format!("{}{path}", p.base);
+        let client = client.clone();
+        let path = path.to_owned();
+        async move {
+            let r = client.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let list = |v: &Value| -> Vec<(String, String)> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["id"].as_str().unwrap().to_owned(),
+                    d["title"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let mut ids: Vec<String> = Vec::new();
+    for round in 0..90 {
+        // The reader's caches hold the current answers (the second read is a hit).
+        get(&b, "/v1/documents?limit=100").await;
+        get(&b, "/v1/documents?limit=100").await;
+        get(&b, "/v1/tags").await;
+        if let Some(id) = ids.last() {
+            get(&b, &format!("/v1/documents/{id}")).await;
+        }
+        // One write through the other process.
+        let (writer, reader) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        match round % 3 {
+            0 => {
+                let r = client
+                    .post(format!("{}/v1/documents", writer.base))
+                    .json(&serde_json::json!({"text": format!("document of round {round}"), "title": format!("r{round}"), "tags": [format!("t{}", round % 4)]}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202);
+                let d: Value = r.json().await.unwrap();
+                ids.push(d["document"]["id"].as_str().unwrap().to_owned());
+            }
+            1 => {
+                let id = ids.last().unwrap();
+                let r = client
+                    .patch(format!("{}/v1/documents/{id}", writer.base))
+                    .json(&serde_json::json!({"title": format!("renamed in round {round}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            }
+            _ => {
+                let id = ids.remove(0);
+                let r = client
+                    .delete(format!("{}/v1/documents/{id}", writer.base))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 204);
+            }
+        }
+        // At once, through the other process: the same as the writer now answers.
+        let got = get(reader, "/v1/documents?limit=100").await;
+        let want = get(writer, "/v1/documents?limit=100").await;
+        assert_eq!(
+            list(&got),
+            list(&want),
+            "round {round}: stale document list"
+        );
+        assert_eq!(list(&got).len(), ids.len());
+        assert_eq!(
+            get(reader, "/v1/tags").await,
+            get(writer, "/v1/tags").await,
+            "round {round}: stale tags"
+        );
+        if let Some(id) = ids.last() {
+            let path = format!("/v1/documents/{id}");
+            assert_eq!(
+                get(reader, &path).await["title"],
+                get(writer, &path).await["title"],
+                "round {round}: stale document"
+            );
+        }
+    }
+    // The readers did serve from their caches in between.
+    for p in [&a, &b] {
+        let stats = get(p, "/v1/performance/cache/stats").await;
+        let hits: u64 = stats["cache"]["kinds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["hits_l1"].as_u64().unwrap() + k["hits_l2"].as_u64().unwrap())
+            .sum();
+        assert!(hits > 10, "{stats}");
+        assert_eq!(stats["cache"]["l2"]["ack_timeouts"], 0, "{stats}");
+    }
+}

@@ -1,0 +1,1003 @@
+//! The scale-out backend: PostgreSQL with pgvector through a sqlx pool. The same schema and
+//! semantics as the SQLite store (one test suite runs against both); job claims take the row
+//! with `FOR UPDATE SKIP LOCKED`, so any number of processes can claim concurrently.
+//!
+//! Not selectable yet: the engine still searches with its in-process index, which a second
+//! process would not see updated; the pgvector search path comes with the scale-out issue.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+
+use super::{
+    ChunkFilter, ClaimedJob, Deleted, HitRow, InsertOutcome, JobOutcome, Lease, NewChunk, Store,
+};
+use crate::error::{EngineError, Result};
+use crate::ids::{DocumentId, JobId, TenantId};
+use crate::model::{
+    Chunk, Document, DocumentFilter, DocumentPatch, DocumentStatus, Job, JobFilter, JobStatus,
+    MediaType, NewDocument, Stage, StageProgress, TagCount,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Pool settings for the PostgreSQL backend.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Most open connections.
+    pub max_connections: u32,
+    /// Connections kept open when idle.
+    pub min_connections: u32,
+    /// How long a request waits for a connection before failing with 503.
+    pub acquire_timeout: Duration,
+    /// Idle connections are closed after this long.
+    pub idle_timeout: Duration,
+    /// Connections are replaced after this long.
+    pub max_lifetime: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            min_connections: 1,
+            acquire_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(1800),
+        }
+    }
+}
+
+/// [`Store`] over PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+const DOC_COLUMNS: &str = "d.id, d.title, d.filename, d.media_type, d.byte_size, d.sha256, \
+     d.metadata, d.status, d.error, d.chunk_count, d.job_id, d.created_at, d.updated_at, \
+     (SELECT json_agg(tag ORDER BY tag)::text FROM document_tags t \
+        WHERE t.document_id = d.id) AS tags";
+
+const JOB_COLUMNS: &str = "id, owner, kind, document_id, status, stage, stages, attempts, \
+     max_attempts, error, created_at, updated_at, finished_at";
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://...`) and runs migrations; a clear error when pgvector
+    /// is not installed on the server.
+    pub async fn connect(url: &str, opts: &PostgresOptions) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections.max(1))
+            .min_connections(opts.min_connections.min(opts.max_connections))
+            .acquire_timeout(opts.acquire_timeout)
+            .idle_timeout(opts.idle_timeout)
+            .max_lifetime(opts.max_lifetime)
+            .test_before_acquire(true)
+            .connect(url)
+            .await?;
+        let available: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector')",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if !available {
+            return Err(EngineError::Config(
+                "the PostgreSQL server has no pgvector extension; install it (scripts/test and \
+                 scripts/serve build it from Debian's source package) and restart"
+                    .into(),
+            ));
+        }
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
+        self.pool.begin().await.map_err(EngineError::from)
+    }
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> Result<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(v)
+        .single()
+        .ok_or_else(|| EngineError::Internal(format!("bad timestamp {v}")))
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> EngineError {
+    EngineError::Internal(format!("corrupt {what} in database: {e}"))
+}
+
+/// The `embedding` column of a row, decoded.
+fn embedding_of(row: &PgRow) -> Result<Vec<f32>> {
+    Ok(row.try_get::<Vec<f32>, _>("embedding")?)
+}
+
+/// The `owner` column of a row, validated.
+fn owner_of(row: &PgRow) -> Result<TenantId> {
+    let owner: String = row.try_get("owner")?;
+    TenantId::parse(&owner).map_err(|e| corrupt("owner", e))
+}
+
+fn document_from_row(row: &PgRow) -> Result<Document> {
+    let id: String = row.try_get("id")?;
+    let media: String = row.try_get("media_type")?;
+    let metadata: String = row.try_get("metadata")?;
+    let status: String = row.try_get("status")?;
+    let tags: Option<String> = row.try_get("tags")?;
+    let job_id: Option<String> = row.try_get("job_id")?;
+    Ok(Document {
+        id: id.parse().map_err(|e| corrupt("document id", e))?,
+        title: row.try_get("title")?,
+        filename: row.try_get("filename")?,
+        media_type: MediaType::from_mime(&media).ok_or_else(|| corrupt("media type", &media))?,
+        byte_size: row.try_get::<i64, _>("byte_size")? as u64,
+        sha256: row.try_get("sha256")?,
+        tags: match tags {
+            Some(t) => serde_json::from_str(&t).map_err(|e| corrupt("tags", e))?,
+            None => Vec::new(),
+        },
+        metadata: serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", e))?,
+        status: DocumentStatus::parse(&status).map_err(|e| corrupt("status", e))?,
+        error: row.try_get("error")?,
+        chunk_count: row.try_get::<i64, _>("chunk_count")? as u32,
+        job_id: job_id
+            .map(|j| j.parse().map_err(|e| corrupt("job id", e)))
+            .transpose()?,
+        created_at: from_ms(row.try_get("created_at")?)?,
+        updated_at: from_ms(row.try_get("updated_at")?)?,
+    })
+}
+
+fn job_from_row(row: &PgRow) -> Result<(TenantId, Job)> {
+    let id: String = row.try_get("id")?;
+    let doc: String = row.try_get("document_id")?;
+    let status: String = row.try_get("status")?;
+    let stage: Option<String> = row.try_get("stage")?;
+    let stages: String = row.try_get("stages")?;
+    let finished: Option<i64> = row.try_get("finished_at")?;
+    let job = Job {
+        id: id.parse().map_err(|e| corrupt("job id", e))?,
+        kind: row.try_get("kind")?,
+        document_id: doc.parse().map_err(|e| corrupt("document id", e))?,
+        status: JobStatus::parse(&status).map_err(|e| corrupt("job status", e))?,
+        stage: stage
+            .map(|s| serde_json::from_value(serde_json::Value::String(s)))
+            .transpose()
+            .map_err(|e| corrupt("stage", e))?,
+        stages: serde_json::from_str(&stages).map_err(|e| corrupt("stages", e))?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
+        error: row.try_get("error")?,
+        created_at: from_ms(row.try_get("created_at")?)?,
+        updated_at: from_ms(row.try_get("updated_at")?)?,
+        finished_at: finished.map(from_ms).transpose()?,
+    };
+    Ok((owner_of(row)?, job))
+}
+
+fn stage_name(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Extract => "extract",
+        Stage::Chunk => "chunk",
+        Stage::Embed => "embed",
+        Stage::Index => "index",
+    }
+}
+
+/// `FROM ... WHERE ...` selecting the owner's embedded chunks that pass `filter`.
+fn push_candidates(
+    qb: &mut QueryBuilder<'_, Postgres>,
+    owner: &TenantId,
+    model: &str,
+    filter: &ChunkFilter,
+) {
+    qb.push("FROM chunks c WHERE c.embedding IS NOT NULL AND c.owner = ")
+        .push_bind(owner.as_str().to_owned())
+        .push(" AND c.model = ")
+        .push_bind(model.to_owned());
+    if !filter.tags.is_empty() {
+        qb.push(" AND EXISTS (SELECT 1 FROM document_tags t WHERE t.document_id = c.document_id AND t.tag IN (");
+        let mut sep = qb.separated(", ");
+        for t in &filter.tags {
+            sep.push_bind(t.clone());
+        }
+        qb.push("))");
+    }
+    if !filter.document_ids.is_empty() {
+        qb.push(" AND c.document_id IN (");
+        let mut sep = qb.separated(", ");
+        for d in &filter.document_ids {
+            sep.push_bind(d.to_string());
+        }
+        qb.push(")");
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Checks the lease inside a write transaction and refreshes `updated_at`.
+async fn lease_held(tx: &mut Transaction<'static, Postgres>, lease: &Lease) -> Result<bool> {
+    let res = sqlx::query(
+        "UPDATE jobs SET updated_at = $1 WHERE id = $2 AND lease_token = $3 AND status = 'running'",
+    )
+    .bind(ms(Utc::now()))
+    .bind(lease.job_id.to_string())
+    .bind(&lease.token)
+    .execute(&mut **tx)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
+async fn get_document_in(
+    tx: &mut Transaction<'static, Postgres>,
+    owner: &TenantId,
+    id: &str,
+) -> Result<Option<Document>> {
+    let sql = format!("SELECT {DOC_COLUMNS} FROM documents d WHERE d.owner = $1 AND d.id = $2");
+    let row = sqlx::query(&sql)
+        .bind(owner.as_str())
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.as_ref().map(document_from_row).transpose()
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn insert_document(
+        &self,
+        doc: NewDocument,
+        id: DocumentId,
+        job_id: JobId,
+        max_attempts: u32,
+    ) -> Result<InsertOutcome> {
+        let mut tx = self.begin().await?;
+        let now = ms(Utc::now());
+        let id_s = id.to_string();
+        let job_s = job_id.to_string();
+        let inserted = sqlx::query(
+            "INSERT INTO documents (id, owner, title, filename, media_type, byte_size, sha256, \
+             metadata, status, chunk_count, job_id, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, $9, $10, $10)",
+        )
+        .bind(&id_s)
+        .bind(doc.owner.as_str())
+        .bind(&doc.title)
+        .bind(&doc.filename)
+        .bind(doc.media_type.as_str())
+        .bind(doc.byte_size as i64)
+        .bind(&doc.sha256)
+        .bind(doc.metadata.to_string())
+        .bind(&job_s)
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                drop(tx);
+                return match self.find_by_sha256(&doc.owner, &doc.sha256).await? {
+                    Some(existing) => Ok(InsertOutcome::Duplicate(existing)),
+                    None => Err(EngineError::Unavailable(
+                        "concurrent delete of a duplicate; retry".into(),
+                    )),
+                };
+            }
+            Err(e) => return Err(EngineError::from(e)),
+        }
+        for tag in &doc.tags {
+            sqlx::query("INSERT INTO document_tags (document_id, owner, tag) VALUES ($1, $2, $3)")
+                .bind(&id_s)
+                .bind(doc.owner.as_str())
+                .bind(tag)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT INTO jobs (id, owner, kind, document_id, status, stages, attempts, \
+             max_attempts, run_after, created_at, updated_at) \
+             VALUES ($1, $2, 'ingest_document', $3, 'queued', '[]', 0, $4, $5, $5, $5)",
+        )
+        .bind(&job_s)
+        .bind(doc.owner.as_str())
+        .bind(&id_s)
+        .bind(max_attempts as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let created = get_document_in(&mut tx, &doc.owner, &id_s)
+            .await?
+            .ok_or_else(|| EngineError::Internal("inserted document vanished".into()))?;
+        tx.commit().await?;
+        Ok(InsertOutcome::Created(created))
+    }
+
+    async fn find_by_sha256(&self, owner: &TenantId, sha256: &str) -> Result<Option<Document>> {
+        let sql =
+            format!("SELECT {DOC_COLUMNS} FROM documents d WHERE d.owner = $1 AND d.sha256 = $2");
+        let row = sqlx::query(&sql)
+            .bind(owner.as_str())
+            .bind(sha256)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(document_from_row).transpose()
+    }
+
+    async fn get_document(&self, owner: &TenantId, id: DocumentId) -> Result<Option<Document>> {
+        let sql = format!("SELECT {DOC_COLUMNS} FROM documents d WHERE d.owner = $1 AND d.id = $2");
+        let row = sqlx::query(&sql)
+            .bind(owner.as_str())
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(document_from_row).transpose()
+    }
+
+    async fn list_documents(
+        &self,
+        owner: &TenantId,
+        filter: &DocumentFilter,
+        before: Option<DocumentId>,
+        limit: u32,
+    ) -> Result<Vec<Document>> {
+        let sql = format!(
+            "SELECT {DOC_COLUMNS} FROM documents d \
+             WHERE d.owner = $1 \
+               AND ($2::text IS NULL OR d.status = $2) \
+               AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM document_tags t \
+                    WHERE t.owner = $1 AND t.tag = $3 AND t.document_id = d.id)) \
+               AND ($4::text IS NULL OR d.id < $4) \
+             ORDER BY d.id DESC LIMIT $5"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(owner.as_str())
+            .bind(filter.status.map(|s| s.as_str()))
+            .bind(filter.tag.as_deref())
+            .bind(before.map(|b| b.to_string()))
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(document_from_row).collect()
+    }
+
+    async fn update_document(
+        &self,
+        owner: &TenantId,
+        id: DocumentId,
+        patch: &DocumentPatch,
+    ) -> Result<Option<Document>> {
+        let mut tx = self.begin().await?;
+        let id_s = id.to_string();
+        let res = sqlx::query(
+            "UPDATE documents SET title = COALESCE($3::text, title), \
+             metadata = COALESCE($4::text, metadata), updated_at = $5 \
+             WHERE owner = $1 AND id = $2",
+        )
+        .bind(owner.as_str())
+        .bind(&id_s)
+        .bind(patch.title.as_deref())
+        .bind(patch.metadata.as_ref().map(|m| m.to_string()))
+        .bind(ms(Utc::now()))
+        .execute(&mut *tx)
+        .await?;
+        if res.rows_affected() == 0 {
+            return Ok(None);
+        }
+        if let Some(tags) = &patch.tags {
+            sqlx::query("DELETE FROM document_tags WHERE document_id = $1")
+                .bind(&id_s)
+                .execute(&mut *tx)
+                .await?;
+            for tag in tags {
+                sqlx::query(
+                    "INSERT INTO document_tags (document_id, owner, tag) VALUES ($1, $2, $3)",
+                )
+                .bind(&id_s)
+                .bind(owner.as_str())
+                .bind(tag)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let doc = get_document_in(&mut tx, owner, &id_s).await?;
+        tx.commit().await?;
+        Ok(doc)
+    }
+
+    async fn delete_document(&self, owner: &TenantId, id: DocumentId) -> Result<Option<Deleted>> {
+        let mut tx = self.begin().await?;
+        let id_s = id.to_string();
+        let chunk_ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id \
+             WHERE d.owner = $1 AND d.id = $2 AND c.embedding IS NOT NULL",
+        )
+        .bind(owner.as_str())
+        .bind(&id_s)
+        .fetch_all(&mut *tx)
+        .await?;
+        let sha: Option<String> = sqlx::query_scalar(
+            "DELETE FROM documents WHERE owner = $1 AND id = $2 RETURNING sha256",
+        )
+        .bind(owner.as_str())
+        .bind(&id_s)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(sha256) = sha else {
+            return Ok(None);
+        };
+        // Tags and chunks go with the row (ON DELETE CASCADE); unfinished jobs are cancelled
+        // and their leases revoked, so a worker still busy with it stops at its next write.
+        let now = ms(Utc::now());
+        sqlx::query(
+            "UPDATE jobs SET status = 'cancelled', lease_token = NULL, lease_expires_at = NULL, \
+             error = 'document deleted', updated_at = $2, finished_at = $2 \
+             WHERE document_id = $1 AND status IN ('queued', 'running')",
+        )
+        .bind(&id_s)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(Deleted {
+            sha256,
+            chunk_ids: chunk_ids.into_iter().map(|i| i as u64).collect(),
+        }))
+    }
+
+    async fn count_sha256_refs(&self, sha256: &str) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM documents WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
+    async fn tag_counts(&self, owner: &TenantId) -> Result<Vec<TagCount>> {
+        let rows = sqlx::query(
+            "SELECT tag, COUNT(*) AS n FROM document_tags WHERE owner = $1 \
+             GROUP BY tag ORDER BY n DESC, tag ASC",
+        )
+        .bind(owner.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TagCount {
+                    tag: r.try_get("tag")?,
+                    count: r.try_get::<i64, _>("n")? as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_chunks(
+        &self,
+        owner: &TenantId,
+        id: DocumentId,
+        from: u32,
+        limit: u32,
+    ) -> Result<Vec<Chunk>> {
+        let rows = sqlx::query(
+            "SELECT ordinal, text, token_count, embedding IS NOT NULL AS embedded FROM chunks \
+             WHERE owner = $1 AND document_id = $2 AND ordinal >= $3 ORDER BY ordinal LIMIT $4",
+        )
+        .bind(owner.as_str())
+        .bind(id.to_string())
+        .bind(from as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Chunk {
+                    document_id: id,
+                    ordinal: r.try_get::<i64, _>("ordinal")? as u32,
+                    text: r.try_get("text")?,
+                    token_count: r.try_get::<i64, _>("token_count")? as u32,
+                    embedded: r.try_get("embedded")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn get_job(&self, owner: &TenantId, id: JobId) -> Result<Option<Job>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE owner = $1 AND id = $2");
+        let row = sqlx::query(&sql)
+            .bind(owner.as_str())
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(job_from_row).transpose()?.map(|(_, j)| j))
+    }
+
+    async fn get_job_any_owner(&self, id: JobId) -> Result<Option<(TenantId, Job)>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn list_jobs(
+        &self,
+        owner: &TenantId,
+        filter: &JobFilter,
+        before: Option<JobId>,
+        limit: u32,
+    ) -> Result<Vec<Job>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE owner = $1 \
+             AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR id < $3) \
+             ORDER BY id DESC LIMIT $4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(owner.as_str())
+            .bind(filter.status.map(|s| s.as_str()))
+            .bind(before.map(|b| b.to_string()))
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| job_from_row(r).map(|(_, j)| j))
+            .collect()
+    }
+
+    async fn claim_job(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<ClaimedJob>> {
+        let mut tx = self.begin().await?;
+        let now_ms = ms(now);
+        // Expired leases with no attempts left fail for good instead of running again.
+        let exhausted = sqlx::query_scalar::<_, String>(
+            "UPDATE jobs SET status = 'failed', lease_token = NULL, lease_expires_at = NULL, \
+             error = COALESCE(error, 'worker lost its lease') || ' (attempts exhausted)', \
+             updated_at = $1, finished_at = $1 \
+             WHERE status = 'running' AND lease_expires_at < $1 AND attempts >= max_attempts \
+             RETURNING document_id",
+        )
+        .bind(now_ms)
+        .fetch_all(&mut *tx)
+        .await?;
+        for doc in exhausted {
+            sqlx::query(
+                "UPDATE documents SET status = 'failed', \
+                 error = 'processing was interrupted too many times', updated_at = $2 \
+                 WHERE id = $1",
+            )
+            .bind(doc)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let token = uuid::Uuid::now_v7().to_string();
+        let sql = format!(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_token = $1, \
+             lease_expires_at = $2, updated_at = $3, error = NULL \
+             WHERE id = (SELECT id FROM jobs \
+                 WHERE (status = 'queued' AND run_after <= $3) \
+                    OR (status = 'running' AND lease_expires_at < $3) \
+                 ORDER BY run_after, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+             RETURNING {JOB_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(&token)
+            .bind(ms(lease_until))
+            .bind(now_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let (owner, job) = job_from_row(&row)?;
+        sqlx::query(
+            "UPDATE documents SET status = 'processing', error = NULL, updated_at = $2 \
+             WHERE id = $1",
+        )
+        .bind(job.document_id.to_string())
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        let document = get_document_in(&mut tx, &owner, &job.document_id.to_string())
+            .await?
+            .ok_or_else(|| EngineError::Internal(format!("job {} has no document", job.id)))?;
+        tx.commit().await?;
+        Ok(Some(ClaimedJob {
+            lease: Lease {
+                job_id: job.id,
+                token,
+            },
+            job,
+            owner,
+            document,
+        }))
+    }
+
+    async fn heartbeat(&self, lease: &Lease, lease_until: DateTime<Utc>) -> Result<bool> {
+        let res = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = $3 \
+             WHERE id = $1 AND lease_token = $2 AND status = 'running'",
+        )
+        .bind(lease.job_id.to_string())
+        .bind(&lease.token)
+        .bind(ms(lease_until))
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    async fn record_progress(
+        &self,
+        lease: &Lease,
+        stage: Stage,
+        stages: &[StageProgress],
+    ) -> Result<bool> {
+        let stages =
+            serde_json::to_string(stages).map_err(|e| EngineError::Internal(e.to_string()))?;
+        let res = sqlx::query(
+            "UPDATE jobs SET stage = $3, stages = $4, updated_at = $5 \
+             WHERE id = $1 AND lease_token = $2 AND status = 'running'",
+        )
+        .bind(lease.job_id.to_string())
+        .bind(&lease.token)
+        .bind(stage_name(stage))
+        .bind(stages)
+        .bind(ms(Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    async fn clear_chunks(&self, lease: &Lease, document: DocumentId) -> Result<Option<Vec<u64>>> {
+        let mut tx = self.begin().await?;
+        if !lease_held(&mut tx, lease).await? {
+            return Ok(None);
+        }
+        let ids: Vec<i64> =
+            sqlx::query_scalar("DELETE FROM chunks WHERE document_id = $1 RETURNING id")
+                .bind(document.to_string())
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(Some(ids.into_iter().map(|i| i as u64).collect()))
+    }
+
+    async fn write_chunks(
+        &self,
+        lease: &Lease,
+        owner: &TenantId,
+        document: DocumentId,
+        chunks: &[NewChunk],
+    ) -> Result<Option<Vec<u64>>> {
+        let mut tx = self.begin().await?;
+        if !lease_held(&mut tx, lease).await? {
+            return Ok(None);
+        }
+        let doc = document.to_string();
+        let mut ids = Vec::with_capacity(chunks.len());
+        for c in chunks {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO chunks (document_id, ordinal, owner, text, token_count, text_sha256) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(&doc)
+            .bind(c.ordinal as i64)
+            .bind(owner.as_str())
+            .bind(&c.text)
+            .bind(c.token_count as i64)
+            .bind(&c.text_sha256)
+            .fetch_one(&mut *tx)
+            .await?;
+            ids.push(id as u64);
+        }
+        tx.commit().await?;
+        Ok(Some(ids))
+    }
+
+    async fn find_embeddings(
+        &self,
+        model: &str,
+        text_sha256: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<f32>>> {
+        let mut out = std::collections::HashMap::new();
+        let rows = sqlx::query(
+            "SELECT DISTINCT ON (text_sha256) text_sha256, embedding::real[] AS embedding \
+             FROM chunks WHERE embedding IS NOT NULL AND model = $1 AND text_sha256 = ANY($2)",
+        )
+        .bind(model)
+        .bind(text_sha256)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            out.insert(row.try_get("text_sha256")?, embedding_of(&row)?);
+        }
+        Ok(out)
+    }
+
+    async fn set_embeddings(
+        &self,
+        lease: &Lease,
+        model: &str,
+        rows: &[(u64, Vec<f32>)],
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        if !lease_held(&mut tx, lease).await? {
+            return Ok(false);
+        }
+        for (id, v) in rows {
+            sqlx::query(
+                "UPDATE chunks SET model = $2, embedding = $3::real[]::vector WHERE id = $1",
+            )
+            .bind(*id as i64)
+            .bind(model)
+            .bind(v)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn embedded_fingerprint(&self, model: &str) -> Result<(u64, u64)> {
+        // BIGINT is signed; a wrapping sum is computed here, not in SQL.
+        let mut count = 0u64;
+        let mut sum = 0u64;
+        let mut after = 0i64;
+        loop {
+            let ids: Vec<i64> = sqlx::query_scalar(
+                "SELECT id FROM chunks WHERE model = $1 AND embedding IS NOT NULL AND id > $2 \
+                 ORDER BY id LIMIT 10000",
+            )
+            .bind(model)
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await?;
+            let Some(&last) = ids.last() else { break };
+            count += ids.len() as u64;
+            sum = ids.iter().fold(sum, |s, &i| s.wrapping_add(i as u64));
+            after = last;
+        }
+        Ok((count, sum))
+    }
+
+    async fn scan_vectors(
+        &self,
+        model: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, TenantId, Vec<f32>)>> {
+        let rows = sqlx::query(
+            "SELECT id, owner, embedding::real[] AS embedding FROM chunks \
+             WHERE model = $1 AND embedding IS NOT NULL \
+             AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(model)
+        .bind(after as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<i64, _>("id")? as u64,
+                    owner_of(r)?,
+                    embedding_of(r)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn scan_owners(
+        &self,
+        model: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, TenantId)>> {
+        let rows = sqlx::query(
+            "SELECT id, owner FROM chunks WHERE model = $1 AND embedding IS NOT NULL \
+             AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(model)
+        .bind(after as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<i64, _>("id")? as u64, owner_of(r)?)))
+            .collect()
+    }
+
+    async fn count_candidates(
+        &self,
+        owner: &TenantId,
+        model: &str,
+        filter: &ChunkFilter,
+    ) -> Result<u64> {
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT COUNT(*) ");
+        push_candidates(&mut qb, owner, model, filter);
+        let n: i64 = qb.build_query_scalar().fetch_one(&self.pool).await?;
+        Ok(n as u64)
+    }
+
+    async fn candidate_vectors(
+        &self,
+        owner: &TenantId,
+        model: &str,
+        filter: &ChunkFilter,
+    ) -> Result<Vec<(u64, Vec<f32>)>> {
+        let mut qb =
+            QueryBuilder::<Postgres>::new("SELECT c.id, c.embedding::real[] AS embedding ");
+        push_candidates(&mut qb, owner, model, filter);
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<i64, _>("id")? as u64, embedding_of(r)?)))
+            .collect()
+    }
+
+    async fn candidate_ids(
+        &self,
+        owner: &TenantId,
+        model: &str,
+        filter: &ChunkFilter,
+    ) -> Result<Vec<u64>> {
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT c.id ");
+        push_candidates(&mut qb, owner, model, filter);
+        let ids: Vec<i64> = qb.build_query_scalar().fetch_all(&self.pool).await?;
+        Ok(ids.into_iter().map(|i| i as u64).collect())
+    }
+
+    async fn hit_rows(&self, owner: &TenantId, ids: &[u64]) -> Result<Vec<HitRow>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb = QueryBuilder::<Postgres>::new(
+            "SELECT c.id, c.document_id, c.ordinal, c.text, d.title FROM chunks c \
+             JOIN documents d ON d.id = c.document_id WHERE c.owner = ",
+        );
+        qb.push_bind(owner.as_str()).push(" AND c.id IN (");
+        let mut sep = qb.separated(", ");
+        for id in ids {
+            sep.push_bind(*id as i64);
+        }
+        qb.push(")");
+        let rows = qb.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let doc: String = r.try_get("document_id")?;
+                Ok(HitRow {
+                    id: r.try_get::<i64, _>("id")? as u64,
+                    document_id: doc.parse().map_err(|e| corrupt("document id", e))?,
+                    title: r.try_get("title")?,
+                    ordinal: r.try_get::<i64, _>("ordinal")? as u32,
+                    text: r.try_get("text")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn finish_job(&self, lease: &Lease, outcome: JobOutcome) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        if !lease_held(&mut tx, lease).await? {
+            return Ok(false);
+        }
+        let now = ms(Utc::now());
+        let job_s = lease.job_id.to_string();
+        let (job_status, doc_status, error, chunk_count, run_after) = match outcome {
+            JobOutcome::Succeeded { chunk_count } => {
+                ("succeeded", "ready", None, Some(chunk_count), None)
+            }
+            JobOutcome::Failed { error } => ("failed", "failed", Some(error), None, None),
+            JobOutcome::Retry { error, retry_at } => {
+                let (attempts, max): (i64, i64) =
+                    sqlx::query_as("SELECT attempts, max_attempts FROM jobs WHERE id = $1")
+                        .bind(&job_s)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if attempts >= max {
+                    (
+                        "failed",
+                        "failed",
+                        Some(format!("{error} (attempts exhausted)")),
+                        None,
+                        None,
+                    )
+                } else {
+                    ("queued", "queued", Some(error), None, Some(ms(retry_at)))
+                }
+            }
+        };
+        let terminal = job_status != "queued";
+        sqlx::query(
+            "UPDATE jobs SET status = $2, error = $3, lease_token = NULL, lease_expires_at = NULL, \
+             run_after = COALESCE($4::bigint, run_after), updated_at = $5, \
+             finished_at = CASE WHEN $6 THEN $5 ELSE NULL END \
+             WHERE id = $1",
+        )
+        .bind(&job_s)
+        .bind(job_status)
+        .bind(&error)
+        .bind(run_after)
+        .bind(now)
+        .bind(terminal)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE documents SET status = $2, error = $3, \
+             chunk_count = COALESCE($4::bigint, chunk_count), updated_at = $5 \
+             WHERE id = (SELECT document_id FROM jobs WHERE id = $1)",
+        )
+        .bind(&job_s)
+        .bind(doc_status)
+        .bind(&error)
+        .bind(chunk_count.map(i64::from))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn release_job(&self, lease: &Lease) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        if !lease_held(&mut tx, lease).await? {
+            return Ok(false);
+        }
+        let now = ms(Utc::now());
+        let job_s = lease.job_id.to_string();
+        sqlx::query(
+            "UPDATE jobs SET status = 'queued', attempts = GREATEST(attempts - 1, 0), \
+             lease_token = NULL, lease_expires_at = NULL, run_after = $2, updated_at = $2 \
+             WHERE id = $1",
+        )
+        .bind(&job_s)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE documents SET status = 'queued', updated_at = $2 \
+             WHERE id = (SELECT document_id FROM jobs WHERE id = $1)",
+        )
+        .bind(&job_s)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn store_id(&self) -> Result<String> {
+        let fresh = uuid::Uuid::now_v7().simple().to_string();
+        sqlx::query("INSERT INTO strata_meta (key, value) VALUES ('store_id', $1) ON CONFLICT (key) DO NOTHING")
+            .bind(&fresh)
+            .execute(&self.pool)
+            .await?;
+        let id: String = sqlx::query_scalar("SELECT value FROM strata_meta WHERE key = 'store_id'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(id)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
