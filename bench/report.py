@@ -80,7 +80,8 @@ def http_med(contender, key):
 
 lines.append(f"cached search over HTTP, wrk, {http.get('connections')} connections, "
              f"{http.get('body_bytes')}-byte answer (medians):")
-for c in ("ceiling", "strata_l1_hit", "strata_l2_hit", "seed_stack_as_shipped", "seed_stack_nodelay_fix"):
+for c in ("ceiling", "ceiling_body_unread", "strata_l1_hit", "strata_l2_hit", "seed_stack_as_shipped",
+          "seed_stack_nodelay_fix"):
     row(f"{c} requests/s", http_med(c, "requests_per_s"), "req/s",
         f"p50 {http_med(c, 'p50_ms') or 0:.2f} ms, p99 {http_med(c, 'p99_ms') or 0:.2f} ms, "
         f"errors {sum(r['errors'] for r in http.get('runs', []) if r['contender'] == c)}")
@@ -105,6 +106,8 @@ ceil, l1 = http_med("ceiling", "requests_per_s"), http_med("strata_l1_hit", "req
 target("L1-hit search / ceiling, requests/s", l1 / ceil if l1 and ceil else None, ">=", 0.8)
 cp99, lp99 = http_med("ceiling", "p99_ms"), http_med("strata_l1_hit", "p99_ms")
 target("L1-hit search p99 / ceiling p99", lp99 / cp99 if lp99 and cp99 else None, "<=", 2.0)
+unread = http_med("ceiling_body_unread", "requests_per_s")
+row("(for reference) L1-hit / ceiling that leaves the body unread", l1 / unread if l1 and unread else None, "")
 big = [r for r in http.get("scaling", []) if r["contender"] == "strata_l1_hit"]
 if big:
     top = max(big, key=lambda r: r["connections"])

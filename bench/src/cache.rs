@@ -224,8 +224,18 @@ pub async fn http(
     }
 
     // The ceiling: the same middleware, a precomputed body of the same size.
+    // It reads the request body, as any handler of a POST must (without parsing it); a
+    // second ceiling that leaves the body unread is measured too, for reference.
     let precomputed = answer.clone();
     let ceiling = strata_server::with_middleware(axum::Router::new().route(
+        "/v1/search",
+        axum::routing::post(move |_body: Bytes| {
+            let b = precomputed.clone();
+            async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], b) }
+        }),
+    ));
+    let precomputed = answer.clone();
+    let unread = strata_server::with_middleware(axum::Router::new().route(
         "/v1/search",
         axum::routing::post(move || {
             let b = precomputed.clone();
@@ -235,6 +245,9 @@ pub async fn http(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let ceiling_url = format!("http://{}/v1/search", listener.local_addr()?);
     let ceiling_task = tokio::spawn(async move { axum::serve(listener, ceiling).await });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let unread_url = format!("http://{}/v1/search", listener.local_addr()?);
+    let unread_task = tokio::spawn(async move { axum::serve(listener, unread).await });
 
     let script = data.join("post.lua");
     std::fs::create_dir_all(data)?;
@@ -257,6 +270,7 @@ pub async fn http(
     if let Some(s) = &l2 {
         contenders.push(("strata_l2_hit", format!("{}/v1/search", s.base)));
     }
+    contenders.push(("ceiling_body_unread", unread_url));
     let mut seeds = Vec::new();
     if let Some(seed) = &seed {
         let file = data.join("seed-answers.json");
@@ -329,6 +343,7 @@ pub async fn http(
         );
     }
     ceiling_task.abort();
+    unread_task.abort();
     drop(seeds);
     l1.stop().await?;
     if let Some(s) = l2 {
