@@ -38,6 +38,7 @@ pub fn vector_from_bytes(b: &[u8]) -> Option<Vec<f32>> {
 }
 
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 /// Result of inserting a document whose content may already exist for this owner.

@@ -8,13 +8,17 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
+use super::rows::{
+    JOB_COLUMNS, corrupt, document_from_row, is_unique_violation, job_from_row, ms, owner_of,
+    stage_name,
+};
 use super::{
     ChunkFilter, ClaimedJob, Deleted, HitRow, InsertOutcome, JobOutcome, Lease, NewChunk, Store,
     vector_from_bytes, vector_to_bytes,
@@ -22,8 +26,8 @@ use super::{
 use crate::error::{EngineError, Result};
 use crate::ids::{DocumentId, JobId, TenantId};
 use crate::model::{
-    Chunk, Document, DocumentFilter, DocumentPatch, DocumentStatus, Job, JobFilter, JobStatus,
-    MediaType, NewDocument, Stage, StageProgress, TagCount,
+    Chunk, Document, DocumentFilter, DocumentPatch, Job, JobFilter, NewDocument, Stage,
+    StageProgress, TagCount,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -59,9 +63,6 @@ const DOC_COLUMNS: &str = "d.id, d.title, d.filename, d.media_type, d.byte_size,
      d.metadata, d.status, d.error, d.chunk_count, d.job_id, d.created_at, d.updated_at, \
      (SELECT json_group_array(tag) FROM (SELECT tag FROM document_tags t \
         WHERE t.document_id = d.id ORDER BY tag)) AS tags";
-
-const JOB_COLUMNS: &str = "id, owner, kind, document_id, status, stage, stages, attempts, \
-     max_attempts, error, created_at, updated_at, finished_at";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and runs migrations.
@@ -110,96 +111,10 @@ impl SqliteStore {
     }
 }
 
-fn ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn from_ms(v: i64) -> Result<DateTime<Utc>> {
-    Utc.timestamp_millis_opt(v)
-        .single()
-        .ok_or_else(|| EngineError::Internal(format!("bad timestamp {v}")))
-}
-
-fn corrupt(what: &str, e: impl std::fmt::Display) -> EngineError {
-    EngineError::Internal(format!("corrupt {what} in database: {e}"))
-}
-
 /// The `embedding` column of a row, decoded.
 fn embedding_of(row: &SqliteRow) -> Result<Vec<f32>> {
     let bytes: Vec<u8> = row.try_get("embedding")?;
     vector_from_bytes(&bytes).ok_or_else(|| corrupt("embedding", "bad length"))
-}
-
-/// The `owner` column of a row, validated.
-fn owner_of(row: &SqliteRow) -> Result<TenantId> {
-    let owner: String = row.try_get("owner")?;
-    TenantId::parse(&owner).map_err(|e| corrupt("owner", e))
-}
-
-fn document_from_row(row: &SqliteRow) -> Result<Document> {
-    let id: String = row.try_get("id")?;
-    let media: String = row.try_get("media_type")?;
-    let metadata: String = row.try_get("metadata")?;
-    let status: String = row.try_get("status")?;
-    let tags: Option<String> = row.try_get("tags")?;
-    let job_id: Option<String> = row.try_get("job_id")?;
-    Ok(Document {
-        id: id.parse().map_err(|e| corrupt("document id", e))?,
-        title: row.try_get("title")?,
-        filename: row.try_get("filename")?,
-        media_type: MediaType::from_mime(&media).ok_or_else(|| corrupt("media type", &media))?,
-        byte_size: row.try_get::<i64, _>("byte_size")? as u64,
-        sha256: row.try_get("sha256")?,
-        tags: match tags {
-            Some(t) => serde_json::from_str(&t).map_err(|e| corrupt("tags", e))?,
-            None => Vec::new(),
-        },
-        metadata: serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", e))?,
-        status: DocumentStatus::parse(&status).map_err(|e| corrupt("status", e))?,
-        error: row.try_get("error")?,
-        chunk_count: row.try_get::<i64, _>("chunk_count")? as u32,
-        job_id: job_id
-            .map(|j| j.parse().map_err(|e| corrupt("job id", e)))
-            .transpose()?,
-        created_at: from_ms(row.try_get("created_at")?)?,
-        updated_at: from_ms(row.try_get("updated_at")?)?,
-    })
-}
-
-fn job_from_row(row: &SqliteRow) -> Result<(TenantId, Job)> {
-    let id: String = row.try_get("id")?;
-    let doc: String = row.try_get("document_id")?;
-    let status: String = row.try_get("status")?;
-    let stage: Option<String> = row.try_get("stage")?;
-    let stages: String = row.try_get("stages")?;
-    let finished: Option<i64> = row.try_get("finished_at")?;
-    let job = Job {
-        id: id.parse().map_err(|e| corrupt("job id", e))?,
-        kind: row.try_get("kind")?,
-        document_id: doc.parse().map_err(|e| corrupt("document id", e))?,
-        status: JobStatus::parse(&status).map_err(|e| corrupt("job status", e))?,
-        stage: stage
-            .map(|s| serde_json::from_value(serde_json::Value::String(s)))
-            .transpose()
-            .map_err(|e| corrupt("stage", e))?,
-        stages: serde_json::from_str(&stages).map_err(|e| corrupt("stages", e))?,
-        attempts: row.try_get::<i64, _>("attempts")? as u32,
-        max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
-        error: row.try_get("error")?,
-        created_at: from_ms(row.try_get("created_at")?)?,
-        updated_at: from_ms(row.try_get("updated_at")?)?,
-        finished_at: finished.map(from_ms).transpose()?,
-    };
-    Ok((owner_of(row)?, job))
-}
-
-fn stage_name(stage: Stage) -> &'static str {
-    match stage {
-        Stage::Extract => "extract",
-        Stage::Chunk => "chunk",
-        Stage::Embed => "embed",
-        Stage::Index => "index",
-    }
 }
 
 /// `FROM ... WHERE ...` selecting the owner's embedded chunks that pass `filter`.
@@ -229,10 +144,6 @@ fn push_candidates(
         }
         qb.push(")");
     }
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
 /// Checks the lease inside a write transaction and refreshes `updated_at`.

@@ -1,0 +1,129 @@
+//! Row decoding and small helpers shared by the SQLite and PostgreSQL stores: both keep the
+//! same columns with the same types (text ids, integer milliseconds, JSON as text), so one
+//! decoder serves both.
+//!
+//! Must not import: a particular backend.
+
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use crate::error::{EngineError, Result};
+use crate::ids::TenantId;
+use crate::model::{Document, DocumentStatus, Job, JobStatus, MediaType, Stage};
+
+pub(crate) const JOB_COLUMNS: &str = "id, owner, kind, document_id, status, stage, stages, attempts, \
+     max_attempts, error, created_at, updated_at, finished_at";
+
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn from_ms(v: i64) -> Result<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(v)
+        .single()
+        .ok_or_else(|| EngineError::Internal(format!("bad timestamp {v}")))
+}
+
+pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> EngineError {
+    EngineError::Internal(format!("corrupt {what} in database: {e}"))
+}
+
+/// The `owner` column of a row, validated.
+pub(crate) fn owner_of<'r, R>(row: &'r R) -> Result<TenantId>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let owner: String = row.try_get("owner")?;
+    TenantId::parse(&owner).map_err(|e| corrupt("owner", e))
+}
+
+pub(crate) fn document_from_row<'r, R>(row: &'r R) -> Result<Document>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let id: String = row.try_get("id")?;
+    let media: String = row.try_get("media_type")?;
+    let metadata: String = row.try_get("metadata")?;
+    let status: String = row.try_get("status")?;
+    let tags: Option<String> = row.try_get("tags")?;
+    let job_id: Option<String> = row.try_get("job_id")?;
+    Ok(Document {
+        id: id.parse().map_err(|e| corrupt("document id", e))?,
+        title: row.try_get("title")?,
+        filename: row.try_get("filename")?,
+        media_type: MediaType::from_mime(&media).ok_or_else(|| corrupt("media type", &media))?,
+        byte_size: row.try_get::<i64, _>("byte_size")? as u64,
+        sha256: row.try_get("sha256")?,
+        tags: match tags {
+            Some(t) => serde_json::from_str(&t).map_err(|e| corrupt("tags", e))?,
+            None => Vec::new(),
+        },
+        metadata: serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", e))?,
+        status: DocumentStatus::parse(&status).map_err(|e| corrupt("status", e))?,
+        error: row.try_get("error")?,
+        chunk_count: row.try_get::<i64, _>("chunk_count")? as u32,
+        job_id: job_id
+            .map(|j| j.parse().map_err(|e| corrupt("job id", e)))
+            .transpose()?,
+        created_at: from_ms(row.try_get("created_at")?)?,
+        updated_at: from_ms(row.try_get("updated_at")?)?,
+    })
+}
+
+pub(crate) fn job_from_row<'r, R>(row: &'r R) -> Result<(TenantId, Job)>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let id: String = row.try_get("id")?;
+    let doc: String = row.try_get("document_id")?;
+    let status: String = row.try_get("status")?;
+    let stage: Option<String> = row.try_get("stage")?;
+    let stages: String = row.try_get("stages")?;
+    let finished: Option<i64> = row.try_get("finished_at")?;
+    let job = Job {
+        id: id.parse().map_err(|e| corrupt("job id", e))?,
+        kind: row.try_get("kind")?,
+        document_id: doc.parse().map_err(|e| corrupt("document id", e))?,
+        status: JobStatus::parse(&status).map_err(|e| corrupt("job status", e))?,
+        stage: stage
+            .map(|s| serde_json::from_value(serde_json::Value::String(s)))
+            .transpose()
+            .map_err(|e| corrupt("stage", e))?,
+        stages: serde_json::from_str(&stages).map_err(|e| corrupt("stages", e))?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
+        error: row.try_get("error")?,
+        created_at: from_ms(row.try_get("created_at")?)?,
+        updated_at: from_ms(row.try_get("updated_at")?)?,
+        finished_at: finished.map(from_ms).transpose()?,
+    };
+    Ok((owner_of(row)?, job))
+}
+
+pub(crate) fn stage_name(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Extract => "extract",
+        Stage::Chunk => "chunk",
+        Stage::Embed => "embed",
+        Stage::Index => "index",
+    }
+}
+
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
