@@ -199,6 +199,21 @@ impl TestServer {
     }
 }
 
+/// A page of documents as (id, title) pairs, in the page's order.
+pub fn ids_and_titles(page: &Value) -> Vec<(String, String)> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["id"].as_str().unwrap().to_owned(),
+                d["title"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
 /// Asserts a problem+json response and returns its body.
 pub async fn assert_problem(resp: reqwest::Response, status: u16, code: &str) -> Value {
     assert_eq!(resp.status().as_u16(), status, "unexpected status");

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use crate::helpers::TestServer;
+use crate::helpers::{TestServer, ids_and_titles};
 
 const TENANTS: [&str; 2] = ["alice", "bob"];
 
@@ -116,17 +116,7 @@ async fn step(c: &Client<'_>, model: &mut Model, other: &Model, op: &Op, n: usiz
                 .send(reqwest::Method::GET, "/v1/documents?limit=100", None)
                 .await;
             let page: Value = r.json().await.unwrap();
-            let seen: BTreeMap<String, String> = page["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| {
-                    (
-                        d["id"].as_str().unwrap().to_owned(),
-                        d["title"].as_str().unwrap().to_owned(),
-                    )
-                })
-                .collect();
+            let seen: BTreeMap<String, String> = ids_and_titles(&page).into_iter().collect();
             let want: BTreeMap<String, String> = model
                 .iter()
                 .map(|(k, (t, _))| (k.clone(), t.clone()))

@@ -295,19 +295,7 @@ async fn a_write_through_one_process_is_never_followed_by_a_stale_read_from_anot
             r.json::<Value>().await.unwrap()
         }
     };
-    let list = |v: &Value| -> Vec<(String, String)> {
-        v["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| {
-                (
-                    d["id"].as_str().unwrap().to_owned(),
-                    d["title"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
-    };
+    let list = crate::helpers::ids_and_titles;
     let mut ids: Vec<String> = Vec::new();
     for round in 0..90 {
         // The reader's caches hold the current answers (the second read is a hit).
