@@ -214,6 +214,16 @@ pub fn ids_and_titles(page: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// L1 plus L2 hits over every kind, from a `/v1/performance/cache/stats` body.
+pub fn cache_hits(stats: &Value) -> u64 {
+    stats["cache"]["kinds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["hits_l1"].as_u64().unwrap() + k["hits_l2"].as_u64().unwrap())
+        .sum()
+}
+
 /// Asserts a problem+json response and returns its body.
 pub async fn assert_problem(resp: reqwest::Response, status: u16, code: &str) -> Value {
     assert_eq!(resp.status().as_u16(), status, "unexpected status");
