@@ -369,9 +369,6 @@ impl Remote {
     }
 
     async fn heartbeat(&self, seq: u64) -> bool {
-        let notified = self.pong_notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
         let msg = format!("ping {} {seq}", self.instance);
         if self
             .guarded(self.pool.next().publish::<i64, _, _>(INVAL_CHANNEL, msg))
@@ -381,19 +378,7 @@ impl Remote {
             return false;
         }
         let deadline = tokio::time::Instant::now() + self.settings.op_timeout;
-        loop {
-            if self.pong.load(Ordering::Acquire) >= seq {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, notified.as_mut())
-                .await
-                .is_err()
-            {
-                return self.pong.load(Ordering::Acquire) >= seq;
-            }
-            notified.set(self.pong_notify.notified());
-            notified.as_mut().enable();
-        }
+        reach(&self.pong, &self.pong_notify, seq, deadline).await
     }
 
     fn mark_unhealthy(&self) {
@@ -493,23 +478,14 @@ impl Remote {
                 }
                 let expected = receivers.max(0) as u64;
                 let deadline = tokio::time::Instant::now() + self.settings.ack_timeout;
-                loop {
-                    let notified = wait.notify.notified();
-                    tokio::pin!(notified);
-                    notified.as_mut().enable();
-                    if wait.got.load(Ordering::Acquire) >= expected {
-                        break;
-                    }
-                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                        self.counters.ack_timeouts.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(
-                            scope,
-                            expected,
-                            got = wait.got.load(Ordering::Acquire),
-                            "not every process acknowledged an invalidation in time"
-                        );
-                        break;
-                    }
+                if !reach(&wait.got, &wait.notify, expected, deadline).await {
+                    self.counters.ack_timeouts.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        scope,
+                        expected,
+                        got = wait.got.load(Ordering::Acquire),
+                        "not every process acknowledged an invalidation in time"
+                    );
                 }
                 generation
             }
@@ -661,6 +637,28 @@ impl Remote {
     pub(crate) async fn quit(&self) {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.subscriber.quit()).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.pool.quit()).await;
+    }
+}
+
+/// Waits until `counter` reaches `target` (woken by `notify`) or `deadline` passes; returns
+/// whether it did. The waiter registers before each check, so a wake-up between the check
+/// and the wait is never lost.
+async fn reach(
+    counter: &AtomicU64,
+    notify: &Notify,
+    target: u64,
+    deadline: tokio::time::Instant,
+) -> bool {
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if counter.load(Ordering::Acquire) >= target {
+            return true;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return counter.load(Ordering::Acquire) >= target;
+        }
     }
 }
 
