@@ -1,9 +1,12 @@
-//! Content-addressed storage of original files: `{root}/{aa}/{bb}/{sha256}`.
+//! Content-addressed storage of original files: in the embedded default a directory,
+//! `{root}/{aa}/{bb}/{sha256}`; with a shared database, a [`SharedBlobs`] backend that every
+//! process reads and writes (PostgreSQL implements it).
 //!
 //! Uploads stream into a temporary file under `{root}/tmp` while being hashed, then are
-//! renamed into place: a reader never sees a partial blob, and a crash leaves at most a
-//! temporary file, swept at startup. Blobs are shared by every document (of any tenant) with
-//! the same content; [`BlobStore::lock`] serialises the put/remove decisions for one hash.
+//! moved into place (renamed, or copied into the shared backend): a reader never sees a
+//! partial blob, and a crash leaves at most a temporary file, swept at startup. Blobs are
+//! shared by every document (of any tenant) with the same content; [`BlobStore::lock`]
+//! serialises the put/remove decisions for one hash, across processes when shared.
 //!
 //! Must not import: the store, HTTP types.
 
@@ -11,18 +14,59 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::{BoxStream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::fs;
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{EngineError, Result};
 
-/// The blob directory.
+/// Blob storage every process sharing a database reads and writes.
+#[async_trait]
+pub trait SharedBlobs: Send + Sync + std::fmt::Debug + 'static {
+    /// Stores the file at `path` under `sha256` (a no-op when already stored).
+    async fn put(&self, sha256: &str, path: &Path) -> Result<()>;
+    /// Part `index` of a stored blob; `None` past its end (or when it is not stored).
+    async fn part(&self, sha256: &str, index: u32) -> Result<Option<Bytes>>;
+    /// Removes a blob if present.
+    async fn remove(&self, sha256: &str) -> Result<()>;
+    /// Holds a lock on `sha256` that every process sharing the backend honours, until the
+    /// returned guard is dropped.
+    async fn lock(&self, sha256: &str) -> Result<BlobLock>;
+}
+
+/// A held cross-process blob lock; released when dropped.
+pub struct BlobLock {
+    _release: Box<dyn Send + Sync>,
+}
+
+impl BlobLock {
+    /// Wraps whatever releases the lock when dropped.
+    pub fn new(release_on_drop: impl Send + Sync + 'static) -> Self {
+        Self {
+            _release: Box::new(release_on_drop),
+        }
+    }
+}
+
+/// Holds the per-hash lock of one upload or delete.
+pub struct BlobGuard {
+    _local: tokio::sync::OwnedMutexGuard<()>,
+    _shared: Option<BlobLock>,
+}
+
+/// Where original files live.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     root: PathBuf,
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    shared: Option<Arc<dyn SharedBlobs>>,
 }
+
+/// A blob's bytes, streamed.
+pub type BlobStream = BoxStream<'static, std::io::Result<Bytes>>;
 
 /// A file being written: hashed and size-checked as bytes arrive.
 #[derive(Debug)]
@@ -103,7 +147,18 @@ impl BlobStore {
         Ok(Self {
             root,
             locks: Arc::default(),
+            shared: None,
         })
+    }
+
+    /// Blobs in a shared backend; `root` holds only this process's upload staging.
+    pub async fn open_shared(
+        root: impl Into<PathBuf>,
+        shared: Arc<dyn SharedBlobs>,
+    ) -> Result<Self> {
+        let mut this = Self::open(root).await?;
+        this.shared = Some(shared);
+        Ok(this)
     }
 
     /// Starts a new upload limited to `limit` bytes.
@@ -128,32 +183,50 @@ impl BlobStore {
             .join(sha256)
     }
 
-    /// A guard serialising put/remove decisions for one content hash in this process.
-    pub async fn lock(&self, sha256: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    /// A guard serialising put/remove decisions for one content hash: in this process, and
+    /// with a shared backend, in every process sharing it.
+    pub async fn lock(&self, sha256: &str) -> Result<BlobGuard> {
         let m = {
             let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
             map.retain(|_, m| Arc::strong_count(m) > 1);
             map.entry(sha256.to_owned()).or_default().clone()
         };
-        m.lock_owned().await
+        // The local lock first: contention inside a process costs no database connection.
+        let local = m.lock_owned().await;
+        let shared = match &self.shared {
+            Some(s) => Some(s.lock(sha256).await?),
+            None => None,
+        };
+        Ok(BlobGuard {
+            _local: local,
+            _shared: shared,
+        })
     }
 
     /// Moves a staged blob into place (a no-op when identical content is already there).
-    pub async fn commit(&self, staged: StagedBlob) -> Result<PathBuf> {
+    pub async fn commit(&self, staged: StagedBlob) -> Result<()> {
+        if let Some(shared) = &self.shared {
+            let stored = shared.put(&staged.sha256, &staged.path).await;
+            staged.discard().await;
+            return stored;
+        }
         let dest = self.path_of(&staged.sha256);
         if fs::try_exists(&dest).await? {
             staged.discard().await;
-            return Ok(dest);
+            return Ok(());
         }
         if let Some(dir) = dest.parent() {
             fs::create_dir_all(dir).await?;
         }
         fs::rename(&staged.path, &dest).await?;
-        Ok(dest)
+        Ok(())
     }
 
     /// Removes a blob if present.
     pub async fn remove(&self, sha256: &str) -> Result<()> {
+        if let Some(shared) = &self.shared {
+            return shared.remove(sha256).await;
+        }
         match fs::remove_file(self.path_of(sha256)).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -161,20 +234,60 @@ impl BlobStore {
         }
     }
 
-    /// Opens a blob for streaming.
-    pub async fn open_blob(&self, sha256: &str) -> Result<fs::File> {
-        Ok(fs::File::open(self.path_of(sha256)).await?)
+    /// Opens a blob for streaming; a missing blob is an `Io(NotFound)` error.
+    pub async fn open_blob(&self, sha256: &str) -> Result<BlobStream> {
+        let Some(shared) = self.shared.clone() else {
+            let file = fs::File::open(self.path_of(sha256)).await?;
+            return Ok(tokio_util::io::ReaderStream::new(file).boxed());
+        };
+        // The first part is read now, so a missing blob fails before any byte is sent.
+        let first = shared.part(sha256, 0).await?.ok_or_else(missing)?;
+        let sha = sha256.to_owned();
+        let rest = futures_util::stream::unfold(Some(1u32), move |next| {
+            let (shared, sha) = (shared.clone(), sha.clone());
+            async move {
+                let index = next?;
+                match shared.part(&sha, index).await {
+                    Ok(Some(bytes)) => Some((Ok(bytes), Some(index + 1))),
+                    Ok(None) => None,
+                    // The error ends the stream (and the response, which the client sees cut).
+                    Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+                }
+            }
+        });
+        Ok(futures_util::stream::once(async move { Ok(first) })
+            .chain(rest)
+            .boxed())
     }
 
-    /// Reads a whole blob (for extraction).
+    /// Reads a whole blob (for extraction); a missing blob is an `Io(NotFound)` error.
     pub async fn read(&self, sha256: &str) -> Result<Vec<u8>> {
-        Ok(fs::read(self.path_of(sha256)).await?)
+        let Some(shared) = &self.shared else {
+            return Ok(fs::read(self.path_of(sha256)).await?);
+        };
+        let mut out = Vec::new();
+        let mut index = 0;
+        while let Some(part) = shared.part(sha256, index).await? {
+            out.extend_from_slice(&part);
+            index += 1;
+        }
+        if index == 0 {
+            return Err(missing());
+        }
+        Ok(out)
     }
 
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
+}
+
+fn missing() -> EngineError {
+    EngineError::Io(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        "the original file is not stored",
+    ))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
+use crate::ann::Ann;
 use crate::blobs::{BlobStore, BlobWriter, StagedBlob};
 use crate::chunk::Tokenizer;
 use crate::cursor;
@@ -21,8 +22,9 @@ use crate::model::{
     NewDocument, Page, TagCount,
 };
 use crate::search::{SearchRequest, SearchResults};
+use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
-use crate::store::{InsertOutcome, Store};
+use crate::store::{InsertOutcome, Store, StoreChange, TableStats};
 use crate::validate;
 use crate::vectors::{AnnSettings, VectorIndex};
 use strata_embed::{BatchSettings, Embedder, LocalEmbedder, ModelFiles, TextTokenizer};
@@ -44,6 +46,8 @@ pub struct EngineSettings {
     pub database_url: Option<String>,
     /// SQLite pool settings.
     pub sqlite: SqliteOptions,
+    /// PostgreSQL pool and search settings (with a `postgres://` database URL).
+    pub postgres: PostgresOptions,
     /// Largest accepted upload in bytes.
     pub max_upload_bytes: u64,
     /// Job runner settings.
@@ -62,6 +66,19 @@ pub struct EngineSettings {
     pub ann: AnnSettings,
     /// Cache sizes and TTLs.
     pub cache: strata_cache::CacheSettings,
+}
+
+/// What `GET /v1/performance/database/stats` reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DatabaseStats {
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
+    /// The connection pool.
+    pub pool: crate::store::meter::PoolStats,
+    /// Tables, their sizes and their indexes' use.
+    pub tables: Vec<TableStats>,
+    /// The slowest recent statements, newest first.
+    pub slow_statements: Vec<crate::slowlog::SlowStatement>,
 }
 
 /// Cache kinds strata uses, with their default TTLs (DESIGN.md's table where it has one):
@@ -105,6 +122,7 @@ impl Default for EngineSettings {
             data_dir: PathBuf::from("strata-data"),
             database_url: None,
             sqlite: SqliteOptions::default(),
+            postgres: PostgresOptions::default(),
             max_upload_bytes: 50 * 1024 * 1024,
             jobs: JobSettings::default(),
             model_dir: PathBuf::from(DEFAULT_MODEL_DIR),
@@ -250,7 +268,7 @@ struct Inner {
     events: broadcast::Sender<JobEvent>,
     settings: EngineSettings,
     embedder: Arc<dyn Embedder>,
-    vectors: Arc<VectorIndex>,
+    ann: Ann,
     cache: strata_cache::Cache,
     scopes: Scopes,
     search_fingerprint: String,
@@ -273,11 +291,13 @@ impl Engine {
         let lock = std::fs::File::create(&lock_path)?;
         if lock.try_lock().is_err() {
             return Err(EngineError::Config(format!(
-                "the data directory {} is in use by another strata process; stop it, or talk to \
-                 it over HTTP instead",
+                "the data directory {} is in use by another strata process; stop it, talk to \
+                 it over HTTP instead, or (over PostgreSQL, where it holds only upload \
+                 staging) give each process its own --data-dir",
                 settings.data_dir.display()
             )));
         }
+        let mut postgres = None;
         let store: Arc<dyn Store> = match settings.database_url.as_deref() {
             None => Arc::new(
                 SqliteStore::open(&settings.data_dir.join("strata.db"), &settings.sqlite).await?,
@@ -285,25 +305,52 @@ impl Engine {
             Some(url) if url.starts_with("sqlite:") => {
                 Arc::new(SqliteStore::open_url(url, &settings.sqlite).await?)
             }
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                let pg = PostgresStore::connect(url, &settings.postgres).await?;
+                postgres = Some(pg.clone());
+                Arc::new(pg)
+            }
             Some(url) => {
                 let scheme = url.split(':').next().unwrap_or("");
                 return Err(EngineError::Config(format!(
-                    "database URL scheme {scheme:?} is not supported by this build \
-                     (supported: sqlite:)"
+                    "database URL scheme {scheme:?} is not supported \
+                     (supported: sqlite:, postgres://)"
                 )));
             }
         };
-        let blobs = BlobStore::open(settings.data_dir.join("blobs")).await?;
         let (embedder, tokenizer) = load_embedder(&settings).await?;
-        let vectors = Arc::new(
-            open_vectors(
-                store.as_ref(),
-                &settings.data_dir.join("vectors.usearch"),
-                embedder.as_ref(),
-                settings.ann,
-            )
-            .await?,
-        );
+        let blob_dir = settings.data_dir.join("blobs");
+        let (blobs, ann) = match postgres {
+            // Shared state lives in the database: files in `blobs`, vectors in pgvector;
+            // the data directory holds only this process's upload staging.
+            Some(pg) => {
+                pg.ensure_vector_index(
+                    embedder.model(),
+                    embedder.dims(),
+                    settings.ann.connectivity,
+                    settings.ann.expansion_add,
+                )
+                .await?;
+                let shared: Arc<dyn crate::blobs::SharedBlobs> = Arc::new(pg.clone());
+                (
+                    BlobStore::open_shared(blob_dir, shared).await?,
+                    Ann::Postgres(pg),
+                )
+            }
+            None => {
+                let index = open_vectors(
+                    store.as_ref(),
+                    &settings.data_dir.join("vectors.usearch"),
+                    embedder.as_ref(),
+                    settings.ann,
+                )
+                .await?;
+                (
+                    BlobStore::open(blob_dir).await?,
+                    Ann::Local(Arc::new(index)),
+                )
+            }
+        };
         let cache = strata_cache::Cache::new(settings.cache.clone())
             .map_err(|e| EngineError::Config(e.to_string()))?;
         if cache.has_remote() {
@@ -323,7 +370,7 @@ impl Engine {
                 blobs: blobs.clone(),
                 events: events.clone(),
                 embedder: embedder.clone(),
-                vectors: vectors.clone(),
+                vectors: ann.clone(),
                 tokenizer,
                 cache: cache.clone(),
                 scopes: scopes.clone(),
@@ -331,11 +378,15 @@ impl Engine {
             settings.jobs.clone(),
         );
         info!(backend = store.backend(), data_dir = %settings.data_dir.display(),
-              model = embedder.model(), vectors = vectors.len(), "engine open");
+              model = embedder.model(), vectors = ann.len(), "engine open");
+        let ef = match ann {
+            Ann::Local(_) => settings.ann.expansion_search,
+            Ann::Postgres(_) => settings.postgres.ef_search as usize,
+        };
         let search_fingerprint = format!(
-            "{}/ef{}/exact{}",
+            "{}/{}/ef{ef}/exact{}",
             embedder.model(),
-            settings.ann.expansion_search,
+            store.backend(),
             settings.ann.exact_limit
         );
         Ok(Self {
@@ -346,7 +397,7 @@ impl Engine {
                 events,
                 settings,
                 embedder,
-                vectors,
+                ann,
                 search_fingerprint,
                 cache,
                 scopes,
@@ -361,7 +412,8 @@ impl Engine {
         let query = self.embed_query(&plan.query).await?;
         crate::search::run(
             self.inner.store.as_ref(),
-            &self.inner.vectors,
+            &self.inner.ann,
+            self.inner.settings.ann.exact_limit,
             self.inner.embedder.model(),
             owner,
             &plan,
@@ -445,10 +497,30 @@ impl Engine {
 
     /// Saves the vector index if it changed. Called periodically and on close.
     pub async fn save_vectors(&self) -> Result<bool> {
-        let v = self.inner.vectors.clone();
-        tokio::task::spawn_blocking(move || v.save())
-            .await
-            .map_err(|e| EngineError::Internal(format!("save task failed: {e}")))?
+        self.inner.ann.save().await
+    }
+
+    /// The connection pool's state, the tables with their sizes and index use, and the
+    /// slowest recent statements.
+    pub async fn database_stats(&self) -> Result<DatabaseStats> {
+        let store = &self.inner.store;
+        Ok(DatabaseStats {
+            backend: store.backend(),
+            pool: store.pool_stats(),
+            tables: store.table_stats().await?,
+            slow_statements: crate::slowlog::recent(),
+        })
+    }
+
+    /// Refreshes planner statistics and compacts what needs it; the statements run.
+    pub async fn optimize_database(&self) -> Result<Vec<String>> {
+        let (this,) = (self.clone(),);
+        detached(async move { this.inner.store.optimize().await }).await
+    }
+
+    /// The database connection pool's state.
+    pub fn pool_stats(&self) -> crate::store::meter::PoolStats {
+        self.inner.store.pool_stats()
     }
 
     /// The storage backend's name.
@@ -501,7 +573,7 @@ impl Engine {
             }
         };
         let blobs = &self.inner.blobs;
-        let _guard = blobs.lock(&doc.sha256).await;
+        let _guard = blobs.lock(&doc.sha256).await?;
         if let Some(existing) = self.inner.store.find_by_sha256(owner, &doc.sha256).await? {
             staged.discard().await;
             return Ok(IngestOutcome::Duplicate(existing));
@@ -521,6 +593,9 @@ impl Engine {
             InsertOutcome::Created(d) => {
                 self.invalidate_tenant(owner).await;
                 self.inner.runner.wake.notify_one();
+                if let Err(e) = self.inner.store.announce(StoreChange::JobQueued).await {
+                    tracing::debug!(error = %e, "could not announce the queued job");
+                }
                 IngestOutcome::Created(d)
             }
             InsertOutcome::Duplicate(d) => IngestOutcome::Duplicate(d),
@@ -658,14 +733,14 @@ impl Engine {
 
     async fn delete_now(&self, owner: &TenantId, id: DocumentId) -> Result<()> {
         let doc = self.get_document(owner, id).await?;
-        let _guard = self.inner.blobs.lock(&doc.sha256).await;
+        let _guard = self.inner.blobs.lock(&doc.sha256).await?;
         let deleted = self
             .inner
             .store
             .delete_document(owner, id)
             .await?
             .ok_or_else(|| EngineError::not_found(IdKind::Document, id))?;
-        self.inner.vectors.remove(&deleted.chunk_ids)?;
+        self.inner.ann.remove(&deleted.chunk_ids)?;
         self.invalidate_tenant(owner).await;
         if self.inner.store.count_sha256_refs(&deleted.sha256).await? == 0 {
             self.inner.blobs.remove(&deleted.sha256).await?;
@@ -678,7 +753,7 @@ impl Engine {
         &self,
         owner: &TenantId,
         id: DocumentId,
-    ) -> Result<(Document, tokio::fs::File)> {
+    ) -> Result<(Document, crate::blobs::BlobStream)> {
         let doc = self.get_document(owner, id).await?;
         let file = self.inner.blobs.open_blob(&doc.sha256).await?;
         Ok((doc, file))
@@ -738,6 +813,7 @@ impl Engine {
     /// `tracker`; they stop when `shutdown` fires.
     pub fn spawn_workers(&self, tracker: &TaskTracker, shutdown: &CancellationToken) {
         self.inner.runner.spawn_workers(tracker, shutdown);
+        self.spawn_listener(tracker, shutdown);
         let this = self.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
@@ -751,6 +827,44 @@ impl Engine {
                         }
                     }
                     () = shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+
+    /// Forwards what other processes sharing the store announce: a queued job wakes a
+    /// worker here, a job change reaches this process's event subscribers (SSE).
+    fn spawn_listener(&self, tracker: &TaskTracker, shutdown: &CancellationToken) {
+        use futures_util::StreamExt;
+        let this = self.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let mut changes = match this.inner.store.listen().await {
+                Ok(Some(s)) => s,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for other instances' job changes; \
+                        relying on polling");
+                    return;
+                }
+            };
+            loop {
+                let change = tokio::select! {
+                    c = changes.next() => c,
+                    () = shutdown.cancelled() => return,
+                };
+                match change {
+                    None => return,
+                    Some(StoreChange::JobQueued) => this.inner.runner.wake.notify_one(),
+                    Some(StoreChange::JobChanged(id)) => {
+                        if this.inner.events.receiver_count() == 0 {
+                            continue;
+                        }
+                        if let Ok(Some((owner, job))) = this.inner.store.get_job_any_owner(id).await
+                        {
+                            let _ = this.inner.events.send(JobEvent { owner, job });
+                        }
+                    }
                 }
             }
         });
@@ -780,7 +894,7 @@ impl Engine {
     /// Saves the vector index and closes the store's pool.
     pub async fn close(&self) {
         match self.save_vectors().await {
-            Ok(true) => info!(vectors = self.inner.vectors.len(), "vector index saved"),
+            Ok(true) => info!(vectors = self.inner.ann.len(), "vector index saved"),
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "could not save the vector index; it will be rebuilt at the next start")

@@ -22,6 +22,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use sha2::{Digest, Sha256};
 use strata_embed::Embedder;
 
+use crate::ann::Ann;
 use crate::blobs::BlobStore;
 use crate::chunk::{ChunkConfig, Tokenizer, chunk};
 use crate::error::EngineError;
@@ -29,7 +30,6 @@ use crate::extract::{Extracted, extract};
 use crate::ids::TenantId;
 use crate::model::{Job, Stage, StageProgress};
 use crate::store::{ClaimedJob, JobOutcome, Lease, NewChunk, Store};
-use crate::vectors::VectorIndex;
 
 /// Chunks embedded (and recorded) per step of the embed stage.
 const EMBED_BATCH: usize = 64;
@@ -128,7 +128,7 @@ pub(crate) struct RunnerDeps {
     pub(crate) blobs: BlobStore,
     pub(crate) events: broadcast::Sender<JobEvent>,
     pub(crate) embedder: Arc<dyn Embedder>,
-    pub(crate) vectors: Arc<VectorIndex>,
+    pub(crate) vectors: Ann,
     pub(crate) tokenizer: Arc<dyn Tokenizer>,
     pub(crate) cache: strata_cache::Cache,
     pub(crate) scopes: crate::engine::Scopes,
@@ -145,7 +145,7 @@ pub struct Runner {
     pub(crate) sandbox: Sandbox,
     pub(crate) tokenizer: Arc<dyn Tokenizer>,
     pub(crate) embedder: Arc<dyn Embedder>,
-    pub(crate) vectors: Arc<VectorIndex>,
+    pub(crate) vectors: Ann,
     pub(crate) cache: strata_cache::Cache,
     pub(crate) scopes: crate::engine::Scopes,
 }
@@ -322,8 +322,16 @@ impl Runner {
         capped + capped * jitter as u32 / 1000
     }
 
-    /// Announces a job change; cached job statuses of its owner become stale.
+    /// Announces a job change, here and to every process sharing the store; cached job
+    /// statuses of its owner become stale.
     async fn publish(&self, lease: &Lease) {
+        if let Err(e) = self
+            .store
+            .announce(crate::store::StoreChange::JobChanged(lease.job_id))
+            .await
+        {
+            debug!(error = %e, "could not announce job change");
+        }
         match self.store.get_job_any_owner(lease.job_id).await {
             Ok(Some((owner, job))) => {
                 self.cache.invalidate(&self.scopes.jobs(&owner)).await;

@@ -6,6 +6,7 @@
 //! queue and its workers. Must not import: HTTP (axum, hyper), the cache, anything of the
 //! server. The HTTP layer maps [`EngineError`] to responses; this crate never decides a status.
 
+mod ann;
 pub mod blobs;
 pub mod chunk;
 pub mod cursor;
@@ -16,14 +17,15 @@ pub mod ids;
 pub mod jobs;
 pub mod model;
 pub mod search;
+pub mod slowlog;
 pub mod store;
 pub mod validate;
 pub mod vectors;
 
 pub use engine::{
-    DEFAULT_MODEL_DIR, DEFAULT_PAGE, Engine, EngineSettings, IngestOutcome, KIND_DOCUMENT,
-    KIND_DOCUMENT_LIST, KIND_EMBEDDING, KIND_JOB, KIND_SEARCH, KIND_TAGS, ListDocuments, ListJobs,
-    MAX_PAGE, Scopes, UploadMeta, default_cache_kinds,
+    DEFAULT_MODEL_DIR, DEFAULT_PAGE, DatabaseStats, Engine, EngineSettings, IngestOutcome,
+    KIND_DOCUMENT, KIND_DOCUMENT_LIST, KIND_EMBEDDING, KIND_JOB, KIND_SEARCH, KIND_TAGS,
+    ListDocuments, ListJobs, MAX_PAGE, Scopes, UploadMeta, default_cache_kinds,
 };
 pub use error::{EngineError, Result};
 pub use ids::{DocumentId, IdKind, JobId, TenantId};

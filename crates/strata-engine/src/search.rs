@@ -6,15 +6,15 @@
 //! ANN index with the filter as a predicate, and falls back to the exact path if the index
 //! returns fewer hits than exist. The response says which path answered (`exhaustive`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ann::Ann;
 use crate::error::{EngineError, Result};
 use crate::ids::{DocumentId, TenantId};
 use crate::store::{ChunkFilter, Store};
 use crate::validate;
-use crate::vectors::{VectorIndex, exact_top_k};
 
 /// Default number of hits.
 pub const DEFAULT_K: usize = 10;
@@ -143,46 +143,49 @@ impl SearchRequest {
 /// Runs a validated plan for `owner` with an already-embedded query.
 pub(crate) async fn run(
     store: &dyn Store,
-    vectors: &VectorIndex,
+    ann: &Ann,
+    exact_limit: u64,
     model: &str,
     owner: &TenantId,
     plan: &Plan,
     query: &[f32],
 ) -> Result<SearchResults> {
-    let exact_limit = vectors.settings().exact_limit;
-    let mut exhaustive = false;
-    let candidates = if plan.filter.is_empty() {
-        vectors.tenant_count(owner)
+    let filter = &plan.filter;
+    let known = if filter.is_empty() {
+        ann.tenant_count(owner)
     } else {
-        store.count_candidates(owner, model, &plan.filter).await?
+        Some(store.count_candidates(owner, model, filter).await?)
     };
-    let mut scored = if candidates == 0 {
-        exhaustive = true;
-        Vec::new()
-    } else if !plan.filter.is_empty() && candidates <= exact_limit {
-        exhaustive = true;
-        let rows = store.candidate_vectors(owner, model, &plan.filter).await?;
-        exact_top_k(query, &rows, plan.k)
-    } else {
-        let allowed: Option<HashSet<u64>> = if plan.filter.is_empty() {
-            None
-        } else {
-            Some(
-                store
-                    .candidate_ids(owner, model, &plan.filter)
-                    .await?
-                    .into_iter()
-                    .collect(),
-            )
-        };
-        let hits = vectors.search(owner, query, plan.k, allowed.as_ref())?;
-        if (hits.len() as u64) < candidates.min(plan.k as u64) {
-            // The graph walk could not reach enough matching vectors: score them all.
-            exhaustive = true;
-            let rows = store.candidate_vectors(owner, model, &plan.filter).await?;
-            exact_top_k(query, &rows, plan.k)
-        } else {
-            hits
+    let (mut scored, exhaustive) = match known {
+        Some(0) => (Vec::new(), true),
+        Some(n) if !filter.is_empty() && n <= exact_limit => (
+            ann.exact(store, owner, model, query, plan.k, filter)
+                .await?,
+            true,
+        ),
+        _ => {
+            let hits = ann
+                .approximate(store, owner, model, query, plan.k, filter)
+                .await?;
+            if hits.len() >= plan.k {
+                (hits, false)
+            } else {
+                // Short: either the tenant has fewer candidates, or the graph walk could
+                // not reach enough of them. Count, and score them all in the second case.
+                let candidates = match known {
+                    Some(n) => n,
+                    None => store.count_candidates(owner, model, filter).await?,
+                };
+                if (hits.len() as u64) < candidates.min(plan.k as u64) {
+                    (
+                        ann.exact(store, owner, model, query, plan.k, filter)
+                            .await?,
+                        true,
+                    )
+                } else {
+                    (hits, false)
+                }
+            }
         }
     };
     if let Some(min) = plan.min_score {

@@ -133,6 +133,14 @@ pub fn router_with(state: AppState, settings: &ServerSettings) -> Router {
             "/v1/performance/cache/clear",
             axum::routing::post(performance::cache_clear),
         )
+        .route(
+            "/v1/performance/database/stats",
+            get(performance::database_stats),
+        )
+        .route(
+            "/v1/performance/database/optimize",
+            axum::routing::post(performance::database_optimize),
+        )
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

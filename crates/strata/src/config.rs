@@ -11,6 +11,7 @@ use clap::Args;
 use serde::Deserialize;
 use strata_engine::chunk::ChunkConfig;
 use strata_engine::jobs::JobSettings;
+use strata_engine::store::postgres::PostgresOptions;
 use strata_engine::store::sqlite::SqliteOptions;
 use strata_engine::vectors::AnnSettings;
 use strata_engine::{BatchSettings, EngineSettings};
@@ -28,7 +29,9 @@ pub struct Overrides {
     #[arg(long, env = "STRATA_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
 
-    /// Database URL; `sqlite://PATH` overrides the file under the data directory.
+    /// Database URL: `postgres://user@host:port/db` runs on PostgreSQL with pgvector (shared by
+    /// any number of instances; see docs/SCALING.md); `sqlite://PATH` overrides the file under
+    /// the data directory [default: embedded SQLite in the data directory].
     #[arg(
         long,
         env = "STRATA_DATABASE_URL",
@@ -167,9 +170,37 @@ pub struct Overrides {
     #[arg(long, env = "STRATA_TENANT_HEADER", global = true)]
     pub tenant_header: Option<String>,
 
-    /// Maximum SQLite connections [default: 8].
+    /// Most database connections this process holds [default: 8 for SQLite, 10 for PostgreSQL].
+    /// With N instances over one PostgreSQL, keep N x this (+ 2 each, see docs/SCALING.md)
+    /// under the server's max_connections.
     #[arg(long, env = "STRATA_DB_MAX_CONNECTIONS", global = true)]
     pub db_max_connections: Option<u32>,
+
+    /// PostgreSQL connections kept open while idle [default: 1].
+    #[arg(long, env = "STRATA_DB_MIN_CONNECTIONS", global = true)]
+    pub db_min_connections: Option<u32>,
+
+    /// Milliseconds a request waits for a database connection before it is answered 503 with
+    /// Retry-After [default: 5000].
+    #[arg(long, env = "STRATA_DB_ACQUIRE_TIMEOUT_MS", global = true)]
+    pub db_acquire_timeout_ms: Option<u64>,
+
+    /// Seconds an idle PostgreSQL connection is kept before it is closed [default: 600].
+    #[arg(long, env = "STRATA_DB_IDLE_TIMEOUT_SECS", global = true)]
+    pub db_idle_timeout_secs: Option<u64>,
+
+    /// Seconds after which a PostgreSQL connection is replaced [default: 1800].
+    #[arg(long, env = "STRATA_DB_MAX_LIFETIME_SECS", global = true)]
+    pub db_max_lifetime_secs: Option<u64>,
+
+    /// Check each PostgreSQL connection with a round trip before handing it out [default: true].
+    #[arg(long, env = "STRATA_DB_TEST_BEFORE_ACQUIRE", global = true)]
+    pub db_test_before_acquire: Option<bool>,
+
+    /// Statements slower than this many milliseconds are logged as warnings and listed at
+    /// GET /v1/performance/database/stats [default: 500].
+    #[arg(long, env = "STRATA_DB_SLOW_STATEMENT_MS", global = true)]
+    pub db_slow_statement_ms: Option<u64>,
 
     /// Log filter, e.g. `info` or `strata_engine=debug,info` [default: info].
     #[arg(long, env = "STRATA_LOG", global = true)]
@@ -217,6 +248,12 @@ struct FileConfig {
     chunk_overlap: Option<usize>,
     shutdown_grace_secs: Option<u64>,
     db_max_connections: Option<u32>,
+    db_min_connections: Option<u32>,
+    db_acquire_timeout_ms: Option<u64>,
+    db_idle_timeout_secs: Option<u64>,
+    db_max_lifetime_secs: Option<u64>,
+    db_test_before_acquire: Option<bool>,
+    db_slow_statement_ms: Option<u64>,
     cache_l1: Option<SizeValue>,
     cache_ttl: Option<String>,
     cache_l2_ttl: Option<String>,
@@ -298,12 +335,26 @@ impl Config {
             bail!("job_lease_secs must be at least 3");
         }
         let grace = Duration::from_secs(pick!(shutdown_grace_secs, 10));
+        let acquire_timeout = Duration::from_millis(pick!(db_acquire_timeout_ms, 5000).max(1));
+        let slow_statement = Duration::from_millis(pick!(db_slow_statement_ms, 500));
         let engine = EngineSettings {
             data_dir: pick!(data_dir, PathBuf::from("strata-data")),
             database_url: flags.database_url.clone().or(file.database_url),
             sqlite: SqliteOptions {
-                max_connections: pick!(db_max_connections, 8),
+                max_connections: pick!(db_max_connections, 8).max(1),
+                acquire_timeout,
+                slow_statement,
                 ..SqliteOptions::default()
+            },
+            postgres: PostgresOptions {
+                max_connections: pick!(db_max_connections, 10).max(1),
+                min_connections: pick!(db_min_connections, 1),
+                acquire_timeout,
+                idle_timeout: Duration::from_secs(pick!(db_idle_timeout_secs, 600)),
+                max_lifetime: Duration::from_secs(pick!(db_max_lifetime_secs, 1800)),
+                test_before_acquire: pick!(db_test_before_acquire, true),
+                slow_statement,
+                ef_search: u32::try_from(pick!(search_ef, 64).clamp(1, 1000)).unwrap_or(64),
             },
             max_upload_bytes: max_upload,
             jobs: JobSettings {
@@ -446,7 +497,36 @@ impl Config {
                 "shutdown_grace_secs",
                 j.shutdown_grace.as_secs().to_string(),
             ),
-            ("db_max_connections", e.sqlite.max_connections.to_string()),
+            (
+                "db_pool",
+                if e.database_url
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("postgres"))
+                {
+                    let p = &e.postgres;
+                    format!(
+                        "max {}, min {}, acquire timeout {} ms, idle {} s, lifetime {} s, \
+                         test before acquire {}, ef_search {}",
+                        p.max_connections,
+                        p.min_connections,
+                        p.acquire_timeout.as_millis(),
+                        p.idle_timeout.as_secs(),
+                        p.max_lifetime.as_secs(),
+                        p.test_before_acquire,
+                        p.ef_search
+                    )
+                } else {
+                    format!(
+                        "max {}, acquire timeout {} ms",
+                        e.sqlite.max_connections,
+                        e.sqlite.acquire_timeout.as_millis()
+                    )
+                },
+            ),
+            (
+                "db_slow_statement_ms",
+                e.sqlite.slow_statement.as_millis().to_string(),
+            ),
             ("cache_l1", format!("{} bytes", e.cache.l1_bytes)),
             ("cache_ttl", ttl_list(&e.cache.kinds, |k| k.l1_ttl)),
             ("cache_l2_ttl", ttl_list(&e.cache.kinds, |k| k.l2_ttl)),

@@ -37,6 +37,7 @@ pub fn vector_from_bytes(b: &[u8]) -> Option<Vec<f32>> {
     )
 }
 
+pub mod meter;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
@@ -146,6 +147,39 @@ pub enum JobOutcome {
         /// Why.
         error: String,
     },
+}
+
+/// A change another process announced through the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreChange {
+    /// A job became runnable: a worker should look for work.
+    JobQueued,
+    /// A job's status or progress changed.
+    JobChanged(JobId),
+}
+
+/// Size and use of one table and its indexes.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TableStats {
+    /// Table name.
+    pub table: String,
+    /// Live rows (an estimate on PostgreSQL, exact on SQLite).
+    pub rows: u64,
+    /// Bytes of the table's own storage, when the backend reports it.
+    pub table_bytes: Option<u64>,
+    /// Its indexes.
+    pub indexes: Vec<IndexStats>,
+}
+
+/// Size and use of one index.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IndexStats {
+    /// Index name.
+    pub name: String,
+    /// Bytes, when the backend reports it.
+    pub bytes: Option<u64>,
+    /// Scans since statistics were reset, when the backend counts them.
+    pub scans: Option<u64>,
 }
 
 /// Persistence for documents, chunks and jobs.
@@ -324,6 +358,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// A cheap round trip proving the backend answers.
     async fn ping(&self) -> Result<()>;
+
+    /// The connection pool's state.
+    fn pool_stats(&self) -> meter::PoolStats;
+
+    /// Tables and indexes with their sizes and use.
+    async fn table_stats(&self) -> Result<Vec<TableStats>>;
+
+    /// Refreshes the planner's statistics and compacts what needs it; returns the statements
+    /// run.
+    async fn optimize(&self) -> Result<Vec<String>>;
+
+    /// Tells every other process sharing this store about a change (a no-op for a store
+    /// only one process opens).
+    async fn announce(&self, change: StoreChange) -> Result<()> {
+        let _ = change;
+        Ok(())
+    }
+
+    /// Changes other processes announce; `None` where no other process can write.
+    async fn listen(
+        &self,
+    ) -> Result<Option<futures_util::stream::BoxStream<'static, StoreChange>>> {
+        Ok(None)
+    }
 
     /// This store's random identity, made on first call and stable for its lifetime.
     async fn store_id(&self) -> Result<String>;

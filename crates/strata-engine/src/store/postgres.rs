@@ -2,23 +2,38 @@
 //! semantics as the SQLite store (one test suite runs against both); job claims take the row
 //! with `FOR UPDATE SKIP LOCKED`, so any number of processes can claim concurrently.
 //!
-//! Not selectable yet: the engine still searches with its in-process index, which a second
-//! process would not see updated; the pgvector search path comes with the scale-out issue.
+//! Beyond the [`Store`] contract it owns what makes processes over one database act as one
+//! service: nearest-neighbour search in pgvector's HNSW index (iterative scans, so a filter
+//! still yields k rows), original files in the `blobs` table ([`SharedBlobs`]), and job
+//! announcements over LISTEN/NOTIFY.
+//!
+//! Connections: the main pool (`max_connections`, application_name `strata`), one listener
+//! connection (`strata-listen`), and a small pool for blob advisory locks (`strata-lock`,
+//! at most [`LOCK_CONNECTIONS`], opened only while uploads or deletes run).
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+use futures_util::stream::BoxStream;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Executor, Postgres, QueryBuilder, Row, Transaction};
+use tokio::io::AsyncReadExt;
 
+use super::meter::{PoolMeter, PoolStats};
 use super::rows::{
     JOB_COLUMNS, corrupt, document_from_row, is_unique_violation, job_from_row, ms, owner_of,
     stage_name,
 };
 use super::{
     ChunkFilter, ClaimedJob, Deleted, HitRow, InsertOutcome, JobOutcome, Lease, NewChunk, Store,
+    StoreChange, TableStats,
 };
+use crate::blobs::{BlobLock, SharedBlobs};
 use crate::error::{EngineError, Result};
 use crate::ids::{DocumentId, JobId, TenantId};
 use crate::model::{
@@ -27,6 +42,13 @@ use crate::model::{
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Most connections the blob lock pool opens.
+pub const LOCK_CONNECTIONS: u32 = 2;
+/// Size of one stored part of an original file.
+const BLOB_PART: usize = 1024 * 1024;
+/// The NOTIFY channel of job announcements.
+const CHANNEL: &str = "strata_jobs";
 
 /// Pool settings for the PostgreSQL backend.
 #[derive(Debug, Clone)]
@@ -41,6 +63,12 @@ pub struct PostgresOptions {
     pub idle_timeout: Duration,
     /// Connections are replaced after this long.
     pub max_lifetime: Duration,
+    /// Check a connection with a round trip before handing it out.
+    pub test_before_acquire: bool,
+    /// Statements slower than this are logged (and listed in the database stats).
+    pub slow_statement: Duration,
+    /// `hnsw.ef_search`: candidates the HNSW index examines per search (recall vs speed).
+    pub ef_search: u32,
 }
 
 impl Default for PostgresOptions {
@@ -51,6 +79,9 @@ impl Default for PostgresOptions {
             acquire_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(600),
             max_lifetime: Duration::from_secs(1800),
+            test_before_acquire: true,
+            slow_statement: Duration::from_millis(500),
+            ef_search: 64,
         }
     }
 }
@@ -59,6 +90,11 @@ impl Default for PostgresOptions {
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    locks: PgPool,
+    meter: Arc<PoolMeter>,
+    connect: PgConnectOptions,
+    /// This process's identity in announcements (its own are not echoed back to it).
+    instance: Arc<str>,
 }
 
 const DOC_COLUMNS: &str = "d.id, d.title, d.filename, d.media_type, d.byte_size, d.sha256, \
@@ -70,15 +106,41 @@ impl PostgresStore {
     /// Connects to `url` (`postgres://...`) and runs migrations; a clear error when pgvector
     /// is not installed on the server.
     pub async fn connect(url: &str, opts: &PostgresOptions) -> Result<Self> {
+        let connect: PgConnectOptions = url
+            .parse::<PgConnectOptions>()
+            .map_err(|e| EngineError::Config(format!("invalid PostgreSQL URL: {e}")))?
+            .log_slow_statements(log::LevelFilter::Warn, opts.slow_statement);
+        let ef_search = opts.ef_search.clamp(1, 1000);
         let pool = PgPoolOptions::new()
             .max_connections(opts.max_connections.max(1))
             .min_connections(opts.min_connections.min(opts.max_connections))
             .acquire_timeout(opts.acquire_timeout)
             .idle_timeout(opts.idle_timeout)
             .max_lifetime(opts.max_lifetime)
-            .test_before_acquire(true)
-            .connect(url)
-            .await?;
+            .test_before_acquire(opts.test_before_acquire)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    // Iterative scans let the HNSW walk continue until the tenant and filter
+                    // conditions have k rows (pgvector 0.8), instead of returning short.
+                    conn.execute(
+                        format!(
+                            "SET hnsw.ef_search = {ef_search}; \
+                             SET hnsw.iterative_scan = relaxed_order"
+                        )
+                        .as_str(),
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(connect.clone().application_name("strata"))
+            .await
+            .map_err(|e| {
+                EngineError::Config(format!(
+                    "cannot connect to PostgreSQL at {}: {e}",
+                    masked(url)
+                ))
+            })?;
         let available: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector')",
         )
@@ -92,11 +154,127 @@ impl PostgresStore {
             ));
         }
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        let locks = PgPoolOptions::new()
+            .max_connections(LOCK_CONNECTIONS)
+            .min_connections(0)
+            .acquire_timeout(opts.acquire_timeout)
+            .idle_timeout(Duration::from_secs(60))
+            .connect_lazy_with(connect.clone().application_name("strata-lock"));
+        Ok(Self {
+            pool,
+            locks,
+            meter: Arc::default(),
+            connect,
+            instance: Arc::from(uuid::Uuid::now_v7().simple().to_string()),
+        })
+    }
+
+    /// A pooled connection, counted and timed by the meter.
+    async fn conn(&self) -> Result<PoolConnection<Postgres>> {
+        self.meter.acquire(&self.pool).await
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
-        self.pool.begin().await.map_err(EngineError::from)
+        let conn = self.conn().await?;
+        Transaction::begin(conn, None)
+            .await
+            .map_err(EngineError::from)
+    }
+
+    /// Creates, once per model, the HNSW index (cosine) over that model's vectors. The
+    /// `vector` column has no fixed dimension, so the index is on a cast to the model's
+    /// dimension and limited to its rows, the form pgvector documents for mixed dimensions.
+    pub async fn ensure_vector_index(
+        &self,
+        model: &str,
+        dims: usize,
+        connectivity: usize,
+        expansion_add: usize,
+    ) -> Result<()> {
+        let name = vector_index_name(model);
+        let mut tx = self.begin().await?;
+        // Instances starting together must not race on the index's name.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('strata:vector-index'))")
+            .execute(&mut *tx)
+            .await?;
+        let sql = format!(
+            "CREATE INDEX IF NOT EXISTS {name} ON chunks USING hnsw \
+             ((embedding::vector({dims})) vector_cosine_ops) \
+             WITH (m = {connectivity}, ef_construction = {expansion_add}) \
+             WHERE model = {model_lit}",
+            model_lit = literal(model)
+        );
+        tx.execute(sql.as_str()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The owner's `k` chunks nearest to `query` among those passing `filter`: through the
+    /// HNSW index (approximate), or by scoring every candidate (`exact`). (chunk id, cosine
+    /// similarity), best first.
+    pub async fn nearest(
+        &self,
+        owner: &TenantId,
+        model: &str,
+        query: &[f32],
+        k: usize,
+        filter: &ChunkFilter,
+        exact: bool,
+    ) -> Result<Vec<(u64, f32)>> {
+        let dims = query.len();
+        let mut qb = QueryBuilder::<Postgres>::new("WITH nn AS MATERIALIZED (SELECT c.id, ");
+        // The index is on `embedding::vector(dims)` over this model's rows; an expression it
+        // does not have keeps the planner off it for the exact path.
+        if exact {
+            qb.push("(c.embedding <=> ")
+                .push_bind(query.to_vec())
+                .push("::real[]::vector)");
+        } else {
+            qb.push(format!("(c.embedding::vector({dims}) <=> "))
+                .push_bind(query.to_vec())
+                .push(format!("::real[]::vector({dims}))"));
+        }
+        qb.push(" AS d FROM chunks c WHERE c.embedding IS NOT NULL AND c.model = ")
+            .push(literal(model))
+            .push(" AND c.owner = ")
+            .push_bind(owner.as_str().to_owned());
+        push_filter(&mut qb, filter);
+        qb.push(format!(
+            " ORDER BY d LIMIT {k}) SELECT id, d FROM nn ORDER BY d"
+        ));
+        let rows = qb.build().fetch_all(&mut *self.conn().await?).await?;
+        rows.iter()
+            .map(|r| {
+                let d: f64 = r.try_get("d")?;
+                Ok((r.try_get::<i64, _>("id")? as u64, (1.0 - d) as f32))
+            })
+            .collect()
+    }
+}
+
+/// The name of a model's HNSW index: stable, and safe as an identifier whatever the model.
+fn vector_index_name(model: &str) -> String {
+    format!(
+        "chunks_hnsw_{}",
+        &blake3::hash(model.as_bytes()).to_hex()[..16]
+    )
+}
+
+/// A SQL string literal (the model id is configuration, but quote it properly anyway).
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A quoted SQL identifier.
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// A URL with its credentials hidden, for error messages.
+fn masked(url: &str) -> String {
+    match url.rsplit_once('@') {
+        Some((_, host)) => format!("postgres://***@{host}"),
+        None => url.to_owned(),
     }
 }
 
@@ -116,6 +294,11 @@ fn push_candidates(
         .push_bind(owner.as_str().to_owned())
         .push(" AND c.model = ")
         .push_bind(model.to_owned());
+    push_filter(qb, filter);
+}
+
+/// ` AND ...` conditions of a chunk filter on `c`.
+fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, filter: &ChunkFilter) {
     if !filter.tags.is_empty() {
         qb.push(" AND EXISTS (SELECT 1 FROM document_tags t WHERE t.document_id = c.document_id AND t.tag IN (");
         let mut sep = qb.separated(", ");
@@ -241,7 +424,7 @@ impl Store for PostgresStore {
         let row = sqlx::query(&sql)
             .bind(owner.as_str())
             .bind(sha256)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         row.as_ref().map(document_from_row).transpose()
     }
@@ -251,7 +434,7 @@ impl Store for PostgresStore {
         let row = sqlx::query(&sql)
             .bind(owner.as_str())
             .bind(id.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         row.as_ref().map(document_from_row).transpose()
     }
@@ -278,7 +461,7 @@ impl Store for PostgresStore {
             .bind(filter.tag.as_deref())
             .bind(before.map(|b| b.to_string()))
             .bind(limit as i64)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         rows.iter().map(document_from_row).collect()
     }
@@ -370,7 +553,7 @@ impl Store for PostgresStore {
     async fn count_sha256_refs(&self, sha256: &str) -> Result<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM documents WHERE sha256 = $1")
             .bind(sha256)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await?;
         Ok(n as u64)
     }
@@ -381,7 +564,7 @@ impl Store for PostgresStore {
              GROUP BY tag ORDER BY n DESC, tag ASC",
         )
         .bind(owner.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -408,7 +591,7 @@ impl Store for PostgresStore {
         .bind(id.to_string())
         .bind(from as i64)
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -428,7 +611,7 @@ impl Store for PostgresStore {
         let row = sqlx::query(&sql)
             .bind(owner.as_str())
             .bind(id.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         Ok(row.as_ref().map(job_from_row).transpose()?.map(|(_, j)| j))
     }
@@ -437,7 +620,7 @@ impl Store for PostgresStore {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
         let row = sqlx::query(&sql)
             .bind(id.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         row.as_ref().map(job_from_row).transpose()
     }
@@ -459,7 +642,7 @@ impl Store for PostgresStore {
             .bind(filter.status.map(|s| s.as_str()))
             .bind(before.map(|b| b.to_string()))
             .bind(limit as i64)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         rows.iter()
             .map(|r| job_from_row(r).map(|(_, j)| j))
@@ -547,7 +730,7 @@ impl Store for PostgresStore {
         .bind(lease.job_id.to_string())
         .bind(&lease.token)
         .bind(ms(lease_until))
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(res.rows_affected() == 1)
     }
@@ -569,7 +752,7 @@ impl Store for PostgresStore {
         .bind(stage_name(stage))
         .bind(stages)
         .bind(ms(Utc::now()))
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(res.rows_affected() == 1)
     }
@@ -632,7 +815,7 @@ impl Store for PostgresStore {
         )
         .bind(model)
         .bind(text_sha256)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         for row in rows {
             out.insert(row.try_get("text_sha256")?, embedding_of(&row)?);
@@ -676,7 +859,7 @@ impl Store for PostgresStore {
             )
             .bind(model)
             .bind(after)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
             let Some(&last) = ids.last() else { break };
             count += ids.len() as u64;
@@ -700,7 +883,7 @@ impl Store for PostgresStore {
         .bind(model)
         .bind(after as i64)
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -726,7 +909,7 @@ impl Store for PostgresStore {
         .bind(model)
         .bind(after as i64)
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| Ok((r.try_get::<i64, _>("id")? as u64, owner_of(r)?)))
@@ -741,7 +924,10 @@ impl Store for PostgresStore {
     ) -> Result<u64> {
         let mut qb = QueryBuilder::<Postgres>::new("SELECT COUNT(*) ");
         push_candidates(&mut qb, owner, model, filter);
-        let n: i64 = qb.build_query_scalar().fetch_one(&self.pool).await?;
+        let n: i64 = qb
+            .build_query_scalar()
+            .fetch_one(&mut *self.conn().await?)
+            .await?;
         Ok(n as u64)
     }
 
@@ -754,7 +940,7 @@ impl Store for PostgresStore {
         let mut qb =
             QueryBuilder::<Postgres>::new("SELECT c.id, c.embedding::real[] AS embedding ");
         push_candidates(&mut qb, owner, model, filter);
-        let rows = qb.build().fetch_all(&self.pool).await?;
+        let rows = qb.build().fetch_all(&mut *self.conn().await?).await?;
         rows.iter()
             .map(|r| Ok((r.try_get::<i64, _>("id")? as u64, embedding_of(r)?)))
             .collect()
@@ -768,7 +954,10 @@ impl Store for PostgresStore {
     ) -> Result<Vec<u64>> {
         let mut qb = QueryBuilder::<Postgres>::new("SELECT c.id ");
         push_candidates(&mut qb, owner, model, filter);
-        let ids: Vec<i64> = qb.build_query_scalar().fetch_all(&self.pool).await?;
+        let ids: Vec<i64> = qb
+            .build_query_scalar()
+            .fetch_all(&mut *self.conn().await?)
+            .await?;
         Ok(ids.into_iter().map(|i| i as u64).collect())
     }
 
@@ -786,7 +975,7 @@ impl Store for PostgresStore {
             sep.push_bind(*id as i64);
         }
         qb.push(")");
-        let rows = qb.build().fetch_all(&self.pool).await?;
+        let rows = qb.build().fetch_all(&mut *self.conn().await?).await?;
         rows.iter()
             .map(|r| {
                 let doc: String = r.try_get("document_id")?;
@@ -892,7 +1081,9 @@ impl Store for PostgresStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1")
+            .execute(&mut *self.conn().await?)
+            .await?;
         Ok(())
     }
 
@@ -900,15 +1091,264 @@ impl Store for PostgresStore {
         let fresh = uuid::Uuid::now_v7().simple().to_string();
         sqlx::query("INSERT INTO strata_meta (key, value) VALUES ('store_id', $1) ON CONFLICT (key) DO NOTHING")
             .bind(&fresh)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         let id: String = sqlx::query_scalar("SELECT value FROM strata_meta WHERE key = 'store_id'")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await?;
         Ok(id)
     }
 
+    fn pool_stats(&self) -> PoolStats {
+        self.meter.stats(&self.pool)
+    }
+
+    async fn table_stats(&self) -> Result<Vec<TableStats>> {
+        let tables = sqlx::query(
+            "SELECT c.relname AS name, GREATEST(c.reltuples, 0)::bigint AS rows, \
+                    pg_table_size(c.oid) AS bytes \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = current_schema() AND c.relkind = 'r' \
+               AND c.relname NOT LIKE '\\_sqlx%' ORDER BY c.relname",
+        )
+        .fetch_all(&mut *self.conn().await?)
+        .await?;
+        let indexes = sqlx::query(
+            "SELECT s.relname AS tbl, s.indexrelname AS name, \
+                    pg_relation_size(s.indexrelid) AS bytes, s.idx_scan AS scans \
+             FROM pg_stat_user_indexes s WHERE s.schemaname = current_schema() \
+             ORDER BY s.indexrelname",
+        )
+        .fetch_all(&mut *self.conn().await?)
+        .await?;
+        tables
+            .iter()
+            .map(|t| {
+                let name: String = t.try_get("name")?;
+                Ok(TableStats {
+                    rows: t.try_get::<i64, _>("rows")? as u64,
+                    table_bytes: Some(t.try_get::<i64, _>("bytes")? as u64),
+                    indexes: indexes
+                        .iter()
+                        .filter(|i| i.try_get::<String, _>("tbl").is_ok_and(|n| n == name))
+                        .map(|i| {
+                            Ok(super::IndexStats {
+                                name: i.try_get("name")?,
+                                bytes: Some(i.try_get::<i64, _>("bytes")? as u64),
+                                scans: Some(i.try_get::<i64, _>("scans")? as u64),
+                            })
+                        })
+                        .collect::<Result<_>>()?,
+                    table: name,
+                })
+            })
+            .collect()
+    }
+
+    async fn optimize(&self) -> Result<Vec<String>> {
+        let mut ran = Vec::new();
+        let mut conn = self.conn().await?;
+        // VACUUM where dead rows make up a fifth of a table (deletes and re-ingestion leave
+        // them); ANALYZE everywhere, so the planner's estimates match the data.
+        let bloated: Vec<String> = sqlx::query_scalar(
+            "SELECT relname FROM pg_stat_user_tables WHERE schemaname = current_schema() \
+             AND n_dead_tup > 1000 AND n_dead_tup > n_live_tup / 5 ORDER BY relname",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for table in bloated {
+            let sql = format!("VACUUM (ANALYZE) {}", quote_ident(&table));
+            conn.execute(sql.as_str()).await?;
+            ran.push(sql);
+        }
+        conn.execute("ANALYZE").await?;
+        ran.push("ANALYZE".into());
+        // REINDEX indexes that ended up invalid (an interrupted build).
+        let invalid: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = current_schema() AND NOT i.indisvalid",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for index in invalid {
+            let sql = format!("REINDEX INDEX {}", quote_ident(&index));
+            conn.execute(sql.as_str()).await?;
+            ran.push(sql);
+        }
+        Ok(ran)
+    }
+
+    async fn announce(&self, change: StoreChange) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(payload(&self.instance, change))
+            .execute(&mut *self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
+    async fn listen(&self) -> Result<Option<BoxStream<'static, StoreChange>>> {
+        Ok(Some(self.listen_stream().await?))
+    }
+
     async fn close(&self) {
         self.pool.close().await;
+        self.locks.close().await;
+    }
+}
+
+/// Releases a blob's advisory lock when dropped: the unlock runs on the connection that
+/// holds the lock; if it cannot, the connection is closed, which releases it too.
+struct AdvisoryLock {
+    conn: Option<PoolConnection<Postgres>>,
+    key: String,
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let key = std::mem::take(&mut self.key);
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            drop(conn.detach());
+            return;
+        };
+        rt.spawn(async move {
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+                .bind(&key)
+                .execute(&mut *conn)
+                .await;
+            if unlocked.is_err() {
+                let _ = sqlx::Connection::close(conn.detach()).await;
+            }
+        });
+    }
+}
+
+#[async_trait]
+impl SharedBlobs for PostgresStore {
+    async fn put(&self, sha256: &str, path: &Path) -> Result<()> {
+        let mut file = tokio::fs::File::open(path).await?;
+        let mut tx = self.begin().await?;
+        let stored: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM blobs WHERE sha256 = $1)")
+                .bind(sha256)
+                .fetch_one(&mut *tx)
+                .await?;
+        if stored {
+            return Ok(());
+        }
+        let mut part = 0i32;
+        loop {
+            let mut buf = Vec::with_capacity(BLOB_PART);
+            let n = (&mut file)
+                .take(BLOB_PART as u64)
+                .read_to_end(&mut buf)
+                .await?;
+            // An empty file is stored as one empty part, so that it exists.
+            if n == 0 && part > 0 {
+                break;
+            }
+            sqlx::query(
+                "INSERT INTO blobs (sha256, part, data) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(sha256)
+            .bind(part)
+            .bind(buf)
+            .execute(&mut *tx)
+            .await?;
+            part += 1;
+            if n < BLOB_PART {
+                break;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn part(&self, sha256: &str, index: u32) -> Result<Option<Bytes>> {
+        let data: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT data FROM blobs WHERE sha256 = $1 AND part = $2")
+                .bind(sha256)
+                .bind(index as i32)
+                .fetch_optional(&mut *self.conn().await?)
+                .await?;
+        Ok(data.map(Bytes::from))
+    }
+
+    async fn remove(&self, sha256: &str) -> Result<()> {
+        sqlx::query("DELETE FROM blobs WHERE sha256 = $1")
+            .bind(sha256)
+            .execute(&mut *self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
+    async fn lock(&self, sha256: &str) -> Result<crate::blobs::BlobLock> {
+        let mut conn = self.locks.acquire().await?;
+        let key = format!("strata:blob:{sha256}");
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+            .bind(&key)
+            .execute(&mut *conn)
+            .await?;
+        Ok(BlobLock::new(AdvisoryLock {
+            conn: Some(conn),
+            key,
+        }))
+    }
+}
+
+/// Announcement payload: `{instance} {kind} {job id}`.
+fn payload(instance: &str, change: StoreChange) -> String {
+    match change {
+        StoreChange::JobQueued => format!("{instance} queued -"),
+        StoreChange::JobChanged(id) => format!("{instance} changed {id}"),
+    }
+}
+
+fn parse_payload(own: &str, payload: &str) -> Option<StoreChange> {
+    let mut parts = payload.split(' ');
+    let (from, kind, id) = (parts.next()?, parts.next()?, parts.next()?);
+    if from == own {
+        return None;
+    }
+    match kind {
+        "queued" => Some(StoreChange::JobQueued),
+        "changed" => id.parse().ok().map(StoreChange::JobChanged),
+        _ => None,
+    }
+}
+
+impl PostgresStore {
+    async fn listen_stream(&self) -> Result<BoxStream<'static, StoreChange>> {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(self.connect.clone().application_name("strata-listen"));
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.listen(CHANNEL).await?;
+        let own = self.instance.clone();
+        Ok(Box::pin(futures_util::stream::unfold(
+            (listener, own),
+            |(mut listener, own)| async move {
+                loop {
+                    match listener.recv().await {
+                        Ok(n) => {
+                            if let Some(change) = parse_payload(&own, n.payload()) {
+                                return Some((change, (listener, own)));
+                            }
+                        }
+                        Err(e) => {
+                            // sqlx reconnects on the next recv; what was missed meanwhile is
+                            // covered by the workers' polling and the event streams' re-reads.
+                            tracing::warn!(error = %e, "job announcements interrupted; reconnecting");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            },
+        )))
     }
 }

@@ -13,15 +13,15 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite, Transaction};
 
 use super::rows::{
     JOB_COLUMNS, corrupt, document_from_row, is_unique_violation, job_from_row, ms, owner_of,
     stage_name,
 };
 use super::{
-    ChunkFilter, ClaimedJob, Deleted, HitRow, InsertOutcome, JobOutcome, Lease, NewChunk, Store,
-    vector_from_bytes, vector_to_bytes,
+    ChunkFilter, ClaimedJob, Deleted, HitRow, IndexStats, InsertOutcome, JobOutcome, Lease,
+    NewChunk, Store, TableStats, vector_from_bytes, vector_to_bytes,
 };
 use crate::error::{EngineError, Result};
 use crate::ids::{DocumentId, JobId, TenantId};
@@ -41,6 +41,8 @@ pub struct SqliteOptions {
     pub acquire_timeout: Duration,
     /// How long a writer waits for SQLite's write lock.
     pub busy_timeout: Duration,
+    /// Statements slower than this are logged (and listed in the database stats).
+    pub slow_statement: Duration,
 }
 
 impl Default for SqliteOptions {
@@ -49,6 +51,7 @@ impl Default for SqliteOptions {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(10),
+            slow_statement: Duration::from_millis(500),
         }
     }
 }
@@ -57,6 +60,7 @@ impl Default for SqliteOptions {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    meter: std::sync::Arc<super::meter::PoolMeter>,
 }
 
 const DOC_COLUMNS: &str = "d.id, d.title, d.filename, d.media_type, d.byte_size, d.sha256, \
@@ -75,7 +79,8 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(opts.busy_timeout)
             .pragma("temp_store", "memory")
-            .pragma("cache_size", "-16000");
+            .pragma("cache_size", "-16000")
+            .log_slow_statements(log::LevelFilter::Warn, opts.slow_statement);
         Self::connect(connect, opts).await
     }
 
@@ -87,7 +92,8 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(opts.busy_timeout);
+            .busy_timeout(opts.busy_timeout)
+            .log_slow_statements(log::LevelFilter::Warn, opts.slow_statement);
         Self::connect(connect, opts).await
     }
 
@@ -98,14 +104,22 @@ impl SqliteStore {
             .connect_with(connect)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            meter: std::sync::Arc::default(),
+        })
+    }
+
+    /// A pooled connection, counted and timed by the meter.
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>> {
+        self.meter.acquire(&self.pool).await
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
         // `BEGIN IMMEDIATE` takes the write lock up front, so a read-then-write inside the
         // transaction cannot fail half-way with SQLITE_BUSY on lock upgrade.
-        self.pool
-            .begin_with("BEGIN IMMEDIATE")
+        let conn = self.conn().await?;
+        Transaction::begin(conn, Some("BEGIN IMMEDIATE".into()))
             .await
             .map_err(EngineError::from)
     }
@@ -253,7 +267,7 @@ impl Store for SqliteStore {
         let row = sqlx::query(&sql)
             .bind(owner.as_str())
             .bind(sha256)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         row.as_ref().map(document_from_row).transpose()
     }
@@ -263,7 +277,7 @@ impl Store for SqliteStore {
         let row = sqlx::query(&sql)
             .bind(owner.as_str())
             .bind(id.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         row.as_ref().map(document_from_row).transpose()
     }
@@ -290,7 +304,7 @@ impl Store for SqliteStore {
             .bind(filter.tag.as_deref())
             .bind(before.map(|b| b.to_string()))
             .bind(limit as i64)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         rows.iter().map(document_from_row).collect()
     }
@@ -382,7 +396,7 @@ impl Store for SqliteStore {
     async fn count_sha256_refs(&self, sha256: &str) -> Result<u64> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM documents WHERE sha256 = ?1")
             .bind(sha256)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await?;
         Ok(n as u64)
     }
@@ -393,7 +407,7 @@ impl Store for SqliteStore {
              GROUP BY tag ORDER BY n DESC, tag ASC",
         )
         .bind(owner.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -420,7 +434,7 @@ impl Store for SqliteStore {
         .bind(id.to_string())
         .bind(from as i64)
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -440,7 +454,7 @@ impl Store for SqliteStore {
         let row = sqlx::query(&sql)
             .bind(owner.as_str())
             .bind(id.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         Ok(row.as_ref().map(job_from_row).transpose()?.map(|(_, j)| j))
     }
@@ -449,7 +463,7 @@ impl Store for SqliteStore {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
         let row = sqlx::query(&sql)
             .bind(id.to_string())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         row.as_ref().map(job_from_row).transpose()
     }
@@ -471,7 +485,7 @@ impl Store for SqliteStore {
             .bind(filter.status.map(|s| s.as_str()))
             .bind(before.map(|b| b.to_string()))
             .bind(limit as i64)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         rows.iter()
             .map(|r| job_from_row(r).map(|(_, j)| j))
@@ -559,7 +573,7 @@ impl Store for SqliteStore {
         .bind(lease.job_id.to_string())
         .bind(&lease.token)
         .bind(ms(lease_until))
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(res.rows_affected() == 1)
     }
@@ -581,7 +595,7 @@ impl Store for SqliteStore {
         .bind(stage_name(stage))
         .bind(stages)
         .bind(ms(Utc::now()))
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(res.rows_affected() == 1)
     }
@@ -648,7 +662,7 @@ impl Store for SqliteStore {
                 sep.push_bind(h);
             }
             qb.push(") GROUP BY text_sha256");
-            for row in qb.build().fetch_all(&self.pool).await? {
+            for row in qb.build().fetch_all(&mut *self.conn().await?).await? {
                 out.insert(row.try_get("text_sha256")?, embedding_of(&row)?);
             }
         }
@@ -689,7 +703,7 @@ impl Store for SqliteStore {
             )
             .bind(model)
             .bind(after)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
             let Some(&last) = ids.last() else { break };
             count += ids.len() as u64;
@@ -712,7 +726,7 @@ impl Store for SqliteStore {
         .bind(model)
         .bind(after as i64)
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -738,7 +752,7 @@ impl Store for SqliteStore {
         .bind(model)
         .bind(after as i64)
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| Ok((r.try_get::<i64, _>("id")? as u64, owner_of(r)?)))
@@ -753,7 +767,10 @@ impl Store for SqliteStore {
     ) -> Result<u64> {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) ");
         push_candidates(&mut qb, owner, model, filter);
-        let n: i64 = qb.build_query_scalar().fetch_one(&self.pool).await?;
+        let n: i64 = qb
+            .build_query_scalar()
+            .fetch_one(&mut *self.conn().await?)
+            .await?;
         Ok(n as u64)
     }
 
@@ -765,7 +782,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<(u64, Vec<f32>)>> {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT c.id, c.embedding ");
         push_candidates(&mut qb, owner, model, filter);
-        let rows = qb.build().fetch_all(&self.pool).await?;
+        let rows = qb.build().fetch_all(&mut *self.conn().await?).await?;
         rows.iter()
             .map(|r| Ok((r.try_get::<i64, _>("id")? as u64, embedding_of(r)?)))
             .collect()
@@ -779,7 +796,10 @@ impl Store for SqliteStore {
     ) -> Result<Vec<u64>> {
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT c.id ");
         push_candidates(&mut qb, owner, model, filter);
-        let ids: Vec<i64> = qb.build_query_scalar().fetch_all(&self.pool).await?;
+        let ids: Vec<i64> = qb
+            .build_query_scalar()
+            .fetch_all(&mut *self.conn().await?)
+            .await?;
         Ok(ids.into_iter().map(|i| i as u64).collect())
     }
 
@@ -797,7 +817,7 @@ impl Store for SqliteStore {
             sep.push_bind(*id as i64);
         }
         qb.push(")");
-        let rows = qb.build().fetch_all(&self.pool).await?;
+        let rows = qb.build().fetch_all(&mut *self.conn().await?).await?;
         rows.iter()
             .map(|r| {
                 let doc: String = r.try_get("document_id")?;
@@ -903,7 +923,9 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1")
+            .execute(&mut *self.conn().await?)
+            .await?;
         Ok(())
     }
 
@@ -911,12 +933,71 @@ impl Store for SqliteStore {
         let fresh = uuid::Uuid::now_v7().simple().to_string();
         sqlx::query("INSERT INTO strata_meta (key, value) VALUES ('store_id', ?) ON CONFLICT (key) DO NOTHING")
             .bind(&fresh)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         let id: String = sqlx::query_scalar("SELECT value FROM strata_meta WHERE key = 'store_id'")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await?;
         Ok(id)
+    }
+
+    fn pool_stats(&self) -> super::meter::PoolStats {
+        self.meter.stats(&self.pool)
+    }
+
+    async fn table_stats(&self) -> Result<Vec<TableStats>> {
+        let mut conn = self.conn().await?;
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' \
+             AND name NOT LIKE 'sqlite%' AND name NOT LIKE '\\_sqlx%' ESCAPE '\\' ORDER BY name",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut out = Vec::with_capacity(tables.len());
+        for table in tables {
+            let rows: i64 = sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM \"{}\"",
+                table.replace('"', "\"\"")
+            ))
+            .fetch_one(&mut *conn)
+            .await?;
+            let indexes: Vec<String> = sqlx::query_scalar(
+                "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = ?1 ORDER BY name",
+            )
+            .bind(&table)
+            .fetch_all(&mut *conn)
+            .await?;
+            out.push(TableStats {
+                table,
+                rows: rows as u64,
+                // SQLite keeps no per-table sizes or index scan counts without the dbstat
+                // extension; the file size is in the database stats.
+                table_bytes: None,
+                indexes: indexes
+                    .into_iter()
+                    .map(|name| IndexStats {
+                        name,
+                        bytes: None,
+                        scans: None,
+                    })
+                    .collect(),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn optimize(&self) -> Result<Vec<String>> {
+        let mut conn = self.conn().await?;
+        let mut ran = Vec::new();
+        for sql in [
+            "ANALYZE",
+            "PRAGMA optimize",
+            "PRAGMA wal_checkpoint(TRUNCATE)",
+        ] {
+            sqlx::query(sql).execute(&mut *conn).await?;
+            ran.push(sql.to_owned());
+        }
+        Ok(ran)
     }
 
     async fn close(&self) {

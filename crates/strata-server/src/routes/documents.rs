@@ -12,7 +12,6 @@ use strata_engine::{
     DocumentId, IngestOutcome, KIND_DOCUMENT, KIND_DOCUMENT_LIST, KIND_TAGS, ListDocuments,
     UploadMeta,
 };
-use tokio_util::io::ReaderStream;
 
 use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, IfNoneMatch, Tenant};
@@ -361,7 +360,7 @@ pub async fn file(
             .collect::<String>(),
         percent_encode(&name)
     );
-    let mut resp = Response::new(Body::from_stream(ReaderStream::new(file)));
+    let mut resp = Response::new(Body::from_stream(file));
     let h = resp.headers_mut();
     let hv =
         |s: &str| HeaderValue::from_str(s).map_err(|_| ApiError::new(Code::Internal, "bad header"));

@@ -1,7 +1,7 @@
 //! `GET /metrics`: Prometheus text exposition of the cache's counters (per kind and tier,
 //! sizes, evictions, breaker state, warming). Written by hand: the format is a few lines
-//! of text, not worth a dependency. The observability work extends this page with HTTP,
-//! pool and job metrics.
+//! of text, not worth a dependency. Also the database pool's gauges. The observability work
+//! extends this page with HTTP and job metrics.
 
 use std::fmt::Write as _;
 
@@ -153,6 +153,66 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     ] {
         p.family(name, kind, help);
         p.sample(name, &[], v as f64);
+    }
+    let pool = app.engine.pool_stats();
+    for (name, kind, help, v) in [
+        (
+            "strata_db_pool_max_connections",
+            "gauge",
+            "Most connections the database pool may open.",
+            f64::from(pool.max_size),
+        ),
+        (
+            "strata_db_pool_connections",
+            "gauge",
+            "Open database connections.",
+            f64::from(pool.size),
+        ),
+        (
+            "strata_db_pool_idle_connections",
+            "gauge",
+            "Open database connections nobody holds.",
+            f64::from(pool.idle),
+        ),
+        (
+            "strata_db_pool_in_use_connections",
+            "gauge",
+            "Database connections held by a caller.",
+            f64::from(pool.in_use),
+        ),
+        (
+            "strata_db_pool_waiters",
+            "gauge",
+            "Callers waiting for a database connection.",
+            pool.waiters as f64,
+        ),
+        (
+            "strata_db_pool_acquired_total",
+            "counter",
+            "Database connections handed out.",
+            pool.acquired as f64,
+        ),
+        (
+            "strata_db_pool_timeouts_total",
+            "counter",
+            "Acquires that timed out (answered 503).",
+            pool.timeouts as f64,
+        ),
+        (
+            "strata_db_pool_acquire_mean_seconds",
+            "gauge",
+            "Mean wait for a database connection.",
+            pool.acquire_mean_ms / 1e3,
+        ),
+        (
+            "strata_db_pool_acquire_max_seconds",
+            "gauge",
+            "Longest wait for a database connection.",
+            pool.acquire_max_ms / 1e3,
+        ),
+    ] {
+        p.family(name, kind, help);
+        p.sample(name, &[("backend", app.engine.backend())], v);
     }
     if let Some(l2) = &s.l2 {
         p.family(

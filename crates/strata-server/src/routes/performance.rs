@@ -1,4 +1,5 @@
-//! `/v1/performance/cache/*`: cache statistics, and clearing (admin).
+//! `/v1/performance/*`: cache and database statistics, clearing the cache and optimising
+//! the database (admin).
 
 use axum::Json;
 use axum::extract::State;
@@ -68,5 +69,31 @@ pub async fn cache_clear(
         "removed_l1": removed.l1,
         "removed_l2": removed.l2,
         "kind": req.kind
+    })))
+}
+
+/// `GET /v1/performance/database/stats`: the pool (size, idle, in use, waiters, acquire
+/// latency), tables and indexes with their sizes and use, and recent slow statements.
+pub async fn database_stats(
+    State(app): State<AppState>,
+    _tenant: Tenant,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        json!({ "database": app.engine.database_stats().await? }),
+    ))
+}
+
+/// `POST /v1/performance/database/optimize` (admin): ANALYZE, and VACUUM / REINDEX where
+/// warranted (SQLite: ANALYZE, `PRAGMA optimize`, a WAL checkpoint).
+pub async fn database_optimize(
+    State(app): State<AppState>,
+    _admin: Tenant,
+) -> Result<Json<Value>, ApiError> {
+    let started = std::time::Instant::now();
+    let ran = app.engine.optimize_database().await?;
+    Ok(Json(json!({
+        "backend": app.engine.backend(),
+        "statements": ran,
+        "elapsed_ms": started.elapsed().as_secs_f64() * 1000.0,
     })))
 }

@@ -1,0 +1,119 @@
+//! Where nearest-neighbour search runs, chosen by the backend: the in-process usearch index
+//! of the embedded default, or pgvector's HNSW index inside PostgreSQL, which every process
+//! over the database shares and keeps current by writing the rows themselves.
+//!
+//! Must not import: HTTP types, the cache.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::error::{EngineError, Result};
+use crate::ids::TenantId;
+use crate::store::postgres::PostgresStore;
+use crate::store::{ChunkFilter, Store};
+use crate::vectors::{VectorIndex, exact_top_k};
+
+/// The vector search of one engine.
+#[derive(Clone)]
+pub(crate) enum Ann {
+    /// usearch HNSW in this process, persisted beside the SQLite file.
+    Local(Arc<VectorIndex>),
+    /// pgvector in the shared database.
+    Postgres(PostgresStore),
+}
+
+impl Ann {
+    /// Makes newly embedded rows searchable (pgvector indexes them as they are written).
+    pub(crate) fn add(&self, rows: &[(u64, TenantId, Vec<f32>)]) -> Result<()> {
+        match self {
+            Self::Local(index) => index.add(rows),
+            Self::Postgres(_) => Ok(()),
+        }
+    }
+
+    /// Forgets vectors whose chunks were deleted (pgvector's rows go with the chunks).
+    pub(crate) fn remove(&self, keys: &[u64]) -> Result<()> {
+        match self {
+            Self::Local(index) => index.remove(keys),
+            Self::Postgres(_) => Ok(()),
+        }
+    }
+
+    /// How many vectors the owner has, where that is known without a query.
+    pub(crate) fn tenant_count(&self, owner: &TenantId) -> Option<u64> {
+        match self {
+            Self::Local(index) => Some(index.tenant_count(owner)),
+            Self::Postgres(_) => None,
+        }
+    }
+
+    /// Vectors in this process's index (0 for pgvector: they live in the database).
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::Local(index) => index.len(),
+            Self::Postgres(_) => 0,
+        }
+    }
+
+    /// Saves the in-process index if it changed.
+    pub(crate) async fn save(&self) -> Result<bool> {
+        match self {
+            Self::Local(index) => {
+                let index = index.clone();
+                tokio::task::spawn_blocking(move || index.save())
+                    .await
+                    .map_err(|e| EngineError::Internal(format!("save task failed: {e}")))?
+            }
+            Self::Postgres(_) => Ok(false),
+        }
+    }
+
+    /// Approximate nearest neighbours of the owner's chunks passing `filter`.
+    pub(crate) async fn approximate(
+        &self,
+        store: &dyn Store,
+        owner: &TenantId,
+        model: &str,
+        query: &[f32],
+        k: usize,
+        filter: &ChunkFilter,
+    ) -> Result<Vec<(u64, f32)>> {
+        match self {
+            Self::Local(index) => {
+                let allowed: Option<HashSet<u64>> = if filter.is_empty() {
+                    None
+                } else {
+                    Some(
+                        store
+                            .candidate_ids(owner, model, filter)
+                            .await?
+                            .into_iter()
+                            .collect(),
+                    )
+                };
+                index.search(owner, query, k, allowed.as_ref())
+            }
+            Self::Postgres(pg) => pg.nearest(owner, model, query, k, filter, false).await,
+        }
+    }
+
+    /// Exact nearest neighbours: every candidate scored.
+    pub(crate) async fn exact(
+        &self,
+        store: &dyn Store,
+        owner: &TenantId,
+        model: &str,
+        query: &[f32],
+        k: usize,
+        filter: &ChunkFilter,
+    ) -> Result<Vec<(u64, f32)>> {
+        match self {
+            Self::Local(_) => {
+                let rows = store.candidate_vectors(owner, model, filter).await?;
+                Ok(exact_top_k(query, &rows, k))
+            }
+            // Scored in the database: no vectors cross the wire.
+            Self::Postgres(pg) => pg.nearest(owner, model, query, k, filter, true).await,
+        }
+    }
+}

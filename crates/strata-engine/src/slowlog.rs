@@ -1,0 +1,116 @@
+//! The slow statement log: sqlx reports every statement slower than the configured threshold
+//! (`--db-slow-statement-ms`) as a tracing event; [`SlowStatementLayer`], installed in the
+//! process's subscriber, keeps the most recent ones for `GET /v1/performance/database/stats`.
+//!
+//! Must not import: HTTP types, the store.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use serde::Serialize;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::Context;
+
+/// How many slow statements are kept.
+pub const KEPT: usize = 50;
+
+static RECENT: Mutex<VecDeque<SlowStatement>> = Mutex::new(VecDeque::new());
+
+/// One statement that ran past the threshold.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SlowStatement {
+    /// When it finished (RFC 3339).
+    pub at: String,
+    /// Its first words.
+    pub summary: String,
+    /// The whole SQL text, when longer than the summary.
+    pub statement: String,
+    /// How long it ran, in milliseconds.
+    pub elapsed_ms: f64,
+    /// Rows it returned.
+    pub rows_returned: u64,
+    /// Rows it changed.
+    pub rows_affected: u64,
+}
+
+/// The most recent slow statements, newest first.
+pub fn recent() -> Vec<SlowStatement> {
+    RECENT
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .rev()
+        .cloned()
+        .collect()
+}
+
+fn record(s: SlowStatement) {
+    let mut q = RECENT.lock().unwrap_or_else(|p| p.into_inner());
+    if q.len() >= KEPT {
+        q.pop_front();
+    }
+    q.push_back(s);
+}
+
+/// The events [`SlowStatementLayer`] needs: sqlx's statement log at warning level or above.
+/// Install the layer with this as its per-layer filter, so that enabling it does not turn
+/// on sqlx's per-statement debug logging.
+pub fn wanted(meta: &tracing::Metadata<'_>) -> bool {
+    meta.target() == "sqlx::query" && *meta.level() <= tracing::Level::WARN
+}
+
+/// A tracing layer that keeps sqlx's slow statement events.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SlowStatementLayer;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SlowStatementLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        if event.metadata().target() != "sqlx::query" {
+            return;
+        }
+        let mut v = Fields::default();
+        event.record(&mut v);
+        if v.message.contains("slow statement") {
+            v.out.at = chrono::Utc::now().to_rfc3339();
+            v.out.statement = v.out.statement.trim().to_owned();
+            record(v.out);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Fields {
+    message: String,
+    out: SlowStatement,
+}
+
+impl Visit for Fields {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if field.name() == "elapsed_secs" {
+            self.out.elapsed_ms = value * 1000.0;
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        match field.name() {
+            "rows_returned" => self.out.rows_returned = value,
+            "rows_affected" => self.out.rows_affected = value,
+            _ => {}
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "summary" => self.out.summary = value.to_owned(),
+            "db.statement" => self.out.statement = value.to_owned(),
+            "message" => self.message = value.to_owned(),
+            _ => {}
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.message = format!("{value:?}");
+        }
+    }
+}
