@@ -225,18 +225,17 @@ async fn delete_removes_the_document_its_chunks_and_its_file() {
     let doc = &body["document"];
     let id = doc["id"].as_str().unwrap();
     let sha = doc["sha256"].as_str().unwrap();
-    let blob = s
-        .dir
-        .path()
-        .join("data/blobs")
-        .join(&sha[..2])
-        .join(&sha[2..4])
-        .join(sha);
-    assert!(blob.exists(), "blob stored at {}", blob.display());
+    assert!(
+        crate::helpers::blob_stored(s.dir.path(), sha).await,
+        "blob stored"
+    );
     assert!(!all_chunks(&s, id).await.is_empty());
     let r = s.delete(&format!("/v1/documents/{id}")).await;
     assert_eq!(r.status(), 204);
-    assert!(!blob.exists(), "the original file must be removed");
+    assert!(
+        !crate::helpers::blob_stored(s.dir.path(), sha).await,
+        "the original file must be removed"
+    );
     assert_problem(
         s.get(&format!("/v1/documents/{id}")).await,
         404,

@@ -10,6 +10,74 @@ use strata_server::{App, ServerSettings};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
+/// Whether this run exercises PostgreSQL (`STRATA_TEST_BACKEND=postgres`) instead of the
+/// embedded SQLite default: the same test bodies, two backends.
+pub fn on_postgres() -> bool {
+    std::env::var("STRATA_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// The PostgreSQL server tests create their databases on.
+pub fn postgres_server() -> String {
+    std::env::var("STRATA_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A fresh PostgreSQL database (with pgvector available) for one test; its URL.
+pub async fn fresh_postgres() -> String {
+    use sqlx::Connection;
+    let server = postgres_server();
+    let name = format!("strata_it_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = sqlx::PgConnection::connect(&server)
+        .await
+        .expect("STRATA_TEST_DATABASE_URL answers");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    let _ = admin.close().await;
+    match server.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("STRATA_TEST_DATABASE_URL needs a database path"),
+    }
+}
+
+/// The database URL of the test owning `dir` on this run's backend: `None` for the embedded
+/// default, else one PostgreSQL database per directory, kept across restarts.
+pub async fn database_for(dir: &std::path::Path) -> Option<String> {
+    if !on_postgres() {
+        return None;
+    }
+    let marker = dir.join("postgres-url");
+    if let Ok(url) = std::fs::read_to_string(&marker) {
+        return Some(url);
+    }
+    let url = fresh_postgres().await;
+    std::fs::write(&marker, &url).expect("write marker");
+    Some(url)
+}
+
+/// Whether the original file with this hash is stored (on disk, or in PostgreSQL's table).
+pub async fn blob_stored(dir: &std::path::Path, sha: &str) -> bool {
+    match database_for(dir).await {
+        None => dir
+            .join("data/blobs")
+            .join(&sha[..2])
+            .join(&sha[2..4])
+            .join(sha)
+            .exists(),
+        Some(url) => {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&url).await.expect("connect");
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM blobs WHERE sha256 = $1")
+                .bind(sha)
+                .fetch_one(&mut c)
+                .await
+                .expect("count blobs");
+            n > 0
+        }
+    }
+}
+
 pub struct TestServer {
     pub base: String,
     pub client: reqwest::Client,
@@ -45,6 +113,7 @@ impl TestServer {
         if let Ok(dir) = std::env::var("STRATA_MODEL_DIR") {
             settings.model_dir = dir.into();
         }
+        settings.database_url = database_for(dir.path()).await;
         settings.jobs.poll_interval = Duration::from_millis(100);
         settings.jobs.backoff_base = Duration::from_millis(100);
         configure(&mut settings);

@@ -21,12 +21,21 @@ impl Proc {
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let log_path = data_dir.with_extension(format!("{n}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
+        // On the PostgreSQL pass, processes of one test share that test's database.
+        let mut db = Vec::new();
+        if !extra.contains(&"--database-url")
+            && let Some(parent) = data_dir.parent()
+            && let Some(url) = crate::helpers::database_for(parent).await
+        {
+            db = vec!["--database-url".to_owned(), url];
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0", "--log-format", "text"])
             .args(extra)
+            .args(&db)
             .env_remove("STRATA_CONFIG")
             .env("STRATA_LOG", "info")
             .stdout(Stdio::null())
