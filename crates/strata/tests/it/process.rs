@@ -379,3 +379,207 @@ async fn a_write_through_one_process_is_never_followed_by_a_stale_read_from_anot
         assert_eq!(stats["cache"]["l2"]["ack_timeouts"], 0, "{stats}");
     }
 }
+
+/// Three stateless instances over one PostgreSQL and one Redis act as one service: 60
+/// uploads spread round-robin are each processed exactly once, by more than one instance;
+/// a job's progress can be followed from any instance; a write through one instance is
+/// visible through the others at once.
+#[tokio::test]
+async fn several_instances_over_one_postgres_act_as_one_service() {
+    let redis = std::env::var("STRATA_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let db = crate::helpers::fresh_postgres().await;
+    let root = tempfile::tempdir().unwrap();
+    let args = [
+        "--workers",
+        "2",
+        "--redis-url",
+        redis.as_str(),
+        "--database-url",
+        db.as_str(),
+        "--cache-warm-queries",
+        "0",
+    ];
+    let mut procs = Vec::new();
+    for name in ["a", "b", "c"] {
+        procs.push(Proc::start(&root.path().join(name), &args).await);
+    }
+    let client = reqwest::Client::new();
+    let mut docs: Vec<(String, String)> = Vec::new();
+    for i in 0..60 {
+        let p = &procs[i % 3];
+        let text = format!(
+            "Document number {i}. It talks about topic {} at some length. {}",
+            i % 7,
+            "Every sentence adds a little more to read. ".repeat(20 + i % 5)
+        );
+        let r = client
+            .post(format!("{}/v1/documents", p.base))
+            .json(&serde_json::json!({"text": text, "title": format!("doc {i}"), "tags": [format!("t{}", i % 3)]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "upload {i}");
+        let d: Value = r.json().await.unwrap();
+        docs.push((
+            d["document"]["id"].as_str().unwrap().to_owned(),
+            d["job"]["id"].as_str().unwrap().to_owned(),
+        ));
+    }
+    // Progress of a job uploaded through the first instance, followed from the third.
+    let events = client
+        .get(format!("{}/v1/jobs/{}/events", procs[2].base, docs[57].1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let stream = tokio::time::timeout(Duration::from_secs(120), events.text())
+        .await
+        .expect("the event stream ends with the job")
+        .unwrap();
+    assert!(stream.contains("event: done"), "{stream}");
+
+    for (i, (doc, job)) in docs.iter().enumerate() {
+        let job = procs[(i + 1) % 3].wait_terminal(job).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_eq!(job["attempts"], 1, "processed once: {job}");
+        let r = client
+            .get(format!(
+                "{}/v1/documents/{doc}/chunks?limit=500",
+                procs[(i + 2) % 3].base
+            ))
+            .send()
+            .await
+            .unwrap();
+        let chunks: Value = r.json().await.unwrap();
+        let ordinals: Vec<u64> = chunks["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{chunks}"))
+            .iter()
+            .map(|c| c["ordinal"].as_u64().unwrap())
+            .collect();
+        assert!(!ordinals.is_empty());
+        assert_eq!(
+            ordinals,
+            (0..ordinals.len() as u64).collect::<Vec<_>>(),
+            "every chunk once, in order"
+        );
+    }
+    // Each job succeeded in exactly one instance, and more than one instance did work.
+    let logs: Vec<String> = procs
+        .iter()
+        .map(|p| std::fs::read_to_string(&p.log).unwrap())
+        .collect();
+    let mut per_instance = Vec::new();
+    for log in &logs {
+        per_instance.push(log.lines().filter(|l| l.contains("job succeeded")).count());
+    }
+    for (_, job) in &docs {
+        let runs: usize = logs
+            .iter()
+            .map(|l| {
+                l.lines()
+                    .filter(|line| line.contains("job succeeded") && line.contains(job.as_str()))
+                    .count()
+            })
+            .sum();
+        assert_eq!(runs, 1, "job {job} succeeded {runs} times");
+    }
+    assert_eq!(per_instance.iter().sum::<usize>(), 60, "{per_instance:?}");
+    assert!(
+        per_instance.iter().filter(|&&n| n > 0).count() > 1,
+        "jobs spread over instances: {per_instance:?}"
+    );
+
+    // Warm every instance's caches, then write through one and read through the others.
+    let get = |base: &str, path: &str| {
+        let client = client.clone();
+        let url = format!("{base}{path}");
+        async move { client.get(url).send().await.unwrap() }
+    };
+    let (doc, _) = &docs[10];
+    let search = serde_json::json!({"query": "topic 3", "k": 100, "filter": {"tags": ["t1"]}});
+    for p in &procs {
+        for _ in 0..2 {
+            assert_eq!(
+                get(&p.base, &format!("/v1/documents/{doc}")).await.status(),
+                200
+            );
+            get(&p.base, "/v1/documents?limit=100").await;
+        }
+    }
+    let r = client
+        .patch(format!("{}/v1/documents/{doc}", procs[0].base))
+        .json(&serde_json::json!({"title": "renamed through a"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for p in &procs[1..] {
+        let d: Value = get(&p.base, &format!("/v1/documents/{doc}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            d["title"], "renamed through a",
+            "stale read from {}",
+            p.base
+        );
+    }
+    let before: Value = client
+        .post(format!("{}/v1/search", procs[2].base))
+        .json(&search)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = client
+        .delete(format!("{}/v1/documents/{doc}", procs[1].base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    for p in [&procs[0], &procs[2]] {
+        assert_eq!(
+            get(&p.base, &format!("/v1/documents/{doc}")).await.status(),
+            404,
+            "deleted through b, still served by {}",
+            p.base
+        );
+        let list: Value = get(&p.base, "/v1/documents?limit=100")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(list["items"].as_array().unwrap().len(), 59);
+        let hits: Value = client
+            .post(format!("{}/v1/search", p.base))
+            .json(&search)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            hits["hits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|h| h["document_id"] != doc.as_str()),
+            "a deleted document is still found through {}",
+            p.base
+        );
+    }
+    assert!(
+        before["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["document_id"] == doc.as_str()),
+        "the search before the delete found the document: {before}"
+    );
+}
