@@ -19,7 +19,7 @@ pub(crate) enum Ann {
     /// usearch HNSW in this process, persisted beside the SQLite file.
     Local(Arc<VectorIndex>),
     /// pgvector in the shared database.
-    Postgres(PostgresStore),
+    Postgres(Box<PostgresStore>),
 }
 
 impl Ann {

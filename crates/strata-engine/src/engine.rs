@@ -334,7 +334,7 @@ impl Engine {
                 let shared: Arc<dyn crate::blobs::SharedBlobs> = Arc::new(pg.clone());
                 (
                     BlobStore::open_shared(blob_dir, shared).await?,
-                    Ann::Postgres(pg),
+                    Ann::Postgres(Box::new(pg)),
                 )
             }
             None => {

@@ -114,3 +114,43 @@ impl Visit for Fields {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+    use crate::store::Store;
+    use crate::store::sqlite::{SqliteOptions, SqliteStore};
+
+    #[tokio::test]
+    async fn statements_past_the_threshold_are_kept_and_faster_ones_are_not() {
+        let subscriber = tracing_subscriber::registry()
+            .with(SlowStatementLayer.with_filter(tracing_subscriber::filter::filter_fn(wanted)));
+        // Global: SQLite statements run on sqlx's worker thread, which a thread-local default
+        // would not reach. Only this test of the binary installs a subscriber.
+        tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fast = SqliteStore::open(&dir.path().join("a.db"), &SqliteOptions::default())
+            .await
+            .expect("open");
+        let before = recent().len();
+        fast.ping().await.expect("ping");
+        assert_eq!(recent().len(), before, "a fast statement is not slow");
+        let slow = SqliteStore::open(
+            &dir.path().join("b.db"),
+            &SqliteOptions {
+                slow_statement: std::time::Duration::ZERO,
+                ..SqliteOptions::default()
+            },
+        )
+        .await
+        .expect("open");
+        slow.ping().await.expect("ping");
+        let kept = recent();
+        assert!(kept.len() > before, "{kept:?}");
+        assert_eq!(kept[0].summary, "SELECT 1");
+        assert!(kept.len() <= KEPT);
+    }
+}

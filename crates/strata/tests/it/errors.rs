@@ -315,3 +315,108 @@ async fn every_response_carries_request_id_and_server_timing() {
     assert_eq!(r.headers()["x-request-id"], "abc-123");
     s.stop().await;
 }
+
+/// A request that cannot get a database connection within the acquire timeout is answered
+/// 503 with Retry-After (never 500), the pool never grows past its size, and the stats
+/// count the timeout. PostgreSQL pass only: the one connection is held deterministically by
+/// a table lock taken from outside.
+#[tokio::test]
+async fn an_exhausted_pool_answers_503_with_retry_after() {
+    use sqlx::Connection;
+    if !crate::helpers::on_postgres() {
+        return;
+    }
+    let s = TestServer::start_with(|e| {
+        e.postgres.max_connections = 1;
+        e.postgres.min_connections = 1;
+        e.postgres.acquire_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let url = crate::helpers::database_for(s.dir.path()).await.unwrap();
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut admin).await.unwrap();
+    sqlx::query("LOCK TABLE documents IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    // The first list takes the only connection and waits on the lock.
+    let first = tokio::spawn({
+        let url = s.url("/v1/documents?limit=7");
+        let client = s.client.clone();
+        async move { client.get(url).send().await.unwrap().status() }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let r = s.get("/v1/documents?limit=8").await;
+    assert_eq!(
+        r.headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned()),
+        Some("1".to_owned())
+    );
+    assert_problem(r, 503, "service_unavailable").await;
+    sqlx::query("COMMIT").execute(&mut admin).await.unwrap();
+    assert_eq!(first.await.unwrap(), 200);
+    let stats: Value = s
+        .get("/v1/performance/database/stats")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let pool = &stats["database"]["pool"];
+    assert_eq!(pool["max_size"], 1, "{stats}");
+    assert!(pool["size"].as_u64().unwrap() <= 1, "{stats}");
+    assert!(pool["timeouts"].as_u64().unwrap() >= 1, "{stats}");
+    s.stop().await;
+}
+
+/// The database stats list the tables with their indexes and the pool; optimize runs and
+/// says what it ran.
+#[tokio::test]
+async fn database_stats_and_optimize() {
+    let s = TestServer::start().await;
+    s.post_json(
+        "/v1/documents",
+        json!({"text": "Some words to store.", "title": "t"}),
+    )
+    .await;
+    let stats: Value = s
+        .get("/v1/performance/database/stats")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let db = &stats["database"];
+    let tables = db["tables"].as_array().unwrap();
+    let documents = tables
+        .iter()
+        .find(|t| t["table"] == "documents")
+        .unwrap_or_else(|| panic!("{stats}"));
+    let indexes: Vec<&str> = documents["indexes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    for hot in ["documents_owner_sha256", "documents_owner_id"] {
+        assert!(indexes.contains(&hot), "{hot} missing: {indexes:?}");
+    }
+    assert!(db["pool"]["acquired"].as_u64().unwrap() > 0, "{stats}");
+    assert!(db["slow_statements"].is_array());
+    let r = s
+        .client
+        .post(s.url("/v1/performance/database/optimize"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["statements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|st| st.as_str().unwrap().contains("ANALYZE")),
+        "{body}"
+    );
+    s.stop().await;
+}
