@@ -95,6 +95,23 @@ lines.append(f"cache hit ratio, Zipf(1.0) over {z.get('keys')} distinct requests
 row("L1 hit ratio", z.get("l1_hit_ratio"), "")
 row("L2 hit ratio", z.get("l2_hit_ratio"), "")
 
+so = by.get("scale_out", [{}])[0]
+if so:
+    lines.append(f"scale-out over PostgreSQL + pgvector and Redis ({so.get('chunks')} chunks; answers not "
+                 "cached, so every request reaches the database; medians over rounds):")
+    for n in (1, 2, 3):
+        for what in ("search", "list"):
+            vals = [r[what] for r in so.get("runs", []) if r["instances"] == n]
+            if vals:
+                row(f"{what} at {n} instance(s)", statistics.median(v["rps"] for v in vals), "req/s",
+                    f"p99 {statistics.median(v['p99_ms'] for v in vals):.1f} ms, "
+                    f"errors {sum(v['errors'] for v in vals)}")
+    ul = so.get("under_load", {})
+    row(f"list under {so.get('clients')} concurrent clients, one instance", ul.get("rps"), "req/s",
+        f"p99 {ul.get('p99_ms', 0):.0f} ms, errors {ul.get('errors')}")
+    row("  pooled connections held at most (pool size 10)", so.get("pool_connections_max"), "")
+    row("  other connections (listener, blob locks) at most", so.get("other_connections_max"), "")
+
 lines.append("targets (ratios measured in this run):")
 target("dynamic batching / batch 1", dyn / b1 if dyn and b1 else None, ">=", 3.0)
 target("ingestion / raw model", s.get("ingest_vs_raw"), ">=", 0.85)
@@ -112,6 +129,9 @@ big = [r for r in http.get("scaling", []) if r["contender"] == "strata_l1_hit"]
 if big:
     top = max(big, key=lambda r: r["connections"])
     target(f"errors at {top['connections']} connections (strata)", float(top["errors"]), "<=", 0.0)
+if so:
+    target("pooled connections under 1,000 clients", so.get("pool_connections_max"), "<=", 10.0)
+    target("failed requests under 1,000 clients", so.get("under_load", {}).get("errors"), "<=", 0.0)
 target("combined hit ratio after warm-up (Zipf)", z.get("combined_hit_ratio"), ">=", 0.9)
 seed_best = max([v for v in (http_med("seed_stack_as_shipped", "requests_per_s"),
                              http_med("seed_stack_nodelay_fix", "requests_per_s")) if v] or [0]) or None

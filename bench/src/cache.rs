@@ -80,17 +80,28 @@ impl Strata {
 }
 
 /// What wrk measured.
-struct Wrk {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: u64,
+pub(crate) struct Wrk {
+    pub(crate) rps: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) errors: u64,
 }
 
 fn wrk(url: &str, script: &Path, seconds: f64, connections: usize) -> anyhow::Result<Wrk> {
+    wrk_threads(url, script, seconds, connections, 2)
+}
+
+/// wrk with `threads` threads (`script`: a Lua request generator).
+pub(crate) fn wrk_threads(
+    url: &str,
+    script: &Path,
+    seconds: f64,
+    connections: usize,
+    threads: usize,
+) -> anyhow::Result<Wrk> {
     let out = Command::new("wrk")
         .args([
-            "-t2",
+            &format!("-t{threads}"),
             &format!("-c{connections}"),
             &format!("-d{seconds}s"),
             "--timeout",

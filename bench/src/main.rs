@@ -4,6 +4,7 @@
 //! Every load loop here is bounded in count and time, and talks only to loopback.
 
 mod cache;
+mod scale;
 
 /// mimalloc: glibc malloc's consolidation and cross-thread frees were a measurable share of
 /// a cache hit's cost.
@@ -173,6 +174,40 @@ enum Cmd {
         #[arg(long, default_value_t = 1_000_000)]
         requests: usize,
     },
+    /// strata over PostgreSQL at 1, 2 and 3 instances (search and list, uncached), and the
+    /// connections one instance holds under many concurrent clients.
+    ScaleOut {
+        /// The `strata` binary to run.
+        #[arg(long)]
+        strata_bin: PathBuf,
+        /// Sentences file.
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Scratch directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// PostgreSQL server (a database of the benchmark's own is made on it).
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        postgres: String,
+        /// Redis for the instances' shared cache and invalidation.
+        #[arg(long)]
+        redis: Option<String>,
+        /// Sentences ingested (100 per document).
+        #[arg(long, default_value_t = 5000)]
+        sentences: usize,
+        /// Alternated rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Connections per measurement, split over the instances.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Concurrent clients for the connection-count measurement.
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+    },
     /// usearch HNSW on the dataset: build time, recall@10 and single-thread queries/s.
     Ann {
         /// Dataset directory.
@@ -225,6 +260,32 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             ef,
             quantization,
         } => ann(&data, &ef, &quantization),
+        Cmd::ScaleOut {
+            strata_bin,
+            corpus,
+            data,
+            postgres,
+            redis,
+            sentences,
+            rounds,
+            seconds,
+            connections,
+            clients,
+        } => {
+            scale::run(
+                strata_bin,
+                &corpus,
+                &data,
+                &postgres,
+                redis,
+                sentences,
+                rounds,
+                seconds,
+                connections,
+                clients,
+            )
+            .await
+        }
         Cmd::CacheHttp {
             corpus,
             data,

@@ -34,6 +34,22 @@ pub struct PoolStats {
     pub acquire_max_ms: f64,
 }
 
+/// One caller counted as waiting while this lives.
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn new(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Counters around one pool's acquires.
 #[derive(Debug, Default)]
 pub struct PoolMeter {
@@ -47,10 +63,12 @@ pub struct PoolMeter {
 impl PoolMeter {
     /// Takes a connection from `pool`, counting and timing the wait.
     pub async fn acquire<DB: Database>(&self, pool: &Pool<DB>) -> Result<PoolConnection<DB>> {
-        self.waiting.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let conn = pool.acquire().await;
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        let conn = {
+            // Decremented on drop: a caller that goes away while waiting stops counting.
+            let _waiting = Waiting::new(&self.waiting);
+            pool.acquire().await
+        };
         let waited = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         match conn {
             Ok(c) => {
