@@ -68,8 +68,10 @@ impl Ann {
         }
     }
 
-    /// Approximate nearest neighbours of the owner's chunks passing `filter`.
-    pub(crate) async fn approximate(
+    /// The owner's `k` chunks nearest to `query` among those passing `filter`: through the
+    /// index (approximate), or with every candidate scored (`exact`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn nearest(
         &self,
         store: &dyn Store,
         owner: &TenantId,
@@ -77,8 +79,15 @@ impl Ann {
         query: &[f32],
         k: usize,
         filter: &ChunkFilter,
+        exact: bool,
     ) -> Result<Vec<(u64, f32)>> {
         match self {
+            // Scored in the database either way: no vectors cross the wire.
+            Self::Postgres(pg) => pg.nearest(owner, model, query, k, filter, exact).await,
+            Self::Local(_) if exact => {
+                let rows = store.candidate_vectors(owner, model, filter).await?;
+                Ok(exact_top_k(query, &rows, k))
+            }
             Self::Local(index) => {
                 let allowed: Option<HashSet<u64>> = if filter.is_empty() {
                     None
@@ -93,27 +102,6 @@ impl Ann {
                 };
                 index.search(owner, query, k, allowed.as_ref())
             }
-            Self::Postgres(pg) => pg.nearest(owner, model, query, k, filter, false).await,
-        }
-    }
-
-    /// Exact nearest neighbours: every candidate scored.
-    pub(crate) async fn exact(
-        &self,
-        store: &dyn Store,
-        owner: &TenantId,
-        model: &str,
-        query: &[f32],
-        k: usize,
-        filter: &ChunkFilter,
-    ) -> Result<Vec<(u64, f32)>> {
-        match self {
-            Self::Local(_) => {
-                let rows = store.candidate_vectors(owner, model, filter).await?;
-                Ok(exact_top_k(query, &rows, k))
-            }
-            // Scored in the database: no vectors cross the wire.
-            Self::Postgres(pg) => pg.nearest(owner, model, query, k, filter, true).await,
         }
     }
 }

@@ -156,17 +156,12 @@ pub(crate) async fn run(
     } else {
         Some(store.count_candidates(owner, model, filter).await?)
     };
+    let nearest = |exact| ann.nearest(store, owner, model, query, plan.k, filter, exact);
     let (mut scored, exhaustive) = match known {
         Some(0) => (Vec::new(), true),
-        Some(n) if !filter.is_empty() && n <= exact_limit => (
-            ann.exact(store, owner, model, query, plan.k, filter)
-                .await?,
-            true,
-        ),
+        Some(n) if !filter.is_empty() && n <= exact_limit => (nearest(true).await?, true),
         _ => {
-            let hits = ann
-                .approximate(store, owner, model, query, plan.k, filter)
-                .await?;
+            let hits = nearest(false).await?;
             if hits.len() >= plan.k {
                 (hits, false)
             } else {
@@ -177,11 +172,7 @@ pub(crate) async fn run(
                     None => store.count_candidates(owner, model, filter).await?,
                 };
                 if (hits.len() as u64) < candidates.min(plan.k as u64) {
-                    (
-                        ann.exact(store, owner, model, query, plan.k, filter)
-                            .await?,
-                        true,
-                    )
+                    (nearest(true).await?, true)
                 } else {
                     (hits, false)
                 }

@@ -356,12 +356,7 @@ async fn an_exhausted_pool_answers_503_with_retry_after() {
     assert_problem(r, 503, "service_unavailable").await;
     sqlx::query("COMMIT").execute(&mut admin).await.unwrap();
     assert_eq!(first.await.unwrap(), 200);
-    let stats: Value = s
-        .get("/v1/performance/database/stats")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let stats = s.get_json("/v1/performance/database/stats").await;
     let pool = &stats["database"]["pool"];
     assert_eq!(pool["max_size"], 1, "{stats}");
     assert!(pool["size"].as_u64().unwrap() <= 1, "{stats}");
@@ -379,12 +374,7 @@ async fn database_stats_and_optimize() {
         json!({"text": "Some words to store.", "title": "t"}),
     )
     .await;
-    let stats: Value = s
-        .get("/v1/performance/database/stats")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let stats = s.get_json("/v1/performance/database/stats").await;
     let db = &stats["database"];
     let tables = db["tables"].as_array().unwrap();
     let documents = tables

@@ -527,15 +527,14 @@ async fn several_instances_over_one_postgres_act_as_one_service() {
             p.base
         );
     }
-    let before: Value = client
-        .post(format!("{}/v1/search", procs[2].base))
-        .json(&search)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let search = |base: &str| {
+        let (client, url, body) = (client.clone(), format!("{base}/v1/search"), search.clone());
+        async move {
+            let r = client.post(url).json(&body).send().await.unwrap();
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let before = search(&procs[2].base).await;
     let r = client
         .delete(format!("{}/v1/documents/{doc}", procs[1].base))
         .send()
@@ -555,15 +554,7 @@ async fn several_instances_over_one_postgres_act_as_one_service() {
             .await
             .unwrap();
         assert_eq!(list["items"].as_array().unwrap().len(), 59);
-        let hits: Value = client
-            .post(format!("{}/v1/search", p.base))
-            .json(&search)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let hits = search(&p.base).await;
         assert!(
             hits["hits"]
                 .as_array()
