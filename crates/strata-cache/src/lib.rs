@@ -283,7 +283,13 @@ impl Cache {
                         continue;
                     };
                     let mut lock = None;
-                    if let Some(remote) = &self.inner.remote {
+                    // A kind whose L2 TTL is zero is not kept in Redis (nor locked there).
+                    let remote = self
+                        .inner
+                        .remote
+                        .as_ref()
+                        .filter(|_| !spec.l2_ttl.is_zero());
+                    if let Some(remote) = remote {
                         if let Some(v) = remote.get(&key).await {
                             self.inner.l1.insert(key.clone(), v.clone(), spec.l1_ttl);
                             guard.complete(v.clone());
@@ -307,10 +313,13 @@ impl Cache {
                     }
                     let result = f().await;
                     if let Ok(v) = &result {
-                        self.inner.l1.insert(key.clone(), v.clone(), spec.l1_ttl);
+                        // A zero L1 TTL turns the tier off for the kind: nothing to keep.
+                        if !spec.l1_ttl.is_zero() {
+                            self.inner.l1.insert(key.clone(), v.clone(), spec.l1_ttl);
+                        }
                         guard.complete(v.clone());
                     }
-                    if let Some(remote) = &self.inner.remote {
+                    if let Some(remote) = remote {
                         if let Ok(v) = &result {
                             remote.set(&key, v, spec.l2_ttl).await;
                         }

@@ -26,6 +26,12 @@ fn cache(bytes: u64) -> Cache {
                 distributed: false,
             },
             KindSpec {
+                name: "off",
+                l1_ttl: Duration::ZERO,
+                l2_ttl: Duration::ZERO,
+                distributed: true,
+            },
+            KindSpec {
                 name: "short",
                 l1_ttl: Duration::from_secs(5),
                 l2_ttl: Duration::from_secs(5),
@@ -220,4 +226,18 @@ async fn clear_by_kind_and_unknown_kinds() {
         err,
         TestError::Cache(CacheError::UnknownKind("nope".into()))
     );
+}
+
+#[tokio::test]
+async fn a_kind_with_zero_ttls_is_computed_every_time_and_never_kept() {
+    let c = cache(1 << 20);
+    let calls = AtomicUsize::new(0);
+    for _ in 0..3 {
+        assert_eq!(
+            fetch(&c, "off", "t1", "q=a", &calls).await.source,
+            Source::Computed
+        );
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(c.stats().l1_entries, 0, "nothing kept in L1");
 }

@@ -132,7 +132,8 @@ pub struct Overrides {
     pub cache_l1: Option<u64>,
 
     /// Cache TTLs per kind, in seconds: `search_results=600,tag_counts=60` (kinds: embedding,
-    /// search_results, document_meta, document_list, tag_counts, job_status).
+    /// search_results, document_meta, document_list, tag_counts, job_status); 0 keeps a kind out
+    /// of that tier.
     #[arg(long, env = "STRATA_CACHE_TTL", global = true)]
     pub cache_ttl: Option<String>,
 
