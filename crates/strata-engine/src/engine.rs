@@ -514,7 +514,7 @@ impl Engine {
 
     /// Refreshes planner statistics and compacts what needs it; the statements run.
     pub async fn optimize_database(&self) -> Result<Vec<String>> {
-        let (this,) = (self.clone(),);
+        let this = self.clone();
         detached(async move { this.inner.store.optimize().await }).await
     }
 

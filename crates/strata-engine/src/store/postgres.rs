@@ -225,15 +225,19 @@ impl PostgresStore {
         let mut qb = QueryBuilder::<Postgres>::new("WITH nn AS MATERIALIZED (SELECT c.id, ");
         // The index is on `embedding::vector(dims)` over this model's rows; an expression it
         // does not have keeps the planner off it for the exact path.
-        if exact {
-            qb.push("(c.embedding <=> ")
-                .push_bind(query.to_vec())
-                .push("::real[]::vector)");
+        let dim = if exact {
+            String::new()
         } else {
-            qb.push(format!("(c.embedding::vector({dims}) <=> "))
-                .push_bind(query.to_vec())
-                .push(format!("::real[]::vector({dims}))"));
-        }
+            format!("({dims})")
+        };
+        let column = if exact {
+            "c.embedding".to_owned()
+        } else {
+            format!("c.embedding::vector{dim}")
+        };
+        qb.push(format!("({column} <=> "))
+            .push_bind(query.to_vec())
+            .push(format!("::real[]::vector{dim})"));
         qb.push(" AS d FROM chunks c WHERE c.embedding IS NOT NULL AND c.model = ")
             .push(literal(model))
             .push(" AND c.owner = ")
