@@ -95,6 +95,20 @@ lines.append(f"cache hit ratio, Zipf(1.0) over {z.get('keys')} distinct requests
 row("L1 hit ratio", z.get("l1_hit_ratio"), "")
 row("L2 hit ratio", z.get("l2_hit_ratio"), "")
 
+mx = by.get("mixed", [{}])[0]
+if mx:
+    lines.append(f"mixed Zipf(1.0) workload, {mx.get('tenants')} tenants, {mx.get('documents')} documents, "
+                 f"{mx.get('queries')} distinct queries, {mx.get('write_percent')}% writes, "
+                 f"{mx.get('connections')} connections (medians over rounds):")
+    for c in ("embedded", "postgres_redis"):
+        runs = [r for r in mx.get("runs", []) if r["contender"] == c]
+        if runs:
+            row(f"strata {c} requests/s", statistics.median(r["requests_per_s"] for r in runs), "req/s",
+                f"p50 {statistics.median(r['p50_ms'] for r in runs):.2f} ms, "
+                f"p99 {statistics.median(r['p99_ms'] for r in runs):.2f} ms, "
+                f"hit ratio {statistics.median(r['hit_ratio'] for r in runs):.3f}, "
+                f"errors {sum(r['errors'] for r in runs)}")
+
 so = by.get("scale_out", [{}])[0]
 if so:
     lines.append(f"scale-out over PostgreSQL + pgvector and Redis ({so.get('chunks')} chunks; answers not "
@@ -133,6 +147,10 @@ if so:
     target("pooled connections under 1,000 clients", so.get("pool_connections_max"), "<=", 10.0)
     target("failed requests under 1,000 clients", so.get("under_load", {}).get("errors"), "<=", 0.0)
 target("combined hit ratio after warm-up (Zipf)", z.get("combined_hit_ratio"), ">=", 0.9)
+for c in ("embedded", "postgres_redis"):
+    runs = [r for r in mx.get("runs", []) if r["contender"] == c] if mx else []
+    if runs:
+        target(f"errors in the mixed workload ({c})", float(sum(r["errors"] for r in runs)), "<=", 0.0)
 seed_best = max([v for v in (http_med("seed_stack_as_shipped", "requests_per_s"),
                              http_med("seed_stack_nodelay_fix", "requests_per_s")) if v] or [0]) or None
 target("L1-hit search / best seed stack, requests/s", l1 / seed_best if l1 and seed_best else None, ">=", 20.0)

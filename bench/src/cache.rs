@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,11 +25,12 @@ pub(crate) struct Strata {
 }
 
 /// Starts a strata server on port 0 over a fresh data directory (warming off, fast job
-/// polling) and ingests `texts` into it.
+/// polling; tenants named by `tenant_header` when given) and ingests `texts` into it.
 pub(crate) async fn start_strata(
     model_dir: &Path,
     data: &Path,
     texts: &[String],
+    tenant_header: Option<&str>,
     configure: impl FnOnce(&mut EngineSettings),
 ) -> anyhow::Result<Strata> {
     if data.exists() {
@@ -50,6 +52,9 @@ pub(crate) async fn start_strata(
                 queries_per_tenant: 0,
                 ..Default::default()
             },
+            tenant_header: tenant_header
+                .map(strata_server::HeaderName::from_str)
+                .transpose()?,
             ..ServerSettings::default()
         },
     )
@@ -183,10 +188,10 @@ pub async fn http(
         .iter()
         .map(|q| json!({"query": q, "k": 10}).to_string())
         .collect();
-    let l1 = start_strata(model_dir, &data.join("l1"), docs, |_| {}).await?;
+    let l1 = start_strata(model_dir, &data.join("l1"), docs, None, |_| {}).await?;
     let l2 = match &redis {
         Some(url) => Some(
-            start_strata(model_dir, &data.join("l2"), docs, |e| {
+            start_strata(model_dir, &data.join("l2"), docs, None, |e| {
                 e.cache.redis = Some(RedisSettings::new(url.clone()));
                 // Too small for any answer: every read goes to Redis.
                 e.cache.l1_bytes = 1024;

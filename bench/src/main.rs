@@ -4,6 +4,7 @@
 //! Every load loop here is bounded in count and time, and talks only to loopback.
 
 mod cache;
+mod mixed;
 mod scale;
 
 /// mimalloc: glibc malloc's consolidation and cross-thread frees were a measurable share of
@@ -208,6 +209,44 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         clients: usize,
     },
+    /// A mixed Zipf(1.0) workload of searches, document reads, list pages and writes over
+    /// several tenants, on the embedded default and (with --postgres and --redis) on
+    /// PostgreSQL + Redis, alternated over rounds.
+    Mixed {
+        /// Sentences file.
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Scratch directory for the servers' data.
+        #[arg(long)]
+        data: PathBuf,
+        /// PostgreSQL server for the second contender (a database of its own is made on it).
+        #[arg(long)]
+        postgres: Option<String>,
+        /// Redis for the second contender.
+        #[arg(long)]
+        redis: Option<String>,
+        /// Sentences ingested per tenant (100 per document).
+        #[arg(long, default_value_t = 2000)]
+        sentences: usize,
+        /// Distinct search queries (drawn Zipf(1.0)).
+        #[arg(long, default_value_t = 2000)]
+        queries: usize,
+        /// Tenants (each request picks one uniformly).
+        #[arg(long, default_value_t = 8)]
+        tenants: usize,
+        /// Share of requests that write (PATCH a document's tags), in percent.
+        #[arg(long, default_value_t = 5.0)]
+        write_percent: f64,
+        /// Alternated rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds per wrk run.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+    },
     /// usearch HNSW on the dataset: build time, recall@10 and single-thread queries/s.
     Ann {
         /// Dataset directory.
@@ -219,6 +258,10 @@ enum Cmd {
         /// Stored scalar type: f16, bf16, i8 or f32.
         #[arg(long, default_value = "f16")]
         quantization: String,
+        /// Distance: `ip` (inner product; strata's vectors are unit length, so it ranks as
+        /// cosine does) or `cos`.
+        #[arg(long, default_value = "ip")]
+        metric: String,
     },
 }
 
@@ -259,7 +302,8 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             data,
             ef,
             quantization,
-        } => ann(&data, &ef, &quantization),
+            metric,
+        } => ann(&data, &ef, &quantization, &metric),
         Cmd::ScaleOut {
             strata_bin,
             corpus,
@@ -321,6 +365,35 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
                 sentences,
                 seed,
                 &scale,
+            )
+            .await
+        }
+        Cmd::Mixed {
+            corpus,
+            data,
+            postgres,
+            redis,
+            sentences,
+            queries,
+            tenants,
+            write_percent,
+            rounds,
+            seconds,
+            connections,
+        } => {
+            mixed::run(
+                &cli.model_dir,
+                &corpus,
+                &data,
+                postgres,
+                redis,
+                sentences,
+                queries,
+                tenants,
+                write_percent,
+                rounds,
+                seconds,
+                connections,
             )
             .await
         }
@@ -543,7 +616,12 @@ fn exact(base: &[Vec<f32>], q: &[f32], k: usize) -> Vec<u32> {
     scored.into_iter().map(|(i, _)| i).collect()
 }
 
-fn ann(data: &Path, efs: &[usize], quantization: &str) -> anyhow::Result<serde_json::Value> {
+fn ann(
+    data: &Path,
+    efs: &[usize],
+    quantization: &str,
+    metric: &str,
+) -> anyhow::Result<serde_json::Value> {
     use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
     let base = read_f32(&data.join("base.f32"), 384)?;
     let queries = read_f32(&data.join("queries.f32"), 384)?;
@@ -558,7 +636,11 @@ fn ann(data: &Path, efs: &[usize], quantization: &str) -> anyhow::Result<serde_j
         .collect();
     let index = Index::new(&IndexOptions {
         dimensions: 384,
-        metric: MetricKind::Cos,
+        metric: match metric {
+            "ip" => MetricKind::IP,
+            "cos" => MetricKind::Cos,
+            other => bail!("unknown metric {other}"),
+        },
         quantization: match quantization {
             "f16" => ScalarKind::F16,
             "f32" => ScalarKind::F32,
@@ -610,7 +692,7 @@ fn ann(data: &Path, efs: &[usize], quantization: &str) -> anyhow::Result<serde_j
         }));
     }
     Ok(
-        json!({"engine": "usearch", "quantization": quantization, "n": base.len(), "build_seconds": build, "build_threads": threads, "results": results}),
+        json!({"engine": "usearch", "quantization": quantization, "metric": metric, "n": base.len(), "build_seconds": build, "build_threads": threads, "results": results}),
     )
 }
 
@@ -633,7 +715,7 @@ async fn search(
     let all = read_lines(corpus, 0, sentences + queries)?;
     let (docs_text, query_text) = all.split_at(sentences);
     let chunk = strata_engine::chunk::ChunkConfig::new(chunk_tokens, 0)?;
-    let server = cache::start_strata(model_dir, data, &[], |e| {
+    let server = cache::start_strata(model_dir, data, &[], None, |e| {
         e.jobs.chunk = chunk;
         e.jobs.workers = 2;
     })

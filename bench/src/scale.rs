@@ -27,7 +27,7 @@ impl Drop for Instance {
     }
 }
 
-fn psql(server: &str, sql: &str) -> anyhow::Result<String> {
+pub(crate) fn psql(server: &str, sql: &str) -> anyhow::Result<String> {
     let out = Command::new("psql")
         .args([server, "-Atc", sql])
         .output()

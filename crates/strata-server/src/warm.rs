@@ -113,14 +113,15 @@ impl Warmer {
         let Ok(mut hot) = self.hot.try_lock() else {
             return;
         };
+        // The common case, a repeat of a known query, allocates nothing.
+        if let Some(h) = hot.get_mut(tenant).and_then(|q| q.get_mut(material)) {
+            h.count = h.count.saturating_add(1);
+            return;
+        }
         if !hot.contains_key(tenant) && hot.len() >= MAX_TENANTS {
             return;
         }
         let queries = hot.entry(tenant.clone()).or_default();
-        if let Some(h) = queries.get_mut(material) {
-            h.count = h.count.saturating_add(1);
-            return;
-        }
         if queries.len() >= MAX_PER_TENANT
             && let Some(coldest) = queries
                 .iter()
