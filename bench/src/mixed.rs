@@ -231,12 +231,7 @@ pub async fn run(
     let mut database = None;
     if let (Some(server), Some(redis)) = (&postgres, &redis) {
         let db = "strata_bench_mixed";
-        crate::scale::psql(server, &format!("DROP DATABASE IF EXISTS {db}"))?;
-        crate::scale::psql(server, &format!("CREATE DATABASE {db}"))?;
-        let url = match server.rsplit_once('/') {
-            Some((base, _)) => format!("{base}/{db}"),
-            None => bail!("the PostgreSQL URL needs a database path"),
-        };
+        let url = crate::scale::fresh_database(server, db)?;
         let redis = redis.clone();
         let (s, ids) = prepare(
             model_dir,

@@ -38,6 +38,16 @@ pub(crate) fn psql(server: &str, sql: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// Drops and creates database `db` on `server` (a URL with a database path); its URL.
+pub(crate) fn fresh_database(server: &str, db: &str) -> anyhow::Result<String> {
+    psql(server, &format!("DROP DATABASE IF EXISTS {db}"))?;
+    psql(server, &format!("CREATE DATABASE {db}"))?;
+    match server.rsplit_once('/') {
+        Some((base, _)) => Ok(format!("{base}/{db}")),
+        None => bail!("the PostgreSQL URL needs a database path"),
+    }
+}
+
 async fn start(
     bin: &Path,
     dir: &Path,
@@ -157,12 +167,7 @@ pub async fn run(
     clients: usize,
 ) -> anyhow::Result<serde_json::Value> {
     let db = "strata_bench_scale";
-    psql(server, &format!("DROP DATABASE IF EXISTS {db}"))?;
-    psql(server, &format!("CREATE DATABASE {db}"))?;
-    let url = match server.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{db}"),
-        None => bail!("the PostgreSQL URL needs a database path"),
-    };
+    let url = fresh_database(server, db)?;
     if data.exists() {
         std::fs::remove_dir_all(data)?;
     }
