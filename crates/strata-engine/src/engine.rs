@@ -377,6 +377,8 @@ impl Engine {
             },
             settings.jobs.clone(),
         );
+        // The model's load and an index rebuild free much of what they allocated.
+        crate::memory::release_free_memory();
         info!(backend = store.backend(), data_dir = %settings.data_dir.display(),
               model = embedder.model(), vectors = ann.len(), "engine open");
         let ef = match ann {
@@ -825,6 +827,8 @@ impl Engine {
                         if let Err(e) = this.save_vectors().await {
                             tracing::warn!(error = %e, "could not save the vector index");
                         }
+                        // Ingestion batches of varying shapes leave freed C-heap pages behind.
+                        crate::memory::release_free_memory();
                     }
                     () = shutdown.cancelled() => return,
                 }

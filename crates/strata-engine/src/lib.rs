@@ -15,6 +15,7 @@ pub mod error;
 pub mod extract;
 pub mod ids;
 pub mod jobs;
+pub mod memory;
 pub mod model;
 pub mod search;
 pub mod slowlog;
