@@ -148,11 +148,19 @@ pub struct Scopes {
     salt: Arc<str>,
     /// Computed scopes per tenant (a hash per request adds up on the cache-hit path);
     /// forgotten wholesale past `MEMO_LIMIT` tenants.
-    memo: Arc<std::sync::RwLock<std::collections::HashMap<TenantId, ScopePair>>>,
+    memo: Arc<std::sync::RwLock<std::collections::HashMap<TenantId, ScopeSet>>>,
 }
 
-/// A tenant's document scope and jobs scope.
-type ScopePair = (Arc<str>, Arc<str>);
+/// A tenant's scopes: search answers, the catalogue (document metadata, list pages, tag
+/// counts) and job statuses. Each has its own generation, so a write bumps only what it can
+/// change: a tags- or metadata-only PATCH leaves search answers without a tag filter cached
+/// (hits carry titles, never tags or metadata).
+#[derive(Debug, Clone)]
+struct ScopeSet {
+    search: Arc<str>,
+    catalog: Arc<str>,
+    jobs: Arc<str>,
+}
 
 const MEMO_LIMIT: usize = 100_000;
 
@@ -165,7 +173,7 @@ impl Scopes {
         }
     }
 
-    fn both(&self, owner: &TenantId) -> ScopePair {
+    fn all(&self, owner: &TenantId) -> ScopeSet {
         if let Some(s) = self
             .memo
             .read()
@@ -179,24 +187,41 @@ impl Scopes {
         h.update(b"\0");
         h.update(owner.as_str().as_bytes());
         let tenant = format!("t{}", &h.finalize().to_hex()[..24]);
-        let pair: ScopePair = (Arc::from(tenant.as_str()), Arc::from(format!("{tenant}j")));
+        let set = ScopeSet {
+            search: Arc::from(tenant.as_str()),
+            catalog: Arc::from(format!("{tenant}c")),
+            jobs: Arc::from(format!("{tenant}j")),
+        };
         let mut memo = self.memo.write().unwrap_or_else(|p| p.into_inner());
         if memo.len() >= MEMO_LIMIT {
             memo.clear();
         }
-        memo.insert(owner.clone(), pair.clone());
-        pair
+        memo.insert(owner.clone(), set.clone());
+        set
     }
 
-    /// Everything derived from the tenant's documents.
-    pub fn tenant(&self, owner: &TenantId) -> Arc<str> {
-        self.both(owner).0
+    /// Search answers without a tag filter: they change when the tenant's chunks or titles
+    /// do.
+    pub fn search(&self, owner: &TenantId) -> Arc<str> {
+        self.all(owner).search
+    }
+
+    /// Everything else derived from the tenant's documents: metadata, list pages, tag counts,
+    /// and search answers with a tag filter. Every document write bumps it.
+    pub fn catalog(&self, owner: &TenantId) -> Arc<str> {
+        self.all(owner).catalog
+    }
+
+    /// Both document scopes: what a change of the tenant's chunks or titles invalidates.
+    pub fn documents(&self, owner: &TenantId) -> [Arc<str>; 2] {
+        let s = self.all(owner);
+        [s.search, s.catalog]
     }
 
     /// The tenant's job statuses, invalidated on every job change without touching its
     /// search results.
     pub fn jobs(&self, owner: &TenantId) -> Arc<str> {
-        self.both(owner).1
+        self.all(owner).jobs
     }
 }
 
@@ -445,11 +470,13 @@ impl Engine {
     /// every tier and (with Redis) every process, before returning.
     pub async fn invalidate_tenant(&self, owner: &TenantId) {
         let cache = &self.inner.cache;
-        let (docs, jobs) = (
-            self.inner.scopes.tenant(owner),
-            self.inner.scopes.jobs(owner),
+        let [search, catalog] = self.inner.scopes.documents(owner);
+        let jobs = self.inner.scopes.jobs(owner);
+        tokio::join!(
+            cache.invalidate(&search),
+            cache.invalidate(&catalog),
+            cache.invalidate(&jobs)
         );
-        tokio::join!(cache.invalidate(&docs), cache.invalidate(&jobs));
     }
 
     /// A query's embedding, from the cache when this model embedded this exact text before.
@@ -715,10 +742,14 @@ impl Engine {
         detached(async move {
             let updated = this.inner.store.update_document(&owner, id, &patch).await?;
             if updated.is_some() {
-                this.inner
-                    .cache
-                    .invalidate(&this.inner.scopes.tenant(&owner))
-                    .await;
+                let (cache, scopes) = (&this.inner.cache, &this.inner.scopes);
+                if patch.title.is_some() {
+                    // Titles appear in search hits.
+                    let [search, catalog] = scopes.documents(&owner);
+                    tokio::join!(cache.invalidate(&search), cache.invalidate(&catalog));
+                } else {
+                    cache.invalidate(&scopes.catalog(&owner)).await;
+                }
             }
             Ok(updated)
         })

@@ -224,8 +224,13 @@ impl Runner {
         let lease = claimed.lease.clone();
         let attempts = claimed.job.attempts;
         // The document's status changed (queued -> processing), and will again at the end.
-        let scope = self.scopes.tenant(&claimed.owner);
-        let documents_changed = || self.cache.invalidate(&scope);
+        let [search, catalog] = self.scopes.documents(&claimed.owner);
+        let documents_changed = || async {
+            tokio::join!(
+                self.cache.invalidate(&search),
+                self.cache.invalidate(&catalog)
+            );
+        };
         documents_changed().await;
         self.publish(&lease).await;
         info!("job claimed");

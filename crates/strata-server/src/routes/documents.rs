@@ -232,7 +232,7 @@ pub async fn list(
         status.map(DocumentStatus::as_str).unwrap_or(""),
         &fields.as_ref().map(|f| f.join(",")).unwrap_or_default(),
     ]);
-    let scope = app.engine.scopes().tenant(&tenant.0);
+    let scope = app.engine.scopes().catalog(&tenant.0);
     cached::json(
         &app,
         &inm,
@@ -294,7 +294,7 @@ pub async fn get(
         &id.to_string(),
         &fields.as_ref().map(|f| f.join(",")).unwrap_or_default(),
     ]);
-    let scope = app.engine.scopes().tenant(&tenant.0);
+    let scope = app.engine.scopes().catalog(&tenant.0);
     cached::json(&app, &inm, KIND_DOCUMENT, &scope, &material, || async {
         let doc = app.engine.get_document(&tenant.0, id).await?;
         cached::body(&select(&doc, fields.as_deref()))
@@ -422,7 +422,7 @@ pub async fn tags(
     tenant: Tenant,
     inm: IfNoneMatch,
 ) -> Result<Response, ApiError> {
-    let scope = app.engine.scopes().tenant(&tenant.0);
+    let scope = app.engine.scopes().catalog(&tenant.0);
     cached::json(&app, &inm, KIND_TAGS, &scope, b"tags", || async {
         let items = app.engine.tag_counts(&tenant.0).await?;
         cached::body(&json!({ "items": items }))

@@ -68,7 +68,12 @@ pub(crate) async fn cached_search(
     material: &[u8],
     req: SearchRequest,
 ) -> Result<strata_cache::Lookup, ApiError> {
-    let scope = app.engine.scopes().tenant(tenant);
+    // A tag filter makes the answer depend on tags, which only the catalogue scope follows.
+    let scope = if req.filter.tags.is_empty() {
+        app.engine.scopes().search(tenant)
+    } else {
+        app.engine.scopes().catalog(tenant)
+    };
     app.engine
         .cache()
         .get_or_compute(KIND_SEARCH, &scope, material, || async {

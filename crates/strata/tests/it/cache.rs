@@ -162,6 +162,71 @@ async fn search_results_and_query_embeddings_are_cached() {
 }
 
 #[tokio::test]
+async fn a_tags_only_patch_keeps_unfiltered_search_answers_and_refreshes_the_rest() {
+    let s = TestServer::start().await;
+    let d = s
+        .create_text("Glaciers carve valleys over thousands of years.", &["geo"])
+        .await;
+    s.wait_job(d["job_id"].as_str().unwrap()).await;
+    let id = d["id"].as_str().unwrap().to_owned();
+    let plain = json!({"query": "how are valleys formed", "k": 3});
+    let by_old_tag =
+        json!({"query": "how are valleys formed", "k": 3, "filter": {"tags": ["geo"]}});
+    let by_new_tag =
+        json!({"query": "how are valleys formed", "k": 3, "filter": {"tags": ["ice"]}});
+    for q in [&plain, &by_old_tag, &by_new_tag] {
+        s.post_json("/v1/search", q.clone()).await;
+    }
+    s.get_json(&format!("/v1/documents/{id}")).await;
+    s.get_json("/v1/tags").await;
+    let patch = |body: Value| {
+        let (client, url) = (s.client.clone(), s.url(&format!("/v1/documents/{id}")));
+        async move { client.patch(url).json(&body).send().await.unwrap() }
+    };
+    assert_eq!(patch(json!({"tags": ["ice"]})).await.status(), 200);
+    // The plain answer cannot have changed (hits carry titles, not tags): still cached.
+    let r = s.post_json("/v1/search", plain.clone()).await;
+    assert_eq!(x_cache(&r), "HIT-L1");
+    let hits = r.json::<Value>().await.unwrap()["hits"].clone();
+    assert_eq!(hits.as_array().unwrap().len(), 1);
+    // Everything that shows or filters by tags is recomputed.
+    let r = s.post_json("/v1/search", by_old_tag).await;
+    assert_eq!(x_cache(&r), "MISS");
+    assert!(
+        r.json::<Value>().await.unwrap()["hits"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let r = s.post_json("/v1/search", by_new_tag).await;
+    assert_eq!(x_cache(&r), "MISS");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["hits"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.get_json(&format!("/v1/documents/{id}")).await["tags"],
+        json!(["ice"])
+    );
+    assert_eq!(
+        s.get_json("/v1/tags").await["items"],
+        json!([{"tag": "ice", "count": 1}])
+    );
+    // A title is in every hit: renaming recomputes the plain answer too.
+    assert_eq!(patch(json!({"title": "Ice at work"})).await.status(), 200);
+    let r = s.post_json("/v1/search", plain).await;
+    assert_eq!(x_cache(&r), "MISS");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["hits"][0]["title"],
+        "Ice at work"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn clearing_by_kind_by_tenant_and_all() {
     let s = TestServer::start_with(|e| e.jobs.workers = 0).await;
     s.create_text("x", &[]).await;
