@@ -8,6 +8,14 @@ fn x_cache(r: &reqwest::Response) -> String {
     r.headers()["x-cache"].to_str().unwrap().to_owned()
 }
 
+/// How many hits a search response holds.
+async fn hit_count(r: reqwest::Response) -> usize {
+    r.json::<Value>().await.unwrap()["hits"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
 #[tokio::test]
 async fn reads_hit_the_cache_and_answer_if_none_match() {
     let s = TestServer::start_with(|e| e.jobs.workers = 0).await;
@@ -151,13 +159,7 @@ async fn search_results_and_query_embeddings_are_cached() {
     s.wait_job(d2["job_id"].as_str().unwrap()).await;
     let r4 = s.post_json("/v1/search", q).await;
     assert_eq!(x_cache(&r4), "MISS");
-    assert_eq!(
-        r4.json::<Value>().await.unwrap()["hits"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(hit_count(r4).await, 2);
     s.stop().await;
 }
 
@@ -187,26 +189,14 @@ async fn a_tags_only_patch_keeps_unfiltered_search_answers_and_refreshes_the_res
     // The plain answer cannot have changed (hits carry titles, not tags): still cached.
     let r = s.post_json("/v1/search", plain.clone()).await;
     assert_eq!(x_cache(&r), "HIT-L1");
-    let hits = r.json::<Value>().await.unwrap()["hits"].clone();
-    assert_eq!(hits.as_array().unwrap().len(), 1);
+    assert_eq!(hit_count(r).await, 1);
     // Everything that shows or filters by tags is recomputed.
     let r = s.post_json("/v1/search", by_old_tag).await;
     assert_eq!(x_cache(&r), "MISS");
-    assert!(
-        r.json::<Value>().await.unwrap()["hits"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(hit_count(r).await, 0);
     let r = s.post_json("/v1/search", by_new_tag).await;
     assert_eq!(x_cache(&r), "MISS");
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["hits"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(hit_count(r).await, 1);
     assert_eq!(
         s.get_json(&format!("/v1/documents/{id}")).await["tags"],
         json!(["ice"])
