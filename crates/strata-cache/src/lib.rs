@@ -394,8 +394,17 @@ fn lookup(value: Bytes, source: Source, start: Instant) -> Lookup {
 }
 
 fn make_key(kind: &str, scope: &str, generation: u64, material: &[u8]) -> String {
-    let hash = blake3::hash(material).to_hex();
-    format!("strata:{kind}:{scope}:{generation}:{}", &hash[..32])
+    use std::fmt::Write as _;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let hash = blake3::hash(material);
+    // Built in one allocation: this runs on every cache hit.
+    let mut key = String::with_capacity(8 + kind.len() + scope.len() + 21 + 33);
+    let _ = write!(key, "strata:{kind}:{scope}:{generation}:");
+    for b in &hash.as_bytes()[..16] {
+        key.push(char::from(HEX[usize::from(b >> 4)]));
+        key.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    key
 }
 
 fn key_has_kind(key: &str, kind: &str) -> bool {

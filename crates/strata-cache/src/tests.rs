@@ -241,3 +241,14 @@ async fn a_kind_with_zero_ttls_is_computed_every_time_and_never_kept() {
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     assert_eq!(c.stats().l1_entries, 0, "nothing kept in L1");
 }
+
+#[test]
+fn keys_follow_the_documented_layout() {
+    // strata:{kind}:{scope}:{generation}:{first 32 hex digits of blake3(material)}
+    let material = b"{\"query\":\"tides\",\"k\":10}";
+    let hex = blake3::hash(material).to_hex();
+    assert_eq!(
+        super::make_key("search_results", "t0a1b", 7, material),
+        format!("strata:search_results:t0a1b:7:{}", &hex[..32])
+    );
+}

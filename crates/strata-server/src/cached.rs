@@ -79,10 +79,6 @@ pub(crate) fn respond(inm: &IfNoneMatch, lookup: strata_cache::Lookup) -> Respon
         Source::Joined => ("MISS", "coalesced"),
         Source::Bypassed => ("MISS", "bypass"),
     };
-    let timing = format!(
-        "cache;desc={desc};dur={}",
-        crate::middleware::Millis(lookup.elapsed)
-    );
     let mut resp = if inm.matches(etag.to_str().unwrap_or_default()) {
         let mut r = Response::new(Body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
@@ -102,9 +98,11 @@ pub(crate) fn respond(inm: &IfNoneMatch, lookup: strata_cache::Lookup) -> Respon
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, no-cache"),
     );
-    if let Ok(v) = HeaderValue::from_str(&timing) {
-        h.insert("server-timing", v);
-    }
+    resp.extensions_mut()
+        .insert(crate::middleware::CacheTiming {
+            desc,
+            dur: lookup.elapsed,
+        });
     resp
 }
 

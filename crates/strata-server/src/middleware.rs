@@ -14,21 +14,28 @@ use tracing::Span;
 
 use crate::error::{ApiError, Code};
 
-/// Appends `app;dur=<ms>` (time spent inside strata) to `Server-Timing`; handlers may add
-/// their own entries first.
+/// What a cached read reports in `Server-Timing` (`cache;desc=...;dur=...`): handlers leave
+/// it in the response's extensions, and [`server_timing`] writes the header once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CacheTiming {
+    /// `l1-hit`, `l2-hit`, `miss`, `coalesced` or `bypass`.
+    pub(crate) desc: &'static str,
+    /// Time spent in the cache lookup (and the computation on a miss).
+    pub(crate) dur: std::time::Duration,
+}
+
+/// Writes `Server-Timing`: the cache entry a handler reported (see [`CacheTiming`]), then
+/// `app;dur=<ms>` (time spent inside strata). One header value, formatted once.
 pub(crate) async fn server_timing(req: Request, next: Next) -> axum::response::Response {
+    use std::fmt::Write as _;
     let start = Instant::now();
     let mut resp = next.run(req).await;
-    let entry = format!("app;dur={}", Millis(start.elapsed()));
-    let value = match resp
-        .headers()
-        .get("server-timing")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(existing) => format!("{existing}, {entry}"),
-        None => entry,
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    let mut value = String::with_capacity(64);
+    if let Some(c) = resp.extensions().get::<CacheTiming>() {
+        let _ = write!(value, "cache;desc={};dur={}, ", c.desc, Millis(c.dur));
+    }
+    let _ = write!(value, "app;dur={}", Millis(start.elapsed()));
+    if let Ok(v) = HeaderValue::try_from(value) {
         resp.headers_mut().insert("server-timing", v);
     }
     resp
