@@ -224,6 +224,12 @@ impl Cache {
         }
     }
 
+    /// [`Cache::invalidate`] for several scopes at once (their bumps run concurrently);
+    /// returns when every one has been applied.
+    pub async fn invalidate_all<S: AsRef<str>>(&self, scopes: &[S]) {
+        futures_util::future::join_all(scopes.iter().map(|s| self.invalidate(s.as_ref()))).await;
+    }
+
     /// The full key of a request, or `None` when the scope's generation is unknown.
     pub async fn key(&self, kind: &str, scope: &str, material: &[u8]) -> Option<String> {
         let g = self.generation(scope).await?;

@@ -469,14 +469,12 @@ impl Engine {
     /// Makes everything cached from `owner`'s data, documents and jobs alike, unreachable in
     /// every tier and (with Redis) every process, before returning.
     pub async fn invalidate_tenant(&self, owner: &TenantId) {
-        let cache = &self.inner.cache;
         let [search, catalog] = self.inner.scopes.documents(owner);
         let jobs = self.inner.scopes.jobs(owner);
-        tokio::join!(
-            cache.invalidate(&search),
-            cache.invalidate(&catalog),
-            cache.invalidate(&jobs)
-        );
+        self.inner
+            .cache
+            .invalidate_all(&[search, catalog, jobs])
+            .await;
     }
 
     /// A query's embedding, from the cache when this model embedded this exact text before.
@@ -742,13 +740,13 @@ impl Engine {
         detached(async move {
             let updated = this.inner.store.update_document(&owner, id, &patch).await?;
             if updated.is_some() {
-                let (cache, scopes) = (&this.inner.cache, &this.inner.scopes);
+                let scopes = &this.inner.scopes;
                 if patch.title.is_some() {
                     // Titles appear in search hits.
-                    let [search, catalog] = scopes.documents(&owner);
-                    tokio::join!(cache.invalidate(&search), cache.invalidate(&catalog));
+                    let documents = scopes.documents(&owner);
+                    this.inner.cache.invalidate_all(&documents).await;
                 } else {
-                    cache.invalidate(&scopes.catalog(&owner)).await;
+                    this.inner.cache.invalidate(&scopes.catalog(&owner)).await;
                 }
             }
             Ok(updated)

@@ -224,13 +224,8 @@ impl Runner {
         let lease = claimed.lease.clone();
         let attempts = claimed.job.attempts;
         // The document's status changed (queued -> processing), and will again at the end.
-        let [search, catalog] = self.scopes.documents(&claimed.owner);
-        let documents_changed = || async {
-            tokio::join!(
-                self.cache.invalidate(&search),
-                self.cache.invalidate(&catalog)
-            );
-        };
+        let documents = self.scopes.documents(&claimed.owner);
+        let documents_changed = || self.cache.invalidate_all(&documents);
         documents_changed().await;
         self.publish(&lease).await;
         info!("job claimed");

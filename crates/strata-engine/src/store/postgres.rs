@@ -232,12 +232,7 @@ impl PostgresStore {
         } else {
             format!("({dims})")
         };
-        let column = if exact {
-            "c.embedding".to_owned()
-        } else {
-            format!("c.embedding::vector{dim}")
-        };
-        qb.push(format!("({column} <=> "))
+        qb.push(format!("(c.embedding::vector{dim} <=> "))
             .push_bind(query.to_vec())
             .push(format!("::real[]::vector{dim})"));
         qb.push(" AS d FROM chunks c WHERE c.embedding IS NOT NULL AND c.model = ")
