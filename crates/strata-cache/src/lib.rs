@@ -215,19 +215,24 @@ impl Cache {
     /// (bounded by the acknowledgement timeout); if Redis cannot be told, the bump is kept and
     /// sent when it returns, and this process bypasses its caches until then.
     pub async fn invalidate(&self, scope: &str) {
-        self.inner.generations.bump_local(scope);
-        if let Some(remote) = &self.inner.remote
-            && remote.bump(scope).await.is_none()
-        {
-            self.inner.generations.add_pending(scope);
-            remote.mark_unhealthy_after_failed_bump();
-        }
+        self.invalidate_all(&[scope]).await;
     }
 
-    /// [`Cache::invalidate`] for several scopes at once (their bumps run concurrently);
-    /// returns when every one has been applied.
+    /// [`Cache::invalidate`] for several scopes at once: with Redis, one script bumps them
+    /// all and one wait covers every process's acknowledgement of all of them.
     pub async fn invalidate_all<S: AsRef<str>>(&self, scopes: &[S]) {
-        futures_util::future::join_all(scopes.iter().map(|s| self.invalidate(s.as_ref()))).await;
+        let scopes: Vec<&str> = scopes.iter().map(AsRef::as_ref).collect();
+        for scope in &scopes {
+            self.inner.generations.bump_local(scope);
+        }
+        if let Some(remote) = &self.inner.remote
+            && remote.bump(&scopes).await.is_none()
+        {
+            for scope in &scopes {
+                self.inner.generations.add_pending(scope);
+            }
+            remote.mark_unhealthy_after_failed_bump();
+        }
     }
 
     /// The full key of a request, or `None` when the scope's generation is unknown.

@@ -45,12 +45,23 @@ redis.call('SET', KEYS[1], ARGV[1])
 return ARGV[1]
 ";
 
-const BUMP_GEN: &str = r"
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-local nxt = string.format('%.0f', math.max(cur + 1, tonumber(ARGV[1])))
-redis.call('SET', KEYS[1], nxt)
-local n = redis.call('PUBLISH', KEYS[2], ARGV[2] .. ' ' .. nxt .. ' ' .. ARGV[3])
-return {nxt, n}
+/// Bumps the generation of several scopes in one round trip: KEYS are the scopes' generation keys
+/// then the channel; ARGV the clock, the message prefix, then the scopes. One message per
+/// scope, all with the same nonce, so each subscriber acknowledges every one; returns the new
+/// generations followed by the total number of receivers.
+const BUMP_GENS: &str = r"
+local out = {}
+local total = 0
+local chan = KEYS[#KEYS]
+for i = 1, #KEYS - 1 do
+  local cur = tonumber(redis.call('GET', KEYS[i]) or '0')
+  local nxt = string.format('%.0f', math.max(cur + 1, tonumber(ARGV[1])))
+  redis.call('SET', KEYS[i], nxt)
+  total = total + redis.call('PUBLISH', chan, ARGV[2] .. ' ' .. nxt .. ' ' .. ARGV[i + 2])
+  out[i] = nxt
+end
+out[#out + 1] = tostring(total)
+return out
 ";
 
 const UNLOCK: &str = r"
@@ -394,9 +405,13 @@ impl Remote {
 
     async fn resync(&self) {
         self.gens.forget_all();
-        for scope in self.gens.take_pending() {
-            if self.bump(&scope).await.is_none() {
-                self.gens.add_pending(&scope);
+        let pending = self.gens.take_pending();
+        if !pending.is_empty() {
+            let scopes: Vec<&str> = pending.iter().map(String::as_str).collect();
+            if self.bump(&scopes).await.is_none() {
+                for scope in &pending {
+                    self.gens.add_pending(scope);
+                }
                 return;
             }
         }
@@ -449,9 +464,10 @@ impl Remote {
         v.parse().ok()
     }
 
-    /// Bumps `scope`'s shared generation and waits until every subscribed process has applied
-    /// it (or `ack_timeout`). `None` when Redis could not be told.
-    pub(crate) async fn bump(&self, scope: &str) -> Option<u64> {
+    /// Bumps every scope's shared generation in one script and waits until every subscribed
+    /// process has applied all of them (or `ack_timeout`): one round trip and one wait however
+    /// many scopes a write touches. `None` when Redis could not be told.
+    pub(crate) async fn bump(&self, scopes: &[&str]) -> Option<Vec<u64>> {
         let nonce = self.next_nonce.fetch_add(1, Ordering::Relaxed);
         let wait = Arc::new(AckWait {
             got: AtomicU64::new(0),
@@ -461,35 +477,40 @@ impl Remote {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(nonce, wait.clone());
-        let keys = vec![format!("strata:gen:{scope}"), INVAL_CHANNEL.to_owned()];
-        let args = vec![
-            now_micros().to_string(),
-            format!("inv {} {nonce}", self.instance),
-            scope.to_owned(),
-        ];
-        let result: Option<(String, i64)> = self
-            .guarded(self.pool.next().eval(BUMP_GEN, keys, args))
+        let mut keys: Vec<String> = scopes.iter().map(|s| format!("strata:gen:{s}")).collect();
+        keys.push(INVAL_CHANNEL.to_owned());
+        let mut args = Vec::with_capacity(scopes.len() + 2);
+        args.push(now_micros().to_string());
+        args.push(format!("inv {} {nonce}", self.instance));
+        args.extend(scopes.iter().map(|s| (*s).to_owned()));
+        let result: Option<Vec<String>> = self
+            .guarded(self.pool.next().eval(BUMP_GENS, keys, args))
             .await;
         let outcome = match result {
-            Some((generation, receivers)) => {
-                let generation = generation.parse::<u64>().ok();
-                if let Some(g) = generation {
+            Some(mut values) if values.len() == scopes.len() + 1 => {
+                let receivers = values
+                    .pop()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+                let mut generations = Vec::with_capacity(scopes.len());
+                for (scope, g) in scopes.iter().zip(&values) {
+                    let g = g.parse::<u64>().ok()?;
                     self.gens.observe(scope, g);
+                    generations.push(g);
                 }
-                let expected = receivers.max(0) as u64;
                 let deadline = tokio::time::Instant::now() + self.settings.ack_timeout;
-                if !reach(&wait.got, &wait.notify, expected, deadline).await {
+                if !reach(&wait.got, &wait.notify, receivers, deadline).await {
                     self.counters.ack_timeouts.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
-                        scope,
-                        expected,
+                        ?scopes,
+                        expected = receivers,
                         got = wait.got.load(Ordering::Acquire),
                         "not every process acknowledged an invalidation in time"
                     );
                 }
-                generation
+                Some(generations)
             }
-            None => None,
+            _ => None,
         };
         self.acks
             .lock()

@@ -149,6 +149,33 @@ async fn an_invalidation_reaches_every_process_before_it_returns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_bumping_several_scopes_reaches_every_process_for_each_before_it_returns() {
+    let (a, b, c) = (cache().await, cache().await, cache().await);
+    let scopes = [scope("multi-a"), scope("multi-b"), scope("multi-c")];
+    let calls = AtomicUsize::new(0);
+    for round in 0..30 {
+        let before = format!("v{round}");
+        let after = format!("v{}", round + 1);
+        for s in &scopes {
+            for p in [&a, &b, &c] {
+                read(p, "meta", s, "q", &before, &calls).await;
+            }
+        }
+        a.invalidate_all(&scopes).await;
+        for s in &scopes {
+            for (name, p) in [("a", &a), ("b", &b), ("c", &c)] {
+                let (source, seen) = read(p, "meta", s, "q", &after, &calls).await;
+                assert_eq!(
+                    seen,
+                    Bytes::from(after.clone()),
+                    "round {round}, scope {s}, process {name}: stale read ({source:?})"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_in_two_processes_compute_once() {
     let (a, b) = (cache().await, cache().await);
     let s = scope("flight");
