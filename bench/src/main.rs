@@ -255,13 +255,17 @@ enum Cmd {
         /// ef values to measure.
         #[arg(long, value_delimiter = ',', default_value = "64,128")]
         ef: Vec<usize>,
-        /// Stored scalar type: f16, bf16, i8 or f32.
-        #[arg(long, default_value = "f16")]
+        /// Stored scalar type: f16, bf16, i8 (strata's index) or f32.
+        #[arg(long, default_value = "i8")]
         quantization: String,
         /// Distance: `ip` (inner product; strata's vectors are unit length, so it ranks as
         /// cosine does) or `cos`.
         #[arg(long, default_value = "ip")]
         metric: String,
+        /// Candidates taken from the index and re-scored exactly against the f32 vectors, as
+        /// strata does (20 for k = 10); 0: the index's own top 10.
+        #[arg(long, default_value_t = 20)]
+        rerank: usize,
     },
 }
 
@@ -303,7 +307,8 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             ef,
             quantization,
             metric,
-        } => ann(&data, &ef, &quantization, &metric),
+            rerank,
+        } => ann(&data, &ef, &quantization, &metric, rerank),
         Cmd::ScaleOut {
             strata_bin,
             corpus,
@@ -616,11 +621,16 @@ fn exact(base: &[Vec<f32>], q: &[f32], k: usize) -> Vec<u32> {
     scored.into_iter().map(|(i, _)| i).collect()
 }
 
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
 fn ann(
     data: &Path,
     efs: &[usize],
     quantization: &str,
     metric: &str,
+    rerank: usize,
 ) -> anyhow::Result<serde_json::Value> {
     use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
     let base = read_f32(&data.join("base.f32"), 384)?;
@@ -678,8 +688,19 @@ fn ann(
         let mut hit = 0usize;
         let deadline = Instant::now() + Duration::from_secs(60);
         for (q, t) in queries.iter().zip(&truth) {
-            let m = index.search(q.as_slice(), 10)?;
-            hit += m.keys.iter().filter(|k| t.contains(k)).count();
+            let m = index.search(q.as_slice(), rerank.max(10))?;
+            let keys = if rerank > 10 {
+                let mut scored: Vec<(u64, f32)> = m
+                    .keys
+                    .iter()
+                    .map(|&k| (k, dot(&base[k as usize], q)))
+                    .collect();
+                scored.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
+                scored.into_iter().take(10).map(|(k, _)| k).collect()
+            } else {
+                m.keys
+            };
+            hit += keys.iter().filter(|k| t.contains(k)).count();
             if Instant::now() > deadline {
                 bail!("ANN queries took over a minute");
             }
@@ -689,6 +710,7 @@ fn ann(
             "ef": ef,
             "recall_at_10": hit as f64 / (10 * queries.len()) as f64,
             "queries_per_s": queries.len() as f64 / secs,
+            "rerank": rerank,
         }));
     }
     Ok(

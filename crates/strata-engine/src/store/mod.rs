@@ -339,6 +339,15 @@ pub trait Store: Send + Sync + 'static {
         filter: &ChunkFilter,
     ) -> Result<Vec<(u64, Vec<f32>)>>;
 
+    /// The stored vectors of the owner's chunks among `ids` embedded by `model` (ids of
+    /// other owners, other models, or chunks since deleted are left out).
+    async fn vectors_of(
+        &self,
+        owner: &TenantId,
+        model: &str,
+        ids: &[u64],
+    ) -> Result<Vec<(u64, Vec<f32>)>>;
+
     /// Ids of the owner's embedded chunks passing the filter.
     async fn candidate_ids(
         &self,

@@ -788,6 +788,29 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn vectors_of(
+        &self,
+        owner: &TenantId,
+        model: &str,
+        ids: &[u64],
+    ) -> Result<Vec<(u64, Vec<f32>)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT c.id, c.embedding ");
+        push_candidates(&mut qb, owner, model, &ChunkFilter::default());
+        qb.push(" AND c.id IN (");
+        let mut sep = qb.separated(", ");
+        for id in ids {
+            sep.push_bind(*id as i64);
+        }
+        qb.push(")");
+        let rows = qb.build().fetch_all(&mut *self.conn().await?).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<i64, _>("id")? as u64, embedding_of(r)?)))
+            .collect()
+    }
+
     async fn candidate_ids(
         &self,
         owner: &TenantId,
