@@ -173,14 +173,16 @@ impl Scopes {
         }
     }
 
-    fn all(&self, owner: &TenantId) -> ScopeSet {
+    /// Applies `pick` to the tenant's scopes, computing and remembering them on first use;
+    /// only what `pick` returns is cloned.
+    fn with<R>(&self, owner: &TenantId, pick: impl Fn(&ScopeSet) -> R) -> R {
         if let Some(s) = self
             .memo
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(owner)
         {
-            return s.clone();
+            return pick(s);
         }
         let mut h = blake3::Hasher::new();
         h.update(self.salt.as_bytes());
@@ -192,36 +194,36 @@ impl Scopes {
             catalog: Arc::from(format!("{tenant}c")),
             jobs: Arc::from(format!("{tenant}j")),
         };
+        let picked = pick(&set);
         let mut memo = self.memo.write().unwrap_or_else(|p| p.into_inner());
         if memo.len() >= MEMO_LIMIT {
             memo.clear();
         }
-        memo.insert(owner.clone(), set.clone());
-        set
+        memo.insert(owner.clone(), set);
+        picked
     }
 
     /// Search answers without a tag filter: they change when the tenant's chunks or titles
     /// do.
     pub fn search(&self, owner: &TenantId) -> Arc<str> {
-        self.all(owner).search
+        self.with(owner, |s| s.search.clone())
     }
 
     /// Everything else derived from the tenant's documents: metadata, list pages, tag counts,
     /// and search answers with a tag filter. Every document write bumps it.
     pub fn catalog(&self, owner: &TenantId) -> Arc<str> {
-        self.all(owner).catalog
+        self.with(owner, |s| s.catalog.clone())
     }
 
     /// Both document scopes: what a change of the tenant's chunks or titles invalidates.
     pub fn documents(&self, owner: &TenantId) -> [Arc<str>; 2] {
-        let s = self.all(owner);
-        [s.search, s.catalog]
+        self.with(owner, |s| [s.search.clone(), s.catalog.clone()])
     }
 
     /// The tenant's job statuses, invalidated on every job change without touching its
     /// search results.
     pub fn jobs(&self, owner: &TenantId) -> Arc<str> {
-        self.all(owner).jobs
+        self.with(owner, |s| s.jobs.clone())
     }
 }
 
