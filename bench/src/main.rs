@@ -103,6 +103,9 @@ enum Cmd {
         /// Most tokens per chunk.
         #[arg(long, default_value_t = 32)]
         chunk_tokens: usize,
+        /// The `strata` binary to run (a process of its own, so its memory is measured alone).
+        #[arg(long)]
+        strata_bin: PathBuf,
     },
     /// In-process cache engines under a Zipf(1.0) read-heavy workload on 2 threads: every
     /// miss inserts; capacity in bytes is a fraction of the working set.
@@ -414,9 +417,11 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             queries,
             data,
             chunk_tokens,
+            strata_bin,
         } => {
             search(
                 &cli.model_dir,
+                &strata_bin,
                 &corpus,
                 sentences,
                 queries,
@@ -728,6 +733,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 async fn search(
     model_dir: &Path,
+    strata_bin: &Path,
     corpus: &Path,
     sentences: usize,
     queries: usize,
@@ -736,11 +742,27 @@ async fn search(
 ) -> anyhow::Result<serde_json::Value> {
     let all = read_lines(corpus, 0, sentences + queries)?;
     let (docs_text, query_text) = all.split_at(sentences);
-    let chunk = strata_engine::chunk::ChunkConfig::new(chunk_tokens, 0)?;
-    let server = cache::start_strata(model_dir, data, &[], None, |e| {
-        e.jobs.chunk = chunk;
-        e.jobs.workers = 2;
-    })
+    // Checked here, so a bad size is this command's error rather than the server's.
+    strata_engine::chunk::ChunkConfig::new(chunk_tokens, 0)?;
+    if data.exists() {
+        std::fs::remove_dir_all(data)?;
+    }
+    let model = model_dir.to_string_lossy();
+    let tokens = chunk_tokens.to_string();
+    let server = scale::launch(
+        strata_bin,
+        &data.join("strata"),
+        &[
+            "--model-dir",
+            &model,
+            "--workers",
+            "2",
+            "--chunk-tokens",
+            &tokens,
+            "--chunk-overlap",
+            "0",
+        ],
+    )
     .await?;
     let base = server.base.clone();
     let client = reqwest::Client::new();
@@ -750,7 +772,7 @@ async fn search(
     let (documents, chunks) = ingest(&client, &base, docs_text, Duration::from_secs(3600)).await?;
     let ingest_secs = start.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_rest = rss_mb("VmRSS");
+    let rss_rest = server.memory_mb("VmRSS");
 
     // Uncached search latency, one client, distinct queries.
     let mut lat = Vec::with_capacity(query_text.len());
@@ -768,8 +790,8 @@ async fn search(
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     lat.sort_by(f64::total_cmp);
-    let rss_load = rss_mb("VmRSS");
-    let rss_peak = rss_mb("VmHWM");
+    let rss_load = server.memory_mb("VmRSS");
+    let rss_peak = server.memory_mb("VmHWM");
 
     // Raw model throughput on a sample of the same chunk texts, batch 32.
     let docs: serde_json::Value = client
@@ -794,7 +816,7 @@ async fn search(
             break;
         }
     }
-    server.stop().await?;
+    drop(server);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let raw = OnnxMiniLm::load(&ModelFiles::at(model_dir), threads)?;
     let t = Instant::now();
@@ -868,8 +890,8 @@ async fn ingest(
 }
 
 /// A `/proc/self/status` memory line (`VmRSS`, `VmHWM`) in MiB; `None` off Linux.
-fn rss_mb(field: &str) -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+/// A memory field (`VmRSS: 1234 kB`) of a `/proc/*/status` text, in MiB.
+pub(crate) fn status_mb(status: &str, field: &str) -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)

@@ -15,9 +15,17 @@ use serde_json::json;
 use crate::cache::wrk_threads;
 
 /// One `strata serve` process.
-struct Instance {
+pub(crate) struct Instance {
     child: Child,
-    base: String,
+    pub(crate) base: String,
+}
+
+impl Instance {
+    /// A field of the process's `/proc/<pid>/status` in MiB (`VmRSS`, `VmHWM`).
+    pub(crate) fn memory_mb(&self, field: &str) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        crate::status_mb(&status, field)
+    }
 }
 
 impl Drop for Instance {
@@ -55,6 +63,20 @@ async fn start(
     redis: Option<&str>,
     extra: &[&str],
 ) -> anyhow::Result<Instance> {
+    let mut args: Vec<&str> = vec!["--database-url", database_url];
+    args.extend(["--cache-warm-queries", "0"]);
+    args.extend(["--cache-ttl", "search_results=0,document_list=0"]);
+    args.extend(["--cache-l2-ttl", "search_results=0,document_list=0"]);
+    if let Some(r) = redis {
+        args.extend(["--redis-url", r]);
+    }
+    args.extend(extra);
+    launch(bin, dir, &args).await
+}
+
+/// Starts `strata serve` with its data in `dir` on a free loopback port and the given extra
+/// arguments; returns once it listens.
+pub(crate) async fn launch(bin: &Path, dir: &Path, args: &[&str]) -> anyhow::Result<Instance> {
     std::fs::create_dir_all(dir)?;
     let log = dir.with_extension("log");
     let mut cmd = Command::new(bin);
@@ -62,18 +84,11 @@ async fn start(
         .arg("--data-dir")
         .arg(dir)
         .args(["--listen", "127.0.0.1:0", "--log-format", "text"])
-        .args(["--database-url", database_url])
-        .args(["--cache-warm-queries", "0"])
-        .args(["--cache-ttl", "search_results=0,document_list=0"])
-        .args(["--cache-l2-ttl", "search_results=0,document_list=0"])
-        .args(extra)
+        .args(args)
         .env_remove("STRATA_CONFIG")
         .env("STRATA_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?);
-    if let Some(r) = redis {
-        cmd.args(["--redis-url", r]);
-    }
     let mut child = cmd.spawn().context("starting strata")?;
     for _ in 0..1200 {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
