@@ -73,6 +73,20 @@ pub struct NewChunk {
     pub text_sha256: String,
 }
 
+/// Appends ` AND c.id IN (...)` with `ids` bound, to a query over `chunks c`.
+pub(crate) fn push_chunk_ids<'a, DB>(qb: &mut sqlx::QueryBuilder<'a, DB>, ids: &[u64])
+where
+    DB: sqlx::Database,
+    i64: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    qb.push(" AND c.id IN (");
+    let mut sep = qb.separated(", ");
+    for id in ids {
+        sep.push_bind(*id as i64);
+    }
+    qb.push(")");
+}
+
 /// Which of a tenant's chunks a search may return.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChunkFilter {

@@ -975,12 +975,7 @@ impl Store for PostgresStore {
         let mut qb =
             QueryBuilder::<Postgres>::new("SELECT c.id, c.embedding::real[] AS embedding ");
         push_candidates(&mut qb, owner, model, &ChunkFilter::default());
-        qb.push(" AND c.id IN (");
-        let mut sep = qb.separated(", ");
-        for id in ids {
-            sep.push_bind(*id as i64);
-        }
-        qb.push(")");
+        super::push_chunk_ids(&mut qb, ids);
         let rows = qb.build().fetch_all(&mut *self.conn().await?).await?;
         rows.iter()
             .map(|r| Ok((r.try_get::<i64, _>("id")? as u64, embedding_of(r)?)))
@@ -1010,12 +1005,8 @@ impl Store for PostgresStore {
             "SELECT c.id, c.document_id, c.ordinal, c.text, d.title FROM chunks c \
              JOIN documents d ON d.id = c.document_id WHERE c.owner = ",
         );
-        qb.push_bind(owner.as_str()).push(" AND c.id IN (");
-        let mut sep = qb.separated(", ");
-        for id in ids {
-            sep.push_bind(*id as i64);
-        }
-        qb.push(")");
+        qb.push_bind(owner.as_str());
+        super::push_chunk_ids(&mut qb, ids);
         let rows = qb.build().fetch_all(&mut *self.conn().await?).await?;
         rows.iter()
             .map(|r| {

@@ -796,12 +796,7 @@ impl Store for SqliteStore {
         }
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT c.id, c.embedding ");
         push_candidates(&mut qb, owner, model, &ChunkFilter::default());
-        qb.push(" AND c.id IN (");
-        let mut sep = qb.separated(", ");
-        for id in ids {
-            sep.push_bind(*id as i64);
-        }
-        qb.push(")");
+        super::push_chunk_ids(&mut qb, ids);
         let rows = qb.build().fetch_all(&mut *self.conn().await?).await?;
         rows.iter()
             .map(|r| Ok((r.try_get::<i64, _>("id")? as u64, embedding_of(r)?)))
@@ -831,12 +826,8 @@ impl Store for SqliteStore {
             "SELECT c.id, c.document_id, c.ordinal, c.text, d.title FROM chunks c \
              JOIN documents d ON d.id = c.document_id WHERE c.owner = ",
         );
-        qb.push_bind(owner.as_str()).push(" AND c.id IN (");
-        let mut sep = qb.separated(", ");
-        for id in ids {
-            sep.push_bind(*id as i64);
-        }
-        qb.push(")");
+        qb.push_bind(owner.as_str());
+        super::push_chunk_ids(&mut qb, ids);
         let rows = qb.build().fetch_all(&mut *self.conn().await?).await?;
         rows.iter()
             .map(|r| {
