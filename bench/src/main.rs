@@ -618,7 +618,7 @@ fn exact(base: &[Vec<f32>], q: &[f32], k: usize) -> Vec<u32> {
     let mut scored: Vec<(u32, f32)> = base
         .iter()
         .enumerate()
-        .map(|(i, v)| (i as u32, v.iter().zip(q).map(|(a, b)| a * b).sum()))
+        .map(|(i, v)| (i as u32, dot(v, q)))
         .collect();
     scored.select_nth_unstable_by(k, |a, b| b.1.total_cmp(&a.1));
     scored.truncate(k);
@@ -889,7 +889,6 @@ async fn ingest(
     Ok((jobs.len(), chunks))
 }
 
-/// A `/proc/self/status` memory line (`VmRSS`, `VmHWM`) in MiB; `None` off Linux.
 /// A memory field (`VmRSS: 1234 kB`) of a `/proc/*/status` text, in MiB.
 pub(crate) fn status_mb(status: &str, field: &str) -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with(field))?;

@@ -486,17 +486,23 @@ impl Remote {
         let result: Option<Vec<String>> = self
             .guarded(self.pool.next().eval(BUMP_GENS, keys, args))
             .await;
-        let outcome = match result {
-            Some(mut values) if values.len() == scopes.len() + 1 => {
-                let receivers = values
-                    .pop()
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .unwrap_or(0);
-                let mut generations = Vec::with_capacity(scopes.len());
-                for (scope, g) in scopes.iter().zip(&values) {
-                    let g = g.parse::<u64>().ok()?;
-                    self.gens.observe(scope, g);
-                    generations.push(g);
+        // The new generations, then the number of receivers; a reply of another shape counts
+        // as Redis not told (and still reaches the clean-up below).
+        let parsed = result.and_then(|mut values| {
+            if values.len() != scopes.len() + 1 {
+                return None;
+            }
+            let receivers = values.pop()?.parse::<u64>().unwrap_or(0);
+            let generations: Vec<u64> = values
+                .iter()
+                .map(|g| g.parse::<u64>().ok())
+                .collect::<Option<_>>()?;
+            Some((generations, receivers))
+        });
+        let outcome = match parsed {
+            Some((generations, receivers)) => {
+                for (scope, g) in scopes.iter().zip(&generations) {
+                    self.gens.observe(scope, *g);
                 }
                 let deadline = tokio::time::Instant::now() + self.settings.ack_timeout;
                 if !reach(&wait.got, &wait.notify, receivers, deadline).await {
@@ -510,7 +516,7 @@ impl Remote {
                 }
                 Some(generations)
             }
-            _ => None,
+            None => None,
         };
         self.acks
             .lock()

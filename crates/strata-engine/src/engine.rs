@@ -175,7 +175,7 @@ impl Scopes {
 
     /// Applies `pick` to the tenant's scopes, computing and remembering them on first use;
     /// only what `pick` returns is cloned.
-    fn with<R>(&self, owner: &TenantId, pick: impl Fn(&ScopeSet) -> R) -> R {
+    fn with<R>(&self, owner: &TenantId, pick: impl FnOnce(&ScopeSet) -> R) -> R {
         if let Some(s) = self
             .memo
             .read()

@@ -171,6 +171,27 @@ impl PostgresStore {
         })
     }
 
+    /// `(id, vector)` of the owner's embedded chunks passing `filter` and, when given, among
+    /// `ids`: what exact scoring and candidate re-scoring read.
+    async fn select_vectors(
+        &self,
+        owner: &TenantId,
+        model: &str,
+        filter: &ChunkFilter,
+        ids: Option<&[u64]>,
+    ) -> Result<Vec<(u64, Vec<f32>)>> {
+        let mut qb =
+            QueryBuilder::<Postgres>::new("SELECT c.id, c.embedding::real[] AS embedding ");
+        push_candidates(&mut qb, owner, model, filter);
+        if let Some(ids) = ids {
+            super::push_chunk_ids(&mut qb, ids);
+        }
+        let rows = qb.build().fetch_all(&mut *self.conn().await?).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<i64, _>("id")? as u64, embedding_of(r)?)))
+            .collect()
+    }
+
     /// A pooled connection, counted and timed by the meter.
     async fn conn(&self) -> Result<PoolConnection<Postgres>> {
         self.meter.acquire(&self.pool).await
@@ -954,13 +975,7 @@ impl Store for PostgresStore {
         model: &str,
         filter: &ChunkFilter,
     ) -> Result<Vec<(u64, Vec<f32>)>> {
-        let mut qb =
-            QueryBuilder::<Postgres>::new("SELECT c.id, c.embedding::real[] AS embedding ");
-        push_candidates(&mut qb, owner, model, filter);
-        let rows = qb.build().fetch_all(&mut *self.conn().await?).await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get::<i64, _>("id")? as u64, embedding_of(r)?)))
-            .collect()
+        self.select_vectors(owner, model, filter, None).await
     }
 
     async fn vectors_of(
@@ -972,14 +987,8 @@ impl Store for PostgresStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut qb =
-            QueryBuilder::<Postgres>::new("SELECT c.id, c.embedding::real[] AS embedding ");
-        push_candidates(&mut qb, owner, model, &ChunkFilter::default());
-        super::push_chunk_ids(&mut qb, ids);
-        let rows = qb.build().fetch_all(&mut *self.conn().await?).await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get::<i64, _>("id")? as u64, embedding_of(r)?)))
-            .collect()
+        self.select_vectors(owner, model, &ChunkFilter::default(), Some(ids))
+            .await
     }
 
     async fn candidate_ids(
