@@ -1,7 +1,12 @@
 //! Dynamic batching: concurrent callers' texts are coalesced into batches of up to
-//! `max_batch` texts, waiting at most `max_wait` for company, and run one batch at a time on
-//! the blocking pool. A full queue answers [`EmbedError::Overloaded`] at once rather than
-//! letting latency grow without bound.
+//! `max_batch` texts and run one batch at a time on the blocking pool. A full queue answers
+//! [`EmbedError::Overloaded`] at once rather than letting latency grow without bound.
+//!
+//! Batches form while the model is busy: every caller that arrives during a forward pass
+//! joins the next one, so under load batches fill by themselves and an idle model starts
+//! on a lone text at once. `max_wait` (zero by default) additionally holds a batch open for
+//! company; it only pays off for a backend billed per call, since on a local model it adds
+//! its whole length to the latency of every query that arrives alone.
 //!
 //! The batching task ends when the last [`Batcher`] handle is dropped.
 
@@ -17,7 +22,7 @@ use crate::{BatchModel, EmbedError};
 pub struct BatchSettings {
     /// Most texts in one forward pass.
     pub max_batch: usize,
-    /// Longest wait for more texts once one has arrived.
+    /// Longest wait for more texts once one has arrived (beyond those already queued).
     pub max_wait: Duration,
     /// Most requests waiting before callers are turned away.
     pub queue: usize,
@@ -27,7 +32,7 @@ impl Default for BatchSettings {
     fn default() -> Self {
         Self {
             max_batch: 32,
-            max_wait: Duration::from_millis(2),
+            max_wait: Duration::ZERO,
             queue: 4096,
         }
     }
@@ -189,6 +194,36 @@ mod tests {
             "32 callers coalesced into {calls} forward passes"
         );
         assert!(model.largest.load(Ordering::SeqCst) <= 8);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn callers_arriving_during_a_forward_pass_share_the_next_one_without_waiting() {
+        let model = Arc::new(Counting {
+            calls: AtomicUsize::new(0),
+            largest: AtomicUsize::new(0),
+        });
+        let b = Batcher::start(model.clone(), BatchSettings::default());
+        let b1 = b.clone();
+        let first = tokio::spawn(async move { b1.embed(vec!["a".into()]).await });
+        // The first text is alone, and with no wait its pass (5 ms) starts at once.
+        while model.calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let mut rest = Vec::new();
+        for i in 0..6 {
+            let b = b.clone();
+            rest.push(tokio::spawn(async move {
+                (i, b.embed(vec!["z".repeat(i)]).await.unwrap())
+            }));
+        }
+        assert_eq!(first.await.unwrap().unwrap(), vec![vec![1.0]]);
+        for h in rest {
+            let (i, v) = h.await.unwrap();
+            assert_eq!(v, vec![vec![i as f32]]);
+        }
+        // Six callers queued behind the first pass: one or two more passes, not six.
+        let calls = model.calls.load(Ordering::SeqCst);
+        assert!(calls <= 3, "{calls} forward passes for 7 callers");
     }
 
     #[tokio::test]

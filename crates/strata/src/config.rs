@@ -115,7 +115,9 @@ pub struct Overrides {
     #[arg(long, env = "STRATA_EMBED_MAX_BATCH", global = true)]
     pub embed_max_batch: Option<usize>,
 
-    /// Longest wait, in milliseconds, for more texts to share a forward pass [default: 2].
+    /// Extra wait, in milliseconds, for more texts to share a forward pass [default: 0].
+    /// Texts that arrive while a pass runs share the next one anyway; a wait only adds
+    /// latency to a lone query, so set it for a backend billed per call.
     #[arg(long, env = "STRATA_EMBED_MAX_WAIT_MS", global = true)]
     pub embed_max_wait_ms: Option<u64>,
 
@@ -391,7 +393,7 @@ impl Config {
             .max(1),
             batch: BatchSettings {
                 max_batch: pick!(embed_max_batch, 32).max(1),
-                max_wait: Duration::from_millis(pick!(embed_max_wait_ms, 2)),
+                max_wait: Duration::from_millis(pick!(embed_max_wait_ms, 0)),
                 ..BatchSettings::default()
             },
             cache: strata_engine::CacheSettings {
