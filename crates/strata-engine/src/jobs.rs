@@ -182,16 +182,23 @@ impl Runner {
 
     async fn worker_loop(self, shutdown: CancellationToken) {
         debug!("worker started");
+        let mut worked = false;
         while !shutdown.is_cancelled() {
             match self.run_one(&shutdown).await {
                 Ok(Step::Idle) => {
+                    if std::mem::take(&mut worked) {
+                        // The queue ran dry: hand back what the model's batches and the
+                        // parsers freed, so a server at rest holds only what it uses.
+                        let _ =
+                            tokio::task::spawn_blocking(crate::memory::release_free_memory).await;
+                    }
                     tokio::select! {
                         () = self.wake.notified() => {}
                         () = tokio::time::sleep(self.settings.poll_interval) => {}
                         () = shutdown.cancelled() => {}
                     }
                 }
-                Ok(_) => {}
+                Ok(_) => worked = true,
                 Err(e) => {
                     warn!(error = %e, "job queue unavailable; backing off");
                     tokio::select! {
