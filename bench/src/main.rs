@@ -250,6 +250,25 @@ enum Cmd {
         #[arg(long, default_value_t = 64)]
         connections: usize,
     },
+    /// The in-process cost of one cached search (strata's router, L1 hit) against the
+    /// ceiling's router, called through tower with no sockets, alternated over rounds.
+    HitPath {
+        /// Sentences file.
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Scratch directory for the server's data.
+        #[arg(long)]
+        data: PathBuf,
+        /// Sentences ingested (100 per document).
+        #[arg(long, default_value_t = 1000)]
+        sentences: usize,
+        /// Alternated rounds.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Requests per contender and round.
+        #[arg(long, default_value_t = 200_000)]
+        requests: usize,
+    },
     /// usearch HNSW on the dataset: build time, recall@10 and single-thread queries/s.
     Ann {
         /// Dataset directory.
@@ -376,6 +395,13 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             )
             .await
         }
+        Cmd::HitPath {
+            corpus,
+            data,
+            sentences,
+            rounds,
+            requests,
+        } => cache::hit_path(&cli.model_dir, &corpus, &data, sentences, rounds, requests).await,
         Cmd::Mixed {
             corpus,
             data,
