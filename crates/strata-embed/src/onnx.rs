@@ -61,13 +61,8 @@ impl OnnxMiniLm {
             // they wait for work; on a shared box that slowed everything down many times over.
             .with_intra_op_spinning(false)
             .map_err(|e| EmbedError::Runtime(e.to_string()))?
-            // Inputs vary in batch size and length: ONNX Runtime's arena keeps the largest
-            // batch's activations (and a memory pattern per shape) for the life of the
-            // process, where freed tensors go back to the heap and, once idle, to the system.
-            .with_memory_pattern(false)
-            .map_err(|e| EmbedError::Runtime(e.to_string()))?
-            .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
-            .map_err(|e| EmbedError::Runtime(e.to_string()))?
+            // The CPU arena stays on: turned off (with memory patterns), resident memory at
+            // 105k chunks rose from 333 to 343 MiB at rest and 358 to 381 after searches.
             .commit_from_file(files.path(MODEL_ONNX.0))
             .map_err(rt)?;
         let inputs = session
