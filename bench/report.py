@@ -95,6 +95,13 @@ lines.append(f"cache hit ratio, Zipf(1.0) over {z.get('keys')} distinct requests
 row("L1 hit ratio", z.get("l1_hit_ratio"), "")
 row("L2 hit ratio", z.get("l2_hit_ratio"), "")
 
+hp = by.get("hit_path", [{}])[0]
+if hp:
+    lines.append("an L1 hit in process (strata's router vs the ceiling's, no sockets, medians over rounds):")
+    row("ceiling, per request", hp.get("ceiling_ns"), "ns")
+    row("strata L1 hit, per request", hp.get("strata_l1_hit_ns"), "ns",
+        f"strata's own work {hp.get('strata_extra_ns', 0):.0f} ns")
+
 mx = by.get("mixed", [{}])[0]
 if mx:
     lines.append(f"mixed Zipf(1.0) workload, {mx.get('tenants')} tenants, {mx.get('documents')} documents, "

@@ -164,6 +164,31 @@ pub(crate) fn wrk_threads(
     })
 }
 
+/// The corpus's first `sentences` lines (the documents) followed by 256 more, and a search
+/// body for each of those 256 distinct queries: cycled by every connection, they keep the L2
+/// contender reading Redis on (nearly) every request instead of joining one in-flight read.
+fn search_bodies(corpus: &Path, sentences: usize) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    const QUERIES: usize = 256;
+    let texts = read_lines(corpus, 0, sentences + QUERIES)?;
+    let bodies = texts[sentences..]
+        .iter()
+        .map(|q| json!({"query": q, "k": 10}).to_string())
+        .collect();
+    Ok((texts, bodies))
+}
+
+/// The ceiling: strata's middleware around a handler that reads the request body (as any
+/// handler of a POST must, without parsing it) and returns `answer`, precomputed.
+fn ceiling_router(answer: Bytes) -> axum::Router {
+    strata_server::with_middleware(axum::Router::new().route(
+        "/v1/search",
+        axum::routing::post(move |_body: Bytes| {
+            let b = answer.clone();
+            async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], b) }
+        }),
+    ))
+}
+
 /// Cached search over HTTP: the ceiling, strata serving from L1, strata serving from L2
 /// (an L1 too small to hold the answer, Redis holding it), alternated over `rounds`.
 #[allow(clippy::too_many_arguments)]
@@ -179,15 +204,8 @@ pub async fn http(
     seed: Option<Seed>,
     scale: &[usize],
 ) -> anyhow::Result<serde_json::Value> {
-    // Distinct queries, cycled by every wrk connection: the L2 contender then reads Redis
-    // on (nearly) every request instead of coalescing onto one in-flight read.
-    const QUERIES: usize = 256;
-    let texts = read_lines(corpus, 0, sentences + QUERIES)?;
+    let (texts, bodies) = search_bodies(corpus, sentences)?;
     let (docs, queries) = texts.split_at(sentences);
-    let bodies: Vec<String> = queries
-        .iter()
-        .map(|q| json!({"query": q, "k": 10}).to_string())
-        .collect();
     let l1 = start_strata(model_dir, &data.join("l1"), docs, None, |_| {}).await?;
     let l2 = match &redis {
         Some(url) => Some(
@@ -242,14 +260,7 @@ pub async fn http(
     // The ceiling: the same middleware, a precomputed body of the same size.
     // It reads the request body, as any handler of a POST must (without parsing it); a
     // second ceiling that leaves the body unread is measured too, for reference.
-    let precomputed = answer.clone();
-    let ceiling = strata_server::with_middleware(axum::Router::new().route(
-        "/v1/search",
-        axum::routing::post(move |_body: Bytes| {
-            let b = precomputed.clone();
-            async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], b) }
-        }),
-    ));
+    let ceiling = ceiling_router(answer.clone());
     let precomputed = answer.clone();
     let unread = strata_server::with_middleware(axum::Router::new().route(
         "/v1/search",
@@ -588,13 +599,9 @@ pub async fn hit_path(
     use axum::http::Request;
     use tower::ServiceExt as _;
 
-    const QUERIES: usize = 256;
-    let texts = read_lines(corpus, 0, sentences + QUERIES)?;
-    let (docs, queries) = texts.split_at(sentences);
-    let bodies: Vec<Bytes> = queries
-        .iter()
-        .map(|q| Bytes::from(json!({"query": q, "k": 10}).to_string()))
-        .collect();
+    let (texts, bodies) = search_bodies(corpus, sentences)?;
+    let docs = &texts[..sentences];
+    let bodies: Vec<Bytes> = bodies.into_iter().map(Bytes::from).collect();
     if data.exists() {
         std::fs::remove_dir_all(data)?;
     }
@@ -644,14 +651,7 @@ pub async fn hit_path(
     if x_cache.as_ref().and_then(|v| v.to_str().ok()) != Some("HIT-L1") {
         bail!("strata answered {x_cache:?}, not HIT-L1");
     }
-    let precomputed = answer;
-    let ceiling = strata_server::with_middleware(axum::Router::new().route(
-        "/v1/search",
-        axum::routing::post(move |_body: Bytes| {
-            let b = precomputed.clone();
-            async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], b) }
-        }),
-    ));
+    let ceiling = ceiling_router(answer);
 
     let mut runs: Vec<(&str, f64)> = Vec::new();
     for _ in 0..rounds {
