@@ -20,6 +20,10 @@ use crate::{Zipf, read_lines};
 /// One running strata server with a few documents ingested.
 pub(crate) struct Strata {
     pub(crate) base: String,
+    /// The served engine (shared with any other router built over it).
+    pub(crate) engine: Engine,
+    /// The HTTP settings it was started with.
+    pub(crate) settings: ServerSettings,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -44,21 +48,18 @@ pub(crate) async fn start_strata(
     settings.jobs.poll_interval = Duration::from_millis(20);
     configure(&mut settings);
     let engine = Engine::open(settings).await?;
-    let app = App::build(
-        engine,
-        ServerSettings {
-            listen: "127.0.0.1:0".parse()?,
-            warm: strata_server::warm::WarmSettings {
-                queries_per_tenant: 0,
-                ..Default::default()
-            },
-            tenant_header: tenant_header
-                .map(strata_server::HeaderName::from_str)
-                .transpose()?,
-            ..ServerSettings::default()
+    let server_settings = ServerSettings {
+        listen: "127.0.0.1:0".parse()?,
+        warm: strata_server::warm::WarmSettings {
+            queries_per_tenant: 0,
+            ..Default::default()
         },
-    )
-    .await?;
+        tenant_header: tenant_header
+            .map(strata_server::HeaderName::from_str)
+            .transpose()?,
+        ..ServerSettings::default()
+    };
+    let app = App::build(engine.clone(), server_settings.clone()).await?;
     let base = format!("http://{}", app.local_addr()?);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(app.run(shutdown.clone()));
@@ -71,6 +72,8 @@ pub(crate) async fn start_strata(
     .await?;
     Ok(Strata {
         base,
+        engine,
+        settings: server_settings,
         shutdown,
         task,
     })
@@ -602,37 +605,13 @@ pub async fn hit_path(
     let (texts, bodies) = search_bodies(corpus, sentences)?;
     let docs = &texts[..sentences];
     let bodies: Vec<Bytes> = bodies.into_iter().map(Bytes::from).collect();
-    if data.exists() {
-        std::fs::remove_dir_all(data)?;
-    }
-    let mut settings = EngineSettings {
-        data_dir: data.to_owned(),
-        model_dir: model_dir.to_owned(),
-        ..EngineSettings::default()
-    };
-    settings.jobs.poll_interval = Duration::from_millis(20);
-    let engine = Engine::open(settings).await?;
-    let server_settings = ServerSettings {
-        listen: "127.0.0.1:0".parse()?,
-        warm: strata_server::warm::WarmSettings {
-            queries_per_tenant: 0,
-            ..Default::default()
-        },
-        ..ServerSettings::default()
-    };
-    // The served app runs the ingestion workers; the router measured shares its engine.
-    let app = App::build(engine.clone(), server_settings.clone()).await?;
-    let base = format!("http://{}", app.local_addr()?);
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(app.run(shutdown.clone()));
-    crate::ingest(
-        &reqwest::Client::new(),
-        &base,
-        docs,
-        Duration::from_secs(600),
-    )
-    .await?;
-    let strata = strata_server::router(engine, &server_settings, shutdown.clone());
+    // The served instance runs the ingestion workers; the router measured shares its engine.
+    let served = start_strata(model_dir, data, docs, None, |_| {}).await?;
+    let strata = strata_server::router(
+        served.engine.clone(),
+        &served.settings,
+        CancellationToken::new(),
+    );
 
     let call = |router: axum::Router, body: Bytes| async move {
         let req = Request::post("/v1/search")
@@ -674,8 +653,8 @@ pub async fn hit_path(
         v[v.len() / 2]
     };
     let (c, s) = (median("ceiling"), median("strata_l1_hit"));
-    shutdown.cancel();
-    task.await??;
+    drop(strata);
+    served.stop().await?;
     Ok(json!({
         "requests_per_round": requests,
         "rounds": runs.iter().map(|(n, ns)| json!({"contender": n, "ns_per_request": ns})).collect::<Vec<_>>(),
