@@ -101,6 +101,11 @@ if hp:
     row("ceiling, per request", hp.get("ceiling_ns"), "ns")
     row("strata L1 hit, per request", hp.get("strata_l1_hit_ns"), "ns",
         f"strata's own work {hp.get('strata_extra_ns', 0):.0f} ns")
+    two = hp.get("two_tasks")
+    if two:
+        row("two tasks at once, ceiling, wall time per request", two.get("ceiling_wall_ns"), "ns")
+        row("two tasks at once, strata L1 hit, wall time per request", two.get("strata_l1_hit_wall_ns"), "ns",
+            f"{two.get('ratio', 0):.2f}x the ceiling's throughput")
 
 mx = by.get("mixed", [{}])[0]
 if mx:

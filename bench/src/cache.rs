@@ -632,34 +632,56 @@ pub async fn hit_path(
     }
     let ceiling = ceiling_router(answer);
 
-    let mut runs: Vec<(&str, f64)> = Vec::new();
+    // One task measures the path's cost; two (one per worker thread) add what the two
+    // threads' shared writes cost each other, as under a load tool.
+    let mut runs: Vec<(&str, usize, f64)> = Vec::new();
     for _ in 0..rounds {
-        for (name, router) in [("ceiling", &ceiling), ("strata_l1_hit", &strata)] {
-            let start = Instant::now();
-            for i in 0..requests {
-                call(router.clone(), bodies[i % bodies.len()].clone()).await?;
+        for tasks in [1, 2] {
+            for (name, router) in [("ceiling", &ceiling), ("strata_l1_hit", &strata)] {
+                let per_task = requests / tasks;
+                let start = Instant::now();
+                let mut handles = Vec::new();
+                for t in 0..tasks {
+                    let (router, bodies) = (router.clone(), bodies.clone());
+                    handles.push(tokio::spawn(async move {
+                        for i in 0..per_task {
+                            let body = bodies[(i + t * 131) % bodies.len()].clone();
+                            call(router.clone(), body).await?;
+                        }
+                        anyhow::Ok(())
+                    }));
+                }
+                for h in handles {
+                    h.await??;
+                }
+                let ns = start.elapsed().as_nanos() as f64 / (per_task * tasks) as f64;
+                runs.push((name, tasks, ns));
             }
-            let ns = start.elapsed().as_nanos() as f64 / requests as f64;
-            runs.push((name, ns));
         }
     }
-    let median = |name: &str| {
+    let median = |name: &str, tasks: usize| {
         let mut v: Vec<f64> = runs
             .iter()
-            .filter(|(n, _)| *n == name)
-            .map(|(_, ns)| *ns)
+            .filter(|(n, t, _)| *n == name && *t == tasks)
+            .map(|(_, _, ns)| *ns)
             .collect();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (c, s) = (median("ceiling"), median("strata_l1_hit"));
+    let (c, s) = (median("ceiling", 1), median("strata_l1_hit", 1));
+    let (c2, s2) = (median("ceiling", 2), median("strata_l1_hit", 2));
     drop(strata);
     served.stop().await?;
     Ok(json!({
         "requests_per_round": requests,
-        "rounds": runs.iter().map(|(n, ns)| json!({"contender": n, "ns_per_request": ns})).collect::<Vec<_>>(),
+        "rounds": runs.iter().map(|(n, t, ns)| json!({"contender": n, "tasks": t, "ns_per_request": ns})).collect::<Vec<_>>(),
         "ceiling_ns": c,
         "strata_l1_hit_ns": s,
         "strata_extra_ns": s - c,
+        "two_tasks": {
+            "ceiling_wall_ns": c2,
+            "strata_l1_hit_wall_ns": s2,
+            "ratio": c2 / s2,
+        },
     }))
 }

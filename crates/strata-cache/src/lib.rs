@@ -192,22 +192,33 @@ impl Cache {
     /// The generation of a scope in force here, or `None` when this process cannot know it
     /// (Redis configured but unreachable, or the bus may have missed a message).
     pub async fn generation(&self, scope: &str) -> Option<u64> {
+        match self.local_generation(scope) {
+            Generation::Known(g) => Some(g),
+            Generation::Unknowable => None,
+            Generation::Fetch(remote) => {
+                let g = remote.fetch_generation(scope).await?;
+                // A bump may have arrived while fetching: keep the later one.
+                let g = self.inner.generations.observe(scope, g);
+                remote.healthy().then_some(g)
+            }
+        }
+    }
+
+    /// What this process knows of a scope's generation without asking Redis.
+    fn local_generation(&self, scope: &str) -> Generation<'_> {
         if scope == GLOBAL_SCOPE {
-            return Some(0);
+            return Generation::Known(0);
         }
         let Some(remote) = &self.inner.remote else {
-            return Some(self.inner.generations.known(scope).unwrap_or(0));
+            return Generation::Known(self.inner.generations.known(scope).unwrap_or(0));
         };
         if !remote.healthy() {
-            return None;
+            return Generation::Unknowable;
         }
-        if let Some(g) = self.inner.generations.known(scope) {
-            return Some(g);
+        match self.inner.generations.known(scope) {
+            Some(g) => Generation::Known(g),
+            None => Generation::Fetch(remote),
         }
-        let g = remote.fetch_generation(scope).await?;
-        // A bump may have arrived while fetching: keep the later one.
-        let g = self.inner.generations.observe(scope, g);
-        remote.healthy().then_some(g)
     }
 
     /// Makes everything cached under `scope` unreachable in every tier and process: bumps its
@@ -264,19 +275,60 @@ impl Cache {
             .get(kind)
             .ok_or_else(|| CacheError::UnknownKind(kind.to_owned()))?;
         let stats = self.inner.stats.kind(spec.name);
-        let Some(generation) = self.generation(scope).await else {
-            let v = compute().await.inspect_err(|_| stats.failed())?;
-            stats.bypassed(start.elapsed());
-            return Ok(Lookup {
-                value: v,
-                source: Source::Bypassed,
-                elapsed: start.elapsed(),
-            });
+        // The hit path, kept free of awaits: a caller's future holds only this much state.
+        let key = match self.local_generation(scope) {
+            Generation::Known(generation) => {
+                let key = make_key(spec.name, scope, generation, material);
+                if let Some(v) = self.inner.l1.get(&key) {
+                    stats.hit_l1(start.elapsed());
+                    return Ok(lookup(v, Source::L1, start));
+                }
+                Some(key)
+            }
+            Generation::Unknowable | Generation::Fetch(_) => None,
         };
-        let key = make_key(spec.name, scope, generation, material);
+        // Everything else (Redis, locks, the computation) lives in its own allocation, so
+        // the futures of the handlers that await a cache read stay small: a hit does not
+        // move kilobytes of miss-path state around.
+        Box::pin(self.get_or_compute_slow(spec, stats, scope, material, key, compute, start)).await
+    }
+
+    /// [`Cache::get_or_compute`] past an L1 miss (or when the generation must be fetched).
+    #[allow(clippy::too_many_arguments)]
+    async fn get_or_compute_slow<E, F, Fut>(
+        &self,
+        spec: &KindSpec,
+        stats: &stats::Counters,
+        scope: &str,
+        material: &[u8],
+        key: Option<String>,
+        compute: F,
+        start: Instant,
+    ) -> Result<Lookup, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Bytes, E>>,
+        E: From<CacheError>,
+    {
+        let key = match key {
+            Some(key) => key,
+            None => {
+                let Some(generation) = self.generation(scope).await else {
+                    let v = compute().await.inspect_err(|_| stats.failed())?;
+                    stats.bypassed(start.elapsed());
+                    return Ok(Lookup {
+                        value: v,
+                        source: Source::Bypassed,
+                        elapsed: start.elapsed(),
+                    });
+                };
+                make_key(spec.name, scope, generation, material)
+            }
+        };
         let mut compute = Some(compute);
         loop {
-            // First the fast path; again after a leader we waited for failed.
+            // Again here: the key's generation may have just been fetched, or a leader we
+            // waited for failed.
             if let Some(v) = self.inner.l1.get(&key) {
                 stats.hit_l1(start.elapsed());
                 return Ok(lookup(v, Source::L1, start));
@@ -394,6 +446,16 @@ impl Cache {
             r.quit().await;
         }
     }
+}
+
+/// A scope's generation as far as this process knows it without a round trip.
+enum Generation<'a> {
+    /// In force here.
+    Known(u64),
+    /// Redis is configured but cannot vouch for any generation: bypass the tiers.
+    Unknowable,
+    /// Not seen yet: ask Redis.
+    Fetch(&'a remote::Remote),
 }
 
 fn lookup(value: Bytes, source: Source, start: Instant) -> Lookup {
