@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-type Cells = HashMap<String, Arc<AtomicU64>>;
+// A fast hasher: this map is read on every cache lookup.
+type Cells = HashMap<String, Arc<AtomicU64>, quick_cache::DefaultHashBuilder>;
 
 #[derive(Default)]
 pub(crate) struct Generations {

@@ -31,6 +31,10 @@ use bytes::Bytes;
 pub use remote::{RedisSettings, RemoteStats};
 pub use stats::{KindStats, StatsSnapshot};
 
+/// The hasher of the cache's own maps, for callers' maps on the same hot path: fast on short
+/// keys (foldhash, randomly seeded per process), unlike std's SipHash.
+pub type FastHashBuilder = quick_cache::DefaultHashBuilder;
+
 /// The scope of content-addressed values: never invalidated.
 pub const GLOBAL_SCOPE: &str = "global";
 
@@ -101,7 +105,7 @@ pub struct Cache {
 
 struct Inner {
     l1: l1::L1,
-    kinds: HashMap<&'static str, KindSpec>,
+    kinds: HashMap<&'static str, KindSpec, quick_cache::DefaultHashBuilder>,
     generations: Arc<generations::Generations>,
     remote: Option<Arc<remote::Remote>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,

@@ -96,7 +96,7 @@ impl Counters {
 }
 
 pub(crate) struct Stats {
-    kinds: HashMap<&'static str, Counters>,
+    kinds: HashMap<&'static str, Counters, quick_cache::DefaultHashBuilder>,
     fallback: Counters,
     pub(crate) cleared: AtomicU64,
 }

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use strata_cache::FastHashBuilder;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -148,7 +149,7 @@ pub struct Scopes {
     salt: Arc<str>,
     /// Computed scopes per tenant (a hash per request adds up on the cache-hit path);
     /// forgotten wholesale past `MEMO_LIMIT` tenants.
-    memo: Arc<std::sync::RwLock<std::collections::HashMap<TenantId, ScopeSet>>>,
+    memo: Arc<std::sync::RwLock<std::collections::HashMap<TenantId, ScopeSet, FastHashBuilder>>>,
 }
 
 /// A tenant's scopes: search answers, the catalogue (document metadata, list pages, tag

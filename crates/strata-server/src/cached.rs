@@ -98,11 +98,7 @@ pub(crate) fn respond(inm: &IfNoneMatch, lookup: strata_cache::Lookup) -> Respon
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, no-cache"),
     );
-    resp.extensions_mut()
-        .insert(crate::middleware::CacheTiming {
-            desc,
-            dur: lookup.elapsed,
-        });
+    crate::middleware::cache_timing(resp.headers_mut(), desc, lookup.elapsed);
     resp
 }
 

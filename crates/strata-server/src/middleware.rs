@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, Response};
+use axum::http::{HeaderName, HeaderValue, Response};
 use axum::middleware::Next;
 use axum::response::IntoResponse;
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
@@ -14,31 +14,42 @@ use tracing::Span;
 
 use crate::error::{ApiError, Code};
 
-/// What a cached read reports in `Server-Timing` (`cache;desc=...;dur=...`): handlers leave
-/// it in the response's extensions, and [`server_timing`] writes the header once.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CacheTiming {
-    /// `l1-hit`, `l2-hit`, `miss`, `coalesced` or `bypass`.
-    pub(crate) desc: &'static str,
-    /// Time spent in the cache lookup (and the computation on a miss).
-    pub(crate) dur: std::time::Duration,
-}
-
-/// Writes `Server-Timing`: the cache entry a handler reported (see [`CacheTiming`]), then
-/// `app;dur=<ms>` (time spent inside strata). One header value, formatted once.
+/// Writes `Server-Timing`: the entry a handler already put there (a cached read's
+/// `cache;desc=...;dur=...`, see [`cache_timing`]), then `app;dur=<ms>` (time spent inside
+/// strata), as one header value.
 pub(crate) async fn server_timing(req: Request, next: Next) -> axum::response::Response {
     use std::fmt::Write as _;
     let start = Instant::now();
     let mut resp = next.run(req).await;
     let mut value = String::with_capacity(64);
-    if let Some(c) = resp.extensions().get::<CacheTiming>() {
-        let _ = write!(value, "cache;desc={};dur={}, ", c.desc, Millis(c.dur));
+    if let Some(cache) = resp
+        .headers()
+        .get(SERVER_TIMING)
+        .and_then(|v| v.to_str().ok())
+    {
+        value.push_str(cache);
+        value.push_str(", ");
     }
     let _ = write!(value, "app;dur={}", Millis(start.elapsed()));
     if let Ok(v) = HeaderValue::try_from(value) {
-        resp.headers_mut().insert("server-timing", v);
+        resp.headers_mut().insert(SERVER_TIMING, v);
     }
     resp
+}
+
+const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
+/// A cached read's `Server-Timing` entry: `desc` is `l1-hit`, `l2-hit`, `miss`,
+/// `coalesced` or `bypass`; `dur` the time spent in the lookup (and the computation on a
+/// miss). [`server_timing`] appends strata's total.
+pub(crate) fn cache_timing(
+    headers: &mut axum::http::HeaderMap,
+    desc: &str,
+    dur: std::time::Duration,
+) {
+    if let Ok(v) = HeaderValue::try_from(format!("cache;desc={desc};dur={}", Millis(dur))) {
+        headers.insert(SERVER_TIMING, v);
+    }
 }
 
 /// A duration as milliseconds with three decimals, formatted with integer arithmetic

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use strata_cache::FastHashBuilder;
 use strata_engine::TenantId;
 use strata_engine::search::SearchRequest;
 use tokio::sync::Notify;
@@ -62,10 +63,14 @@ struct Saved {
     queries: Vec<Hot>,
 }
 
+/// Tracked searches per tenant, by canonical request; hashed on every search, so with the
+/// cache's fast hasher.
+type HotMap = HashMap<TenantId, HashMap<Vec<u8>, Hot, FastHashBuilder>, FastHashBuilder>;
+
 /// The hot-query tracker and warming state.
 pub struct Warmer {
     settings: WarmSettings,
-    hot: Mutex<HashMap<TenantId, HashMap<Vec<u8>, Hot>>>,
+    hot: Mutex<HotMap>,
     touched: Mutex<HashSet<TenantId>>,
     wake: Notify,
     path: Option<PathBuf>,
@@ -215,13 +220,13 @@ impl Warmer {
     }
 }
 
-fn load(path: &std::path::Path) -> HashMap<TenantId, HashMap<Vec<u8>, Hot>> {
+fn load(path: &std::path::Path) -> HotMap {
     let Ok(bytes) = std::fs::read(path) else {
-        return HashMap::new();
+        return HotMap::default();
     };
     let Ok(saved) = serde_json::from_slice::<Vec<Saved>>(&bytes) else {
         warn!(path = %path.display(), "ignoring an unreadable hot-query list");
-        return HashMap::new();
+        return HotMap::default();
     };
     saved
         .into_iter()
