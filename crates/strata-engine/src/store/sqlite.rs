@@ -81,7 +81,7 @@ impl SqliteStore {
         Self::connect(connect, opts).await
     }
 
-    /// Every connection: WAL, foreign keys, and a 4 MB page cache each. Reads that miss
+    /// Every connection: WAL, foreign keys, and a 1 MB page cache each. Reads that miss
     /// it are served from the OS page cache; with 8 connections a larger cache (16 MB each
     /// before) kept up to 128 MB of private copies of the same pages resident once
     /// searches started reading stored vectors to re-score candidates.
@@ -93,7 +93,7 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(opts.busy_timeout)
             .pragma("temp_store", "memory")
-            .pragma("cache_size", "-4000")
+            .pragma("cache_size", "-1000")
             .log_slow_statements(log::LevelFilter::Warn, opts.slow_statement);
         let pool = SqlitePoolOptions::new()
             .max_connections(opts.max_connections.max(1))
