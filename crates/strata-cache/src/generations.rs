@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 // A fast hasher: this map is read on every cache lookup.
-type Cells = HashMap<String, Arc<AtomicU64>, quick_cache::DefaultHashBuilder>;
+type Cells = HashMap<String, Arc<AtomicU64>, crate::FastHashBuilder>;
 
 #[derive(Default)]
 pub(crate) struct Generations {

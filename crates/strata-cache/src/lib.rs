@@ -105,7 +105,7 @@ pub struct Cache {
 
 struct Inner {
     l1: l1::L1,
-    kinds: HashMap<&'static str, KindSpec, quick_cache::DefaultHashBuilder>,
+    kinds: HashMap<&'static str, KindSpec, FastHashBuilder>,
     generations: Arc<generations::Generations>,
     remote: Option<Arc<remote::Remote>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,

@@ -96,7 +96,7 @@ impl Counters {
 }
 
 pub(crate) struct Stats {
-    kinds: HashMap<&'static str, Counters, quick_cache::DefaultHashBuilder>,
+    kinds: HashMap<&'static str, Counters, crate::FastHashBuilder>,
     fallback: Counters,
     pub(crate) cleared: AtomicU64,
 }
