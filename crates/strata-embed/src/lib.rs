@@ -19,6 +19,7 @@ mod batcher;
 mod candle;
 mod error;
 mod files;
+mod graph;
 mod http;
 mod onnx;
 mod tokenizer;

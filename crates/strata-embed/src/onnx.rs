@@ -40,8 +40,19 @@ pub struct OnnxMiniLm {
 }
 
 impl OnnxMiniLm {
-    /// Loads the model with `threads` intra-op threads.
+    /// Loads the model with `threads` intra-op threads, its embedding lookups rewritten to
+    /// keep their tables int8 (see `graph.rs`; the vectors are the same).
     pub fn load(files: &ModelFiles, threads: usize) -> Result<Self, EmbedError> {
+        Self::load_graph(files, threads, true)
+    }
+
+    /// Loads the export exactly as published, without the rewrite: the reference the
+    /// rewritten graph is tested against.
+    pub fn load_unmodified(files: &ModelFiles, threads: usize) -> Result<Self, EmbedError> {
+        Self::load_graph(files, threads, false)
+    }
+
+    fn load_graph(files: &ModelFiles, threads: usize, rewrite: bool) -> Result<Self, EmbedError> {
         for (what, (name, sha)) in [
             ("the ONNX model", MODEL_ONNX),
             ("the tokenizer", TOKENIZER),
@@ -63,7 +74,7 @@ impl OnnxMiniLm {
             .map_err(|e| EmbedError::Runtime(e.to_string()))?
             // The CPU arena stays on: turned off (with memory patterns), resident memory at
             // 105k chunks rose from 333 to 343 MiB at rest and 358 to 381 after searches.
-            .commit_from_file(files.path(MODEL_ONNX.0))
+            .commit_from_memory(&model_bytes(files, rewrite)?)
             .map_err(rt)?;
         let inputs = session
             .inputs()
@@ -107,6 +118,31 @@ impl BatchModel for OnnxMiniLm {
             }
         }
         Ok(out)
+    }
+}
+
+/// The model file's bytes, with the embedding lookups rewritten when `rewrite` is set and
+/// the graph has them.
+fn model_bytes(files: &ModelFiles, rewrite: bool) -> Result<Vec<u8>, EmbedError> {
+    let path = files.path(MODEL_ONNX.0);
+    let bytes = std::fs::read(&path)
+        .map_err(|e| EmbedError::Runtime(format!("cannot read {}: {e}", path.display())))?;
+    if !rewrite {
+        return Ok(bytes);
+    }
+    match crate::graph::gather_before_dequantize(&bytes) {
+        Ok(Some((rewritten, lookups))) => {
+            tracing::debug!(
+                lookups,
+                "embedding lookups gather int8 rows before dequantizing"
+            );
+            Ok(rewritten)
+        }
+        Ok(None) => Ok(bytes),
+        Err(e) => Err(EmbedError::Runtime(format!(
+            "{} is not a readable ONNX model: {e}",
+            path.display()
+        ))),
     }
 }
 

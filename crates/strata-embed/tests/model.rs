@@ -149,3 +149,27 @@ async fn candle_runtime_serves_as_the_local_embedder() {
     assert_eq!(v[0].len(), 384);
     assert!(e.tokenizer().is_some());
 }
+
+#[test]
+fn the_rewritten_lookups_give_the_published_graph_s_vectors() {
+    let rewritten = OnnxMiniLm::load(&files(), 2).unwrap();
+    let published = OnnxMiniLm::load_unmodified(&files(), 2).unwrap();
+    let texts: Vec<String> = [
+        "A man is eating food.",
+        "Tokenization isn't trivial, but WordPiece handles unusual words like zymurgy.",
+        "x",
+        "Numbers 1234 and symbols #$%& map to rare rows of the vocabulary table.",
+    ]
+    .map(String::from)
+    .to_vec();
+    let a = rewritten.embed_batch(&texts).unwrap();
+    let b = published.embed_batch(&texts).unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        let worst = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-6, "vectors differ by up to {worst}");
+    }
+}
