@@ -1,6 +1,11 @@
 //! Dynamic batching: concurrent callers' texts are coalesced into batches of up to
-//! `max_batch` texts and run one batch at a time on the blocking pool. A full queue answers
-//! [`EmbedError::Overloaded`] at once rather than letting latency grow without bound.
+//! `max_batch` texts and run one batch at a time on the model's own thread. A full queue
+//! answers [`EmbedError::Overloaded`] at once rather than letting latency grow without bound.
+//!
+//! Every batch runs on that one thread, never on the blocking pool: ONNX Runtime allocates
+//! its activations with the C allocator, and glibc gives each thread that allocates its own
+//! arena and keeps what is freed there. Spread over the pool's changing threads, a model's
+//! transient buffers stayed resident many times over.
 //!
 //! Batches form while the model is busy: every caller that arrives during a forward pass
 //! joins the next one, so under load batches fill by themselves and an idle model starts
@@ -10,6 +15,7 @@
 //!
 //! The batching task ends when the last [`Batcher`] handle is dropped.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,10 +57,33 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Starts the batching task on the current runtime.
+    /// Starts the batching task on the current runtime and the model's thread beside it.
     pub fn start(model: Arc<dyn BatchModel>, settings: BatchSettings) -> Self {
         let (tx, rx) = mpsc::channel(settings.queue.max(1));
-        tokio::spawn(run(model, settings, rx));
+        let (work, jobs) = std::sync::mpsc::channel::<Pass>();
+        let name = format!("strata-model-{}", model.model());
+        let spawned = std::thread::Builder::new().name(name).spawn(move || {
+            // Ends when the batching task drops its sender. A panicking pass fails its own
+            // callers only.
+            for (texts, reply) in jobs {
+                let pass = std::panic::catch_unwind(AssertUnwindSafe(|| model.embed_batch(&texts)));
+                let _ = reply.send(pass.unwrap_or_else(|_| {
+                    Err(EmbedError::Runtime(
+                        "the model panicked on this batch".into(),
+                    ))
+                }));
+            }
+        });
+        match spawned {
+            Ok(_) => {
+                tokio::spawn(run(work, settings, rx));
+            }
+            // No thread, no model: every caller is answered with the reason.
+            Err(e) => {
+                let reason = format!("cannot start the model's thread: {e}");
+                tokio::spawn(refuse(reason, rx));
+            }
+        }
         Self {
             tx,
             max_batch: settings.max_batch.max(1),
@@ -89,7 +118,23 @@ impl Batcher {
     }
 }
 
-async fn run(model: Arc<dyn BatchModel>, settings: BatchSettings, mut rx: mpsc::Receiver<Request>) {
+/// One forward pass for the model's thread: the texts and where to send their vectors.
+type Pass = (
+    Vec<String>,
+    oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>,
+);
+
+async fn refuse(reason: String, mut rx: mpsc::Receiver<Request>) {
+    while let Some(r) = rx.recv().await {
+        let _ = r.reply.send(Err(EmbedError::Runtime(reason.clone())));
+    }
+}
+
+async fn run(
+    model: std::sync::mpsc::Sender<Pass>,
+    settings: BatchSettings,
+    mut rx: mpsc::Receiver<Request>,
+) {
     let max = settings.max_batch.max(1);
     let mut carry: Option<Request> = None;
     loop {
@@ -117,10 +162,13 @@ async fn run(model: Arc<dyn BatchModel>, settings: BatchSettings, mut rx: mpsc::
             }
         }
         let texts: Vec<String> = batch.iter().flat_map(|r| r.texts.iter().cloned()).collect();
-        let m = model.clone();
-        let result = tokio::task::spawn_blocking(move || m.embed_batch(&texts))
-            .await
-            .unwrap_or_else(|e| Err(EmbedError::Runtime(format!("embedding task failed: {e}"))));
+        let (reply, vectors) = oneshot::channel();
+        let result = match model.send((texts, reply)) {
+            Ok(()) => vectors
+                .await
+                .unwrap_or_else(|_| Err(EmbedError::Runtime("the model's thread stopped".into()))),
+            Err(_) => Err(EmbedError::Runtime("the model's thread stopped".into())),
+        };
         match result {
             Ok(mut vectors) => {
                 for r in batch.into_iter().rev() {
@@ -243,6 +291,27 @@ mod tests {
         let out = b.embed(texts).await.unwrap();
         assert_eq!(out, (0..10).map(|i| vec![i as f32]).collect::<Vec<_>>());
         assert!(model.largest.load(Ordering::SeqCst) <= 4);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_pass_fails_its_callers_and_the_next_pass_runs() {
+        struct Fragile;
+        impl BatchModel for Fragile {
+            fn model(&self) -> &str {
+                "fragile"
+            }
+            fn dims(&self) -> usize {
+                1
+            }
+            fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+                assert!(texts[0] != "boom", "the model broke");
+                Ok(texts.iter().map(|t| vec![t.len() as f32]).collect())
+            }
+        }
+        let b = Batcher::start(Arc::new(Fragile), BatchSettings::default());
+        let err = b.embed(vec!["boom".into()]).await.unwrap_err();
+        assert!(err.to_string().contains("panicked"), "{err}");
+        assert_eq!(b.embed(vec!["fine".into()]).await.unwrap(), vec![vec![4.0]]);
     }
 
     #[tokio::test]

@@ -4,8 +4,8 @@
 //! - [`LocalEmbedder`]: sentence-transformers all-MiniLM-L6-v2 (384 dimensions, mean pooling
 //!   over the attention mask, L2-normalised), int8 ONNX export run by ONNX Runtime, loaded
 //!   from files fetched offline by `scripts/fetch-model` (see [`ModelFiles`]).
-//! - [`Batcher`]: coalesces concurrent requests (queries and ingestion) into batches run on
-//!   the blocking pool, one at a time, never on the async reactor.
+//! - [`Batcher`]: coalesces concurrent requests (queries and ingestion) into batches run one
+//!   at a time on the model's own thread, never on the async reactor.
 //!
 //! Owns: models, tokenization for them, batching. Must not import: the engine, the server,
 //! the cache, or any storage.

@@ -72,8 +72,14 @@ impl OnnxMiniLm {
             // they wait for work; on a shared box that slowed everything down many times over.
             .with_intra_op_spinning(false)
             .map_err(|e| EmbedError::Runtime(e.to_string()))?
-            // The CPU arena stays on: turned off (with memory patterns), resident memory at
-            // 105k chunks rose from 333 to 343 MiB at rest and 358 to 381 after searches.
+            // Inputs vary in batch size and length: ONNX Runtime's arena would keep the
+            // largest batch's activations (and a memory pattern per shape) for good. Freed
+            // tensors go back to the C heap instead, which stays small because every pass
+            // runs on the batcher's one thread (see `batcher.rs`) and is trimmed when idle.
+            .with_memory_pattern(false)
+            .map_err(|e| EmbedError::Runtime(e.to_string()))?
+            .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
+            .map_err(|e| EmbedError::Runtime(e.to_string()))?
             .commit_from_memory(&model_bytes(files, rewrite)?)
             .map_err(rt)?;
         let inputs = session
