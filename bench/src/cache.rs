@@ -67,6 +67,7 @@ pub(crate) async fn start_strata(
         &reqwest::Client::new(),
         &base,
         texts,
+        0,
         Duration::from_secs(600),
     )
     .await?;

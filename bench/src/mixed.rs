@@ -155,7 +155,7 @@ async fn prepare(
     let mut ids = Vec::new();
     for t in tenants {
         let client = tenant_client(t)?;
-        crate::ingest(&client, &server.base, texts, Duration::from_secs(1800)).await?;
+        crate::ingest(&client, &server.base, texts, 0, Duration::from_secs(1800)).await?;
         let page: Value = client
             .get(format!("{}/v1/documents?limit=100&fields=id", server.base))
             .send()

@@ -26,6 +26,31 @@ impl Instance {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         crate::status_mb(&status, field)
     }
+
+    /// CPU time the process has used (user + system), in clock ticks.
+    pub(crate) fn cpu_ticks(&self) -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let rest = stat.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    }
+
+    /// Waits (at most `within`) until the process has used no CPU for half a second: the
+    /// work a burst leaves behind (saving the index, returning memory) is over.
+    pub(crate) async fn settle(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut last = self.cpu_ticks();
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = self.cpu_ticks();
+            if now == last {
+                return;
+            }
+            last = now;
+        }
+    }
 }
 
 impl Drop for Instance {
@@ -221,6 +246,7 @@ pub async fn run(
         &client,
         &instances[0].base,
         &texts,
+        0,
         Duration::from_secs(1800),
     )
     .await?;
