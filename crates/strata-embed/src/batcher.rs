@@ -191,6 +191,24 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    /// A one-dimensional model whose forward pass is the closure.
+    struct Pass<F>(F);
+
+    impl<F> BatchModel for Pass<F>
+    where
+        F: Fn(&[String]) -> Result<Vec<Vec<f32>>, EmbedError> + Send + Sync + 'static,
+    {
+        fn model(&self) -> &str {
+            "test"
+        }
+        fn dims(&self) -> usize {
+            1
+        }
+        fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+            (self.0)(texts)
+        }
+    }
+
     struct Counting {
         calls: AtomicUsize,
         largest: AtomicUsize,
@@ -295,20 +313,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_pass_fails_its_callers_and_the_next_pass_runs() {
-        struct Fragile;
-        impl BatchModel for Fragile {
-            fn model(&self) -> &str {
-                "fragile"
-            }
-            fn dims(&self) -> usize {
-                1
-            }
-            fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-                assert!(texts[0] != "boom", "the model broke");
-                Ok(texts.iter().map(|t| vec![t.len() as f32]).collect())
-            }
-        }
-        let b = Batcher::start(Arc::new(Fragile), BatchSettings::default());
+        let fragile = Pass(|texts: &[String]| {
+            assert!(texts[0] != "boom", "the model broke");
+            Ok(texts.iter().map(|t| vec![t.len() as f32]).collect())
+        });
+        let b = Batcher::start(Arc::new(fragile), BatchSettings::default());
         let err = b.embed(vec!["boom".into()]).await.unwrap_err();
         assert!(err.to_string().contains("panicked"), "{err}");
         assert_eq!(b.embed(vec!["fine".into()]).await.unwrap(), vec![vec![4.0]]);
@@ -316,21 +325,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_is_refused_at_once() {
-        struct Slow;
-        impl BatchModel for Slow {
-            fn model(&self) -> &str {
-                "slow"
-            }
-            fn dims(&self) -> usize {
-                1
-            }
-            fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
-                std::thread::sleep(Duration::from_millis(200));
-                Ok(texts.iter().map(|_| vec![0.0]).collect())
-            }
-        }
+        let slow = Pass(|texts: &[String]| {
+            std::thread::sleep(Duration::from_millis(200));
+            Ok(texts.iter().map(|_| vec![0.0]).collect())
+        });
         let b = Batcher::start(
-            Arc::new(Slow),
+            Arc::new(slow),
             BatchSettings {
                 max_batch: 1,
                 max_wait: Duration::ZERO,

@@ -14,6 +14,15 @@ fn files() -> ModelFiles {
     ModelFiles::at(dir)
 }
 
+/// The same texts through two models.
+fn both(a: &dyn BatchModel, b: &dyn BatchModel, texts: &[&str]) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let texts: Vec<String> = texts.iter().map(|t| (*t).to_owned()).collect();
+    (
+        a.embed_batch(&texts).expect("the first model embeds"),
+        b.embed_batch(&texts).expect("the second model embeds"),
+    )
+}
+
 #[test]
 fn matches_the_reference_similarities() {
     let m = OnnxMiniLm::load(&files(), 2).unwrap();
@@ -112,18 +121,15 @@ async fn batched_embedder_agrees_with_direct_calls() {
 fn candle_f32_reference_agrees_with_the_int8_onnx_model() {
     let onnx = OnnxMiniLm::load(&files(), 2).unwrap();
     let candle = CandleMiniLm::load(&files()).unwrap();
-    let texts: Vec<String> = [
+    let texts = [
         "A man is eating food.",
         "A man is eating a piece of bread.",
         "The girl is carrying a baby.",
         "Ocean tides are caused mainly by the gravitational pull of the Moon.",
         "In Rust every value has a single owner; when the owner goes out of scope the value is dropped.",
         "short",
-    ]
-    .map(String::from)
-    .to_vec();
-    let a = onnx.embed_batch(&texts).unwrap();
-    let b = candle.embed_batch(&texts).unwrap();
+    ];
+    let (a, b) = both(&onnx, &candle, &texts);
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         let cos = dot(x, y);
         assert!(cos >= 0.999, "text {i}: cos(onnx, candle) = {cos}");
@@ -154,16 +160,13 @@ async fn candle_runtime_serves_as_the_local_embedder() {
 fn the_rewritten_lookups_give_the_published_graph_s_vectors() {
     let rewritten = OnnxMiniLm::load(&files(), 2).unwrap();
     let published = OnnxMiniLm::load_unmodified(&files(), 2).unwrap();
-    let texts: Vec<String> = [
+    let texts = [
         "A man is eating food.",
         "Tokenization isn't trivial, but WordPiece handles unusual words like zymurgy.",
         "x",
         "Numbers 1234 and symbols #$%& map to rare rows of the vocabulary table.",
-    ]
-    .map(String::from)
-    .to_vec();
-    let a = rewritten.embed_batch(&texts).unwrap();
-    let b = published.embed_batch(&texts).unwrap();
+    ];
+    let (a, b) = both(&rewritten, &published, &texts);
     for (x, y) in a.iter().zip(&b) {
         let worst = x
             .iter()
