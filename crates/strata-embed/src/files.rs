@@ -52,7 +52,24 @@ impl ModelFiles {
 
 /// Checks one file against its pinned sha256.
 pub(crate) fn check(path: &Path, what: &'static str, sha: &str) -> Result<(), EmbedError> {
-    let actual = sha256_file(path).map_err(|e| EmbedError::ModelFiles {
+    let actual = sha256_file(path).map_err(|e| unreadable(path, what, &e))?;
+    matches(path, what, sha, &actual)
+}
+
+/// Reads one file whole and checks those bytes against its pinned sha256: the bytes
+/// verified are the bytes used.
+pub(crate) fn read_checked(
+    path: &Path,
+    what: &'static str,
+    sha: &str,
+) -> Result<Vec<u8>, EmbedError> {
+    let bytes = std::fs::read(path).map_err(|e| unreadable(path, what, &e))?;
+    matches(path, what, sha, &hex::encode(Sha256::digest(&bytes)))?;
+    Ok(bytes)
+}
+
+fn unreadable(path: &Path, what: &'static str, e: &std::io::Error) -> EmbedError {
+    EmbedError::ModelFiles {
         what,
         path: path.to_owned(),
         problem: if e.kind() == std::io::ErrorKind::NotFound {
@@ -60,7 +77,10 @@ pub(crate) fn check(path: &Path, what: &'static str, sha: &str) -> Result<(), Em
         } else {
             format!("unreadable ({e})")
         },
-    })?;
+    }
+}
+
+fn matches(path: &Path, what: &'static str, sha: &str, actual: &str) -> Result<(), EmbedError> {
     if actual != sha {
         return Err(EmbedError::ModelFiles {
             what,

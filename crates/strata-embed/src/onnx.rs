@@ -1,6 +1,7 @@
 //! all-MiniLM-L6-v2 through ONNX Runtime (int8 export), loaded dynamically from the
 //! `libonnxruntime.so` that `scripts/fetch-model` unpacks beside the model.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use ort::session::Session;
@@ -53,8 +54,9 @@ impl OnnxMiniLm {
     }
 
     fn load_graph(files: &ModelFiles, threads: usize, rewrite: bool) -> Result<Self, EmbedError> {
+        let model_path = files.path(MODEL_ONNX.0);
+        let model = crate::files::read_checked(&model_path, "the ONNX model", MODEL_ONNX.1)?;
         for (what, (name, sha)) in [
-            ("the ONNX model", MODEL_ONNX),
             ("the tokenizer", TOKENIZER),
             ("the ONNX Runtime library", ONNXRUNTIME),
         ] {
@@ -80,7 +82,7 @@ impl OnnxMiniLm {
             .map_err(|e| EmbedError::Runtime(e.to_string()))?
             .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
             .map_err(|e| EmbedError::Runtime(e.to_string()))?
-            .commit_from_memory(&model_bytes(files, rewrite)?)
+            .commit_from_memory(&prepared(model, &model_path, rewrite)?)
             .map_err(rt)?;
         let inputs = session
             .inputs()
@@ -127,12 +129,9 @@ impl BatchModel for OnnxMiniLm {
     }
 }
 
-/// The model file's bytes, with the embedding lookups rewritten when `rewrite` is set and
-/// the graph has them.
-fn model_bytes(files: &ModelFiles, rewrite: bool) -> Result<Vec<u8>, EmbedError> {
-    let path = files.path(MODEL_ONNX.0);
-    let bytes = std::fs::read(&path)
-        .map_err(|e| EmbedError::Runtime(format!("cannot read {}: {e}", path.display())))?;
+/// The model file's bytes (read from `path`), with the embedding lookups rewritten when
+/// `rewrite` is set and the graph has them.
+fn prepared(bytes: Vec<u8>, path: &Path, rewrite: bool) -> Result<Vec<u8>, EmbedError> {
     if !rewrite {
         return Ok(bytes);
     }
