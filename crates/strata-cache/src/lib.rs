@@ -3,7 +3,8 @@
 //! Invalidation is by generation per scope, single-flight coalesces concurrent misses (across
 //! processes too, for kinds marked `distributed`), and statistics are kept per kind and tier.
 //!
-//! Keys are `strata:{kind}:{scope}:{generation}:{hash}`, where `hash` is the blake3 of the
+//! Keys are `{namespace}:{kind}:{scope}:{generation}:{hash}`, where `namespace` is
+//! [`RedisSettings::namespace`] (`strata` by default) and `hash` is the blake3 of the
 //! caller's canonical request bytes (every parameter that changes the answer must be in
 //! them). Invalidating a scope bumps its generation: every key derived from it becomes
 //! unreachable at once, in O(1), in every tier and every process, and the old entries age
@@ -111,6 +112,8 @@ struct Inner {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     flights: flight::Flights,
     stats: stats::Stats,
+    /// The first part of every key (see [`RedisSettings::namespace`]).
+    namespace: Box<str>,
 }
 
 impl Drop for Inner {
@@ -157,6 +160,11 @@ impl Cache {
     pub fn new(settings: CacheSettings) -> Result<Self, CacheError> {
         let names: Vec<&'static str> = settings.kinds.iter().map(|k| k.name).collect();
         let generations = Arc::new(generations::Generations::default());
+        let namespace: Box<str> = settings
+            .redis
+            .as_ref()
+            .map_or(remote::DEFAULT_NAMESPACE, |r| r.namespace.as_str())
+            .into();
         let (remote, tasks) = match settings.redis {
             Some(r) => {
                 let remote =
@@ -175,6 +183,7 @@ impl Cache {
                 tasks,
                 flights: flight::Flights::default(),
                 stats: stats::Stats::new(&names),
+                namespace,
             }),
         })
     }
@@ -253,7 +262,7 @@ impl Cache {
     /// The full key of a request, or `None` when the scope's generation is unknown.
     pub async fn key(&self, kind: &str, scope: &str, material: &[u8]) -> Option<String> {
         let g = self.generation(scope).await?;
-        Some(make_key(kind, scope, g, material))
+        Some(make_key(&self.inner.namespace, kind, scope, g, material))
     }
 
     /// Returns the cached value for (`kind`, `scope`, `material`), or computes it once however
@@ -282,7 +291,7 @@ impl Cache {
         // The hit path, kept free of awaits: a caller's future holds only this much state.
         let key = match self.local_generation(scope) {
             Generation::Known(generation) => {
-                let key = make_key(spec.name, scope, generation, material);
+                let key = make_key(&self.inner.namespace, spec.name, scope, generation, material);
                 if let Some(v) = self.inner.l1.get(&key) {
                     stats.hit_l1(start.elapsed());
                     return Ok(lookup(v, Source::L1, start));
@@ -326,7 +335,7 @@ impl Cache {
                         elapsed: start.elapsed(),
                     });
                 };
-                make_key(spec.name, scope, generation, material)
+                make_key(&self.inner.namespace, spec.name, scope, generation, material)
             }
         };
         let mut compute = Some(compute);
@@ -412,16 +421,18 @@ impl Cache {
     /// Removes every entry of `kind`, or of every kind when `None`, from L1 and L2.
     /// Generations are kept, so nothing stale can come back.
     pub async fn clear(&self, kind: Option<&str>) -> Cleared {
+        let ns = &*self.inner.namespace;
         let l1 = match kind {
-            Some(k) => self.inner.l1.retain(|key| !key_has_kind(key, k)),
+            Some(k) => self.inner.l1.retain(|key| !key_has_kind(ns, key, k)),
             None => self.inner.l1.clear(),
         };
         let l2 = match &self.inner.remote {
             Some(r) => match kind {
-                Some(k) => r.delete_matching(&format!("strata:{k}:*"), |_| false).await,
+                Some(k) => r.delete_matching(&format!("{ns}:{k}:*"), |_| false).await,
                 None => {
-                    r.delete_matching("strata:*", |key| {
-                        key.starts_with("strata:gen:") || key.starts_with("strata:lock:")
+                    let (generations, locks) = (format!("{ns}:gen:"), format!("{ns}:lock:"));
+                    r.delete_matching(&format!("{ns}:*"), |key| {
+                        key.starts_with(&generations) || key.starts_with(&locks)
                     })
                     .await
                 }
@@ -470,13 +481,14 @@ fn lookup(value: Bytes, source: Source, start: Instant) -> Lookup {
     }
 }
 
-fn make_key(kind: &str, scope: &str, generation: u64, material: &[u8]) -> String {
+fn make_key(namespace: &str, kind: &str, scope: &str, generation: u64, material: &[u8]) -> String {
     use std::fmt::Write as _;
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let hash = blake3::hash(material);
     // Built in one allocation: this runs on every cache hit.
-    let mut key = String::with_capacity(8 + kind.len() + scope.len() + 21 + 33);
-    let _ = write!(key, "strata:{kind}:{scope}:{generation}:");
+    let mut key =
+        String::with_capacity(namespace.len() + 2 + kind.len() + scope.len() + 21 + 33);
+    let _ = write!(key, "{namespace}:{kind}:{scope}:{generation}:");
     for b in &hash.as_bytes()[..16] {
         key.push(char::from(HEX[usize::from(b >> 4)]));
         key.push(char::from(HEX[usize::from(b & 0x0f)]));
@@ -484,8 +496,9 @@ fn make_key(kind: &str, scope: &str, generation: u64, material: &[u8]) -> String
     key
 }
 
-fn key_has_kind(key: &str, kind: &str) -> bool {
-    key.strip_prefix("strata:")
+fn key_has_kind(namespace: &str, key: &str, kind: &str) -> bool {
+    key.strip_prefix(namespace)
+        .and_then(|rest| rest.strip_prefix(':'))
         .and_then(|rest| rest.strip_prefix(kind))
         .is_some_and(|rest| rest.starts_with(':'))
 }

@@ -36,7 +36,8 @@ use crate::breaker::Breaker;
 use crate::codec;
 use crate::generations::Generations;
 
-const INVAL_CHANNEL: &str = "strata:inval";
+/// The namespace of [`RedisSettings::new`].
+pub(crate) const DEFAULT_NAMESPACE: &str = "strata";
 
 const FETCH_GEN: &str = r"
 local v = redis.call('GET', KEYS[1])
@@ -92,6 +93,11 @@ pub struct RedisSettings {
     pub ack_timeout: Duration,
     /// Interval of the heartbeat through the invalidation bus.
     pub heartbeat: Duration,
+    /// The first part of every key and channel (`{namespace}:gen:{scope}`,
+    /// `{namespace}:inval`, ...): deployments that share one Redis stay apart only with
+    /// different namespaces, because pub/sub channels are global to a Redis server, whatever
+    /// database number the URL selects. 1 to 64 ASCII letters, digits, `-`, `_` or `.`.
+    pub namespace: String,
 }
 
 impl RedisSettings {
@@ -108,6 +114,22 @@ impl RedisSettings {
             lock_wait: Duration::from_secs(2),
             ack_timeout: Duration::from_millis(500),
             heartbeat: Duration::from_millis(250),
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+        }
+    }
+
+    /// Checks [`RedisSettings::namespace`]; the error says what is wrong with it.
+    pub fn check_namespace(namespace: &str) -> Result<(), String> {
+        let ok = (1..=64).contains(&namespace.len())
+            && namespace
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "redis namespace {namespace:?}: use 1 to 64 ASCII letters, digits, '-', '_' or '.'"
+            ))
         }
     }
 }
@@ -176,6 +198,9 @@ pub(crate) struct Remote {
     breaker: Breaker,
     settings: RedisSettings,
     instance: String,
+    /// `{namespace}:`, the start of every key and channel name.
+    prefix: String,
+    inval_channel: String,
     ack_channel: String,
     gens: Arc<Generations>,
     acks: Mutex<HashMap<u64, Arc<AckWait>>>,
@@ -210,6 +235,7 @@ impl Remote {
         settings: RedisSettings,
         gens: Arc<Generations>,
     ) -> Result<Arc<Self>, String> {
+        RedisSettings::check_namespace(&settings.namespace)?;
         let mut config =
             Config::from_url(&settings.url).map_err(|e| format!("STRATA_REDIS_URL: {e}"))?;
         config.fail_fast = false;
@@ -236,7 +262,9 @@ impl Remote {
             pool,
             subscriber,
             breaker: Breaker::new(settings.failures_to_open, settings.open_for),
-            ack_channel: format!("strata:ack:{instance}"),
+            prefix: format!("{}:", settings.namespace),
+            inval_channel: format!("{}:inval", settings.namespace),
+            ack_channel: format!("{}:ack:{instance}", settings.namespace),
             instance,
             settings,
             gens,
@@ -257,7 +285,7 @@ impl Remote {
     pub(crate) fn start(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
         let sub = self.subscriber.clone();
-        let channels = vec![INVAL_CHANNEL.to_owned(), self.ack_channel.clone()];
+        let channels = vec![self.inval_channel.clone(), self.ack_channel.clone()];
         tasks.push(tokio::spawn(async move {
             // The first subscription; later ones follow every reconnection below.
             loop {
@@ -289,7 +317,7 @@ impl Remote {
                         Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                             this.mark_unhealthy();
                             let sub = this.subscriber.clone();
-                            let channels = [INVAL_CHANNEL.to_owned(), this.ack_channel.clone()];
+                            let channels = [this.inval_channel.clone(), this.ack_channel.clone()];
                             tokio::spawn(async move {
                                 if let Err(e) = sub.subscribe(channels.to_vec()).await {
                                     tracing::debug!(error = %e, "subscribe after reconnect failed");
@@ -344,7 +372,7 @@ impl Remote {
             }
             return;
         }
-        if channel != INVAL_CHANNEL {
+        if channel != self.inval_channel {
             return;
         }
         let mut parts = text.splitn(5, ' ');
@@ -363,7 +391,7 @@ impl Remote {
                     return;
                 };
                 self.gens.observe(scope, generation);
-                let channel = format!("strata:ack:{origin}");
+                let channel = format!("{}ack:{origin}", self.prefix);
                 let nonce = nonce.to_owned();
                 let pool = self.pool.clone();
                 let timeout = self.settings.op_timeout;
@@ -382,7 +410,7 @@ impl Remote {
     async fn heartbeat(&self, seq: u64) -> bool {
         let msg = format!("ping {} {seq}", self.instance);
         if self
-            .guarded(self.pool.next().publish::<i64, _, _>(INVAL_CHANNEL, msg))
+            .guarded(self.pool.next().publish::<i64, _, _>(self.inval_channel.as_str(), msg))
             .await
             .is_none()
         {
@@ -453,7 +481,7 @@ impl Remote {
 
     /// The shared generation of `scope` (created on first use); `None` when Redis cannot say.
     pub(crate) async fn fetch_generation(&self, scope: &str) -> Option<u64> {
-        let key = format!("strata:gen:{scope}");
+        let key = format!("{}gen:{scope}", self.prefix);
         let v: String = self
             .guarded(
                 self.pool
@@ -477,8 +505,11 @@ impl Remote {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(nonce, wait.clone());
-        let mut keys: Vec<String> = scopes.iter().map(|s| format!("strata:gen:{s}")).collect();
-        keys.push(INVAL_CHANNEL.to_owned());
+        let mut keys: Vec<String> = scopes
+            .iter()
+            .map(|s| format!("{}gen:{s}", self.prefix))
+            .collect();
+        keys.push(self.inval_channel.clone());
         let mut args = Vec::with_capacity(scopes.len() + 2);
         args.push(now_micros().to_string());
         args.push(format!("inv {} {nonce}", self.instance));
@@ -563,7 +594,7 @@ impl Remote {
         let px = Expiration::PX(self.settings.lock_ttl.as_millis().max(1) as i64);
         let got: Option<String> = self
             .guarded(self.pool.next().set(
-                lock_key(key),
+                self.lock_key(key),
                 token.as_str(),
                 Some(px),
                 Some(SetOptions::NX),
@@ -582,7 +613,7 @@ impl Remote {
             .guarded(
                 self.pool
                     .next()
-                    .eval(UNLOCK, lock_key(key), token.to_owned()),
+                    .eval(UNLOCK, self.lock_key(key), token.to_owned()),
             )
             .await;
     }
@@ -629,6 +660,12 @@ impl Remote {
     async fn unlink(&self, keys: Vec<Key>) -> u64 {
         let n: Option<i64> = self.guarded(self.pool.next().unlink(keys)).await;
         n.unwrap_or(0).max(0) as u64
+    }
+
+    /// The lock of a value key: `{namespace}:lock:{the key without its namespace}`.
+    fn lock_key(&self, key: &str) -> String {
+        let rest = key.strip_prefix(self.prefix.as_str()).unwrap_or(key);
+        format!("{}lock:{rest}", self.prefix)
     }
 
     pub(crate) fn stats(&self) -> RemoteStats {
@@ -689,6 +726,4 @@ async fn reach(
     }
 }
 
-fn lock_key(key: &str) -> String {
-    format!("strata:lock:{}", key.strip_prefix("strata:").unwrap_or(key))
-}
+

@@ -244,11 +244,26 @@ async fn a_kind_with_zero_ttls_is_computed_every_time_and_never_kept() {
 
 #[test]
 fn keys_follow_the_documented_layout() {
-    // strata:{kind}:{scope}:{generation}:{first 32 hex digits of blake3(material)}
+    // {namespace}:{kind}:{scope}:{generation}:{first 32 hex digits of blake3(material)}
     let material = b"{\"query\":\"tides\",\"k\":10}";
     let hex = blake3::hash(material).to_hex();
     assert_eq!(
-        super::make_key("search_results", "t0a1b", 7, material),
+        super::make_key("strata", "search_results", "t0a1b", 7, material),
         format!("strata:search_results:t0a1b:7:{}", &hex[..32])
     );
+    assert!(super::key_has_kind(
+        "strata-staging",
+        "strata-staging:search_results:t0a1b:7:00",
+        "search_results"
+    ));
+    assert!(!super::key_has_kind(
+        "strata",
+        "strata-staging:search_results:t0a1b:7:00",
+        "search_results"
+    ));
+    assert!(!super::key_has_kind(
+        "strata",
+        "strata:search_results_v2:t0a1b:7:00",
+        "search_results"
+    ));
 }

@@ -4,8 +4,9 @@
 //! restarted under load.
 //!
 //! Uses `STRATA_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`); the restart test starts
-//! its own `redis-server` on a free port. Every test uses scopes of its own, so tests can
-//! share one Redis.
+//! its own `redis-server` on a free port. Every test process uses a namespace of its own, so
+//! tests can share one Redis: an invalidation waits only for this test's processes to
+//! acknowledge it, not for whatever else is subscribed to the same server.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -30,8 +31,21 @@ fn redis_url() -> String {
     std::env::var("STRATA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// This test process's namespace.
+fn namespace() -> &'static str {
+    static NS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NS.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        format!("strata-test-{}-{nanos}", std::process::id())
+    })
+}
+
 fn settings(url: &str) -> RedisSettings {
     let mut r = RedisSettings::new(url);
+    r.namespace = namespace().to_owned();
     r.heartbeat = Duration::from_millis(50);
     r.open_for = Duration::from_millis(200);
     r.lock_wait = Duration::from_millis(600);
@@ -210,7 +224,11 @@ async fn a_dead_lock_holder_delays_but_never_blocks() {
     let s = scope("deadlock");
     // Find the key `a` will use and take its lock as a process that then dies would.
     let key = a.key("search", &s, b"q").await.unwrap();
-    let lock = format!("strata:lock:{}", key.strip_prefix("strata:").unwrap());
+    let ns = namespace();
+    let lock = format!(
+        "{ns}:lock:{}",
+        key.strip_prefix(&format!("{ns}:")).unwrap()
+    );
     let out = Command::new("redis-cli")
         .args([
             "-u",
@@ -384,4 +402,38 @@ async fn redis_stopped_and_restarted_under_load() {
         read(&b, "meta", &s, "after", "w", &calls).await.0,
         Source::L2
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_with_different_namespaces_share_a_redis_without_seeing_each_other() {
+    let a = cache().await;
+    let mut other = settings(&redis_url());
+    other.namespace = format!("{}-other", namespace());
+    let b = cache_at(other).await;
+    let s = scope("namespaces");
+    let calls = AtomicUsize::new(0);
+    read(&a, "meta", &s, "q", "a's value", &calls).await;
+    let (source, seen) = read(&b, "meta", &s, "q", "b's value", &calls).await;
+    assert_eq!(
+        (source, seen),
+        (Source::Computed, Bytes::from_static(b"b's value")),
+        "no L2 hit across namespaces"
+    );
+    // `a`'s write bumps its own namespace's generation only: `b` keeps its entry.
+    a.invalidate(&s).await;
+    assert_eq!(read(&b, "meta", &s, "q", "new", &calls).await.0, Source::L1);
+    assert_eq!(
+        read(&a, "meta", &s, "q", "new", &calls).await.1,
+        Bytes::from_static(b"new")
+    );
+}
+
+#[test]
+fn a_namespace_that_could_collide_or_match_a_pattern_is_refused() {
+    for good in ["strata", "prod-eu.1", "a_b"] {
+        assert!(RedisSettings::check_namespace(good).is_ok(), "{good}");
+    }
+    for bad in ["", "a:b", "a*", "a b", "ü", &"x".repeat(65)] {
+        assert!(RedisSettings::check_namespace(bad).is_err(), "{bad:?}");
+    }
 }

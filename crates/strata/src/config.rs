@@ -148,6 +148,12 @@ pub struct Overrides {
     #[arg(long, env = "STRATA_REDIS_URL", global = true)]
     pub redis_url: Option<String>,
 
+    /// The prefix of every Redis key and channel strata uses; give deployments that share one
+    /// Redis different namespaces (pub/sub ignores the URL's database number, so a different
+    /// /db alone does not keep them apart) [default: strata].
+    #[arg(long, env = "STRATA_REDIS_NAMESPACE", global = true)]
+    pub redis_namespace: Option<String>,
+
     /// Redis connections in the pool (commands are pipelined on each) [default: 4].
     #[arg(long, env = "STRATA_REDIS_POOL_SIZE", global = true)]
     pub redis_pool_size: Option<usize>,
@@ -261,6 +267,7 @@ struct FileConfig {
     cache_ttl: Option<String>,
     cache_l2_ttl: Option<String>,
     redis_url: Option<String>,
+    redis_namespace: Option<String>,
     redis_pool_size: Option<usize>,
     redis_timeout_ms: Option<u64>,
     tenant_header: Option<String>,
@@ -418,6 +425,13 @@ impl Config {
                             anyhow::bail!("redis_url: {} is not a redis:// URL", mask_url(&url));
                         }
                         let mut r = strata_engine::RedisSettings::new(url);
+                        if let Some(ns) =
+                            flags.redis_namespace.clone().or(file.redis_namespace.clone())
+                        {
+                            strata_engine::RedisSettings::check_namespace(&ns)
+                                .map_err(|e| anyhow::anyhow!("redis_namespace: {e}"))?;
+                            r.namespace = ns;
+                        }
                         r.pool_size = pick!(redis_pool_size, r.pool_size).max(1);
                         r.op_timeout = Duration::from_millis(
                             pick!(redis_timeout_ms, r.op_timeout.as_millis() as u64).max(1),
@@ -540,8 +554,9 @@ impl Config {
                     .as_ref()
                     .map_or("(none: L1 only, one process)".into(), |r| {
                         format!(
-                            "{} (pool {}, timeout {} ms)",
+                            "{} (namespace {}, pool {}, timeout {} ms)",
                             mask_url(&r.url),
+                            r.namespace,
                             r.pool_size,
                             r.op_timeout.as_millis()
                         )

@@ -253,9 +253,7 @@ async fn clearing_by_kind_by_tenant_and_all() {
 }
 
 fn with_redis(e: &mut strata_engine::EngineSettings) {
-    let url = std::env::var("STRATA_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    e.cache.redis = Some(strata_engine::RedisSettings::new(url));
+    e.cache.redis = Some(crate::helpers::redis_settings());
     e.jobs.workers = 0;
 }
 

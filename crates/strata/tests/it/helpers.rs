@@ -23,6 +23,30 @@ pub fn postgres_server() -> String {
 }
 
 /// A fresh PostgreSQL database (with pgvector available) for one test; its URL.
+/// The shared test Redis (`STRATA_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`).
+pub fn redis_url() -> String {
+    std::env::var("STRATA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// This test process's Redis namespace: its own keys and channels, so an invalidation waits
+/// for this test's servers only and a cache clear cannot touch another test's entries.
+pub fn redis_namespace() -> &'static str {
+    static NS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NS.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("strata-test-{}-{nanos}", std::process::id())
+    })
+}
+
+/// Redis settings for an in-process engine: the test Redis, in this test's namespace.
+pub fn redis_settings() -> strata_engine::RedisSettings {
+    let mut r = strata_engine::RedisSettings::new(redis_url());
+    r.namespace = redis_namespace().to_owned();
+    r
+}
+
 pub async fn fresh_postgres() -> String {
     use sqlx::Connection;
     let server = postgres_server();

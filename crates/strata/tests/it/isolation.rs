@@ -175,13 +175,11 @@ async fn step(c: &Client<'_>, model: &mut Model, other: &Model, op: &Op, n: usiz
 }
 
 async fn run_case(ops: Vec<(Op, Op)>) {
-    let redis = std::env::var("STRATA_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let s = TestServer::start_custom(
         tempfile::tempdir().unwrap(),
         |e| {
             e.jobs.workers = 0;
-            e.cache.redis = Some(strata_engine::RedisSettings::new(redis));
+            e.cache.redis = Some(crate::helpers::redis_settings());
         },
         |srv| srv.tenant_header = Some(strata_server::HeaderName::from_static("x-tenant")),
     )

@@ -277,8 +277,7 @@ async fn sigterm_returns_the_running_job_to_the_queue_and_exits_cleanly() {
 /// followed at once by reads through the other, whose caches held the old answers.
 #[tokio::test]
 async fn a_write_through_one_process_is_never_followed_by_a_stale_read_from_another() {
-    let redis = std::env::var("STRATA_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let redis = crate::helpers::redis_url();
     let root = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", root.path().join("shared.db").display());
     let args = [
@@ -286,6 +285,8 @@ async fn a_write_through_one_process_is_never_followed_by_a_stale_read_from_anot
         "0",
         "--redis-url",
         redis.as_str(),
+        "--redis-namespace",
+        crate::helpers::redis_namespace(),
         "--database-url",
         db.as_str(),
         "--cache-warm-queries",
@@ -387,8 +388,7 @@ async fn a_write_through_one_process_is_never_followed_by_a_stale_read_from_anot
 /// visible through the others at once.
 #[tokio::test]
 async fn several_instances_over_one_postgres_act_as_one_service() {
-    let redis = std::env::var("STRATA_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let redis = crate::helpers::redis_url();
     let db = crate::helpers::fresh_postgres().await;
     let root = tempfile::tempdir().unwrap();
     let args = [
@@ -396,6 +396,8 @@ async fn several_instances_over_one_postgres_act_as_one_service() {
         "2",
         "--redis-url",
         redis.as_str(),
+        "--redis-namespace",
+        crate::helpers::redis_namespace(),
         "--database-url",
         db.as_str(),
         "--cache-warm-queries",
