@@ -68,6 +68,12 @@ rounds = s.get("rounds", [])
 if rounds:
     ratios = " / ".join(f"{r['ingest_vs_raw']:.2f}" for r in rounds)
     lines.append(f"  ingestion / raw model per round (each raw timed right after its round): {ratios}")
+    if all("model_busy" in r for r in rounds):
+        busy = " / ".join(f"{r['model_busy']:.2f}" for r in rounds)
+        speed = " / ".join(f"{r['model_chunks_per_busy_s'] / r['raw_model_chunks_per_s']:.2f}" for r in rounds)
+        per_pass = " / ".join(f"{r['model_texts_per_pass']:.1f}" for r in rounds)
+        lines.append(f"  model busy per round (time in passes / round): {busy}")
+        lines.append(f"  model speed in passes / raw per round: {speed}; texts per pass: {per_pass}")
 for p in ("p50", "p95", "p99"):
     row(f"search latency {p}", s.get(f"search_ms_{p}"), "ms")
 row("resident memory after ingestion (server + model)", s.get("rss_mb_at_rest"), "MiB")

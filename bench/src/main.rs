@@ -832,9 +832,14 @@ async fn search(
     let mut round_rows = Vec::new();
     let (mut documents, mut chunks, mut ingest_secs) = (0usize, 0u64, 0f64);
     for part in docs_text.chunks(per_round.max(100)) {
+        let model_before = model_stats(&client, &base).await?;
         let start = Instant::now();
         let (d, c) = ingest(&client, &base, part, documents, Duration::from_secs(3600)).await?;
         let secs = start.elapsed().as_secs_f64();
+        let model_after = model_stats(&client, &base).await?;
+        let delta = |k: &str| {
+            model_after[k].as_f64().unwrap_or(0.0) - model_before[k].as_f64().unwrap_or(0.0)
+        };
         (documents, chunks, ingest_secs) = (documents + d, chunks + c, ingest_secs + secs);
         if sample.len() < RAW_SAMPLE {
             sample = chunk_sample(&client, &base, RAW_SAMPLE).await?;
@@ -859,6 +864,11 @@ async fn search(
             "ingest_chunks_per_s": rate,
             "raw_model_chunks_per_s": raw_rate,
             "ingest_vs_raw": rate / raw_rate,
+            // The ratio's two factors: how much of the round the model spent in passes, and
+            // how fast it embedded while in them (against the raw figure, which runs alone).
+            "model_busy": delta("busy_seconds") / secs,
+            "model_chunks_per_busy_s": delta("texts") / delta("busy_seconds").max(1e-9),
+            "model_texts_per_pass": delta("texts") / delta("passes").max(1.0),
         }));
     }
     drop(raw);
@@ -946,6 +956,18 @@ async fn chunk_sample(
 /// Uploads `texts` to a strata server as documents of 100 paragraphs each (titled from
 /// `doc {first}` on) and waits until every ingestion job has succeeded; returns (documents,
 /// chunks).
+/// The server's model counters (`GET /v1/performance/model/stats`).
+async fn model_stats(client: &reqwest::Client, base: &str) -> anyhow::Result<serde_json::Value> {
+    let v: serde_json::Value = client
+        .get(format!("{base}/v1/performance/model/stats"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    Ok(v["stats"].clone())
+}
+
 async fn ingest(
     client: &reqwest::Client,
     base: &str,

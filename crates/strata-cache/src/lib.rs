@@ -291,7 +291,13 @@ impl Cache {
         // The hit path, kept free of awaits: a caller's future holds only this much state.
         let key = match self.local_generation(scope) {
             Generation::Known(generation) => {
-                let key = make_key(&self.inner.namespace, spec.name, scope, generation, material);
+                let key = make_key(
+                    &self.inner.namespace,
+                    spec.name,
+                    scope,
+                    generation,
+                    material,
+                );
                 if let Some(v) = self.inner.l1.get(&key) {
                     stats.hit_l1(start.elapsed());
                     return Ok(lookup(v, Source::L1, start));
@@ -335,7 +341,13 @@ impl Cache {
                         elapsed: start.elapsed(),
                     });
                 };
-                make_key(&self.inner.namespace, spec.name, scope, generation, material)
+                make_key(
+                    &self.inner.namespace,
+                    spec.name,
+                    scope,
+                    generation,
+                    material,
+                )
             }
         };
         let mut compute = Some(compute);
@@ -486,8 +498,7 @@ fn make_key(namespace: &str, kind: &str, scope: &str, generation: u64, material:
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let hash = blake3::hash(material);
     // Built in one allocation: this runs on every cache hit.
-    let mut key =
-        String::with_capacity(namespace.len() + 2 + kind.len() + scope.len() + 21 + 33);
+    let mut key = String::with_capacity(namespace.len() + 2 + kind.len() + scope.len() + 21 + 33);
     let _ = write!(key, "{namespace}:{kind}:{scope}:{generation}:");
     for b in &hash.as_bytes()[..16] {
         key.push(char::from(HEX[usize::from(b >> 4)]));

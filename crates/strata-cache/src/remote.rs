@@ -410,7 +410,11 @@ impl Remote {
     async fn heartbeat(&self, seq: u64) -> bool {
         let msg = format!("ping {} {seq}", self.instance);
         if self
-            .guarded(self.pool.next().publish::<i64, _, _>(self.inval_channel.as_str(), msg))
+            .guarded(
+                self.pool
+                    .next()
+                    .publish::<i64, _, _>(self.inval_channel.as_str(), msg),
+            )
             .await
             .is_none()
         {
@@ -725,5 +729,3 @@ async fn reach(
         }
     }
 }
-
-

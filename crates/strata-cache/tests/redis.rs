@@ -225,10 +225,7 @@ async fn a_dead_lock_holder_delays_but_never_blocks() {
     // Find the key `a` will use and take its lock as a process that then dies would.
     let key = a.key("search", &s, b"q").await.unwrap();
     let ns = namespace();
-    let lock = format!(
-        "{ns}:lock:{}",
-        key.strip_prefix(&format!("{ns}:")).unwrap()
-    );
+    let lock = format!("{ns}:lock:{}", key.strip_prefix(&format!("{ns}:")).unwrap());
     let out = Command::new("redis-cli")
         .args([
             "-u",

@@ -17,11 +17,12 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{BatchModel, EmbedError};
+use crate::{BatchModel, EmbedError, ModelStats};
 
 /// Batching limits.
 #[derive(Debug, Clone, Copy)]
@@ -49,11 +50,21 @@ struct Request {
     reply: oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>,
 }
 
+/// What the model's thread has done, written by that thread only.
+#[derive(Default)]
+struct Counters {
+    passes: AtomicU64,
+    texts: AtomicU64,
+    failed_passes: AtomicU64,
+    busy_nanos: AtomicU64,
+}
+
 /// Handle to a batching task.
 #[derive(Clone)]
 pub struct Batcher {
     tx: mpsc::Sender<Request>,
     max_batch: usize,
+    counters: Arc<Counters>,
 }
 
 impl Batcher {
@@ -62,16 +73,29 @@ impl Batcher {
         let (tx, rx) = mpsc::channel(settings.queue.max(1));
         let (work, jobs) = std::sync::mpsc::channel::<Pass>();
         let name = format!("strata-model-{}", model.model());
+        let counters = Arc::new(Counters::default());
+        let counted = counters.clone();
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
             // Ends when the batching task drops its sender. A panicking pass fails its own
             // callers only.
             for (texts, reply) in jobs {
-                let pass = std::panic::catch_unwind(AssertUnwindSafe(|| model.embed_batch(&texts)));
-                let _ = reply.send(pass.unwrap_or_else(|_| {
-                    Err(EmbedError::Runtime(
-                        "the model panicked on this batch".into(),
-                    ))
-                }));
+                let start = Instant::now();
+                let pass = std::panic::catch_unwind(AssertUnwindSafe(|| model.embed_batch(&texts)))
+                    .unwrap_or_else(|_| {
+                        Err(EmbedError::Runtime(
+                            "the model panicked on this batch".into(),
+                        ))
+                    });
+                let busy = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                counted.busy_nanos.fetch_add(busy, Ordering::Relaxed);
+                counted.passes.fetch_add(1, Ordering::Relaxed);
+                match &pass {
+                    Ok(_) => counted
+                        .texts
+                        .fetch_add(texts.len() as u64, Ordering::Relaxed),
+                    Err(_) => counted.failed_passes.fetch_add(1, Ordering::Relaxed),
+                };
+                let _ = reply.send(pass);
             }
         });
         match spawned {
@@ -87,6 +111,19 @@ impl Batcher {
         Self {
             tx,
             max_batch: settings.max_batch.max(1),
+            counters,
+        }
+    }
+
+    /// What the model has done since it started, and the requests waiting for it now.
+    pub fn stats(&self) -> ModelStats {
+        let c = &self.counters;
+        ModelStats {
+            passes: c.passes.load(Ordering::Relaxed),
+            texts: c.texts.load(Ordering::Relaxed),
+            failed_passes: c.failed_passes.load(Ordering::Relaxed),
+            busy_seconds: c.busy_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            queued: self.tx.max_capacity() - self.tx.capacity(),
         }
     }
 
@@ -260,6 +297,12 @@ mod tests {
             "32 callers coalesced into {calls} forward passes"
         );
         assert!(model.largest.load(Ordering::SeqCst) <= 8);
+        let stats = b.stats();
+        assert_eq!(
+            (stats.passes, stats.texts, stats.failed_passes, stats.queued),
+            (calls as u64, 32, 0, 0)
+        );
+        assert!(stats.busy_seconds > 0.0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,6 +364,8 @@ mod tests {
         let err = b.embed(vec!["boom".into()]).await.unwrap_err();
         assert!(err.to_string().contains("panicked"), "{err}");
         assert_eq!(b.embed(vec!["fine".into()]).await.unwrap(), vec![vec![4.0]]);
+        let stats = b.stats();
+        assert_eq!((stats.passes, stats.texts, stats.failed_passes), (2, 1, 1));
     }
 
     #[tokio::test]

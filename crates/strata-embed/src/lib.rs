@@ -45,6 +45,27 @@ pub trait Embedder: Send + Sync + 'static {
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError>;
     /// The model's tokenizer, when it has one, so chunks can be sized in its tokens.
     fn tokenizer(&self) -> Option<std::sync::Arc<TextTokenizer>>;
+    /// What a model run by this process has done; `None` for a model run elsewhere.
+    fn stats(&self) -> Option<ModelStats> {
+        None
+    }
+}
+
+/// What a local model has done since it loaded: its forward passes and the time inside them.
+/// `busy_seconds` over a wall-clock interval is how busy the model was (at most 1: passes run
+/// one at a time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct ModelStats {
+    /// Forward passes run (each one batch of texts, tokenising included).
+    pub passes: u64,
+    /// Texts embedded by passes that succeeded.
+    pub texts: u64,
+    /// Passes that failed (an error or a panic).
+    pub failed_passes: u64,
+    /// Seconds spent inside passes.
+    pub busy_seconds: f64,
+    /// Requests waiting for a pass now.
+    pub queued: usize,
 }
 
 /// A model that embeds a batch synchronously (CPU work; call it off the reactor).
@@ -118,6 +139,10 @@ impl Embedder for LocalEmbedder {
 
     fn tokenizer(&self) -> Option<std::sync::Arc<TextTokenizer>> {
         Some(self.tokenizer.clone())
+    }
+
+    fn stats(&self) -> Option<ModelStats> {
+        Some(self.batcher.stats())
     }
 }
 

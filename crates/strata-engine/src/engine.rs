@@ -548,6 +548,11 @@ impl Engine {
         detached(async move { this.inner.store.optimize().await }).await
     }
 
+    /// The embedding model's id and, when it runs in this process, its passes and busy time.
+    pub fn model_stats(&self) -> (&str, Option<strata_embed::ModelStats>) {
+        (self.inner.embedder.model(), self.inner.embedder.stats())
+    }
+
     /// The database connection pool's state.
     pub fn pool_stats(&self) -> crate::store::meter::PoolStats {
         self.inner.store.pool_stats()

@@ -31,4 +31,4 @@ pub use engine::{
 pub use error::{EngineError, Result};
 pub use ids::{DocumentId, IdKind, JobId, TenantId};
 pub use strata_cache::{Cache, CacheSettings, KindSpec, Lookup, RedisSettings, Source};
-pub use strata_embed::{BatchSettings, HttpSettings, LocalRuntime};
+pub use strata_embed::{BatchSettings, HttpSettings, LocalRuntime, ModelStats};

@@ -129,6 +129,7 @@ pub fn router_with(state: AppState, settings: &ServerSettings) -> Router {
         .route("/v1/search", axum::routing::post(search::search))
         .route("/v1/embeddings", axum::routing::post(search::embeddings))
         .route("/v1/performance/cache/stats", get(performance::cache_stats))
+        .route("/v1/performance/model/stats", get(performance::model_stats))
         .route(
             "/v1/performance/cache/clear",
             axum::routing::post(performance::cache_clear),

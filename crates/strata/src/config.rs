@@ -425,8 +425,10 @@ impl Config {
                             anyhow::bail!("redis_url: {} is not a redis:// URL", mask_url(&url));
                         }
                         let mut r = strata_engine::RedisSettings::new(url);
-                        if let Some(ns) =
-                            flags.redis_namespace.clone().or(file.redis_namespace.clone())
+                        if let Some(ns) = flags
+                            .redis_namespace
+                            .clone()
+                            .or(file.redis_namespace.clone())
                         {
                             strata_engine::RedisSettings::check_namespace(&ns)
                                 .map_err(|e| anyhow::anyhow!("redis_namespace: {e}"))?;

@@ -1,6 +1,7 @@
 //! `GET /metrics`: Prometheus text exposition of the cache's counters (per kind and tier,
 //! sizes, evictions, breaker state, warming). Written by hand: the format is a few lines
-//! of text, not worth a dependency. Also the database pool's gauges. The observability work
+//! of text, not worth a dependency. Also the database pool's gauges and the local embedding
+//! model's passes and busy time. The observability work
 //! extends this page with HTTP and job metrics.
 
 use std::fmt::Write as _;
@@ -153,6 +154,43 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     ] {
         p.family(name, kind, help);
         p.sample(name, &[], v as f64);
+    }
+    if let (model, Some(m)) = app.engine.model_stats() {
+        for (name, kind, help, v) in [
+            (
+                "strata_model_passes_total",
+                "counter",
+                "Forward passes of the local embedding model.",
+                m.passes as f64,
+            ),
+            (
+                "strata_model_texts_total",
+                "counter",
+                "Texts embedded by the local model.",
+                m.texts as f64,
+            ),
+            (
+                "strata_model_failed_passes_total",
+                "counter",
+                "Forward passes that failed.",
+                m.failed_passes as f64,
+            ),
+            (
+                "strata_model_busy_seconds_total",
+                "counter",
+                "Seconds inside forward passes; its rate is the model's utilisation (at most 1).",
+                m.busy_seconds,
+            ),
+            (
+                "strata_model_queued_requests",
+                "gauge",
+                "Embedding requests waiting for a forward pass.",
+                m.queued as f64,
+            ),
+        ] {
+            p.family(name, kind, help);
+            p.sample(name, &[("model", model)], v);
+        }
     }
     let pool = app.engine.pool_stats();
     for (name, kind, help, v) in [

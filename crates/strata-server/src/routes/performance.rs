@@ -17,6 +17,13 @@ pub async fn cache_stats(State(app): State<AppState>, _tenant: Tenant) -> Json<V
     Json(json!({ "cache": app.engine.cache().stats(), "warming": app.warmer.stats() }))
 }
 
+/// `GET /v1/performance/model/stats`: the embedding model's id and, for the local model, its
+/// forward passes, texts, failed passes, seconds inside passes and requests queued for one.
+pub async fn model_stats(State(app): State<AppState>, _tenant: Tenant) -> Json<Value> {
+    let (model, stats) = app.engine.model_stats();
+    Json(json!({ "model": model, "local": stats.is_some(), "stats": stats }))
+}
+
 /// Body of `POST /v1/performance/cache/clear`; empty clears everything.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -122,6 +122,49 @@ async fn paraphrased_questions_rank_the_right_document_first() {
 }
 
 #[tokio::test]
+async fn the_local_model_reports_its_passes_and_busy_time() {
+    let s = TestServer::start().await;
+    let before = s.get_json("/v1/performance/model/stats").await;
+    assert_eq!(
+        (before["model"].as_str(), before["local"].as_bool()),
+        (Some("all-MiniLM-L6-v2"), Some(true))
+    );
+    load_corpus(&s).await;
+    let ingested = s.get_json("/v1/performance/model/stats").await["stats"].clone();
+    let texts = |v: &Value| v["texts"].as_u64().unwrap();
+    assert!(
+        texts(&ingested) >= texts(&before["stats"]) + CORPUS.len() as u64,
+        "every document's chunks went through the model: {before} -> {ingested}"
+    );
+    assert!(ingested["busy_seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(ingested["failed_passes"], 0);
+    // An uncached query is one more pass of one text.
+    search(
+        &s,
+        json!({"query": "a question nobody asked before", "k": 1}),
+    )
+    .await;
+    let after = s.get_json("/v1/performance/model/stats").await["stats"].clone();
+    assert_eq!(
+        (
+            after["passes"].as_u64().unwrap() - ingested["passes"].as_u64().unwrap(),
+            texts(&after) - texts(&ingested)
+        ),
+        (1, 1)
+    );
+    let page = s.get("/metrics").await.text().await.unwrap();
+    let line = page
+        .lines()
+        .find(|l| l.starts_with("strata_model_texts_total{model=\"all-MiniLM-L6-v2\"}"))
+        .unwrap_or_else(|| panic!("no model texts in /metrics:\n{page}"));
+    assert_eq!(
+        line.rsplit(' ').next(),
+        Some(texts(&after).to_string().as_str())
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn results_are_identical_after_a_restart_and_after_a_rebuild() {
     let s = TestServer::start().await;
     load_corpus(&s).await;
@@ -416,6 +459,34 @@ async fn counting_provider() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Str
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, seen)
+}
+
+#[tokio::test]
+async fn a_text_repeated_across_a_long_document_is_embedded_once() {
+    let (url, seen) = counting_provider().await;
+    let s = TestServer::start_with(move |e| {
+        e.remote_embedder = Some(strata_engine::HttpSettings::new(url, "counting"));
+        e.jobs.chunk = strata_engine::chunk::ChunkConfig::new(16, 0).unwrap();
+    })
+    .await;
+    // Hundreds of identical chunks: several embedding groups, each computed while the one
+    // before it is stored.
+    let text = "Tides rise and fall twice every day along the coast.\n\n".repeat(300);
+    let d = s.create_text(&text, &[]).await;
+    let job = s.wait_job(d["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let chunks = crate::helpers::all_chunks(&s, d["id"].as_str().unwrap()).await;
+    assert!(chunks.len() >= 200, "{} chunks", chunks.len());
+    assert!(chunks.iter().all(|c| c["embedded"] == true));
+    let texts = seen.lock().unwrap().clone();
+    let tides = texts.iter().filter(|t| t.starts_with("Tides")).count();
+    // The provider also saw the start-up probe of the model's dimensions.
+    assert_eq!(
+        (tides, texts.len()),
+        (1, 2),
+        "one distinct text, embedded once: {texts:?}"
+    );
+    s.stop().await;
 }
 
 #[tokio::test]
