@@ -9,6 +9,7 @@
 //!
 //! Must not import: HTTP types.
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -364,6 +365,41 @@ impl Runner {
         Ok(())
     }
 
+    /// The vectors of a group of written chunks (id, text, text hash), by text hash: those
+    /// `known` already, those stored for the model before, and the rest from the model (each
+    /// distinct text once).
+    async fn embed_group(
+        &self,
+        model: &str,
+        group: &[(u64, String, String)],
+        mut known: HashMap<String, Vec<f32>>,
+    ) -> Result<HashMap<String, Vec<f32>>, JobError> {
+        let wanted: Vec<String> = group
+            .iter()
+            .filter(|(_, _, h)| !known.contains_key(h))
+            .map(|(_, _, h)| h.clone())
+            .collect();
+        if !wanted.is_empty() {
+            known.extend(self.store.find_embeddings(model, &wanted).await?);
+        }
+        let mut todo: Vec<(String, String)> = Vec::new();
+        for (_, text, hash) in group {
+            if !known.contains_key(hash) && !todo.iter().any(|(h, _)| h == hash) {
+                todo.push((hash.clone(), text.clone()));
+            }
+        }
+        if !todo.is_empty() {
+            let texts = todo.iter().map(|(_, t)| t.clone()).collect();
+            let fresh = self
+                .embedder
+                .embed(texts)
+                .await
+                .map_err(|e| JobError::Transient(e.to_string()))?;
+            known.extend(todo.into_iter().map(|(h, _)| h).zip(fresh));
+        }
+        Ok(known)
+    }
+
     /// extract -> chunk -> embed -> index. Returns the chunk count.
     async fn process(
         &self,
@@ -457,40 +493,52 @@ impl Runner {
             self.progress(lease, Stage::Chunk, &stages).await?;
         }
 
+        // The next group's vectors are computed while this group's are stored, so the model
+        // never waits for the database between groups (one job alone keeps it busy).
         let model = self.embedder.model().to_owned();
         let mut vectors: Vec<(u64, TenantId, Vec<f32>)> = Vec::with_capacity(written.len());
-        for group in written.chunks(EMBED_BATCH) {
+        let mut groups = written.chunks(EMBED_BATCH);
+        let mut current = match groups.next() {
+            Some(g) => Some((g, self.embed_group(&model, g, HashMap::new()).await?)),
+            None => None,
+        };
+        while let Some((group, known)) = current.take() {
             checkpoint()?;
-            let hashes: Vec<String> = group.iter().map(|(_, _, h)| h.clone()).collect();
-            let mut known = self.store.find_embeddings(&model, &hashes).await?;
-            let mut todo: Vec<(String, String)> = Vec::new();
-            for (_, text, hash) in group {
-                if !known.contains_key(hash) && !todo.iter().any(|(h, _)| h == hash) {
-                    todo.push((hash.clone(), text.clone()));
-                }
-            }
-            if !todo.is_empty() {
-                let texts = todo.iter().map(|(_, t)| t.clone()).collect();
-                let fresh = self
-                    .embedder
-                    .embed(texts)
-                    .await
-                    .map_err(|e| JobError::Transient(e.to_string()))?;
-                known.extend(todo.into_iter().map(|(h, _)| h).zip(fresh));
-            }
             let rows: Vec<(u64, Vec<f32>)> = group
                 .iter()
                 .filter_map(|(id, _, h)| known.get(h).map(|v| (*id, v.clone())))
                 .collect();
-            if !self.store.set_embeddings(lease, &model, &rows).await? {
-                return Err(JobError::LeaseLost);
-            }
+            let next = groups.next();
+            // Texts this group just embedded are not looked up (or embedded) again.
+            let carried: HashMap<String, Vec<f32>> = next
+                .into_iter()
+                .flatten()
+                .filter_map(|(_, _, h)| known.get(h).map(|v| (h.clone(), v.clone())))
+                .collect();
+            stages[2].done = (vectors.len() + rows.len()) as u64;
+            let (stored, embedded) = tokio::join!(
+                async {
+                    if !self.store.set_embeddings(lease, &model, &rows).await? {
+                        return Err(JobError::LeaseLost);
+                    }
+                    self.progress(lease, Stage::Embed, &stages).await
+                },
+                async {
+                    match next {
+                        Some(g) => Some(self.embed_group(&model, g, carried).await),
+                        None => None,
+                    }
+                }
+            );
+            stored?;
             vectors.extend(
                 rows.into_iter()
                     .map(|(id, v)| (id, claimed.owner.clone(), v)),
             );
-            stages[2].done = vectors.len() as u64;
-            self.progress(lease, Stage::Embed, &stages).await?;
+            current = match (next, embedded) {
+                (Some(g), Some(known)) => Some((g, known?)),
+                _ => None,
+            };
         }
 
         for group in vectors.chunks(batch) {
