@@ -9,7 +9,9 @@
 //!
 //! Batches form while the model is busy: every caller that arrives during a forward pass
 //! joins the next one, so under load batches fill by themselves and an idle model starts
-//! on a lone text at once. `max_wait` (zero by default) additionally holds a batch open for
+//! on a lone text at once. A request that does not fit in the room left is split: its first
+//! texts complete this pass and the rest start the next, so queued work always runs in full
+//! passes (ingestion's groups ended in passes of a few texts, each costing nearly a full one). `max_wait` (zero by default) additionally holds a batch open for
 //! company; it only pays off for a backend billed per call, since on a local model it adds
 //! its whole length to the latency of every query that arrives alone.
 //!
@@ -47,7 +49,17 @@ impl Default for BatchSettings {
 
 struct Request {
     texts: Vec<String>,
+    /// Vectors of the texts this request had before earlier passes took them (when split).
+    done: Vec<Vec<f32>>,
     reply: oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>,
+}
+
+/// One caller's share of a pass.
+enum Part {
+    /// A request whose remaining texts all run in this pass.
+    Whole(Request),
+    /// The first texts of the request carried to the next pass.
+    Head(usize),
 }
 
 /// What the model's thread has done, written by that thread only.
@@ -146,7 +158,11 @@ impl Batcher {
         }
         let (reply, rx) = oneshot::channel();
         self.tx
-            .try_send(Request { texts, reply })
+            .try_send(Request {
+                texts,
+                done: Vec::new(),
+                reply,
+            })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => EmbedError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => EmbedError::Closed,
@@ -182,23 +198,32 @@ async fn run(
                 None => return,
             },
         };
-        let mut batch = vec![first];
-        let mut count = batch[0].texts.len();
+        let mut texts: Vec<String> = Vec::with_capacity(max);
+        let mut batch = Vec::new();
+        let mut next = Some(first);
         let deadline = tokio::time::Instant::now() + settings.max_wait;
-        while count < max {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(r)) if count + r.texts.len() <= max => {
-                    count += r.texts.len();
-                    batch.push(r);
-                }
-                Ok(Some(r)) => {
-                    carry = Some(r);
-                    break;
-                }
-                Ok(None) | Err(_) => break,
+        while let Some(mut r) = next.take() {
+            let room = max - texts.len();
+            if r.texts.len() <= room {
+                texts.extend(r.texts.iter().cloned());
+                batch.push(Part::Whole(r));
+            } else {
+                // The rest starts the next pass.
+                let rest = r.texts.split_off(room);
+                texts.append(&mut r.texts);
+                batch.push(Part::Head(room));
+                r.texts = rest;
+                carry = Some(r);
+                break;
             }
+            if texts.len() >= max {
+                break;
+            }
+            next = match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(r)) => Some(r),
+                Ok(None) | Err(_) => None,
+            };
         }
-        let texts: Vec<String> = batch.iter().flat_map(|r| r.texts.iter().cloned()).collect();
         let (reply, vectors) = oneshot::channel();
         let result = match model.send((texts, reply)) {
             Ok(()) => vectors
@@ -208,15 +233,35 @@ async fn run(
         };
         match result {
             Ok(mut vectors) => {
-                for r in batch.into_iter().rev() {
-                    let mine = vectors.split_off(vectors.len() - r.texts.len());
-                    let _ = r.reply.send(Ok(mine));
+                for part in batch.into_iter().rev() {
+                    match part {
+                        Part::Head(n) => {
+                            let head = vectors.split_off(vectors.len().saturating_sub(n));
+                            if let Some(c) = carry.as_mut() {
+                                c.done.extend(head);
+                            }
+                        }
+                        Part::Whole(r) => {
+                            let mine =
+                                vectors.split_off(vectors.len().saturating_sub(r.texts.len()));
+                            let mut all = r.done;
+                            all.extend(mine);
+                            let _ = r.reply.send(Ok(all));
+                        }
+                    }
                 }
             }
             Err(e) => {
                 let msg = e.to_string();
-                for r in batch {
-                    let _ = r.reply.send(Err(EmbedError::Runtime(msg.clone())));
+                let split = matches!(batch.last(), Some(Part::Head(_)));
+                for part in batch {
+                    if let Part::Whole(r) = part {
+                        let _ = r.reply.send(Err(EmbedError::Runtime(msg.clone())));
+                    }
+                }
+                // A request whose head failed fails whole.
+                if split && let Some(c) = carry.take() {
+                    let _ = c.reply.send(Err(EmbedError::Runtime(msg)));
                 }
             }
         }
@@ -352,6 +397,106 @@ mod tests {
         let out = b.embed(texts).await.unwrap();
         assert_eq!(out, (0..10).map(|i| vec![i as f32]).collect::<Vec<_>>());
         assert!(model.largest.load(Ordering::SeqCst) <= 4);
+    }
+
+    /// Starts `requests` (texts named by their lengths) while a first pass holds the model,
+    /// so they queue; returns each caller's answer and the size of every pass.
+    async fn queued_behind_a_busy_model(
+        max_batch: usize,
+        fails_on: usize,
+        requests: Vec<Vec<usize>>,
+    ) -> (Vec<Result<Vec<f32>, String>>, Vec<usize>) {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen, gate) = (sizes.clone(), released.clone());
+        let model = Pass(move |texts: &[String]| {
+            seen.lock().unwrap().push(texts.len());
+            while texts[0] == "hold" && !gate.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if texts.iter().any(|t| t.len() == fails_on) {
+                return Err(EmbedError::Runtime("no".into()));
+            }
+            Ok(texts.iter().map(|t| vec![t.len() as f32]).collect())
+        });
+        let b = Batcher::start(
+            Arc::new(model),
+            BatchSettings {
+                max_batch,
+                ..BatchSettings::default()
+            },
+        );
+        let held = tokio::spawn({
+            let b = b.clone();
+            async move { b.embed(vec!["hold".into()]).await }
+        });
+        let queued = |n: usize| {
+            let b = b.clone();
+            async move {
+                while b.stats().queued < n {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        };
+        // The held pass has left the queue and is running.
+        while sizes.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let mut callers = Vec::new();
+        for (i, lens) in requests.into_iter().enumerate() {
+            let b = b.clone();
+            callers.push(tokio::spawn(async move {
+                b.embed(lens.iter().map(|&n| "z".repeat(n)).collect()).await
+            }));
+            // Queued in this order.
+            queued(i + 1).await;
+        }
+        released.store(true, Ordering::SeqCst);
+        held.await.unwrap().unwrap();
+        let mut answers = Vec::new();
+        for c in callers {
+            answers.push(
+                c.await
+                    .unwrap()
+                    .map(|v| v.into_iter().map(|x| x[0]).collect())
+                    .map_err(|e| e.to_string()),
+            );
+        }
+        let sizes = sizes.lock().unwrap().clone();
+        (answers, sizes)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_requests_fill_every_pass_and_split_ones_keep_their_order() {
+        let (answers, sizes) =
+            queued_behind_a_busy_model(4, 0, vec![vec![1, 2, 3], vec![5, 6, 7], vec![8, 9, 10]])
+                .await;
+        assert_eq!(
+            answers,
+            vec![
+                Ok(vec![1.0, 2.0, 3.0]),
+                Ok(vec![5.0, 6.0, 7.0]),
+                Ok(vec![8.0, 9.0, 10.0])
+            ]
+        );
+        // The held pass, then full passes, then what is left.
+        assert_eq!(sizes, vec![1, 4, 4, 1]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_split_across_passes_fails_whole_when_either_part_fails() {
+        // The second request's head shares a pass with the first (which fails there); its rest
+        // would run next. The third request's pass is unaffected.
+        let (answers, sizes) =
+            queued_behind_a_busy_model(4, 2, vec![vec![1, 2, 3], vec![5, 6, 7], vec![8]]).await;
+        assert!(answers[0].is_err() && answers[1].is_err(), "{answers:?}");
+        assert_eq!(answers[2], Ok(vec![8.0]));
+        assert_eq!(sizes, vec![1, 4, 1]);
+        // Here the head succeeds and the rest fails.
+        let (answers, _) =
+            queued_behind_a_busy_model(4, 7, vec![vec![1, 2, 3], vec![5, 6, 7]]).await;
+        assert_eq!(answers[0], Ok(vec![1.0, 2.0, 3.0]));
+        assert!(answers[1].is_err(), "{answers:?}");
     }
 
     #[tokio::test]
