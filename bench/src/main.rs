@@ -828,26 +828,31 @@ async fn search(
     // machine then moves one round's ratio, not the run's.
     let rounds = run.rounds.max(1);
     let per_round = docs_text.len().div_ceil(100).div_ceil(rounds) * 100;
-    let mut sample: Vec<String> = Vec::new();
+    let mut warmed = false;
     let mut round_rows = Vec::new();
     let (mut documents, mut chunks, mut ingest_secs) = (0usize, 0u64, 0f64);
     for part in docs_text.chunks(per_round.max(100)) {
         let model_before = model_stats(&client, &base).await?;
         let start = Instant::now();
-        let (d, c) = ingest(&client, &base, part, documents, Duration::from_secs(3600)).await?;
+        let (ids, c) = ingest(&client, &base, part, documents, Duration::from_secs(3600)).await?;
+        let d = ids.len();
         let secs = start.elapsed().as_secs_f64();
         let model_after = model_stats(&client, &base).await?;
         let delta = |k: &str| {
             model_after[k].as_f64().unwrap_or(0.0) - model_before[k].as_f64().unwrap_or(0.0)
         };
         (documents, chunks, ingest_secs) = (documents + d, chunks + c, ingest_secs + secs);
-        if sample.len() < RAW_SAMPLE {
-            sample = chunk_sample(&client, &base, RAW_SAMPLE).await?;
+        // The raw model runs on this round's own chunks: a sample of whole documents spread
+        // over the round (the first round's newest documents, used for every round before,
+        // had their own mix of lengths, which moved the ratio from round to round).
+        let sample = chunk_sample(&client, &base, &ids, RAW_SAMPLE).await?;
+        if !warmed {
             // One untimed pass: the first calls of each input shape are slower (the first
             // round's raw figure was 301-303/s against 346-388 afterwards).
             for batch in sample.chunks(32) {
                 raw.embed_batch(batch)?;
             }
+            warmed = true;
         }
         // The server saves its index and returns memory once its queue runs dry; the raw
         // model is timed after that, on cores nothing else of this run is using.
@@ -925,37 +930,42 @@ async fn search(
 async fn chunk_sample(
     client: &reqwest::Client,
     base: &str,
+    documents: &[String],
     want: usize,
 ) -> anyhow::Result<Vec<String>> {
-    let docs: serde_json::Value = client
-        .get(format!("{base}/v1/documents?limit=500&fields=id"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let mut sample = Vec::new();
-    for d in docs["items"].as_array().into_iter().flatten() {
-        let id = d["id"].as_str().unwrap_or_default();
-        let page: serde_json::Value = client
-            .get(format!("{base}/v1/documents/{id}/chunks?limit=500"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        for c in page["items"].as_array().into_iter().flatten() {
-            sample.push(c["text"].as_str().unwrap_or_default().to_owned());
+    // Whole documents spread evenly over the list, so the sample has the list's mix of
+    // chunk lengths (a pass's cost follows its texts' lengths).
+    let chunks_of = |id: &str| {
+        let url = format!("{base}/v1/documents/{id}/chunks?limit=500");
+        let client = client.clone();
+        async move {
+            let page: serde_json::Value = client.get(url).send().await?.json().await?;
+            anyhow::Ok(
+                page["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| c["text"].as_str().unwrap_or_default().to_owned())
+                    .collect::<Vec<String>>(),
+            )
         }
+    };
+    let Some(first) = documents.first() else {
+        return Ok(Vec::new());
+    };
+    let per_doc = chunks_of(first).await?.len().max(1);
+    let stride = (documents.len() * per_doc / want.max(1)).max(1);
+    let mut sample = Vec::new();
+    for id in documents.iter().step_by(stride) {
+        sample.extend(chunks_of(id).await?);
         if sample.len() >= want {
-            sample.truncate(want);
             break;
         }
     }
+    sample.truncate(want);
     Ok(sample)
 }
 
-/// Uploads `texts` to a strata server as documents of 100 paragraphs each (titled from
-/// `doc {first}` on) and waits until every ingestion job has succeeded; returns (documents,
-/// chunks).
 /// The server's model counters (`GET /v1/performance/model/stats`).
 async fn model_stats(client: &reqwest::Client, base: &str) -> anyhow::Result<serde_json::Value> {
     let v: serde_json::Value = client
@@ -968,13 +978,17 @@ async fn model_stats(client: &reqwest::Client, base: &str) -> anyhow::Result<ser
     Ok(v["stats"].clone())
 }
 
+/// Uploads `texts` to a strata server as documents of 100 paragraphs each (titled from
+/// `doc {first}` on) and waits until every ingestion job has succeeded; returns (the
+/// documents' ids, chunks).
 async fn ingest(
     client: &reqwest::Client,
     base: &str,
     texts: &[String],
     first: usize,
     within: Duration,
-) -> anyhow::Result<(usize, u64)> {
+) -> anyhow::Result<(Vec<String>, u64)> {
+    let mut ids = Vec::new();
     let mut jobs = Vec::new();
     for (i, part) in texts.chunks(100).enumerate() {
         let r: serde_json::Value = client
@@ -986,6 +1000,9 @@ async fn ingest(
             .await?;
         if let Some(j) = r["job"]["id"].as_str() {
             jobs.push(j.to_owned());
+        }
+        if let Some(id) = r["document"]["id"].as_str() {
+            ids.push(id.to_owned());
         }
     }
     let deadline = Instant::now() + within;
@@ -1009,7 +1026,7 @@ async fn ingest(
             }
         }
     }
-    Ok((jobs.len(), chunks))
+    Ok((ids, chunks))
 }
 
 /// A memory field (`VmRSS: 1234 kB`) of a `/proc/*/status` text, in MiB.

@@ -242,7 +242,7 @@ pub async fn run(
     }
     let client = reqwest::Client::new();
     let started = Instant::now();
-    let (documents, chunks) = crate::ingest(
+    let (ids, chunks) = crate::ingest(
         &client,
         &instances[0].base,
         &texts,
@@ -250,6 +250,7 @@ pub async fn run(
         Duration::from_secs(1800),
     )
     .await?;
+    let documents = ids.len();
     let ingest_secs = started.elapsed().as_secs_f64();
     eprintln!(
         "ingested {documents} documents, {chunks} chunks in {ingest_secs:.1} s over 3 instances"

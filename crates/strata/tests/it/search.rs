@@ -461,14 +461,21 @@ async fn counting_provider() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Str
     (url, seen)
 }
 
-#[tokio::test]
-async fn a_text_repeated_across_a_long_document_is_embedded_once() {
+/// A server whose embedder is [`counting_provider`], with chunks of 16 tokens.
+async fn server_with_counting_provider()
+-> (TestServer, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     let (url, seen) = counting_provider().await;
     let s = TestServer::start_with(move |e| {
         e.remote_embedder = Some(strata_engine::HttpSettings::new(url, "counting"));
         e.jobs.chunk = strata_engine::chunk::ChunkConfig::new(16, 0).unwrap();
     })
     .await;
+    (s, seen)
+}
+
+#[tokio::test]
+async fn a_text_repeated_across_a_long_document_is_embedded_once() {
+    let (s, seen) = server_with_counting_provider().await;
     // Hundreds of identical chunks: several embedding groups, each computed while the one
     // before it is stored.
     let text = "Tides rise and fall twice every day along the coast.\n\n".repeat(300);
@@ -491,12 +498,7 @@ async fn a_text_repeated_across_a_long_document_is_embedded_once() {
 
 #[tokio::test]
 async fn a_chunk_whose_text_was_embedded_before_is_not_embedded_again() {
-    let (url, seen) = counting_provider().await;
-    let s = TestServer::start_with(move |e| {
-        e.remote_embedder = Some(strata_engine::HttpSettings::new(url, "counting"));
-        e.jobs.chunk = strata_engine::chunk::ChunkConfig::new(16, 0).unwrap();
-    })
-    .await;
+    let (s, seen) = server_with_counting_provider().await;
     let shared = "The shared paragraph appears in both documents word for word.";
     let a = s
         .create_text(
