@@ -75,6 +75,7 @@ struct Counters {
 #[derive(Clone)]
 pub struct Batcher {
     tx: mpsc::Sender<Request>,
+    bulk: mpsc::Sender<Request>,
     max_batch: usize,
     counters: Arc<Counters>,
 }
@@ -83,6 +84,7 @@ impl Batcher {
     /// Starts the batching task on the current runtime and the model's thread beside it.
     pub fn start(model: Arc<dyn BatchModel>, settings: BatchSettings) -> Self {
         let (tx, rx) = mpsc::channel(settings.queue.max(1));
+        let (bulk, bulk_rx) = mpsc::channel(settings.queue.max(1));
         let (work, jobs) = std::sync::mpsc::channel::<Pass>();
         let name = format!("strata-model-{}", model.model());
         let counters = Arc::new(Counters::default());
@@ -112,16 +114,26 @@ impl Batcher {
         });
         match spawned {
             Ok(_) => {
-                tokio::spawn(run(work, settings, rx));
+                tokio::spawn(run(
+                    work,
+                    settings,
+                    Queues {
+                        interactive: rx,
+                        bulk: bulk_rx,
+                        carry: None,
+                    },
+                ));
             }
             // No thread, no model: every caller is answered with the reason.
             Err(e) => {
                 let reason = format!("cannot start the model's thread: {e}");
-                tokio::spawn(refuse(reason, rx));
+                tokio::spawn(refuse(reason.clone(), rx));
+                tokio::spawn(refuse(reason, bulk_rx));
             }
         }
         Self {
             tx,
+            bulk,
             max_batch: settings.max_batch.max(1),
             counters,
         }
@@ -135,29 +147,41 @@ impl Batcher {
             texts: c.texts.load(Ordering::Relaxed),
             failed_passes: c.failed_passes.load(Ordering::Relaxed),
             busy_seconds: c.busy_nanos.load(Ordering::Relaxed) as f64 / 1e9,
-            queued: self.tx.max_capacity() - self.tx.capacity(),
+            queued: (self.tx.max_capacity() - self.tx.capacity())
+                + (self.bulk.max_capacity() - self.bulk.capacity()),
         }
     }
 
-    /// Embeds `texts`, sharing forward passes with concurrent callers. Large requests are
-    /// split so no batch exceeds `max_batch`.
+    /// Embeds `texts` for a caller who is waiting (a query): ahead of every bulk request,
+    /// sharing forward passes with concurrent callers. Large requests are queued one pass at
+    /// a time, so they do not hold back the callers behind them.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
         if texts.len() <= self.max_batch {
-            return self.submit(texts).await;
+            return self.submit(&self.tx, texts).await;
         }
         let mut out = Vec::with_capacity(texts.len());
         for part in texts.chunks(self.max_batch) {
-            out.extend(self.submit(part.to_vec()).await?);
+            out.extend(self.submit(&self.tx, part.to_vec()).await?);
         }
         Ok(out)
     }
 
-    async fn submit(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+    /// Embeds `texts` as background work (ingestion): queued whole, behind every waiting
+    /// caller's request, and run in full passes as the model frees up.
+    pub async fn embed_bulk(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.submit(&self.bulk, texts).await
+    }
+
+    async fn submit(
+        &self,
+        queue: &mpsc::Sender<Request>,
+        texts: Vec<String>,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
         let (reply, rx) = oneshot::channel();
-        self.tx
+        queue
             .try_send(Request {
                 texts,
                 done: Vec::new(),
@@ -183,20 +207,52 @@ async fn refuse(reason: String, mut rx: mpsc::Receiver<Request>) {
     }
 }
 
-async fn run(
-    model: std::sync::mpsc::Sender<Pass>,
-    settings: BatchSettings,
-    mut rx: mpsc::Receiver<Request>,
-) {
+/// The batching task's inputs: waiting callers' requests come first, then the rest of a
+/// request split at the end of the last pass, then bulk requests.
+struct Queues {
+    interactive: mpsc::Receiver<Request>,
+    bulk: mpsc::Receiver<Request>,
+    carry: Option<Request>,
+}
+
+impl Queues {
+    /// The next request by priority, without waiting.
+    fn ready(&mut self) -> Option<Request> {
+        if let Ok(r) = self.interactive.try_recv() {
+            return Some(r);
+        }
+        if let Some(r) = self.carry.take() {
+            return Some(r);
+        }
+        self.bulk.try_recv().ok()
+    }
+
+    /// The next request by priority, waiting until `deadline` (`None`: for as long as it
+    /// takes; `None` returned: both queues closed, or the deadline passed).
+    async fn next(&mut self, deadline: Option<tokio::time::Instant>) -> Option<Request> {
+        if let Some(r) = self.ready() {
+            return Some(r);
+        }
+        let wait = async {
+            tokio::select! {
+                biased;
+                Some(r) = self.interactive.recv() => Some(r),
+                Some(r) = self.bulk.recv() => Some(r),
+                else => None,
+            }
+        };
+        match deadline {
+            None => wait.await,
+            Some(d) => tokio::time::timeout_at(d, wait).await.ok().flatten(),
+        }
+    }
+}
+
+async fn run(model: std::sync::mpsc::Sender<Pass>, settings: BatchSettings, mut queues: Queues) {
     let max = settings.max_batch.max(1);
-    let mut carry: Option<Request> = None;
     loop {
-        let first = match carry.take() {
-            Some(r) => r,
-            None => match rx.recv().await {
-                Some(r) => r,
-                None => return,
-            },
+        let Some(first) = queues.next(None).await else {
+            return;
         };
         let mut texts: Vec<String> = Vec::with_capacity(max);
         let mut batch = Vec::new();
@@ -213,15 +269,16 @@ async fn run(
                 texts.append(&mut r.texts);
                 batch.push(Part::Head(room));
                 r.texts = rest;
-                carry = Some(r);
+                queues.carry = Some(r);
                 break;
             }
             if texts.len() >= max {
                 break;
             }
-            next = match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(r)) => Some(r),
-                Ok(None) | Err(_) => None,
+            next = if settings.max_wait.is_zero() {
+                queues.ready()
+            } else {
+                queues.next(Some(deadline)).await
             };
         }
         let (reply, vectors) = oneshot::channel();
@@ -237,7 +294,7 @@ async fn run(
                     match part {
                         Part::Head(n) => {
                             let head = vectors.split_off(vectors.len().saturating_sub(n));
-                            if let Some(c) = carry.as_mut() {
+                            if let Some(c) = queues.carry.as_mut() {
                                 c.done.extend(head);
                             }
                         }
@@ -260,7 +317,7 @@ async fn run(
                     }
                 }
                 // A request whose head failed fails whole.
-                if split && let Some(c) = carry.take() {
+                if split && let Some(c) = queues.carry.take() {
                     let _ = c.reply.send(Err(EmbedError::Runtime(msg)));
                 }
             }
@@ -497,6 +554,68 @@ mod tests {
             queued_behind_a_busy_model(4, 7, vec![vec![1, 2, 3], vec![5, 6, 7]]).await;
         assert_eq!(answers[0], Ok(vec![1.0, 2.0, 3.0]));
         assert!(answers[1].is_err(), "{answers:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_caller_goes_ahead_of_queued_bulk_work() {
+        let passes = Arc::new(std::sync::Mutex::new(Vec::<Vec<usize>>::new()));
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen, gate) = (passes.clone(), released.clone());
+        let model = Pass(move |texts: &[String]| {
+            seen.lock()
+                .unwrap()
+                .push(texts.iter().map(String::len).collect());
+            while texts[0] == "hold" && !gate.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(texts.iter().map(|t| vec![t.len() as f32]).collect())
+        });
+        let b = Batcher::start(
+            Arc::new(model),
+            BatchSettings {
+                max_batch: 4,
+                ..BatchSettings::default()
+            },
+        );
+        let held = tokio::spawn({
+            let b = b.clone();
+            async move { b.embed(vec!["hold".into()]).await }
+        });
+        while passes.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let texts = |lens: &[usize]| lens.iter().map(|&n| "z".repeat(n)).collect::<Vec<_>>();
+        // Ingestion queues six texts, then a query arrives.
+        let bulk = tokio::spawn({
+            let (b, t) = (b.clone(), texts(&[1, 2, 3, 5, 6, 7]));
+            async move { b.embed_bulk(t).await }
+        });
+        while b.stats().queued < 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let query = tokio::spawn({
+            let (b, t) = (b.clone(), texts(&[9]));
+            async move { b.embed(t).await }
+        });
+        while b.stats().queued < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        released.store(true, Ordering::SeqCst);
+        held.await.unwrap().unwrap();
+        assert_eq!(query.await.unwrap().unwrap(), vec![vec![9.0]]);
+        let all: Vec<f32> = bulk
+            .await
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(|v| v[0])
+            .collect();
+        assert_eq!(all, vec![1.0, 2.0, 3.0, 5.0, 6.0, 7.0]);
+        // The query first, the bulk request filling the rest of its pass and the next.
+        assert_eq!(
+            passes.lock().unwrap().clone(),
+            vec![vec![4], vec![9, 1, 2, 3], vec![5, 6, 7]]
+        );
     }
 
     #[tokio::test]

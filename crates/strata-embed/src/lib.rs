@@ -43,6 +43,11 @@ pub trait Embedder: Send + Sync + 'static {
     fn dims(&self) -> usize;
     /// One vector per text, in order.
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError>;
+    /// The same for background work (ingestion), which may wait behind callers who are
+    /// waiting; by default no different from [`Embedder::embed`].
+    async fn embed_bulk(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.embed(texts).await
+    }
     /// The model's tokenizer, when it has one, so chunks can be sized in its tokens.
     fn tokenizer(&self) -> Option<std::sync::Arc<TextTokenizer>>;
     /// What a model run by this process has done; `None` for a model run elsewhere.
@@ -135,6 +140,10 @@ impl Embedder for LocalEmbedder {
 
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
         self.batcher.embed(texts).await
+    }
+
+    async fn embed_bulk(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.batcher.embed_bulk(texts).await
     }
 
     fn tokenizer(&self) -> Option<std::sync::Arc<TextTokenizer>> {

@@ -392,7 +392,7 @@ impl Runner {
             let texts = todo.iter().map(|(_, t)| t.clone()).collect();
             let fresh = self
                 .embedder
-                .embed(texts)
+                .embed_bulk(texts)
                 .await
                 .map_err(|e| JobError::Transient(e.to_string()))?;
             known.extend(todo.into_iter().map(|(h, _)| h).zip(fresh));
