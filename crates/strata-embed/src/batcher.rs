@@ -11,8 +11,11 @@
 //! joins the next one, so under load batches fill by themselves and an idle model starts
 //! on a lone text at once. A request that does not fit in the room left is split: its first
 //! texts complete this pass and the rest start the next, so queued work always runs in full
-//! passes (ingestion's groups ended in passes of a few texts, each costing nearly a full one). `max_wait` (zero by default) additionally holds a batch open for
-//! company; it only pays off for a backend billed per call, since on a local model it adds
+//! passes (ingestion's groups ended in passes of a few texts, each costing nearly a full
+//! one). Two queues feed the passes: callers who wait ([`Batcher::embed`]) go ahead of bulk
+//! work ([`Batcher::embed_bulk`]), so a query never waits behind queued ingestion.
+//!
+//! `max_wait` (zero by default) additionally holds a batch open for company; it only pays off for a backend billed per call, since on a local model it adds
 //! its whole length to the latency of every query that arrives alone.
 //!
 //! The batching task ends when the last [`Batcher`] handle is dropped.
@@ -56,8 +59,8 @@ struct Request {
 
 /// One caller's share of a pass.
 enum Part {
-    /// A request whose remaining texts all run in this pass.
-    Whole(Request),
+    /// A request whose remaining texts, this many, all run in this pass (moved into it).
+    Whole(Request, usize),
     /// The first texts of the request carried to the next pass.
     Head(usize),
 }
@@ -261,8 +264,9 @@ async fn run(model: std::sync::mpsc::Sender<Pass>, settings: BatchSettings, mut 
         while let Some(mut r) = next.take() {
             let room = max - texts.len();
             if r.texts.len() <= room {
-                texts.extend(r.texts.iter().cloned());
-                batch.push(Part::Whole(r));
+                let n = r.texts.len();
+                texts.append(&mut r.texts);
+                batch.push(Part::Whole(r, n));
             } else {
                 // The rest starts the next pass.
                 let rest = r.texts.split_off(room);
@@ -298,9 +302,8 @@ async fn run(model: std::sync::mpsc::Sender<Pass>, settings: BatchSettings, mut 
                                 c.done.extend(head);
                             }
                         }
-                        Part::Whole(r) => {
-                            let mine =
-                                vectors.split_off(vectors.len().saturating_sub(r.texts.len()));
+                        Part::Whole(r, n) => {
+                            let mine = vectors.split_off(vectors.len().saturating_sub(n));
                             let mut all = r.done;
                             all.extend(mine);
                             let _ = r.reply.send(Ok(all));
@@ -312,7 +315,7 @@ async fn run(model: std::sync::mpsc::Sender<Pass>, settings: BatchSettings, mut 
                 let msg = e.to_string();
                 let split = matches!(batch.last(), Some(Part::Head(_)));
                 for part in batch {
-                    if let Part::Whole(r) = part {
+                    if let Part::Whole(r, _) = part {
                         let _ = r.reply.send(Err(EmbedError::Runtime(msg.clone())));
                     }
                 }
