@@ -155,12 +155,25 @@ u, h = ann_med("usearch", 64, "queries_per_s"), ann_med("hnswlib", 64, "queries_
 target("usearch ef=64 recall@10", ann_med("usearch", 64, "recall_at_10"), ">=", 0.95)
 target("usearch / hnswlib queries/s at ef=64", u / h if u and h else None, ">=", 1.0)
 target("uncached search p95 (ms)", s.get("search_ms_p95"), "<=", 20.0)
+# Issue 6's memory bar: 300 MB plus the model's weights, in MiB like the measurements.
+weights = s.get("model_weights_bytes")
+rss = max([v for v in (s.get("rss_mb_at_rest"), s.get("rss_mb_after_search")) if v is not None], default=None)
+target("resident memory at 100k chunks (MiB)", rss if weights else None, "<=",
+       round((300e6 + (weights or 0)) / 2**20, 1))
 ceil, l1 = http_med("ceiling", "requests_per_s"), http_med("strata_l1_hit", "requests_per_s")
 target("L1-hit search / ceiling, requests/s", l1 / ceil if l1 and ceil else None, ">=", 0.8)
 cp99, lp99 = http_med("ceiling", "p99_ms"), http_med("strata_l1_hit", "p99_ms")
 target("L1-hit search p99 / ceiling p99", lp99 / cp99 if lp99 and cp99 else None, "<=", 2.0)
 unread = http_med("ceiling_body_unread", "requests_per_s")
 row("(for reference) L1-hit / ceiling that leaves the body unread", l1 / unread if l1 and unread else None, "")
+paired = []
+for rnd in sorted({r["round"] for r in http.get("runs", []) if "round" in r}):
+    got = {r["contender"]: r["requests_per_s"] for r in http["runs"] if r.get("round") == rnd}
+    if got.get("ceiling") and got.get("strata_l1_hit"):
+        paired.append(got["strata_l1_hit"] / got["ceiling"])
+if paired:
+    lines.append("  (for reference) L1-hit / ceiling round by round, each pair run back to back: "
+                 + " / ".join(f"{p:.2f}" for p in paired))
 big = [r for r in http.get("scaling", []) if r["contender"] == "strata_l1_hit"]
 if big:
     top = max(big, key=lambda r: r["connections"])
@@ -176,6 +189,12 @@ for c in ("embedded", "postgres_redis"):
 seed_best = max([v for v in (http_med("seed_stack_as_shipped", "requests_per_s"),
                              http_med("seed_stack_nodelay_fix", "requests_per_s")) if v] or [0]) or None
 target("L1-hit search / best seed stack, requests/s", l1 / seed_best if l1 and seed_best else None, ">=", 20.0)
+# What any server could reach against the seed stack here: a ratio above the ceiling's is
+# out of reach for strata too.
+bound = ceil / seed_best if ceil and seed_best else None
+report["scenarios"]["(for reference) ceiling / best seed stack"] = bound
+lines.append(f"  {'(for reference) ceiling / best seed stack':<44} "
+             f"{'n/a' if bound is None else f'{bound:.1f}x':>12}  (no server here can beat the ceiling)")
 
 print("\n".join(lines))
 json.dump(report, open(sys.argv[2], "w"), indent=2)

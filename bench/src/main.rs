@@ -923,6 +923,8 @@ async fn search(
         "rss_mb_at_rest": rss_rest,
         "rss_mb_after_search": rss_load,
         "rss_mb_peak": rss_peak,
+        // The weights the server loads (int8 ONNX), for the bar of 300 MB plus them.
+        "model_weights_bytes": std::fs::metadata(ModelFiles::at(model_dir).path("model.onnx"))?.len(),
     }))
 }
 
