@@ -59,6 +59,16 @@ pub fn wanted(meta: &tracing::Metadata<'_>) -> bool {
     meta.target() == "sqlx::query" && *meta.level() <= tracing::Level::WARN
 }
 
+/// [`wanted`] as a per-layer filter that says which levels it can enable: warnings and
+/// above. Without that hint the subscriber's maximum level is TRACE whatever `--log` says,
+/// and the `log` bridge, which takes its maximum from it, then turns every debug and trace
+/// record of every library (per statement, per forward pass) into a dynamically filtered
+/// event.
+pub fn filter() -> tracing_subscriber::filter::FilterFn<fn(&tracing::Metadata<'_>) -> bool> {
+    tracing_subscriber::filter::FilterFn::new(wanted as fn(&tracing::Metadata<'_>) -> bool)
+        .with_max_level_hint(tracing::Level::WARN)
+}
+
 /// A tracing layer that keeps sqlx's slow statement events.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SlowStatementLayer;
@@ -124,10 +134,28 @@ mod tests {
     use crate::store::Store;
     use crate::store::sqlite::{SqliteOptions, SqliteStore};
 
+    #[test]
+    fn the_layer_leaves_the_process_log_level_to_the_log_filter() {
+        use tracing::Subscriber as _;
+        use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+        let subscriber = tracing_subscriber::registry()
+            .with(SlowStatementLayer.with_filter(filter()))
+            .with(tracing_subscriber::fmt::layer().with_filter(EnvFilter::new("info")));
+        assert_eq!(subscriber.max_level_hint(), Some(LevelFilter::INFO));
+        let quiet = tracing_subscriber::registry()
+            .with(SlowStatementLayer.with_filter(filter()))
+            .with(tracing_subscriber::fmt::layer().with_filter(EnvFilter::new("error")));
+        assert_eq!(
+            quiet.max_level_hint(),
+            Some(LevelFilter::WARN),
+            "slow statements are warnings"
+        );
+    }
+
     #[tokio::test]
     async fn statements_past_the_threshold_are_kept_and_faster_ones_are_not() {
-        let subscriber = tracing_subscriber::registry()
-            .with(SlowStatementLayer.with_filter(tracing_subscriber::filter::filter_fn(wanted)));
+        let subscriber =
+            tracing_subscriber::registry().with(SlowStatementLayer.with_filter(filter()));
         // Global: SQLite statements run on sqlx's worker thread, which a thread-local default
         // would not reach. Only this test of the binary installs a subscriber.
         tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");

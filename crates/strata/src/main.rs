@@ -109,9 +109,7 @@ fn init_logging(config: &Config) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     // Slow statements are kept for the database stats whatever the log filter says.
     let registry = tracing_subscriber::registry().with(
-        strata_engine::slowlog::SlowStatementLayer.with_filter(
-            tracing_subscriber::filter::filter_fn(strata_engine::slowlog::wanted),
-        ),
+        strata_engine::slowlog::SlowStatementLayer.with_filter(strata_engine::slowlog::filter()),
     );
     match config.log_format {
         LogFormat::Json => registry
