@@ -924,7 +924,7 @@ async fn search(
         "rss_mb_after_search": rss_load,
         "rss_mb_peak": rss_peak,
         // The weights the server loads (int8 ONNX), for the bar of 300 MB plus them.
-        "model_weights_bytes": std::fs::metadata(ModelFiles::at(model_dir).path("model.onnx"))?.len(),
+        "model_weights_bytes": std::fs::metadata(model_dir.join(strata_embed::MODEL_ONNX.0))?.len(),
     }))
 }
 

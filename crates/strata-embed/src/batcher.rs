@@ -15,8 +15,9 @@
 //! one). Two queues feed the passes: callers who wait ([`Batcher::embed`]) go ahead of bulk
 //! work ([`Batcher::embed_bulk`]), so a query never waits behind queued ingestion.
 //!
-//! `max_wait` (zero by default) additionally holds a batch open for company; it only pays off for a backend billed per call, since on a local model it adds
-//! its whole length to the latency of every query that arrives alone.
+//! `max_wait` (zero by default) additionally holds a batch open for company; it only pays
+//! off for a backend billed per call, since on a local model it adds its whole length to
+//! the latency of every query that arrives alone.
 //!
 //! The batching task ends when the last [`Batcher`] handle is dropped.
 

@@ -29,7 +29,7 @@ use async_trait::async_trait;
 pub use batcher::{BatchSettings, Batcher};
 pub use candle::CandleMiniLm;
 pub use error::EmbedError;
-pub use files::ModelFiles;
+pub use files::{MODEL_ONNX, ModelFiles};
 pub use http::{BreakerState, HttpEmbedder, HttpSettings};
 pub use onnx::OnnxMiniLm;
 pub use tokenizer::TextTokenizer;

@@ -53,17 +53,16 @@ fn record(s: SlowStatement) {
 }
 
 /// The events [`SlowStatementLayer`] needs: sqlx's statement log at warning level or above.
-/// Install the layer with this as its per-layer filter, so that enabling it does not turn
-/// on sqlx's per-statement debug logging.
-pub fn wanted(meta: &tracing::Metadata<'_>) -> bool {
+fn wanted(meta: &tracing::Metadata<'_>) -> bool {
     meta.target() == "sqlx::query" && *meta.level() <= tracing::Level::WARN
 }
 
-/// [`wanted`] as a per-layer filter that says which levels it can enable: warnings and
-/// above. Without that hint the subscriber's maximum level is TRACE whatever `--log` says,
-/// and the `log` bridge, which takes its maximum from it, then turns every debug and trace
-/// record of every library (per statement, per forward pass) into a dynamically filtered
-/// event.
+/// The per-layer filter to install [`SlowStatementLayer`] with: only sqlx's statement log at
+/// warning level or above, so that enabling the layer does not turn on sqlx's per-statement
+/// debug logging. It says which levels it can enable (warnings and above): without that
+/// hint the subscriber's maximum level is TRACE whatever `--log` says, and the `log` bridge,
+/// which takes its maximum from it, then turns every debug and trace record of every library
+/// (per statement, per forward pass) into a dynamically filtered event.
 pub fn filter() -> tracing_subscriber::filter::FilterFn<fn(&tracing::Metadata<'_>) -> bool> {
     tracing_subscriber::filter::FilterFn::new(wanted as fn(&tracing::Metadata<'_>) -> bool)
         .with_max_level_hint(tracing::Level::WARN)
