@@ -54,9 +54,13 @@ pub(crate) async fn start_strata(
             queries_per_tenant: 0,
             ..Default::default()
         },
-        tenant_header: tenant_header
-            .map(strata_server::HeaderName::from_str)
-            .transpose()?,
+        identity: match tenant_header {
+            Some(h) => strata_server::caller::Identity::Header {
+                name: strata_server::HeaderName::from_str(h)?,
+                admins: Default::default(),
+            },
+            None => strata_server::caller::Identity::Local,
+        },
         ..ServerSettings::default()
     };
     let app = App::build(engine.clone(), server_settings.clone()).await?;
@@ -184,13 +188,16 @@ fn search_bodies(corpus: &Path, sentences: usize) -> anyhow::Result<(Vec<String>
 /// The ceiling: strata's middleware around a handler that reads the request body (as any
 /// handler of a POST must, without parsing it) and returns `answer`, precomputed.
 fn ceiling_router(answer: Bytes) -> axum::Router {
-    strata_server::with_middleware(axum::Router::new().route(
-        "/v1/search",
-        axum::routing::post(move |_body: Bytes| {
-            let b = answer.clone();
-            async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], b) }
-        }),
-    ))
+    strata_server::with_middleware(
+        axum::Router::new().route(
+            "/v1/search",
+            axum::routing::post(move |_body: Bytes| {
+                let b = answer.clone();
+                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], b) }
+            }),
+        ),
+        strata_server::metrics::Metrics::new(None).layer(),
+    )
 }
 
 /// Cached search over HTTP: the ceiling, strata serving from L1, strata serving from L2
@@ -266,13 +273,16 @@ pub async fn http(
     // second ceiling that leaves the body unread is measured too, for reference.
     let ceiling = ceiling_router(answer.clone());
     let precomputed = answer.clone();
-    let unread = strata_server::with_middleware(axum::Router::new().route(
-        "/v1/search",
-        axum::routing::post(move || {
-            let b = precomputed.clone();
-            async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], b) }
-        }),
-    ));
+    let unread = strata_server::with_middleware(
+        axum::Router::new().route(
+            "/v1/search",
+            axum::routing::post(move || {
+                let b = precomputed.clone();
+                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], b) }
+            }),
+        ),
+        strata_server::metrics::Metrics::new(None).layer(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let ceiling_url = format!("http://{}/v1/search", listener.local_addr()?);
     let ceiling_task = tokio::spawn(async move { axum::serve(listener, ceiling).await });

@@ -240,7 +240,7 @@ pub async fn run(
             &tenant_names,
             &bodies,
             move |e| {
-                e.database_url = Some(url);
+                e.database_url = Some(url.into());
                 e.cache.redis = Some(RedisSettings::new(redis));
             },
         )

@@ -20,6 +20,7 @@ mod flight;
 mod generations;
 mod l1;
 mod remote;
+mod secret;
 mod stats;
 
 use std::collections::HashMap;
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 pub use remote::{RedisSettings, RemoteStats};
+pub use secret::{SecretUrl, redact_url};
 pub use stats::{KindStats, StatsSnapshot};
 
 /// The hasher of the cache's own maps, for callers' maps on the same hot path: fast on short

@@ -74,7 +74,7 @@ return 0
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
     /// `redis://[user:password@]host:port[/db]`.
-    pub url: String,
+    pub url: crate::SecretUrl,
     /// Connections in the pool (commands are pipelined on each).
     pub pool_size: usize,
     /// Longest wait for one command before it counts as a failure.
@@ -102,7 +102,7 @@ pub struct RedisSettings {
 
 impl RedisSettings {
     /// Settings with the defaults for `url`.
-    pub fn new(url: impl Into<String>) -> Self {
+    pub fn new(url: impl Into<crate::SecretUrl>) -> Self {
         Self {
             url: url.into(),
             pool_size: 4,
@@ -236,8 +236,8 @@ impl Remote {
         gens: Arc<Generations>,
     ) -> Result<Arc<Self>, String> {
         RedisSettings::check_namespace(&settings.namespace)?;
-        let mut config =
-            Config::from_url(&settings.url).map_err(|e| format!("STRATA_REDIS_URL: {e}"))?;
+        let mut config = Config::from_url(settings.url.expose())
+            .map_err(|e| format!("STRATA_REDIS_URL: {e}"))?;
         config.fail_fast = false;
         let mut builder = Builder::from_config(config);
         builder

@@ -2,6 +2,10 @@
 //! of the embedded default, or pgvector's HNSW index inside PostgreSQL, which every process
 //! over the database shares and keeps current by writing the rows themselves.
 //!
+//! Every touch of the in-process index (its `RwLock`, HNSW graph walks, inserts, saves) and
+//! every exact scoring of candidates runs on the blocking pool, never on an async worker: an
+//! insert waits for a save's read lock, and a search waits behind a queued insert.
+//!
 //! Must not import: HTTP types, the cache.
 
 use std::collections::HashSet;
@@ -32,17 +36,24 @@ pub(crate) enum Ann {
 
 impl Ann {
     /// Makes newly embedded rows searchable (pgvector indexes them as they are written).
-    pub(crate) fn add(&self, rows: &[(u64, TenantId, Vec<f32>)]) -> Result<()> {
+    pub(crate) async fn add(&self, rows: Vec<(u64, TenantId, Vec<f32>)>) -> Result<()> {
         match self {
-            Self::Local(index) => index.add(rows),
+            Self::Local(index) => {
+                let index = index.clone();
+                blocking(move || index.add(&rows)).await
+            }
             Self::Postgres(_) => Ok(()),
         }
     }
 
     /// Forgets vectors whose chunks were deleted (pgvector's rows go with the chunks).
-    pub(crate) fn remove(&self, keys: &[u64]) -> Result<()> {
+    pub(crate) async fn remove(&self, keys: Vec<u64>) -> Result<()> {
         match self {
-            Self::Local(index) => index.remove(keys),
+            Self::Local(_) if keys.is_empty() => Ok(()),
+            Self::Local(index) => {
+                let index = index.clone();
+                blocking(move || index.remove(&keys)).await
+            }
             Self::Postgres(_) => Ok(()),
         }
     }
@@ -68,9 +79,7 @@ impl Ann {
         match self {
             Self::Local(index) => {
                 let index = index.clone();
-                tokio::task::spawn_blocking(move || index.save())
-                    .await
-                    .map_err(|e| EngineError::Internal(format!("save task failed: {e}")))?
+                blocking(move || index.save()).await
             }
             Self::Postgres(_) => Ok(false),
         }
@@ -94,7 +103,8 @@ impl Ann {
             Self::Postgres(pg) => pg.nearest(owner, model, query, k, filter, exact).await,
             Self::Local(_) if exact => {
                 let rows = store.candidate_vectors(owner, model, filter).await?;
-                Ok(exact_top_k(query, &rows, k))
+                let query = query.to_vec();
+                blocking(move || Ok(exact_top_k(&query, &rows, k))).await
             }
             Self::Local(index) => {
                 let allowed: Option<HashSet<u64>> = if filter.is_empty() {
@@ -110,12 +120,27 @@ impl Ann {
                 };
                 // The index stores 8-bit vectors: it proposes candidates, and the stored
                 // f32 vectors rank them (the same scores the exact path gives).
-                let candidates =
-                    index.search(owner, query, rerank_candidates(k), allowed.as_ref())?;
-                let ids: Vec<u64> = candidates.iter().map(|(id, _)| *id).collect();
+                let ids = {
+                    let (index, owner, query) = (index.clone(), owner.clone(), query.to_vec());
+                    blocking(move || {
+                        let found =
+                            index.search(&owner, &query, rerank_candidates(k), allowed.as_ref())?;
+                        Ok(found.into_iter().map(|(id, _)| id).collect::<Vec<u64>>())
+                    })
+                    .await?
+                };
                 let rows = store.vectors_of(owner, model, &ids).await?;
                 Ok(exact_top_k(query, &rows, k))
             }
         }
     }
+}
+
+/// Runs index work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| EngineError::Internal(format!("vector index task failed: {e}")))?
 }

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use strata_cache::FastHashBuilder;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,6 +21,7 @@ use crate::model::{
     Chunk, Document, DocumentFilter, DocumentPatch, DocumentStatus, Job, JobFilter, JobStatus,
     NewDocument, Page, TagCount,
 };
+use crate::policy::{CachePolicy, Changed, Scopes};
 use crate::search::{SearchRequest, SearchResults};
 use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
@@ -33,6 +33,10 @@ use strata_embed::{BatchSettings, Embedder, LocalEmbedder, ModelFiles, TextToken
 /// Where `scripts/fetch-model` puts the model by default.
 pub const DEFAULT_MODEL_DIR: &str = "/var/tmp/strata-models/all-MiniLM-L6-v2";
 
+/// Most texts a request may embed on the model's interactive queue (ahead of ingestion);
+/// larger requests use the bulk queue (see [`Engine::embed_texts`]).
+pub const INTERACTIVE_TEXTS: usize = 8;
+
 /// Default page size of list endpoints.
 pub const DEFAULT_PAGE: u32 = 50;
 /// Largest page size of list endpoints.
@@ -43,8 +47,8 @@ pub const MAX_PAGE: u32 = 500;
 pub struct EngineSettings {
     /// Root of the embedded data (SQLite file, blobs).
     pub data_dir: PathBuf,
-    /// A `sqlite://` URL overriding `{data_dir}/strata.db`.
-    pub database_url: Option<String>,
+    /// A `sqlite://` URL overriding `{data_dir}/strata.db`, or a `postgres://` URL.
+    pub database_url: Option<strata_cache::SecretUrl>,
     /// SQLite pool settings.
     pub sqlite: SqliteOptions,
     /// PostgreSQL pool and search settings (with a `postgres://` database URL).
@@ -67,6 +71,9 @@ pub struct EngineSettings {
     pub ann: AnnSettings,
     /// Cache sizes and TTLs.
     pub cache: strata_cache::CacheSettings,
+    /// Where the process's slow statement layer keeps what it sees (empty when none is
+    /// installed).
+    pub slow_log: crate::slowlog::SlowLog,
 }
 
 /// What `GET /v1/performance/database/stats` reports.
@@ -81,41 +88,6 @@ pub struct DatabaseStats {
     /// The slowest recent statements, newest first.
     pub slow_statements: Vec<crate::slowlog::SlowStatement>,
 }
-
-/// Cache kinds strata uses, with their default TTLs (DESIGN.md's table where it has one):
-/// (kind, L1 seconds, L2 seconds, compute once across processes).
-pub fn default_cache_kinds() -> Vec<strata_cache::KindSpec> {
-    use std::time::Duration;
-    let k = |name, l1, l2, distributed| strata_cache::KindSpec {
-        name,
-        l1_ttl: Duration::from_secs(l1),
-        l2_ttl: Duration::from_secs(l2),
-        distributed,
-    };
-    vec![
-        // A model call: worth a Redis lock so N processes missing at once embed once.
-        k(KIND_EMBEDDING, 3600, 86_400, true),
-        // Query embedding + ANN: the same.
-        k(KIND_SEARCH, 600, 600, true),
-        k(KIND_DOCUMENT, 1800, 1800, false),
-        k(KIND_DOCUMENT_LIST, 300, 300, false),
-        k(KIND_TAGS, 300, 300, false),
-        k(KIND_JOB, 60, 60, false),
-    ]
-}
-
-/// Query embeddings, by model and text; shared by every tenant.
-pub const KIND_EMBEDDING: &str = "embedding";
-/// Search responses.
-pub const KIND_SEARCH: &str = "search_results";
-/// One document's metadata.
-pub const KIND_DOCUMENT: &str = "document_meta";
-/// Pages of the document list.
-pub const KIND_DOCUMENT_LIST: &str = "document_list";
-/// Tag counts.
-pub const KIND_TAGS: &str = "tag_counts";
-/// Job status and job lists.
-pub const KIND_JOB: &str = "job_status";
 
 impl Default for EngineSettings {
     fn default() -> Self {
@@ -134,97 +106,11 @@ impl Default for EngineSettings {
             ann: AnnSettings::default(),
             cache: strata_cache::CacheSettings {
                 l1_bytes: 256 * 1024 * 1024,
-                kinds: default_cache_kinds(),
+                kinds: crate::policy::default_cache_kinds(),
                 redis: None,
             },
+            slow_log: crate::slowlog::SlowLog::default(),
         }
-    }
-}
-
-/// Cache scopes of one store's tenants. A scope is the tenant hashed with the store's id:
-/// no tenant name can collide with the key layout, processes over the same database share
-/// cached entries, and processes over different databases never do, even through one Redis.
-#[derive(Debug, Clone)]
-pub struct Scopes {
-    salt: Arc<str>,
-    /// Computed scopes per tenant (a hash per request adds up on the cache-hit path);
-    /// forgotten wholesale past `MEMO_LIMIT` tenants.
-    memo: Arc<std::sync::RwLock<std::collections::HashMap<TenantId, ScopeSet, FastHashBuilder>>>,
-}
-
-/// A tenant's scopes: search answers, the catalogue (document metadata, list pages, tag
-/// counts) and job statuses. Each has its own generation, so a write bumps only what it can
-/// change: a tags- or metadata-only PATCH leaves search answers without a tag filter cached
-/// (hits carry titles, never tags or metadata).
-#[derive(Debug, Clone)]
-struct ScopeSet {
-    search: Arc<str>,
-    catalog: Arc<str>,
-    jobs: Arc<str>,
-}
-
-const MEMO_LIMIT: usize = 100_000;
-
-impl Scopes {
-    /// Scopes for the store with this id.
-    pub fn new(store_id: &str) -> Self {
-        Self {
-            salt: Arc::from(store_id),
-            memo: Arc::default(),
-        }
-    }
-
-    /// Applies `pick` to the tenant's scopes, computing and remembering them on first use;
-    /// only what `pick` returns is cloned.
-    fn with<R>(&self, owner: &TenantId, pick: impl FnOnce(&ScopeSet) -> R) -> R {
-        if let Some(s) = self
-            .memo
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(owner)
-        {
-            return pick(s);
-        }
-        let mut h = blake3::Hasher::new();
-        h.update(self.salt.as_bytes());
-        h.update(b"\0");
-        h.update(owner.as_str().as_bytes());
-        let tenant = format!("t{}", &h.finalize().to_hex()[..24]);
-        let set = ScopeSet {
-            search: Arc::from(tenant.as_str()),
-            catalog: Arc::from(format!("{tenant}c")),
-            jobs: Arc::from(format!("{tenant}j")),
-        };
-        let picked = pick(&set);
-        let mut memo = self.memo.write().unwrap_or_else(|p| p.into_inner());
-        if memo.len() >= MEMO_LIMIT {
-            memo.clear();
-        }
-        memo.insert(owner.clone(), set);
-        picked
-    }
-
-    /// Search answers without a tag filter: they change when the tenant's chunks or titles
-    /// do.
-    pub fn search(&self, owner: &TenantId) -> Arc<str> {
-        self.with(owner, |s| s.search.clone())
-    }
-
-    /// Everything else derived from the tenant's documents: metadata, list pages, tag counts,
-    /// and search answers with a tag filter. Every document write bumps it.
-    pub fn catalog(&self, owner: &TenantId) -> Arc<str> {
-        self.with(owner, |s| s.catalog.clone())
-    }
-
-    /// Both document scopes: what a change of the tenant's chunks or titles invalidates.
-    pub fn documents(&self, owner: &TenantId) -> [Arc<str>; 2] {
-        self.with(owner, |s| [s.search.clone(), s.catalog.clone()])
-    }
-
-    /// The tenant's job statuses, invalidated on every job change without touching its
-    /// search results.
-    pub fn jobs(&self, owner: &TenantId) -> Arc<str> {
-        self.with(owner, |s| s.jobs.clone())
     }
 }
 
@@ -297,9 +183,8 @@ struct Inner {
     settings: EngineSettings,
     embedder: Arc<dyn Embedder>,
     ann: Ann,
-    cache: strata_cache::Cache,
-    scopes: Scopes,
-    search_fingerprint: String,
+    policy: CachePolicy,
+    writes: Writes,
     /// Held for the engine's life: one process per data directory.
     _lock: std::fs::File,
 }
@@ -326,7 +211,7 @@ impl Engine {
             )));
         }
         let mut postgres = None;
-        let store: Arc<dyn Store> = match settings.database_url.as_deref() {
+        let store: Arc<dyn Store> = match settings.database_url.as_ref().map(|u| u.expose()) {
             None => Arc::new(
                 SqliteStore::open(&settings.data_dir.join("strata.db"), &settings.sqlite).await?,
             ),
@@ -391,24 +276,6 @@ impl Engine {
             }
         }
         let scopes = Scopes::new(&store.store_id().await?);
-        let (events, _) = broadcast::channel(1024);
-        let runner = Runner::new(
-            crate::jobs::RunnerDeps {
-                store: store.clone(),
-                blobs: blobs.clone(),
-                events: events.clone(),
-                embedder: embedder.clone(),
-                vectors: ann.clone(),
-                tokenizer,
-                cache: cache.clone(),
-                scopes: scopes.clone(),
-            },
-            settings.jobs.clone(),
-        );
-        // The model's load and an index rebuild free much of what they allocated.
-        crate::memory::release_free_memory();
-        info!(backend = store.backend(), data_dir = %settings.data_dir.display(),
-              model = embedder.model(), vectors = ann.len(), "engine open");
         let ef = match ann {
             Ann::Local(_) => settings.ann.expansion_search,
             Ann::Postgres(_) => settings.postgres.ef_search as usize,
@@ -419,6 +286,24 @@ impl Engine {
             store.backend(),
             settings.ann.exact_limit
         );
+        let policy = CachePolicy::new(cache, scopes, search_fingerprint);
+        let (events, _) = broadcast::channel(1024);
+        let runner = Runner::new(
+            crate::jobs::RunnerDeps {
+                store: store.clone(),
+                blobs: blobs.clone(),
+                events: events.clone(),
+                embedder: embedder.clone(),
+                vectors: ann.clone(),
+                tokenizer,
+                policy: policy.clone(),
+            },
+            settings.jobs.clone(),
+        );
+        // The model's load and an index rebuild free much of what they allocated.
+        crate::heap::release_free_memory();
+        info!(backend = store.backend(), data_dir = %settings.data_dir.display(),
+              model = embedder.model(), vectors = ann.len(), "engine open");
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -428,9 +313,8 @@ impl Engine {
                 settings,
                 embedder,
                 ann,
-                search_fingerprint,
-                cache,
-                scopes,
+                policy,
+                writes: Writes::default(),
                 _lock: lock,
             }),
         })
@@ -452,45 +336,19 @@ impl Engine {
         .await
     }
 
-    /// What, besides the request, decides a search's answer in this process: the embedding
-    /// model and the index's search settings. Part of every search cache key, so processes
-    /// configured differently never share answers.
-    pub fn search_fingerprint(&self) -> &str {
-        &self.inner.search_fingerprint
-    }
-
-    /// The cache scopes of this store's tenants.
-    pub fn scopes(&self) -> &Scopes {
-        &self.inner.scopes
-    }
-
-    /// The cache, for the HTTP layer's response caching and statistics.
-    pub fn cache(&self) -> &strata_cache::Cache {
-        &self.inner.cache
-    }
-
-    /// Makes everything cached from `owner`'s data, documents and jobs alike, unreachable in
-    /// every tier and (with Redis) every process, before returning.
-    pub async fn invalidate_tenant(&self, owner: &TenantId) {
-        let [search, catalog] = self.inner.scopes.documents(owner);
-        let jobs = self.inner.scopes.jobs(owner);
-        self.inner
-            .cache
-            .invalidate_all(&[search, catalog, jobs])
-            .await;
+    /// What every cached read is keyed by and every write invalidates, with the cache.
+    pub fn cache_policy(&self) -> &CachePolicy {
+        &self.inner.policy
     }
 
     /// A query's embedding, from the cache when this model embedded this exact text before.
     pub async fn embed_query(&self, text: &str) -> Result<Vec<f32>> {
-        let model = self.inner.embedder.model();
-        let mut material = Vec::with_capacity(model.len() + 1 + text.len());
-        material.extend_from_slice(model.as_bytes());
-        material.push(0);
-        material.extend_from_slice(text.as_bytes());
+        let read = CachePolicy::query_embedding(self.inner.embedder.model(), text);
         let lookup = self
             .inner
-            .cache
-            .get_or_compute(KIND_EMBEDDING, "global", &material, || async {
+            .policy
+            .cache()
+            .get_or_compute(read.kind, &read.scope, &read.material, || async {
                 let v = self.embed_texts(vec![text.to_owned()]).await?.remove(0);
                 Ok::<_, EngineError>(bytes::Bytes::from(crate::store::vector_to_bytes(&v)))
             })
@@ -499,9 +357,18 @@ impl Engine {
             .ok_or_else(|| EngineError::Internal("corrupt cached embedding".into()))
     }
 
-    /// Embeds texts with the configured model (one unit vector per text).
+    /// Embeds texts with the configured model (one unit vector per text). A request of more
+    /// than [`INTERACTIVE_TEXTS`] texts is throughput work (an `/v1/embeddings` batch of up
+    /// to 2,048): it waits behind queries on the model's bulk queue, as ingestion does, so a
+    /// large batch never delays the query embedding of a search.
     pub async fn embed_texts(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
-        self.inner.embedder.embed(texts).await.map_err(|e| match e {
+        let embedder = &self.inner.embedder;
+        let result = if texts.len() > INTERACTIVE_TEXTS {
+            embedder.embed_bulk(texts).await
+        } else {
+            embedder.embed(texts).await
+        };
+        result.map_err(|e| match e {
             strata_embed::EmbedError::Overloaded => {
                 EngineError::Unavailable("the embedding queue is full".into())
             }
@@ -538,14 +405,17 @@ impl Engine {
             backend: store.backend(),
             pool: store.pool_stats(),
             tables: store.table_stats().await?,
-            slow_statements: crate::slowlog::recent(),
+            slow_statements: self.inner.settings.slow_log.recent(),
         })
     }
 
     /// Refreshes planner statistics and compacts what needs it; the statements run.
     pub async fn optimize_database(&self) -> Result<Vec<String>> {
         let this = self.clone();
-        detached(async move { this.inner.store.optimize().await }).await
+        self.inner
+            .writes
+            .detach(async move { this.inner.store.optimize().await })
+            .await
     }
 
     /// The embedding model's id and, when it runs in this process, its passes and busy time.
@@ -590,7 +460,10 @@ impl Engine {
         meta: UploadMeta,
     ) -> Result<IngestOutcome> {
         let (this, owner) = (self.clone(), owner.clone());
-        detached(async move { this.ingest_now(&owner, staged, meta).await }).await
+        self.inner
+            .writes
+            .detach(async move { this.ingest_now(&owner, staged, meta).await })
+            .await
     }
 
     async fn ingest_now(
@@ -626,7 +499,7 @@ impl Engine {
             .await?;
         Ok(match outcome {
             InsertOutcome::Created(d) => {
-                self.invalidate_tenant(owner).await;
+                self.inner.policy.changed(owner, Changed::Everything).await;
                 self.inner.runner.wake.notify_one();
                 if let Err(e) = self.inner.store.announce(StoreChange::JobQueued).await {
                     tracing::debug!(error = %e, "could not announce the queued job");
@@ -745,29 +618,33 @@ impl Engine {
             metadata: patch.metadata.map(validate::metadata).transpose()?,
         };
         let (this, owner) = (self.clone(), owner.clone());
-        detached(async move {
-            let updated = this.inner.store.update_document(&owner, id, &patch).await?;
-            if updated.is_some() {
-                let scopes = &this.inner.scopes;
-                if patch.title.is_some() {
-                    // Titles appear in search hits.
-                    let documents = scopes.documents(&owner);
-                    this.inner.cache.invalidate_all(&documents).await;
-                } else {
-                    this.inner.cache.invalidate(&scopes.catalog(&owner)).await;
+        self.inner
+            .writes
+            .detach(async move {
+                let updated = this.inner.store.update_document(&owner, id, &patch).await?;
+                if updated.is_some() {
+                    // Titles appear in search hits; tags and metadata do not.
+                    let what = if patch.title.is_some() {
+                        Changed::Documents
+                    } else {
+                        Changed::Catalog
+                    };
+                    this.inner.policy.changed(&owner, what).await;
                 }
-            }
-            Ok(updated)
-        })
-        .await?
-        .ok_or_else(|| EngineError::not_found(IdKind::Document, id))
+                Ok(updated)
+            })
+            .await?
+            .ok_or_else(|| EngineError::not_found(IdKind::Document, id))
     }
 
     /// Deletes a document, its chunks, its unfinished jobs and (when no other document
     /// shares it) its original file.
     pub async fn delete_document(&self, owner: &TenantId, id: DocumentId) -> Result<()> {
         let (this, owner) = (self.clone(), owner.clone());
-        detached(async move { this.delete_now(&owner, id).await }).await
+        self.inner
+            .writes
+            .detach(async move { this.delete_now(&owner, id).await })
+            .await
     }
 
     async fn delete_now(&self, owner: &TenantId, id: DocumentId) -> Result<()> {
@@ -779,8 +656,8 @@ impl Engine {
             .delete_document(owner, id)
             .await?
             .ok_or_else(|| EngineError::not_found(IdKind::Document, id))?;
-        self.inner.ann.remove(&deleted.chunk_ids)?;
-        self.invalidate_tenant(owner).await;
+        self.inner.ann.remove(deleted.chunk_ids).await?;
+        self.inner.policy.changed(owner, Changed::Everything).await;
         if self.inner.store.count_sha256_refs(&deleted.sha256).await? == 0 {
             self.inner.blobs.remove(&deleted.sha256).await?;
         }
@@ -865,7 +742,7 @@ impl Engine {
                             tracing::warn!(error = %e, "could not save the vector index");
                         }
                         // Ingestion batches of varying shapes leave freed C-heap pages behind.
-                        crate::memory::release_free_memory();
+                        crate::heap::release_free_memory();
                     }
                     () = shutdown.cancelled() => return,
                 }
@@ -932,8 +809,9 @@ impl Engine {
         self.inner.store.ping().await
     }
 
-    /// Saves the vector index and closes the store's pool.
+    /// Waits for writes in flight, saves the vector index and closes the store's pool.
     pub async fn close(&self) {
+        self.inner.writes.finish().await;
         match self.save_vectors().await {
             Ok(true) => info!(vectors = self.inner.ann.len(), "vector index saved"),
             Ok(false) => {}
@@ -942,7 +820,7 @@ impl Engine {
             }
         }
         self.inner.store.close().await;
-        self.inner.cache.close().await;
+        self.inner.policy.cache().close().await;
     }
 }
 
@@ -1028,15 +906,30 @@ async fn open_vectors(
     Arc::try_unwrap(index).map_err(|_| EngineError::Internal("vector index still shared".into()))
 }
 
-/// Runs a write to completion even if the caller goes away (an HTTP client disconnecting
-/// drops its handler's future): a transaction abandoned half-way would hold SQLite's write
-/// lock until the pool noticed, and a blob could be left without its row.
-async fn detached<T: Send + 'static>(
-    write: impl std::future::Future<Output = Result<T>> + Send + 'static,
-) -> Result<T> {
-    tokio::spawn(write)
-        .await
-        .map_err(|e| EngineError::Internal(format!("write task failed: {e}")))?
+/// Writes that run to completion even if their caller goes away (an HTTP client
+/// disconnecting drops its handler's future): a transaction abandoned half-way would hold
+/// SQLite's write lock until the pool noticed, and a blob could be left without its row.
+/// Every such write is tracked, and [`Engine::close`] waits for them before it closes the
+/// pool, so a write past the server's grace period still finishes.
+#[derive(Default)]
+struct Writes(TaskTracker);
+
+impl Writes {
+    async fn detach<T: Send + 'static>(
+        &self,
+        write: impl std::future::Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        self.0
+            .spawn(write)
+            .await
+            .map_err(|e| EngineError::Internal(format!("write task failed: {e}")))?
+    }
+
+    /// Waits for every write in flight.
+    async fn finish(&self) {
+        self.0.close();
+        self.0.wait().await;
+    }
 }
 
 fn parse_cursor_id<T: std::str::FromStr>(cursor: &str, fp: &str) -> Result<T> {

@@ -30,6 +30,7 @@ use crate::error::EngineError;
 use crate::extract::{Extracted, extract};
 use crate::ids::TenantId;
 use crate::model::{Job, Stage, StageProgress};
+use crate::policy::Changed;
 use crate::store::{ClaimedJob, JobOutcome, Lease, NewChunk, Store};
 
 /// Chunks embedded (and recorded) per step of the embed stage.
@@ -131,8 +132,7 @@ pub(crate) struct RunnerDeps {
     pub(crate) embedder: Arc<dyn Embedder>,
     pub(crate) vectors: Ann,
     pub(crate) tokenizer: Arc<dyn Tokenizer>,
-    pub(crate) cache: strata_cache::Cache,
-    pub(crate) scopes: crate::engine::Scopes,
+    pub(crate) policy: crate::policy::CachePolicy,
 }
 
 /// Shared handles a worker needs.
@@ -147,8 +147,7 @@ pub struct Runner {
     pub(crate) tokenizer: Arc<dyn Tokenizer>,
     pub(crate) embedder: Arc<dyn Embedder>,
     pub(crate) vectors: Ann,
-    pub(crate) cache: strata_cache::Cache,
-    pub(crate) scopes: crate::engine::Scopes,
+    pub(crate) policy: crate::policy::CachePolicy,
 }
 
 impl Runner {
@@ -164,8 +163,7 @@ impl Runner {
             tokenizer: deps.tokenizer,
             embedder: deps.embedder,
             vectors: deps.vectors,
-            cache: deps.cache,
-            scopes: deps.scopes,
+            policy: deps.policy,
         }
     }
 
@@ -190,8 +188,7 @@ impl Runner {
                     if std::mem::take(&mut worked) {
                         // The queue ran dry: hand back what the model's batches and the
                         // parsers freed, so a server at rest holds only what it uses.
-                        let _ =
-                            tokio::task::spawn_blocking(crate::memory::release_free_memory).await;
+                        let _ = tokio::task::spawn_blocking(crate::heap::release_free_memory).await;
                     }
                     tokio::select! {
                         () = self.wake.notified() => {}
@@ -232,8 +229,8 @@ impl Runner {
         let lease = claimed.lease.clone();
         let attempts = claimed.job.attempts;
         // The document's status changed (queued -> processing), and will again at the end.
-        let documents = self.scopes.documents(&claimed.owner);
-        let documents_changed = || self.cache.invalidate_all(&documents);
+        let owner = &claimed.owner;
+        let documents_changed = || self.policy.changed(owner, Changed::Documents);
         documents_changed().await;
         self.publish(&lease).await;
         info!("job claimed");
@@ -342,7 +339,7 @@ impl Runner {
         }
         match self.store.get_job_any_owner(lease.job_id).await {
             Ok(Some((owner, job))) => {
-                self.cache.invalidate(&self.scopes.jobs(&owner)).await;
+                self.policy.changed(&owner, Changed::Jobs).await;
                 if self.events.receiver_count() > 0 {
                     let _ = self.events.send(JobEvent { owner, job });
                 }
@@ -464,7 +461,7 @@ impl Runner {
             .clear_chunks(lease, doc.id)
             .await?
             .ok_or(JobError::LeaseLost)?;
-        self.vectors.remove(&stale)?;
+        self.vectors.remove(stale).await?;
         let batch = self.settings.chunk_batch.max(1);
         let mut written: Vec<(u64, String, String)> = Vec::with_capacity(pieces.len());
         for (b, group) in pieces.chunks(batch).enumerate() {
@@ -541,10 +538,16 @@ impl Runner {
             };
         }
 
-        for group in vectors.chunks(batch) {
+        let mut vectors = vectors.into_iter();
+        loop {
+            let group: Vec<_> = vectors.by_ref().take(batch).collect();
+            if group.is_empty() {
+                break;
+            }
             checkpoint()?;
-            self.vectors.add(group)?;
-            stages[3].done += group.len() as u64;
+            let n = group.len() as u64;
+            self.vectors.add(group).await?;
+            stages[3].done += n;
             self.progress(lease, Stage::Index, &stages).await?;
         }
         Ok(pieces.len() as u32)

@@ -13,10 +13,11 @@ pub mod cursor;
 mod engine;
 pub mod error;
 pub mod extract;
+pub mod heap;
 pub mod ids;
 pub mod jobs;
-pub mod memory;
 pub mod model;
+pub mod policy;
 pub mod search;
 pub mod slowlog;
 pub mod store;
@@ -24,11 +25,16 @@ pub mod validate;
 pub mod vectors;
 
 pub use engine::{
-    DEFAULT_MODEL_DIR, DEFAULT_PAGE, DatabaseStats, Engine, EngineSettings, IngestOutcome,
-    KIND_DOCUMENT, KIND_DOCUMENT_LIST, KIND_EMBEDDING, KIND_JOB, KIND_SEARCH, KIND_TAGS,
-    ListDocuments, ListJobs, MAX_PAGE, Scopes, UploadMeta, default_cache_kinds,
+    DEFAULT_MODEL_DIR, DEFAULT_PAGE, DatabaseStats, Engine, EngineSettings, INTERACTIVE_TEXTS,
+    IngestOutcome, ListDocuments, ListJobs, MAX_PAGE, UploadMeta,
 };
 pub use error::{EngineError, Result};
 pub use ids::{DocumentId, IdKind, JobId, TenantId};
-pub use strata_cache::{Cache, CacheSettings, KindSpec, Lookup, RedisSettings, Source};
+pub use policy::{
+    KIND_DOCUMENT, KIND_DOCUMENT_LIST, KIND_EMBEDDING, KIND_JOB, KIND_SEARCH, KIND_TAGS, Scopes,
+    default_cache_kinds,
+};
+pub use strata_cache::{
+    Cache, CacheSettings, KindSpec, Lookup, RedisSettings, SecretUrl, Source, redact_url,
+};
 pub use strata_embed::{BatchSettings, HttpSettings, LocalRuntime, ModelStats};

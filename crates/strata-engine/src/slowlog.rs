@@ -1,11 +1,13 @@
 //! The slow statement log: sqlx reports every statement slower than the configured threshold
 //! (`--db-slow-statement-ms`) as a tracing event; [`SlowStatementLayer`], installed in the
-//! process's subscriber, keeps the most recent ones for `GET /v1/performance/database/stats`.
+//! process's subscriber, keeps the most recent ones in a [`SlowLog`] that the binary hands to
+//! the engine (`EngineSettings::slow_log`) for `GET /v1/performance/database/stats`. No
+//! global: a process (or a test) that installs no layer has an empty log of its own.
 //!
 //! Must not import: HTTP types, the store.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use tracing::field::{Field, Visit};
@@ -13,8 +15,6 @@ use tracing_subscriber::layer::Context;
 
 /// How many slow statements are kept.
 pub const KEPT: usize = 50;
-
-static RECENT: Mutex<VecDeque<SlowStatement>> = Mutex::new(VecDeque::new());
 
 /// One statement that ran past the threshold.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -33,23 +33,35 @@ pub struct SlowStatement {
     pub rows_affected: u64,
 }
 
-/// The most recent slow statements, newest first.
-pub fn recent() -> Vec<SlowStatement> {
-    RECENT
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .rev()
-        .cloned()
-        .collect()
-}
+/// The most recent slow statements, shared by the layer that records them and the engine
+/// that reports them. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct SlowLog(Arc<Mutex<VecDeque<SlowStatement>>>);
 
-fn record(s: SlowStatement) {
-    let mut q = RECENT.lock().unwrap_or_else(|p| p.into_inner());
-    if q.len() >= KEPT {
-        q.pop_front();
+impl SlowLog {
+    /// The most recent slow statements, newest first.
+    pub fn recent(&self) -> Vec<SlowStatement> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .rev()
+            .cloned()
+            .collect()
     }
-    q.push_back(s);
+
+    /// The tracing layer that records into this log; install it with [`filter`].
+    pub fn layer(&self) -> SlowStatementLayer {
+        SlowStatementLayer(self.clone())
+    }
+
+    fn record(&self, s: SlowStatement) {
+        let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() >= KEPT {
+            q.pop_front();
+        }
+        q.push_back(s);
+    }
 }
 
 /// The events [`SlowStatementLayer`] needs: sqlx's statement log at warning level or above.
@@ -68,9 +80,9 @@ pub fn filter() -> tracing_subscriber::filter::FilterFn<fn(&tracing::Metadata<'_
         .with_max_level_hint(tracing::Level::WARN)
 }
 
-/// A tracing layer that keeps sqlx's slow statement events.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SlowStatementLayer;
+/// A tracing layer that keeps sqlx's slow statement events in its [`SlowLog`].
+#[derive(Debug, Clone)]
+pub struct SlowStatementLayer(SlowLog);
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SlowStatementLayer {
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
@@ -82,7 +94,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SlowStatementLayer
         if v.message.contains("slow statement") {
             v.out.at = chrono::Utc::now().to_rfc3339();
             v.out.statement = v.out.statement.trim().to_owned();
-            record(v.out);
+            self.0.record(v.out);
         }
     }
 }
@@ -138,11 +150,11 @@ mod tests {
         use tracing::Subscriber as _;
         use tracing_subscriber::filter::{EnvFilter, LevelFilter};
         let subscriber = tracing_subscriber::registry()
-            .with(SlowStatementLayer.with_filter(filter()))
+            .with(SlowLog::default().layer().with_filter(filter()))
             .with(tracing_subscriber::fmt::layer().with_filter(EnvFilter::new("info")));
         assert_eq!(subscriber.max_level_hint(), Some(LevelFilter::INFO));
         let quiet = tracing_subscriber::registry()
-            .with(SlowStatementLayer.with_filter(filter()))
+            .with(SlowLog::default().layer().with_filter(filter()))
             .with(tracing_subscriber::fmt::layer().with_filter(EnvFilter::new("error")));
         assert_eq!(
             quiet.max_level_hint(),
@@ -153,8 +165,8 @@ mod tests {
 
     #[tokio::test]
     async fn statements_past_the_threshold_are_kept_and_faster_ones_are_not() {
-        let subscriber =
-            tracing_subscriber::registry().with(SlowStatementLayer.with_filter(filter()));
+        let log = SlowLog::default();
+        let subscriber = tracing_subscriber::registry().with(log.layer().with_filter(filter()));
         // Global: SQLite statements run on sqlx's worker thread, which a thread-local default
         // would not reach. Only this test of the binary installs a subscriber.
         tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
@@ -162,9 +174,9 @@ mod tests {
         let fast = SqliteStore::open(&dir.path().join("a.db"), &SqliteOptions::default())
             .await
             .expect("open");
-        let before = recent().len();
+        let before = log.recent().len();
         fast.ping().await.expect("ping");
-        assert_eq!(recent().len(), before, "a fast statement is not slow");
+        assert_eq!(log.recent().len(), before, "a fast statement is not slow");
         let slow = SqliteStore::open(
             &dir.path().join("b.db"),
             &SqliteOptions {
@@ -175,7 +187,7 @@ mod tests {
         .await
         .expect("open");
         slow.ping().await.expect("ping");
-        let kept = recent();
+        let kept = log.recent();
         assert!(kept.len() > before, "{kept:?}");
         assert_eq!(kept[0].summary, "SELECT 1");
         assert!(kept.len() <= KEPT);

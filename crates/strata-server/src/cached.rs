@@ -1,7 +1,8 @@
-//! Cached JSON responses: a read handler names the cache kind, the scope (whose generation
-//! a write bumps) and the canonical request; the body comes from the cache or from the
-//! computation, and the response says which (`X-Cache`, `Server-Timing`), with an `ETag`
-//! that answers `If-None-Match` with 304.
+//! Cached JSON responses: a read handler asks the engine's cache policy for its
+//! [`Read`] (kind, scope, canonical request) and never builds a key itself; the body comes
+//! from the cache or from the computation, and the response says which (`X-Cache`,
+//! `Server-Timing`), with an `ETag` that answers `If-None-Match` with 304. Search answers
+//! are computed here too ([`search`]), for the route and for warming alike.
 //!
 //! A cached value is the body's quoted ETag (26 bytes) followed by the body: the tag is
 //! hashed once, when the body is computed, and every hit serves both as zero-copy slices.
@@ -13,6 +14,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use strata_cache::Source;
+use strata_engine::TenantId;
+use strata_engine::policy::Read;
+use strata_engine::search::SearchRequest;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -22,9 +26,7 @@ use crate::extract::IfNoneMatch;
 pub(crate) async fn json<F, Fut>(
     app: &AppState,
     inm: &IfNoneMatch,
-    kind: &str,
-    scope: &str,
-    material: &[u8],
+    read: Read,
     compute: F,
 ) -> Result<Response, ApiError>
 where
@@ -33,12 +35,30 @@ where
 {
     let lookup = app
         .engine
+        .cache_policy()
         .cache()
-        .get_or_compute(kind, scope, material, || async {
+        .get_or_compute(read.kind, &read.scope, &read.material, || async {
             compute().await.map(seal)
         })
         .await?;
     Ok(respond(inm, lookup))
+}
+
+/// A search answer (sealed JSON body) through the cache: what the route serves and what
+/// warming recomputes. `read` is the policy's read for `req`.
+pub(crate) async fn search(
+    app: &AppState,
+    tenant: &TenantId,
+    read: Read,
+    req: SearchRequest,
+) -> Result<strata_cache::Lookup, ApiError> {
+    app.engine
+        .cache_policy()
+        .cache()
+        .get_or_compute(read.kind, &read.scope, &read.material, || async {
+            body(&app.engine.search(tenant, req).await?).map(seal)
+        })
+        .await
 }
 
 const TAG: usize = 26;

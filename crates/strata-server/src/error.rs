@@ -37,6 +37,7 @@ macro_rules! codes {
 
 codes! {
     Unauthenticated => ("unauthenticated", UNAUTHORIZED, "The request does not say which tenant it acts for"),
+    Forbidden => ("forbidden", FORBIDDEN, "The caller's role does not allow this"),
     NotFound => ("not_found", NOT_FOUND, "The resource does not exist"),
     RouteNotFound => ("route_not_found", NOT_FOUND, "No such endpoint"),
     MethodNotAllowed => ("method_not_allowed", METHOD_NOT_ALLOWED, "Method not allowed on this endpoint"),

@@ -6,8 +6,10 @@
 //! drivers or storage types; everything goes through the engine.
 
 mod cached;
+pub mod caller;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 mod middleware;
 pub mod routes;
 pub mod warm;
@@ -39,9 +41,9 @@ pub struct ServerSettings {
     pub json_body_limit: usize,
     /// How long in-flight requests may take to finish after shutdown begins.
     pub shutdown_grace: Duration,
-    /// Take the tenant from this request header, set by an authenticating proxy in front
-    /// of strata; `None`: every request is the single local tenant.
-    pub tenant_header: Option<axum::http::HeaderName>,
+    /// How callers are identified: the single local admin tenant (development), or a
+    /// request header set by an authenticating proxy, with a list of admin tenants.
+    pub identity: caller::Identity,
     /// Cache warming of frequent searches.
     pub warm: warm::WarmSettings,
 }
@@ -52,13 +54,13 @@ impl Default for ServerSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 7733)),
             json_body_limit: 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
-            tenant_header: None,
+            identity: caller::Identity::Local,
             warm: warm::WarmSettings::default(),
         }
     }
 }
 
-/// The type of [`ServerSettings::tenant_header`].
+/// The header type of [`caller::Identity::Header`].
 pub use axum::http::HeaderName;
 
 /// Shared, immutable state of the handlers.
@@ -71,10 +73,10 @@ pub struct AppInner {
     pub engine: Engine,
     /// Fired when the server shuts down; long-lived streams end on it.
     pub shutdown: CancellationToken,
-    /// See [`ServerSettings::tenant_header`].
-    pub tenant_header: Option<axum::http::HeaderName>,
     /// Hot-query tracking and cache warming.
-    pub warmer: warm::Warmer,
+    pub warmer: Arc<warm::Warmer>,
+    /// The metrics registry `/metrics` reads.
+    pub metrics: metrics::Metrics,
 }
 
 impl Deref for AppState {
@@ -87,11 +89,16 @@ impl Deref for AppState {
 /// The handlers' shared state.
 pub fn state(engine: Engine, settings: &ServerSettings, shutdown: CancellationToken) -> AppState {
     let hot_list = engine.data_dir().join("hot-queries.json");
+    let warmer = Arc::new(warm::Warmer::new(settings.warm.clone(), Some(hot_list)));
+    let metrics = metrics::Metrics::new(Some(metrics::Snapshots {
+        engine: engine.clone(),
+        warmer: warmer.clone(),
+    }));
     AppState(Arc::new(AppInner {
         engine,
         shutdown,
-        tenant_header: settings.tenant_header.clone(),
-        warmer: warm::Warmer::new(settings.warm.clone(), Some(hot_list)),
+        warmer,
+        metrics,
     }))
 }
 
@@ -104,6 +111,7 @@ pub fn router(engine: Engine, settings: &ServerSettings, shutdown: CancellationT
 pub fn router_with(state: AppState, settings: &ServerSettings) -> Router {
     use routes::{documents, health, jobs, metrics, performance, search};
     // Multipart framing adds a little to the file itself.
+    let http_metrics = state.metrics.layer();
     let upload_limit = usize::try_from(state.engine.max_upload_bytes())
         .unwrap_or(usize::MAX)
         .saturating_add(64 * 1024);
@@ -153,18 +161,21 @@ pub fn router_with(state: AppState, settings: &ServerSettings) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(settings.json_body_limit))
+        // Outside the body limit, so admission layers added after it see the caller too.
+        .layer(caller::CallerLayer::new(settings.identity.clone()))
         .with_state(state);
-    with_middleware(api)
+    with_middleware(api, http_metrics)
 }
 
 /// The middleware every strata response passes through (Server-Timing, panic to 500
-/// problem, tracing, request ids). Public so benchmarks can build a ceiling server with the
-/// same stack and none of strata's work.
-pub fn with_middleware(router: Router) -> Router {
+/// problem, HTTP metrics, tracing, request ids). Public so benchmarks can build a ceiling
+/// server with the same stack and none of strata's work.
+pub fn with_middleware(router: Router, http_metrics: metrics::HttpMetricsLayer) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     router
         .layer(axum::middleware::from_fn(middleware::server_timing))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(http_metrics)
         .layer(middleware::trace_layer())
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

@@ -294,17 +294,12 @@ pub(crate) async fn run(app: AppState, shutdown: CancellationToken) {
 
 /// Loaded entries have no material yet (it depends on this process's engine settings).
 fn rekey(app: &AppState) {
-    let fingerprint = app.engine.search_fingerprint();
+    let policy = app.engine.cache_policy();
     let mut hot = app.warmer.hot.lock().unwrap_or_else(|p| p.into_inner());
-    for queries in hot.values_mut() {
+    for (tenant, queries) in hot.iter_mut() {
         *queries = std::mem::take(queries)
             .into_values()
-            .map(|h| {
-                (
-                    crate::routes::search::search_material(&h.request, fingerprint),
-                    h,
-                )
-            })
+            .map(|h| (policy.search(tenant, &h.request).material, h))
             .collect();
     }
 }
@@ -316,7 +311,9 @@ async fn pass(app: &AppState, tenants: &[TenantId], shutdown: &CancellationToken
             if shutdown.is_cancelled() {
                 return;
             }
-            match crate::routes::search::cached_search(app, tenant, &material, request).await {
+            let read = app.engine.cache_policy().search(tenant, &request);
+            debug_assert_eq!(read.material, material);
+            match crate::cached::search(app, tenant, read, request).await {
                 Ok(l) if !l.source.is_hit() => {
                     app.warmer.warmed.fetch_add(1, Ordering::Relaxed);
                 }

@@ -19,7 +19,10 @@ use strata_server::ServerSettings;
 
 /// Settings shared by every subcommand. Each can also be set in `strata.toml` under the same
 /// name with underscores (`data_dir = "..."`).
-#[derive(Debug, Clone, Default, Args)]
+///
+/// Deliberately not `Debug`: it holds the database and Redis URLs and the embedding API key
+/// as given; [`Config`] holds them in types that mask them.
+#[derive(Clone, Default, Args)]
 pub struct Overrides {
     /// Configuration file [default: ./strata.toml when it exists].
     #[arg(long, env = "STRATA_CONFIG", global = true)]
@@ -115,9 +118,10 @@ pub struct Overrides {
     #[arg(long, env = "STRATA_EMBED_MAX_BATCH", global = true)]
     pub embed_max_batch: Option<usize>,
 
-    /// Extra wait, in milliseconds, for more texts to share a forward pass [default: 0].
-    /// Texts that arrive while a pass runs share the next one anyway; a wait only adds
-    /// latency to a lone query, so set it for a backend billed per call.
+    /// Extra wait, in milliseconds, for more texts to share a forward pass of the local model
+    /// [default: 0]. Texts that arrive while a pass runs share the next one anyway, so a wait
+    /// only adds latency to a lone query. Not accepted with --embed-url: the endpoint gets
+    /// each caller's texts as they come (up to 256 per request).
     #[arg(long, env = "STRATA_EMBED_MAX_WAIT_MS", global = true)]
     pub embed_max_wait_ms: Option<u64>,
 
@@ -178,6 +182,17 @@ pub struct Overrides {
     /// is the single local tenant (development only) [default: unset].
     #[arg(long, env = "STRATA_TENANT_HEADER", global = true)]
     pub tenant_header: Option<String>,
+
+    /// Tenants with the admin role in tenant-header mode, comma-separated: they may clear
+    /// the cache, optimise the database and read its table statistics. In development mode
+    /// the single local tenant is the admin [default: none].
+    #[arg(
+        long,
+        env = "STRATA_ADMIN_TENANTS",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub admin_tenants: Option<Vec<String>>,
 
     /// Most database connections this process holds [default: 8 for SQLite, 10 for PostgreSQL].
     /// With N instances over one PostgreSQL, keep N x this (+ 2 each, see docs/SCALING.md)
@@ -240,8 +255,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// `strata.toml`: the same settings as the flags.
-#[derive(Debug, Default, Deserialize)]
+/// `strata.toml`: the same settings as the flags (not `Debug`, for the same reason as
+/// [`Overrides`]).
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     data_dir: Option<PathBuf>,
@@ -271,6 +287,7 @@ struct FileConfig {
     redis_pool_size: Option<usize>,
     redis_timeout_ms: Option<u64>,
     tenant_header: Option<String>,
+    admin_tenants: Option<Vec<String>>,
     cache_warm_queries: Option<usize>,
     cache_warm_interval_secs: Option<u64>,
     model_dir: Option<PathBuf>,
@@ -320,6 +337,7 @@ impl Config {
             ),
             None => (FileConfig::default(), None),
         };
+        let identity = identity(flags, &file)?;
         let max_upload = match (flags.max_upload, file.max_upload) {
             (Some(v), _) => v,
             (None, Some(SizeValue::Bytes(v))) => v,
@@ -345,11 +363,27 @@ impl Config {
             bail!("job_lease_secs must be at least 3");
         }
         let grace = Duration::from_secs(pick!(shutdown_grace_secs, 10));
+        let remote = flags.embed_url.is_some() || file.embed_url.is_some();
+        if remote
+            && flags
+                .embed_max_wait_ms
+                .or(file.embed_max_wait_ms)
+                .is_some_and(|w| w > 0)
+        {
+            bail!(
+                "embed_max_wait_ms applies to the local model's forward passes; with embed_url \
+                 the endpoint gets each caller's texts as they come"
+            );
+        }
         let acquire_timeout = Duration::from_millis(pick!(db_acquire_timeout_ms, 5000).max(1));
         let slow_statement = Duration::from_millis(pick!(db_slow_statement_ms, 500));
         let engine = EngineSettings {
             data_dir: pick!(data_dir, PathBuf::from("strata-data")),
-            database_url: flags.database_url.clone().or(file.database_url),
+            database_url: flags
+                .database_url
+                .clone()
+                .or(file.database_url.clone())
+                .map(strata_engine::SecretUrl::from),
             sqlite: SqliteOptions {
                 max_connections: pick!(db_max_connections, 8).max(1),
                 acquire_timeout,
@@ -448,18 +482,12 @@ impl Config {
                 exact_limit: pick!(search_exact_limit, 10_000),
                 ..AnnSettings::default()
             },
+            slow_log: strata_engine::slowlog::SlowLog::default(),
         };
         let server = ServerSettings {
             listen: pick!(listen, ServerSettings::default().listen),
             shutdown_grace: grace,
-            tenant_header: match flags.tenant_header.clone().or(file.tenant_header.clone()) {
-                Some(h) if !h.trim().is_empty() => Some(
-                    strata_server::HeaderName::from_bytes(h.trim().as_bytes()).map_err(|_| {
-                        anyhow::anyhow!("tenant_header: {h:?} is not a header name")
-                    })?,
-                ),
-                _ => None,
-            },
+            identity,
             warm: strata_server::warm::WarmSettings {
                 queries_per_tenant: pick!(cache_warm_queries, 20),
                 interval: Duration::from_secs(pick!(cache_warm_interval_secs, 300).max(1)),
@@ -487,19 +515,13 @@ impl Config {
                     .map_or("(none)".into(), |p| p.display().to_string()),
             ),
             ("listen", self.server.listen.to_string()),
-            (
-                "tenant_header",
-                self.server
-                    .tenant_header
-                    .as_ref()
-                    .map_or("(none: single local tenant)".into(), |h| h.to_string()),
-            ),
+            ("identity", describe_identity(&self.server.identity)),
             ("data_dir", e.data_dir.display().to_string()),
             (
                 "database_url",
                 e.database_url
-                    .as_deref()
-                    .map_or("(embedded SQLite in data_dir)".into(), mask_url),
+                    .as_ref()
+                    .map_or("(embedded SQLite in data_dir)".into(), |u| u.redacted()),
             ),
             ("max_upload", format!("{} bytes", e.max_upload_bytes)),
             ("workers", j.workers.to_string()),
@@ -519,8 +541,8 @@ impl Config {
             (
                 "db_pool",
                 if e.database_url
-                    .as_deref()
-                    .is_some_and(|u| u.starts_with("postgres"))
+                    .as_ref()
+                    .is_some_and(|u| u.scheme().starts_with("postgres"))
                 {
                     let p = &e.postgres;
                     format!(
@@ -557,7 +579,7 @@ impl Config {
                     .map_or("(none: L1 only, one process)".into(), |r| {
                         format!(
                             "{} (namespace {}, pool {}, timeout {} ms)",
-                            mask_url(&r.url),
+                            r.url.redacted(),
                             r.namespace,
                             r.pool_size,
                             r.op_timeout.as_millis()
@@ -664,18 +686,7 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
-/// Hides the password of a URL's userinfo.
-pub fn mask_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (auth, host) = match rest.rsplit_once('@') {
-        Some(parts) => parts,
-        None => return url.to_owned(),
-    };
-    let user = auth.split(':').next().unwrap_or("");
-    format!("{scheme}://{user}:****@{host}")
-}
+use strata_engine::redact_url as mask_url;
 
 /// Parses `1234`, `512KiB`, `50MiB`, `1GiB`, `10MB`, `1kb`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -701,6 +712,63 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// How callers are identified: a tenant header and its admin tenants, or development mode.
+fn identity(
+    flags: &Overrides,
+    file: &FileConfig,
+) -> anyhow::Result<strata_server::caller::Identity> {
+    use strata_server::caller::Identity;
+    let admins = flags
+        .admin_tenants
+        .clone()
+        .or(file.admin_tenants.clone())
+        .unwrap_or_default();
+    let header = flags.tenant_header.clone().or(file.tenant_header.clone());
+    let Some(h) = header.filter(|h| !h.trim().is_empty()) else {
+        if admins.iter().any(|a| !a.trim().is_empty()) {
+            bail!(
+                "admin_tenants needs tenant_header: in development mode the single local tenant is already the admin"
+            );
+        }
+        return Ok(Identity::Local);
+    };
+    let name = strata_server::HeaderName::from_bytes(h.trim().as_bytes())
+        .map_err(|_| anyhow::anyhow!("tenant_header: {h:?} is not a header name"))?;
+    let admins = admins
+        .iter()
+        .map(|a| a.trim())
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            strata_engine::TenantId::parse(a)
+                .map_err(|e| anyhow::anyhow!("admin_tenants: {a:?}: {e}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Identity::Header {
+        name,
+        admins: std::sync::Arc::new(admins),
+    })
+}
+
+fn describe_identity(identity: &strata_server::caller::Identity) -> String {
+    match identity {
+        strata_server::caller::Identity::Local => {
+            "development: the single local tenant, admin".into()
+        }
+        strata_server::caller::Identity::Header { name, admins } => {
+            let mut admins: Vec<_> = admins.iter().map(|a| a.as_str()).collect();
+            admins.sort_unstable();
+            format!(
+                "tenant header {name}; admins: {}",
+                if admins.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    admins.join(", ")
+                }
+            )
+        }
+    }
 }
 
 #[cfg(test)]
@@ -729,15 +797,6 @@ mod tests {
         assert!(cache_kinds(None, Some("nope=1")).is_err());
         let l2 = |n: &str| k.iter().find(|x| x.name == n).unwrap().l2_ttl.as_secs();
         assert_eq!((l2("embedding"), l2("search_results")), (9, 600));
-    }
-
-    #[test]
-    fn masks_passwords() {
-        assert_eq!(
-            mask_url("postgres://u:secret@h:5432/db"),
-            "postgres://u:****@h:5432/db"
-        );
-        assert_eq!(mask_url("sqlite://x.db"), "sqlite://x.db");
     }
 
     #[test]
@@ -772,5 +831,48 @@ mod tests {
         };
         let err = format!("{:#}", Config::resolve(&flags).unwrap_err());
         assert!(err.contains("wrokers"), "{err}");
+    }
+
+    #[test]
+    fn resolved_settings_never_print_a_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let flags = Overrides {
+            config: Some(dir.path().join("absent.toml")),
+            database_url: Some("postgres://app:pg-hunter2@db/strata".into()),
+            redis_url: Some("redis://:redis-hunter2@cache:6379/0".into()),
+            embed_url: Some("http://embed.local/v1".into()),
+            embed_api_key: Some("sk-hunter2".into()),
+            ..Overrides::default()
+        };
+        std::fs::write(dir.path().join("absent.toml"), "").unwrap();
+        let c = Config::resolve(&flags).unwrap();
+        for shown in [format!("{c:?}"), c.describe()] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("app:****@db/strata"), "{shown}");
+        }
+        assert_eq!(
+            c.engine.database_url.as_ref().unwrap().expose(),
+            "postgres://app:pg-hunter2@db/strata"
+        );
+    }
+
+    #[test]
+    fn admin_tenants_need_a_tenant_header() {
+        let flags = Overrides {
+            admin_tenants: Some(vec!["ops".into()]),
+            ..Overrides::default()
+        };
+        let err = format!("{:#}", Config::resolve(&flags).unwrap_err());
+        assert!(err.contains("tenant_header"), "{err}");
+        let flags = Overrides {
+            admin_tenants: Some(vec!["ops".into(), " oncall ".into()]),
+            tenant_header: Some("x-forwarded-user".into()),
+            ..Overrides::default()
+        };
+        let c = Config::resolve(&flags).unwrap();
+        let strata_server::caller::Identity::Header { admins, .. } = &c.server.identity else {
+            panic!("header mode expected");
+        };
+        assert_eq!(admins.len(), 2);
     }
 }

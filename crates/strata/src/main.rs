@@ -24,7 +24,7 @@ use crate::config::{Config, LogFormat, Overrides};
 /// With no configuration, everything lives under ./strata-data (SQLite + files) and the
 /// server listens on 127.0.0.1:7733. Settings come from flags, then STRATA_* environment
 /// variables, then ./strata.toml (or --config), then defaults.
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(name = "strata", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
@@ -109,7 +109,11 @@ fn init_logging(config: &Config) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     // Slow statements are kept for the database stats whatever the log filter says.
     let registry = tracing_subscriber::registry().with(
-        strata_engine::slowlog::SlowStatementLayer.with_filter(strata_engine::slowlog::filter()),
+        config
+            .engine
+            .slow_log
+            .layer()
+            .with_filter(strata_engine::slowlog::filter()),
     );
     match config.log_format {
         LogFormat::Json => registry
@@ -163,12 +167,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         config.describe()
     );
-    match &config.server.tenant_header {
-        Some(h) => info!(
-            header = %h,
+    match &config.server.identity {
+        strata_server::caller::Identity::Header { name, .. } => info!(
+            header = %name,
             "tenants come from a request header: only an authenticating proxy may reach this server"
         ),
-        None => warn!(
+        strata_server::caller::Identity::Local => warn!(
             "authentication is not available yet: every request acts as the single local tenant; \
              do not expose this server beyond localhost"
         ),

@@ -8,10 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use strata_engine::model::{Document, DocumentFilter, DocumentPatch, DocumentStatus};
-use strata_engine::{
-    DocumentId, IngestOutcome, KIND_DOCUMENT, KIND_DOCUMENT_LIST, KIND_TAGS, ListDocuments,
-    UploadMeta,
-};
+use strata_engine::policy::ListKey;
+use strata_engine::{DocumentId, IngestOutcome, ListDocuments, UploadMeta};
 
 use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, IfNoneMatch, Tenant};
@@ -224,52 +222,37 @@ pub async fn list(
     let status = q.status.as_deref().map(DocumentStatus::parse).transpose()?;
     let cursor = q.cursor.filter(|c| !c.is_empty());
     let tag = q.tag.filter(|t| !t.is_empty());
-    let material = canonical(&[
-        "list",
-        &q.limit.map(|l| l.to_string()).unwrap_or_default(),
-        cursor.as_deref().unwrap_or(""),
-        tag.as_deref().unwrap_or(""),
-        status.map(DocumentStatus::as_str).unwrap_or(""),
-        &fields.as_ref().map(|f| f.join(",")).unwrap_or_default(),
-    ]);
-    let scope = app.engine.scopes().catalog(&tenant.0);
-    cached::json(
-        &app,
-        &inm,
-        KIND_DOCUMENT_LIST,
-        &scope,
-        &material,
-        || async {
-            let page = app
-                .engine
-                .list_documents(
-                    &tenant.0,
-                    ListDocuments {
-                        limit: q.limit,
-                        cursor,
-                        filter: DocumentFilter { tag, status },
-                    },
-                )
-                .await?;
-            let items: Vec<Value> = page
-                .items
-                .iter()
-                .map(|d| select(d, fields.as_deref()))
-                .collect();
-            cached::body(&json!({ "items": items, "next_cursor": page.next_cursor }))
-        },
-    )
+    let page = ListKey {
+        limit: q.limit,
+        cursor: cursor.as_deref(),
+    };
+    let read = app.engine.cache_policy().document_list(
+        &tenant.0,
+        &page,
+        tag.as_deref(),
+        status,
+        fields.as_deref(),
+    );
+    cached::json(&app, &inm, read, || async {
+        let page = app
+            .engine
+            .list_documents(
+                &tenant.0,
+                ListDocuments {
+                    limit: q.limit,
+                    cursor,
+                    filter: DocumentFilter { tag, status },
+                },
+            )
+            .await?;
+        let items: Vec<Value> = page
+            .items
+            .iter()
+            .map(|d| select(d, fields.as_deref()))
+            .collect();
+        cached::body(&json!({ "items": items, "next_cursor": page.next_cursor }))
+    })
     .await
-}
-
-/// Cache-key material: the parts, length-prefixed so no two requests share bytes.
-pub(crate) fn canonical(parts: &[&str]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for p in parts {
-        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        out.extend_from_slice(p.as_bytes());
-    }
-    out
 }
 
 /// Query of single-document reads.
@@ -289,13 +272,11 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let fields = parse_fields(q.fields.as_deref())?;
     let id = DocumentId::parse_or_not_found(&id)?;
-    let material = canonical(&[
-        "doc",
-        &id.to_string(),
-        &fields.as_ref().map(|f| f.join(",")).unwrap_or_default(),
-    ]);
-    let scope = app.engine.scopes().catalog(&tenant.0);
-    cached::json(&app, &inm, KIND_DOCUMENT, &scope, &material, || async {
+    let read = app
+        .engine
+        .cache_policy()
+        .document(&tenant.0, id, fields.as_deref());
+    cached::json(&app, &inm, read, || async {
         let doc = app.engine.get_document(&tenant.0, id).await?;
         cached::body(&select(&doc, fields.as_deref()))
     })
@@ -422,8 +403,8 @@ pub async fn tags(
     tenant: Tenant,
     inm: IfNoneMatch,
 ) -> Result<Response, ApiError> {
-    let scope = app.engine.scopes().catalog(&tenant.0);
-    cached::json(&app, &inm, KIND_TAGS, &scope, b"tags", || async {
+    let read = app.engine.cache_policy().tags(&tenant.0);
+    cached::json(&app, &inm, read, || async {
         let items = app.engine.tag_counts(&tenant.0).await?;
         cached::body(&json!({ "items": items }))
     })

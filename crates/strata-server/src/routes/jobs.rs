@@ -11,12 +11,12 @@ use serde::Deserialize;
 use serde_json::json;
 use strata_engine::jobs::JobEvent;
 use strata_engine::model::{Job, JobFilter, JobStatus};
-use strata_engine::{JobId, KIND_JOB, ListJobs, TenantId};
+use strata_engine::policy::ListKey;
+use strata_engine::{JobId, ListJobs, TenantId};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery, IfNoneMatch, Tenant};
-use crate::routes::documents::canonical;
 use crate::{AppState, cached};
 
 /// Query of `GET /v1/jobs`.
@@ -37,14 +37,12 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let status = q.status.as_deref().map(JobStatus::parse).transpose()?;
     let cursor = q.cursor.filter(|c| !c.is_empty());
-    let material = canonical(&[
-        "jobs",
-        &q.limit.map(|l| l.to_string()).unwrap_or_default(),
-        cursor.as_deref().unwrap_or(""),
-        status.map(JobStatus::as_str).unwrap_or(""),
-    ]);
-    let scope = app.engine.scopes().jobs(&tenant.0);
-    cached::json(&app, &inm, KIND_JOB, &scope, &material, || async {
+    let page = ListKey {
+        limit: q.limit,
+        cursor: cursor.as_deref(),
+    };
+    let read = app.engine.cache_policy().job_list(&tenant.0, &page, status);
+    cached::json(&app, &inm, read, || async {
         let page = app
             .engine
             .list_jobs(
@@ -69,9 +67,8 @@ pub async fn get(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let id = JobId::parse_or_not_found(&id)?;
-    let scope = app.engine.scopes().jobs(&tenant.0);
-    let material = canonical(&["job", &id.to_string()]);
-    cached::json(&app, &inm, KIND_JOB, &scope, &material, || async {
+    let read = app.engine.cache_policy().job(&tenant.0, id);
+    cached::json(&app, &inm, read, || async {
         cached::body(&app.engine.get_job(&tenant.0, id).await?)
     })
     .await

@@ -1,5 +1,10 @@
 //! `/v1/performance/*`: cache and database statistics, clearing the cache and optimising
-//! the database (admin).
+//! the database.
+//!
+//! Clearing and optimising act on every tenant and need the admin role. Statistics are
+//! open to any caller, but a non-admin sees only what belongs to no tenant: counters
+//! summed over all tenants, the pool, the model; never tables (their row counts are every
+//! tenant's data), recent statements, or how many tenants the warmer tracks.
 
 use axum::Json;
 use axum::extract::State;
@@ -8,18 +13,22 @@ use serde_json::{Value, json};
 use strata_engine::TenantId;
 
 use crate::AppState;
+use crate::caller::{Admin, Caller};
 use crate::error::ApiError;
-use crate::extract::Tenant;
 
 /// `GET /v1/performance/cache/stats`: hits, misses, hit ratio, latency and bytes per kind,
 /// L1 size, evictions, expirations, invalidations.
-pub async fn cache_stats(State(app): State<AppState>, _tenant: Tenant) -> Json<Value> {
-    Json(json!({ "cache": app.engine.cache().stats(), "warming": app.warmer.stats() }))
+pub async fn cache_stats(State(app): State<AppState>, caller: Caller) -> Json<Value> {
+    let cache = app.engine.cache_policy().cache().stats();
+    if caller.is_admin() {
+        return Json(json!({ "cache": cache, "warming": app.warmer.stats() }));
+    }
+    Json(json!({ "cache": cache }))
 }
 
 /// `GET /v1/performance/model/stats`: the embedding model's id and, for the local model, its
 /// forward passes, texts, failed passes, seconds inside passes and requests queued for one.
-pub async fn model_stats(State(app): State<AppState>, _tenant: Tenant) -> Json<Value> {
+pub async fn model_stats(State(app): State<AppState>, _caller: Caller) -> Json<Value> {
     let (model, stats) = app.engine.model_stats();
     Json(json!({ "model": model, "local": stats.is_some(), "stats": stats }))
 }
@@ -37,7 +46,7 @@ pub struct ClearRequest {
 /// `POST /v1/performance/cache/clear` (admin): by kind, by tenant, or all.
 pub async fn cache_clear(
     State(app): State<AppState>,
-    _admin: Tenant,
+    _admin: Admin,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let req: ClearRequest = if body.iter().all(u8::is_ascii_whitespace) {
@@ -51,7 +60,7 @@ pub async fn cache_clear(
             }
         })?
     };
-    let cache = app.engine.cache();
+    let cache = app.engine.cache_policy().cache();
     if let Some(kind) = &req.kind
         && !strata_engine::default_cache_kinds()
             .iter()
@@ -67,7 +76,10 @@ pub async fn cache_clear(
         if req.kind.is_some() {
             return Err(ApiError::invalid("tenant", "give kind or tenant, not both"));
         }
-        app.engine.invalidate_tenant(&tenant).await;
+        app.engine
+            .cache_policy()
+            .changed(&tenant, strata_engine::policy::Changed::Everything)
+            .await;
         return Ok(Json(json!({ "invalidated_tenant": t })));
     }
     let removed = cache.clear(req.kind.as_deref()).await;
@@ -80,21 +92,27 @@ pub async fn cache_clear(
 }
 
 /// `GET /v1/performance/database/stats`: the pool (size, idle, in use, waiters, acquire
-/// latency), tables and indexes with their sizes and use, and recent slow statements.
+/// latency), and for admins the tables and indexes with their sizes and use, and recent
+/// slow statements.
 pub async fn database_stats(
     State(app): State<AppState>,
-    _tenant: Tenant,
+    caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(
-        json!({ "database": app.engine.database_stats().await? }),
-    ))
+    if caller.is_admin() {
+        return Ok(Json(
+            json!({ "database": app.engine.database_stats().await? }),
+        ));
+    }
+    Ok(Json(json!({
+        "database": { "backend": app.engine.backend(), "pool": app.engine.pool_stats() }
+    })))
 }
 
 /// `POST /v1/performance/database/optimize` (admin): ANALYZE, and VACUUM / REINDEX where
 /// warranted (SQLite: ANALYZE, `PRAGMA optimize`, a WAL checkpoint).
 pub async fn database_optimize(
     State(app): State<AppState>,
-    _admin: Tenant,
+    _admin: Admin,
 ) -> Result<Json<Value>, ApiError> {
     let started = std::time::Instant::now();
     let ran = app.engine.optimize_database().await?;

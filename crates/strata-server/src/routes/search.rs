@@ -8,7 +8,6 @@ use axum::response::Response;
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use strata_engine::KIND_SEARCH;
 use strata_engine::search::SearchRequest;
 
 use crate::error::ApiError;
@@ -25,9 +24,9 @@ pub async fn search(
     ApiJson(req): ApiJson<SearchRequest>,
 ) -> Result<Response, ApiError> {
     let stream = req.stream;
-    let material = search_material(&req, app.engine.search_fingerprint());
-    app.warmer.record(&tenant.0, &material, &req);
-    let lookup = cached_search(&app, &tenant.0, &material, req).await?;
+    let read = app.engine.cache_policy().search(&tenant.0, &req);
+    app.warmer.record(&tenant.0, &read.material, &req);
+    let lookup = cached::search(&app, &tenant.0, read, req).await?;
     let resp = cached::respond(&inm, lookup);
     if !stream || resp.status() != axum::http::StatusCode::OK {
         return Ok(resp);
@@ -58,58 +57,6 @@ pub async fn search(
         .insert("x-search-exhaustive", HeaderValue::from_static(exhaustive));
     parts.headers.remove(header::ETAG);
     Ok(Response::from_parts(parts, Body::from(out)))
-}
-
-/// A search answer (JSON body) through the cache: what the handler serves and what warming
-/// recomputes.
-pub(crate) async fn cached_search(
-    app: &AppState,
-    tenant: &strata_engine::TenantId,
-    material: &[u8],
-    req: SearchRequest,
-) -> Result<strata_cache::Lookup, ApiError> {
-    // A tag filter makes the answer depend on tags, which only the catalogue scope follows.
-    let scope = if req.filter.tags.is_empty() {
-        app.engine.scopes().search(tenant)
-    } else {
-        app.engine.scopes().catalog(tenant)
-    };
-    app.engine
-        .cache()
-        .get_or_compute(KIND_SEARCH, &scope, material, || async {
-            cached::body(&app.engine.search(tenant, req).await?).map(cached::seal)
-        })
-        .await
-}
-
-/// Every parameter that changes a search's answer, canonicalised (trimmed query, sorted
-/// filters), so equivalent requests share an entry and different ones never do.
-pub(crate) fn search_material(req: &SearchRequest, engine: &str) -> Vec<u8> {
-    /// Borrowed fields in a fixed order; serialised straight to bytes, no JSON tree.
-    #[derive(serde::Serialize)]
-    struct Canonical<'a> {
-        engine: &'a str,
-        query: &'a str,
-        k: usize,
-        tags: Vec<&'a str>,
-        document_ids: Vec<strata_engine::DocumentId>,
-        min_score: Option<u32>,
-    }
-    let mut tags: Vec<&str> = req.filter.tags.iter().map(|t| t.trim()).collect();
-    tags.sort_unstable();
-    tags.dedup();
-    let mut document_ids = req.filter.document_ids.clone();
-    document_ids.sort_unstable_by_key(ToString::to_string);
-    document_ids.dedup();
-    serde_json::to_vec(&Canonical {
-        engine,
-        query: req.query.trim(),
-        k: req.k.unwrap_or(strata_engine::search::DEFAULT_K),
-        tags,
-        document_ids,
-        min_score: req.min_score.map(f32::to_bits),
-    })
-    .unwrap_or_default()
 }
 
 /// OpenAI's `input`: a string or an array of strings.
@@ -233,43 +180,5 @@ mod tests {
         assert!(matches!(many.input, EmbeddingInput::Many(v) if v.len() == 2));
         let toks: EmbeddingsRequest = serde_json::from_str(r#"{"input":[[1,2]]}"#).unwrap();
         assert!(matches!(toks.input, EmbeddingInput::Tokens(_)));
-    }
-}
-
-#[cfg(test)]
-mod material_tests {
-    use super::*;
-
-    fn req(v: Value) -> SearchRequest {
-        serde_json::from_value(v).unwrap()
-    }
-
-    #[test]
-    fn every_parameter_that_changes_the_answer_changes_the_key() {
-        let base = json!({"query": "cats", "k": 5, "filter": {"tags": ["a"]}, "min_score": 0.2});
-        let m = search_material(&req(base.clone()), "m/ef64");
-        assert_ne!(m, search_material(&req(base.clone()), "other-model/ef64"));
-        assert_ne!(m, search_material(&req(base.clone()), "m/ef128"));
-        for changed in [
-            json!({"query": "dogs", "k": 5, "filter": {"tags": ["a"]}, "min_score": 0.2}),
-            json!({"query": "cats", "k": 6, "filter": {"tags": ["a"]}, "min_score": 0.2}),
-            json!({"query": "cats", "k": 5, "filter": {"tags": ["b"]}, "min_score": 0.2}),
-            json!({"query": "cats", "k": 5, "filter": {"tags": ["a"], "document_ids": ["01a212e0-4342-7472-9d1f-3378d36fcc05"]}, "min_score": 0.2}),
-            json!({"query": "cats", "k": 5, "filter": {"tags": ["a"]}, "min_score": 0.3}),
-            json!({"query": "cats", "k": 5, "filter": {"tags": ["a"]}}),
-        ] {
-            assert_ne!(
-                m,
-                search_material(&req(changed.clone()), "m/ef64"),
-                "{changed}"
-            );
-        }
-    }
-
-    #[test]
-    fn equivalent_requests_share_the_key() {
-        let a = json!({"query": " cats ", "filter": {"tags": ["b", "a", "a"]}, "stream": true});
-        let b = json!({"query": "cats", "k": 10, "filter": {"tags": ["a", "b"]}});
-        assert_eq!(search_material(&req(a), "m"), search_material(&req(b), "m"));
     }
 }

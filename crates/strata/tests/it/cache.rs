@@ -408,6 +408,11 @@ async fn metrics_export_the_cache_counters_for_prometheus() {
         "strata_cache_requests_total{kind=\"document_list\",outcome=\"miss\"} 1",
         "strata_cache_l2_breaker_open 0",
         "strata_cache_l2_bus_healthy 1",
+        // Every response is counted and timed by its matched route, method and status.
+        "# TYPE strata_http_requests_total counter",
+        "strata_http_requests_total{route=\"/v1/documents\",method=\"GET\",status=\"200\"} 2",
+        "strata_http_request_duration_seconds_count{route=\"/v1/documents\",method=\"GET\",status=\"200\"} 2",
+        "strata_http_request_duration_seconds_bucket{route=\"/v1/documents\",method=\"GET\",status=\"200\",le=\"+Inf\"} 2",
     ] {
         assert!(
             text.lines().any(|l| l == line),

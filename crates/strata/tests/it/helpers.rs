@@ -137,7 +137,7 @@ impl TestServer {
         if let Ok(dir) = std::env::var("STRATA_MODEL_DIR") {
             settings.model_dir = dir.into();
         }
-        settings.database_url = database_for(dir.path()).await;
+        settings.database_url = database_for(dir.path()).await.map(Into::into);
         settings.jobs.poll_interval = Duration::from_millis(100);
         settings.jobs.backoff_base = Duration::from_millis(100);
         configure(&mut settings);

@@ -181,7 +181,12 @@ async fn run_case(ops: Vec<(Op, Op)>) {
             e.jobs.workers = 0;
             e.cache.redis = Some(crate::helpers::redis_settings());
         },
-        |srv| srv.tenant_header = Some(strata_server::HeaderName::from_static("x-tenant")),
+        |srv| {
+            srv.identity = strata_server::caller::Identity::Header {
+                name: strata_server::HeaderName::from_static("x-tenant"),
+                admins: Default::default(),
+            }
+        },
     )
     .await;
     let (a, b) = (

@@ -14,4 +14,5 @@ mod isolation;
 mod jobs;
 mod pagination;
 mod process;
+mod roles;
 mod search;

@@ -1,0 +1,400 @@
+//! Cache policy: what every cached read is keyed by, and what every write invalidates, in
+//! one place.
+//!
+//! A cached read is a [`Read`]: its kind (which sets its TTLs), the scope whose generation
+//! the writes that change it bump, and the canonical bytes of the request (every parameter
+//! that changes the answer). Routes and warming ask [`CachePolicy`] for the read they serve;
+//! the engine and the job runner tell it what a write [`Changed`], and it bumps exactly the
+//! scopes that write can change. A new cached read is one method here, written beside the
+//! invalidation that keeps it true.
+//!
+//! Must not import: HTTP types, the store.
+
+use std::sync::Arc;
+
+use strata_cache::{Cache, FastHashBuilder};
+
+use crate::ids::{DocumentId, JobId, TenantId};
+use crate::model::{DocumentStatus, JobStatus};
+use crate::search::SearchRequest;
+
+/// Cache kinds strata uses, with their default TTLs (DESIGN.md's table where it has one):
+/// (kind, L1 seconds, L2 seconds, compute once across processes).
+pub fn default_cache_kinds() -> Vec<strata_cache::KindSpec> {
+    use std::time::Duration;
+    let k = |name, l1, l2, distributed| strata_cache::KindSpec {
+        name,
+        l1_ttl: Duration::from_secs(l1),
+        l2_ttl: Duration::from_secs(l2),
+        distributed,
+    };
+    vec![
+        // A model call: worth a Redis lock so N processes missing at once embed once.
+        k(KIND_EMBEDDING, 3600, 86_400, true),
+        // Query embedding + ANN: the same.
+        k(KIND_SEARCH, 600, 600, true),
+        k(KIND_DOCUMENT, 1800, 1800, false),
+        k(KIND_DOCUMENT_LIST, 300, 300, false),
+        k(KIND_TAGS, 300, 300, false),
+        k(KIND_JOB, 60, 60, false),
+    ]
+}
+
+/// Query embeddings, by model and text; shared by every tenant.
+pub const KIND_EMBEDDING: &str = "embedding";
+/// Search responses.
+pub const KIND_SEARCH: &str = "search_results";
+/// One document's metadata.
+pub const KIND_DOCUMENT: &str = "document_meta";
+/// Pages of the document list.
+pub const KIND_DOCUMENT_LIST: &str = "document_list";
+/// Tag counts.
+pub const KIND_TAGS: &str = "tag_counts";
+/// Job status and job lists.
+pub const KIND_JOB: &str = "job_status";
+
+/// Cache scopes of one store's tenants. A scope is the tenant hashed with the store's id:
+/// no tenant name can collide with the key layout, processes over the same database share
+/// cached entries, and processes over different databases never do, even through one Redis.
+#[derive(Debug, Clone)]
+pub struct Scopes {
+    salt: Arc<str>,
+    /// Computed scopes per tenant (a hash per request adds up on the cache-hit path);
+    /// forgotten wholesale past `MEMO_LIMIT` tenants.
+    memo: Arc<std::sync::RwLock<std::collections::HashMap<TenantId, ScopeSet, FastHashBuilder>>>,
+}
+
+/// A tenant's scopes: search answers, the catalogue (document metadata, list pages, tag
+/// counts) and job statuses. Each has its own generation, so a write bumps only what it can
+/// change: a tags- or metadata-only PATCH leaves search answers without a tag filter cached
+/// (hits carry titles, never tags or metadata).
+#[derive(Debug, Clone)]
+struct ScopeSet {
+    search: Arc<str>,
+    catalog: Arc<str>,
+    jobs: Arc<str>,
+}
+
+const MEMO_LIMIT: usize = 100_000;
+
+impl Scopes {
+    /// Scopes for the store with this id.
+    pub fn new(store_id: &str) -> Self {
+        Self {
+            salt: Arc::from(store_id),
+            memo: Arc::default(),
+        }
+    }
+
+    /// Applies `pick` to the tenant's scopes, computing and remembering them on first use;
+    /// only what `pick` returns is cloned.
+    fn with<R>(&self, owner: &TenantId, pick: impl FnOnce(&ScopeSet) -> R) -> R {
+        if let Some(s) = self
+            .memo
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(owner)
+        {
+            return pick(s);
+        }
+        let mut h = blake3::Hasher::new();
+        h.update(self.salt.as_bytes());
+        h.update(b"\0");
+        h.update(owner.as_str().as_bytes());
+        let tenant = format!("t{}", &h.finalize().to_hex()[..24]);
+        let set = ScopeSet {
+            search: Arc::from(tenant.as_str()),
+            catalog: Arc::from(format!("{tenant}c")),
+            jobs: Arc::from(format!("{tenant}j")),
+        };
+        let picked = pick(&set);
+        let mut memo = self.memo.write().unwrap_or_else(|p| p.into_inner());
+        if memo.len() >= MEMO_LIMIT {
+            memo.clear();
+        }
+        memo.insert(owner.clone(), set);
+        picked
+    }
+
+    /// Search answers without a tag filter: they change when the tenant's chunks or titles
+    /// do.
+    pub fn search(&self, owner: &TenantId) -> Arc<str> {
+        self.with(owner, |s| s.search.clone())
+    }
+
+    /// Everything else derived from the tenant's documents: metadata, list pages, tag counts,
+    /// and search answers with a tag filter. Every document write bumps it.
+    pub fn catalog(&self, owner: &TenantId) -> Arc<str> {
+        self.with(owner, |s| s.catalog.clone())
+    }
+
+    /// Both document scopes: what a change of the tenant's chunks or titles invalidates.
+    pub fn documents(&self, owner: &TenantId) -> [Arc<str>; 2] {
+        self.with(owner, |s| [s.search.clone(), s.catalog.clone()])
+    }
+
+    /// The tenant's job statuses, invalidated on every job change without touching its
+    /// search results.
+    pub fn jobs(&self, owner: &TenantId) -> Arc<str> {
+        self.with(owner, |s| s.jobs.clone())
+    }
+}
+
+/// One cached read: what the cache needs to find or compute it.
+#[derive(Debug, Clone)]
+pub struct Read {
+    /// Its kind: TTLs and statistics.
+    pub kind: &'static str,
+    /// The scope whose generation the writes that change it bump.
+    pub scope: Arc<str>,
+    /// The canonical request: every parameter that changes the answer.
+    pub material: Vec<u8>,
+}
+
+/// What a write changed, so the policy can bump exactly the scopes it affects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed {
+    /// A document's content, status or title (upload, delete, ingestion, a title change):
+    /// search answers and the catalogue.
+    Documents,
+    /// A document's tags or metadata only: the catalogue, and search answers with a tag
+    /// filter (which live in the catalogue scope); hits carry titles, never tags.
+    Catalog,
+    /// A job's state or progress.
+    Jobs,
+    /// Anything of the tenant's (an operator's clear).
+    Everything,
+}
+
+/// The one place that knows cache kinds, scopes and keys (see the module doc).
+#[derive(Clone)]
+pub struct CachePolicy {
+    cache: Cache,
+    scopes: Scopes,
+    search_fingerprint: Arc<str>,
+}
+
+impl CachePolicy {
+    /// The policy over `cache` for the store whose tenants `scopes` names; `search_fingerprint`
+    /// is what besides the request decides a search's answer in this process (model, index
+    /// settings), so processes configured differently never share answers.
+    pub fn new(cache: Cache, scopes: Scopes, search_fingerprint: String) -> Self {
+        Self {
+            cache,
+            scopes,
+            search_fingerprint: Arc::from(search_fingerprint),
+        }
+    }
+
+    /// The cache itself: lookups of the reads below, statistics, clearing.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// One document's metadata, shown with `fields` (all when `None`).
+    pub fn document(&self, owner: &TenantId, id: DocumentId, fields: Option<&[String]>) -> Read {
+        Read {
+            kind: KIND_DOCUMENT,
+            scope: self.scopes.catalog(owner),
+            material: canonical(&["doc", &id.to_string(), &fields_key(fields)]),
+        }
+    }
+
+    /// A page of the document list.
+    pub fn document_list(
+        &self,
+        owner: &TenantId,
+        page: &ListKey<'_>,
+        tag: Option<&str>,
+        status: Option<DocumentStatus>,
+        fields: Option<&[String]>,
+    ) -> Read {
+        Read {
+            kind: KIND_DOCUMENT_LIST,
+            scope: self.scopes.catalog(owner),
+            material: canonical(&[
+                "list",
+                &page.limit.map(|l| l.to_string()).unwrap_or_default(),
+                page.cursor.unwrap_or(""),
+                tag.unwrap_or(""),
+                status.map(DocumentStatus::as_str).unwrap_or(""),
+                &fields_key(fields),
+            ]),
+        }
+    }
+
+    /// The tenant's tag counts.
+    pub fn tags(&self, owner: &TenantId) -> Read {
+        Read {
+            kind: KIND_TAGS,
+            scope: self.scopes.catalog(owner),
+            material: b"tags".to_vec(),
+        }
+    }
+
+    /// One job.
+    pub fn job(&self, owner: &TenantId, id: JobId) -> Read {
+        Read {
+            kind: KIND_JOB,
+            scope: self.scopes.jobs(owner),
+            material: canonical(&["job", &id.to_string()]),
+        }
+    }
+
+    /// A page of the job list.
+    pub fn job_list(
+        &self,
+        owner: &TenantId,
+        page: &ListKey<'_>,
+        status: Option<JobStatus>,
+    ) -> Read {
+        Read {
+            kind: KIND_JOB,
+            scope: self.scopes.jobs(owner),
+            material: canonical(&[
+                "jobs",
+                &page.limit.map(|l| l.to_string()).unwrap_or_default(),
+                page.cursor.unwrap_or(""),
+                status.map(JobStatus::as_str).unwrap_or(""),
+            ]),
+        }
+    }
+
+    /// A search's answer. Without a tag filter it follows the search scope, which tag and
+    /// metadata edits leave alone; a tag filter makes the answer depend on tags, which only
+    /// the catalogue scope follows.
+    pub fn search(&self, owner: &TenantId, req: &SearchRequest) -> Read {
+        Read {
+            kind: KIND_SEARCH,
+            scope: if req.filter.tags.is_empty() {
+                self.scopes.search(owner)
+            } else {
+                self.scopes.catalog(owner)
+            },
+            material: search_material(req, &self.search_fingerprint),
+        }
+    }
+
+    /// A query's embedding by `model`: content-addressed, shared by every tenant, never
+    /// invalidated.
+    pub(crate) fn query_embedding(model: &str, text: &str) -> Read {
+        let mut material = Vec::with_capacity(model.len() + 1 + text.len());
+        material.extend_from_slice(model.as_bytes());
+        material.push(0);
+        material.extend_from_slice(text.as_bytes());
+        Read {
+            kind: KIND_EMBEDDING,
+            scope: Arc::from(strata_cache::GLOBAL_SCOPE),
+            material,
+        }
+    }
+
+    /// Makes every cached read a write of `owner`'s could change unreachable, in every tier
+    /// and (with Redis) every process, before it returns.
+    pub async fn changed(&self, owner: &TenantId, what: Changed) {
+        let s = &self.scopes;
+        match what {
+            Changed::Documents => self.cache.invalidate_all(&s.documents(owner)).await,
+            Changed::Catalog => self.cache.invalidate(&s.catalog(owner)).await,
+            Changed::Jobs => self.cache.invalidate(&s.jobs(owner)).await,
+            Changed::Everything => {
+                let [search, catalog] = s.documents(owner);
+                self.cache
+                    .invalidate_all(&[search, catalog, s.jobs(owner)])
+                    .await
+            }
+        }
+    }
+}
+
+/// The paging part of a list read's key.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListKey<'a> {
+    /// The page size asked for.
+    pub limit: Option<u32>,
+    /// The cursor given.
+    pub cursor: Option<&'a str>,
+}
+
+fn fields_key(fields: Option<&[String]>) -> String {
+    fields.map(|f| f.join(",")).unwrap_or_default()
+}
+
+/// Key material: the parts, length-prefixed so no two requests share bytes.
+fn canonical(parts: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in parts {
+        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        out.extend_from_slice(p.as_bytes());
+    }
+    out
+}
+
+/// Every parameter that changes a search's answer, canonicalised (trimmed query, sorted
+/// filters), so equivalent requests share an entry and different ones never do.
+fn search_material(req: &SearchRequest, engine: &str) -> Vec<u8> {
+    /// Borrowed fields in a fixed order; serialised straight to bytes, no JSON tree.
+    #[derive(serde::Serialize)]
+    struct Canonical<'a> {
+        engine: &'a str,
+        query: &'a str,
+        k: usize,
+        tags: Vec<&'a str>,
+        document_ids: Vec<DocumentId>,
+        min_score: Option<u32>,
+    }
+    let mut tags: Vec<&str> = req.filter.tags.iter().map(|t| t.trim()).collect();
+    tags.sort_unstable();
+    tags.dedup();
+    let mut document_ids = req.filter.document_ids.clone();
+    document_ids.sort_unstable_by_key(ToString::to_string);
+    document_ids.dedup();
+    serde_json::to_vec(&Canonical {
+        engine,
+        query: req.query.trim(),
+        k: req.k.unwrap_or(crate::search::DEFAULT_K),
+        tags,
+        document_ids,
+        min_score: req.min_score.map(f32::to_bits),
+    })
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn req(v: Value) -> SearchRequest {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn every_parameter_that_changes_the_answer_changes_the_key() {
+        let base = json!({"query": "cats", "k": 5, "filter": {"tags": ["a"]}, "min_score": 0.2});
+        let m = search_material(&req(base.clone()), "m/ef64");
+        assert_ne!(m, search_material(&req(base.clone()), "other-model/ef64"));
+        assert_ne!(m, search_material(&req(base.clone()), "m/ef128"));
+        for changed in [
+            json!({"query": "dogs", "k": 5, "filter": {"tags": ["a"]}, "min_score": 0.2}),
+            json!({"query": "cats", "k": 6, "filter": {"tags": ["a"]}, "min_score": 0.2}),
+            json!({"query": "cats", "k": 5, "filter": {"tags": ["b"]}, "min_score": 0.2}),
+            json!({"query": "cats", "k": 5, "filter": {"tags": ["a"], "document_ids": ["01a212e0-4342-7472-9d1f-3378d36fcc05"]}, "min_score": 0.2}),
+            json!({"query": "cats", "k": 5, "filter": {"tags": ["a"]}, "min_score": 0.3}),
+            json!({"query": "cats", "k": 5, "filter": {"tags": ["a"]}}),
+        ] {
+            assert_ne!(
+                m,
+                search_material(&req(changed.clone()), "m/ef64"),
+                "{changed}"
+            );
+        }
+    }
+
+    #[test]
+    fn equivalent_requests_share_the_key() {
+        let a = json!({"query": " cats ", "filter": {"tags": ["b", "a", "a"]}, "stream": true});
+        let b = json!({"query": "cats", "k": 10, "filter": {"tags": ["a", "b"]}});
+        assert_eq!(search_material(&req(a), "m"), search_material(&req(b), "m"));
+    }
+}
