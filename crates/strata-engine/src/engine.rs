@@ -288,17 +288,25 @@ impl Engine {
         );
         let policy = CachePolicy::new(cache, scopes, search_fingerprint);
         let (events, _) = broadcast::channel(1024);
+        let ingest = crate::jobs::ingest::IngestDocument {
+            store: store.clone(),
+            blobs: blobs.clone(),
+            sandbox: crate::jobs::ingest::Sandbox::new(
+                settings.jobs.workers.max(1),
+                settings.jobs.extract_timeout,
+            ),
+            tokenizer,
+            embedder: embedder.clone(),
+            vectors: ann.clone(),
+            policy: policy.clone(),
+            settings: settings.jobs.clone(),
+        };
         let runner = Runner::new(
-            crate::jobs::RunnerDeps {
-                store: store.clone(),
-                blobs: blobs.clone(),
-                events: events.clone(),
-                embedder: embedder.clone(),
-                vectors: ann.clone(),
-                tokenizer,
-                policy: policy.clone(),
-            },
+            store.clone(),
             settings.jobs.clone(),
+            events.clone(),
+            policy.clone(),
+            vec![Arc::new(ingest)],
         );
         // The model's load and an index rebuild free much of what they allocated.
         crate::heap::release_free_memory();
@@ -487,14 +495,19 @@ impl Engine {
             return Ok(IngestOutcome::Duplicate(existing));
         }
         blobs.commit(staged).await?;
+        let id = DocumentId::new();
         let outcome = self
             .inner
             .store
             .insert_document(
                 doc,
-                DocumentId::new(),
-                JobId::new(),
-                self.inner.settings.jobs.max_attempts,
+                id,
+                &crate::jobs::ingest::new_job(
+                    JobId::new(),
+                    owner,
+                    id,
+                    self.inner.settings.jobs.max_attempts,
+                ),
             )
             .await?;
         Ok(match outcome {

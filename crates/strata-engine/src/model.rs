@@ -265,7 +265,7 @@ impl JobStatus {
     }
 }
 
-/// A stage of document ingestion.
+/// A stage of document ingestion (the `ingest_document` job kind's stages).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
@@ -279,11 +279,23 @@ pub enum Stage {
     Index,
 }
 
-/// Progress of one stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+impl Stage {
+    /// The stage's name in a job's `stage` and `stages`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Extract => "extract",
+            Stage::Chunk => "chunk",
+            Stage::Embed => "embed",
+            Stage::Index => "index",
+        }
+    }
+}
+
+/// Progress of one stage of a job; each job kind names its own stages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageProgress {
     /// Which stage.
-    pub stage: Stage,
+    pub stage: String,
     /// Units done.
     pub done: u64,
     /// Units in all (0 until known).
@@ -295,14 +307,18 @@ pub struct StageProgress {
 pub struct Job {
     /// Its id.
     pub id: JobId,
-    /// What it does; `ingest_document` today.
+    /// What it does: the name of its job kind (`ingest_document`).
     pub kind: String,
-    /// The document it processes.
-    pub document_id: DocumentId,
+    /// What it works on, as the owning aggregate names it (`document:{id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The document it processes, for jobs of documents (taken from the payload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document_id: Option<DocumentId>,
     /// Lifecycle state.
     pub status: JobStatus,
     /// The stage being worked on (or last worked on).
-    pub stage: Option<Stage>,
+    pub stage: Option<String>,
     /// Per-stage progress, in pipeline order.
     pub stages: Vec<StageProgress>,
     /// How many times it has been claimed.

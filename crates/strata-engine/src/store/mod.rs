@@ -4,21 +4,21 @@
 //!
 //! Rules every implementation keeps:
 //! - every read and write of tenant data filters by owner;
-//! - job writes made under a [`Lease`] succeed only while that lease is still held (the
+//! - writes made under a [`Lease`] succeed only while that lease is still held (the
 //!   lease token is a fencing token), so a worker that lost its lease can never overwrite
 //!   the work of the worker that took over.
+//!
+//! The job queue is its own aggregate ([`queue`]: [`JobQueue`], one body of SQL for both
+//! backends); [`Store`] includes it, and the rest of this trait is still one interface with
+//! a hand-written implementation per backend, to be split the same way.
 //!
 //! Must not import: HTTP types, the cache, the embedder.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 
 use crate::error::Result;
 use crate::ids::{DocumentId, JobId, TenantId};
-use crate::model::{
-    Chunk, Document, DocumentFilter, DocumentPatch, Job, JobFilter, NewDocument, Stage,
-    StageProgress, TagCount,
-};
+use crate::model::{Chunk, Document, DocumentFilter, DocumentPatch, NewDocument, TagCount};
 
 /// Vectors are stored as little-endian f32 bytes.
 pub fn vector_to_bytes(v: &[f32]) -> Vec<u8> {
@@ -37,10 +37,15 @@ pub fn vector_from_bytes(b: &[u8]) -> Option<Vec<f32>> {
     )
 }
 
+pub mod documents;
 pub mod meter;
 pub mod postgres;
+pub mod queue;
 mod rows;
 pub mod sqlite;
+
+pub use documents::DocumentStates;
+pub use queue::{Abandoned, ClaimedJob, JobOutcome, JobQueue, Lease, NewJob};
 
 /// Result of inserting a document whose content may already exist for this owner.
 #[derive(Debug, Clone)]
@@ -118,51 +123,6 @@ pub struct HitRow {
     pub text: String,
 }
 
-/// Proof that a worker holds a job. Writes under a lease fail with `Ok(false)` /
-/// [`LeaseLost`](crate::jobs::JobError::LeaseLost) once another worker has taken the job over.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    /// The job.
-    pub job_id: JobId,
-    /// The fencing token issued at claim time.
-    pub token: String,
-}
-
-/// A job a worker has just claimed.
-#[derive(Debug, Clone)]
-pub struct ClaimedJob {
-    /// The job as it was claimed (attempts already incremented).
-    pub job: Job,
-    /// The job's owner.
-    pub owner: TenantId,
-    /// The lease to present on every write.
-    pub lease: Lease,
-    /// The document to process: media type, blob hash.
-    pub document: Document,
-}
-
-/// How a job attempt ended.
-#[derive(Debug, Clone)]
-pub enum JobOutcome {
-    /// All stages done; the document becomes `ready`.
-    Succeeded {
-        /// Chunks written.
-        chunk_count: u32,
-    },
-    /// A transient failure: requeue after `retry_at` if attempts remain, else fail for good.
-    Retry {
-        /// Why.
-        error: String,
-        /// Earliest time of the next attempt.
-        retry_at: DateTime<Utc>,
-    },
-    /// A permanent failure (e.g. a corrupt file): fail now, whatever attempts remain.
-    Failed {
-        /// Why.
-        error: String,
-    },
-}
-
 /// A change another process announced through the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreChange {
@@ -198,7 +158,7 @@ pub struct IndexStats {
 
 /// Persistence for documents, chunks and jobs.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: JobQueue + DocumentStates {
     /// Which backend this is (`sqlite`, `postgres`), for logs and stats.
     fn backend(&self) -> &'static str;
 
@@ -208,8 +168,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         doc: NewDocument,
         id: DocumentId,
-        job_id: JobId,
-        max_attempts: u32,
+        job: &NewJob,
     ) -> Result<InsertOutcome>;
 
     /// The owner's document with this content hash, if any.
@@ -252,40 +211,6 @@ pub trait Store: Send + Sync + 'static {
         from: u32,
         limit: u32,
     ) -> Result<Vec<Chunk>>;
-
-    /// One job of the owner's.
-    async fn get_job(&self, owner: &TenantId, id: JobId) -> Result<Option<Job>>;
-
-    /// One job by id, whatever its owner (for progress fan-out inside the server).
-    async fn get_job_any_owner(&self, id: JobId) -> Result<Option<(TenantId, Job)>>;
-
-    /// Up to `limit` of the owner's jobs, newest first, strictly older than `before`.
-    async fn list_jobs(
-        &self,
-        owner: &TenantId,
-        filter: &JobFilter,
-        before: Option<JobId>,
-        limit: u32,
-    ) -> Result<Vec<Job>>;
-
-    /// Claims the oldest runnable job: queued and due, or running with an expired lease.
-    /// Jobs whose attempts are exhausted when their lease expires are failed instead.
-    async fn claim_job(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Option<ClaimedJob>>;
-
-    /// Extends a lease; `false` when it is no longer held.
-    async fn heartbeat(&self, lease: &Lease, lease_until: DateTime<Utc>) -> Result<bool>;
-
-    /// Records the current stage and per-stage progress; `false` when the lease is lost.
-    async fn record_progress(
-        &self,
-        lease: &Lease,
-        stage: Stage,
-        stages: &[StageProgress],
-    ) -> Result<bool>;
 
     /// Removes chunks left by an earlier, interrupted attempt, returning their ids; `None`
     /// when the lease is lost.
@@ -372,12 +297,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// The owner's chunks with these ids, with their documents' titles.
     async fn hit_rows(&self, owner: &TenantId, ids: &[u64]) -> Result<Vec<HitRow>>;
-
-    /// Ends an attempt and updates the document to match; `false` when the lease is lost.
-    async fn finish_job(&self, lease: &Lease, outcome: JobOutcome) -> Result<bool>;
-
-    /// Returns a claimed job to the queue without counting the attempt (shutdown).
-    async fn release_job(&self, lease: &Lease) -> Result<bool>;
 
     /// A cheap round trip proving the backend answers.
     async fn ping(&self) -> Result<()>;

@@ -17,29 +17,24 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures_util::stream::BoxStream;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Executor, Postgres, QueryBuilder, Row, Transaction};
 use tokio::io::AsyncReadExt;
 
+use super::documents::document_subject;
 use super::meter::{PoolMeter, PoolStats};
-use super::rows::{
-    JOB_COLUMNS, corrupt, document_from_row, is_unique_violation, job_from_row, ms, owner_of,
-    stage_name,
-};
+use super::rows::{corrupt, document_from_row, is_unique_violation, ms, owner_of};
 use super::{
-    ChunkFilter, ClaimedJob, Deleted, HitRow, InsertOutcome, JobOutcome, Lease, NewChunk, Store,
-    StoreChange, TableStats,
+    ChunkFilter, Deleted, HitRow, InsertOutcome, Lease, NewChunk, NewJob, Store, StoreChange,
+    TableStats,
 };
 use crate::blobs::{BlobLock, SharedBlobs};
 use crate::error::{EngineError, Result};
-use crate::ids::{DocumentId, JobId, TenantId};
-use crate::model::{
-    Chunk, Document, DocumentFilter, DocumentPatch, Job, JobFilter, NewDocument, Stage,
-    StageProgress, TagCount,
-};
+use crate::ids::{DocumentId, TenantId};
+use crate::model::{Chunk, Document, DocumentFilter, DocumentPatch, NewDocument, TagCount};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -355,19 +350,6 @@ fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, filter: &ChunkFilter) {
     }
 }
 
-/// Checks the lease inside a write transaction and refreshes `updated_at`.
-async fn lease_held(tx: &mut Transaction<'static, Postgres>, lease: &Lease) -> Result<bool> {
-    let res = sqlx::query(
-        "UPDATE jobs SET updated_at = $1 WHERE id = $2 AND lease_token = $3 AND status = 'running'",
-    )
-    .bind(ms(Utc::now()))
-    .bind(lease.job_id.to_string())
-    .bind(&lease.token)
-    .execute(&mut **tx)
-    .await?;
-    Ok(res.rows_affected() == 1)
-}
-
 async fn get_document_in(
     tx: &mut Transaction<'static, Postgres>,
     owner: &TenantId,
@@ -382,6 +364,13 @@ async fn get_document_in(
     row.as_ref().map(document_from_row).transpose()
 }
 
+super::queue::queue_sql!(
+    PostgresStore,
+    sqlx::Postgres,
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+);
+super::documents::document_states_sql!(PostgresStore);
+
 #[async_trait]
 impl Store for PostgresStore {
     fn backend(&self) -> &'static str {
@@ -392,13 +381,12 @@ impl Store for PostgresStore {
         &self,
         doc: NewDocument,
         id: DocumentId,
-        job_id: JobId,
-        max_attempts: u32,
+        job: &NewJob,
     ) -> Result<InsertOutcome> {
         let mut tx = self.begin().await?;
         let now = ms(Utc::now());
         let id_s = id.to_string();
-        let job_s = job_id.to_string();
+        let job_s = job.id.to_string();
         let inserted = sqlx::query(
             "INSERT INTO documents (id, owner, title, filename, media_type, byte_size, sha256, \
              metadata, status, chunk_count, job_id, created_at, updated_at) \
@@ -437,18 +425,7 @@ impl Store for PostgresStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query(
-            "INSERT INTO jobs (id, owner, kind, document_id, status, stages, attempts, \
-             max_attempts, run_after, created_at, updated_at) \
-             VALUES ($1, $2, 'ingest_document', $3, 'queued', '[]', 0, $4, $5, $5, $5)",
-        )
-        .bind(&job_s)
-        .bind(doc.owner.as_str())
-        .bind(&id_s)
-        .bind(max_attempts as i64)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        enqueue_in(&mut tx, job).await?;
         let created = get_document_in(&mut tx, &doc.owner, &id_s)
             .await?
             .ok_or_else(|| EngineError::Internal("inserted document vanished".into()))?;
@@ -572,15 +549,12 @@ impl Store for PostgresStore {
         // Tags and chunks go with the row (ON DELETE CASCADE); unfinished jobs are cancelled
         // and their leases revoked, so a worker still busy with it stops at its next write.
         let now = ms(Utc::now());
-        sqlx::query(
-            "UPDATE jobs SET status = 'cancelled', lease_token = NULL, lease_expires_at = NULL, \
-             error = 'document deleted', updated_at = $2, finished_at = $2 \
-             WHERE document_id = $1 AND status IN ('queued', 'running')",
-        )
-        .bind(&id_s)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(super::queue::CANCEL_SUBJECT)
+            .bind(document_subject(id))
+            .bind(now)
+            .bind("document deleted")
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Some(Deleted {
             sha256,
@@ -642,157 +616,6 @@ impl Store for PostgresStore {
                 })
             })
             .collect()
-    }
-
-    async fn get_job(&self, owner: &TenantId, id: JobId) -> Result<Option<Job>> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE owner = $1 AND id = $2");
-        let row = sqlx::query(&sql)
-            .bind(owner.as_str())
-            .bind(id.to_string())
-            .fetch_optional(&mut *self.conn().await?)
-            .await?;
-        Ok(row.as_ref().map(job_from_row).transpose()?.map(|(_, j)| j))
-    }
-
-    async fn get_job_any_owner(&self, id: JobId) -> Result<Option<(TenantId, Job)>> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
-        let row = sqlx::query(&sql)
-            .bind(id.to_string())
-            .fetch_optional(&mut *self.conn().await?)
-            .await?;
-        row.as_ref().map(job_from_row).transpose()
-    }
-
-    async fn list_jobs(
-        &self,
-        owner: &TenantId,
-        filter: &JobFilter,
-        before: Option<JobId>,
-        limit: u32,
-    ) -> Result<Vec<Job>> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE owner = $1 \
-             AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR id < $3) \
-             ORDER BY id DESC LIMIT $4"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(owner.as_str())
-            .bind(filter.status.map(|s| s.as_str()))
-            .bind(before.map(|b| b.to_string()))
-            .bind(limit as i64)
-            .fetch_all(&mut *self.conn().await?)
-            .await?;
-        rows.iter()
-            .map(|r| job_from_row(r).map(|(_, j)| j))
-            .collect()
-    }
-
-    async fn claim_job(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Option<ClaimedJob>> {
-        let mut tx = self.begin().await?;
-        let now_ms = ms(now);
-        // Expired leases with no attempts left fail for good instead of running again.
-        let exhausted = sqlx::query_scalar::<_, String>(
-            "UPDATE jobs SET status = 'failed', lease_token = NULL, lease_expires_at = NULL, \
-             error = COALESCE(error, 'worker lost its lease') || ' (attempts exhausted)', \
-             updated_at = $1, finished_at = $1 \
-             WHERE status = 'running' AND lease_expires_at < $1 AND attempts >= max_attempts \
-             RETURNING document_id",
-        )
-        .bind(now_ms)
-        .fetch_all(&mut *tx)
-        .await?;
-        for doc in exhausted {
-            sqlx::query(
-                "UPDATE documents SET status = 'failed', \
-                 error = 'processing was interrupted too many times', updated_at = $2 \
-                 WHERE id = $1",
-            )
-            .bind(doc)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let token = uuid::Uuid::now_v7().to_string();
-        let sql = format!(
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_token = $1, \
-             lease_expires_at = $2, updated_at = $3, error = NULL \
-             WHERE id = (SELECT id FROM jobs \
-                 WHERE (status = 'queued' AND run_after <= $3) \
-                    OR (status = 'running' AND lease_expires_at < $3) \
-                 ORDER BY run_after, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-             RETURNING {JOB_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(&token)
-            .bind(ms(lease_until))
-            .bind(now_ms)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else {
-            tx.commit().await?;
-            return Ok(None);
-        };
-        let (owner, job) = job_from_row(&row)?;
-        sqlx::query(
-            "UPDATE documents SET status = 'processing', error = NULL, updated_at = $2 \
-             WHERE id = $1",
-        )
-        .bind(job.document_id.to_string())
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-        let document = get_document_in(&mut tx, &owner, &job.document_id.to_string())
-            .await?
-            .ok_or_else(|| EngineError::Internal(format!("job {} has no document", job.id)))?;
-        tx.commit().await?;
-        Ok(Some(ClaimedJob {
-            lease: Lease {
-                job_id: job.id,
-                token,
-            },
-            job,
-            owner,
-            document,
-        }))
-    }
-
-    async fn heartbeat(&self, lease: &Lease, lease_until: DateTime<Utc>) -> Result<bool> {
-        let res = sqlx::query(
-            "UPDATE jobs SET lease_expires_at = $3 \
-             WHERE id = $1 AND lease_token = $2 AND status = 'running'",
-        )
-        .bind(lease.job_id.to_string())
-        .bind(&lease.token)
-        .bind(ms(lease_until))
-        .execute(&mut *self.conn().await?)
-        .await?;
-        Ok(res.rows_affected() == 1)
-    }
-
-    async fn record_progress(
-        &self,
-        lease: &Lease,
-        stage: Stage,
-        stages: &[StageProgress],
-    ) -> Result<bool> {
-        let stages =
-            serde_json::to_string(stages).map_err(|e| EngineError::Internal(e.to_string()))?;
-        let res = sqlx::query(
-            "UPDATE jobs SET stage = $3, stages = $4, updated_at = $5 \
-             WHERE id = $1 AND lease_token = $2 AND status = 'running'",
-        )
-        .bind(lease.job_id.to_string())
-        .bind(&lease.token)
-        .bind(stage_name(stage))
-        .bind(stages)
-        .bind(ms(Utc::now()))
-        .execute(&mut *self.conn().await?)
-        .await?;
-        Ok(res.rows_affected() == 1)
     }
 
     async fn clear_chunks(&self, lease: &Lease, document: DocumentId) -> Result<Option<Vec<u64>>> {
@@ -1029,96 +852,6 @@ impl Store for PostgresStore {
                 })
             })
             .collect()
-    }
-
-    async fn finish_job(&self, lease: &Lease, outcome: JobOutcome) -> Result<bool> {
-        let mut tx = self.begin().await?;
-        if !lease_held(&mut tx, lease).await? {
-            return Ok(false);
-        }
-        let now = ms(Utc::now());
-        let job_s = lease.job_id.to_string();
-        let (job_status, doc_status, error, chunk_count, run_after) = match outcome {
-            JobOutcome::Succeeded { chunk_count } => {
-                ("succeeded", "ready", None, Some(chunk_count), None)
-            }
-            JobOutcome::Failed { error } => ("failed", "failed", Some(error), None, None),
-            JobOutcome::Retry { error, retry_at } => {
-                let (attempts, max): (i64, i64) =
-                    sqlx::query_as("SELECT attempts, max_attempts FROM jobs WHERE id = $1")
-                        .bind(&job_s)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                if attempts >= max {
-                    (
-                        "failed",
-                        "failed",
-                        Some(format!("{error} (attempts exhausted)")),
-                        None,
-                        None,
-                    )
-                } else {
-                    ("queued", "queued", Some(error), None, Some(ms(retry_at)))
-                }
-            }
-        };
-        let terminal = job_status != "queued";
-        sqlx::query(
-            "UPDATE jobs SET status = $2, error = $3, lease_token = NULL, lease_expires_at = NULL, \
-             run_after = COALESCE($4::bigint, run_after), updated_at = $5, \
-             finished_at = CASE WHEN $6 THEN $5 ELSE NULL END \
-             WHERE id = $1",
-        )
-        .bind(&job_s)
-        .bind(job_status)
-        .bind(&error)
-        .bind(run_after)
-        .bind(now)
-        .bind(terminal)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE documents SET status = $2, error = $3, \
-             chunk_count = COALESCE($4::bigint, chunk_count), updated_at = $5 \
-             WHERE id = (SELECT document_id FROM jobs WHERE id = $1)",
-        )
-        .bind(&job_s)
-        .bind(doc_status)
-        .bind(&error)
-        .bind(chunk_count.map(i64::from))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    async fn release_job(&self, lease: &Lease) -> Result<bool> {
-        let mut tx = self.begin().await?;
-        if !lease_held(&mut tx, lease).await? {
-            return Ok(false);
-        }
-        let now = ms(Utc::now());
-        let job_s = lease.job_id.to_string();
-        sqlx::query(
-            "UPDATE jobs SET status = 'queued', attempts = GREATEST(attempts - 1, 0), \
-             lease_token = NULL, lease_expires_at = NULL, run_after = $2, updated_at = $2 \
-             WHERE id = $1",
-        )
-        .bind(&job_s)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE documents SET status = 'queued', updated_at = $2 \
-             WHERE id = (SELECT document_id FROM jobs WHERE id = $1)",
-        )
-        .bind(&job_s)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(true)
     }
 
     async fn ping(&self) -> Result<()> {

@@ -9,10 +9,7 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::error::{EngineError, Result};
 use crate::ids::TenantId;
-use crate::model::{Document, DocumentStatus, Job, JobStatus, MediaType, Stage};
-
-pub(crate) const JOB_COLUMNS: &str = "id, owner, kind, document_id, status, stage, stages, attempts, \
-     max_attempts, error, created_at, updated_at, finished_at";
+use crate::model::{Document, DocumentStatus, Job, JobStatus, MediaType};
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
@@ -90,7 +87,9 @@ where
     Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
 {
     let id: String = row.try_get("id")?;
-    let doc: String = row.try_get("document_id")?;
+    let payload: String = row.try_get("payload")?;
+    let payload: serde_json::Value =
+        serde_json::from_str(&payload).map_err(|e| corrupt("job payload", e))?;
     let status: String = row.try_get("status")?;
     let stage: Option<String> = row.try_get("stage")?;
     let stages: String = row.try_get("stages")?;
@@ -98,12 +97,13 @@ where
     let job = Job {
         id: id.parse().map_err(|e| corrupt("job id", e))?,
         kind: row.try_get("kind")?,
-        document_id: doc.parse().map_err(|e| corrupt("document id", e))?,
+        subject: row.try_get("subject")?,
+        document_id: payload["document_id"]
+            .as_str()
+            .map(|d| d.parse().map_err(|e| corrupt("document id", e)))
+            .transpose()?,
         status: JobStatus::parse(&status).map_err(|e| corrupt("job status", e))?,
-        stage: stage
-            .map(|s| serde_json::from_value(serde_json::Value::String(s)))
-            .transpose()
-            .map_err(|e| corrupt("stage", e))?,
+        stage,
         stages: serde_json::from_str(&stages).map_err(|e| corrupt("stages", e))?,
         attempts: row.try_get::<i64, _>("attempts")? as u32,
         max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
@@ -113,15 +113,6 @@ where
         finished_at: finished.map(from_ms).transpose()?,
     };
     Ok((owner_of(row)?, job))
-}
-
-pub(crate) fn stage_name(stage: Stage) -> &'static str {
-    match stage {
-        Stage::Extract => "extract",
-        Stage::Chunk => "chunk",
-        Stage::Embed => "embed",
-        Stage::Index => "index",
-    }
 }
 
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {

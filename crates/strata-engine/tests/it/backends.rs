@@ -5,14 +5,18 @@
 use std::sync::Arc;
 
 use chrono::{Duration as Span, Utc};
+use strata_engine::jobs::ingest::{INGEST_DOCUMENT, new_job};
 use strata_engine::model::{
     DocumentFilter, DocumentPatch, DocumentStatus, JobFilter, JobStatus, MediaType, NewDocument,
-    Stage, StageProgress,
+    StageProgress,
 };
 use strata_engine::store::postgres::{PostgresOptions, PostgresStore};
 use strata_engine::store::sqlite::{SqliteOptions, SqliteStore};
-use strata_engine::store::{ChunkFilter, InsertOutcome, JobOutcome, NewChunk, Store};
+use strata_engine::store::{ChunkFilter, InsertOutcome, JobOutcome, NewChunk, NewJob, Store};
 use strata_engine::{DocumentId, JobId, TenantId};
+
+/// The kinds these tests claim.
+const KINDS: &[&str] = &[INGEST_DOCUMENT];
 
 fn new_doc(owner: &TenantId, n: u32, tags: &[&str]) -> NewDocument {
     NewDocument {
@@ -27,14 +31,66 @@ fn new_doc(owner: &TenantId, n: u32, tags: &[&str]) -> NewDocument {
     }
 }
 
-async fn insert(store: &dyn Store, owner: &TenantId, n: u32, tags: &[&str]) -> DocumentId {
+/// The document's ingestion job, as the engine queues it.
+fn ingest_job(owner: &TenantId, doc: DocumentId) -> NewJob {
+    new_job(JobId::new(), owner, doc, 3)
+}
+
+pub(crate) async fn insert(
+    store: &dyn Store,
+    owner: &TenantId,
+    n: u32,
+    tags: &[&str],
+) -> DocumentId {
+    let id = DocumentId::new();
     match store
-        .insert_document(new_doc(owner, n, tags), DocumentId::new(), JobId::new(), 3)
+        .insert_document(new_doc(owner, n, tags), id, &ingest_job(owner, id))
         .await
         .unwrap()
     {
         InsertOutcome::Created(d) => d.id,
         InsertOutcome::Duplicate(_) => panic!("unexpected duplicate"),
+    }
+}
+
+/// A document with no tags.
+pub(crate) async fn insert_doc(store: &dyn Store, owner: &TenantId, n: u32) -> DocumentId {
+    insert(store, owner, n, &[]).await
+}
+
+/// A fresh database on `STRATA_TEST_DATABASE_URL`'s server (default
+/// `postgres://postgres@127.0.0.1:5432/postgres`), dropped by [`FreshPostgres::drop`].
+pub(crate) struct FreshPostgres {
+    admin: sqlx::PgPool,
+    name: String,
+    /// Its URL.
+    pub(crate) url: String,
+}
+
+impl FreshPostgres {
+    pub(crate) async fn new() -> Self {
+        let server = std::env::var("STRATA_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let name = format!("strata_test_{}", uuid::Uuid::now_v7().simple());
+        let admin = sqlx::PgPool::connect(&server).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let url = match server.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("STRATA_TEST_DATABASE_URL needs a database path"),
+        };
+        Self { admin, name, url }
+    }
+
+    pub(crate) async fn drop(self) {
+        // FORCE: a connection a pool opened in the background (min_connections) while it was
+        // closing can outlive `close()` by a moment; without it the drop fails after 5 s.
+        sqlx::query(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
+            .execute(&self.admin)
+            .await
+            .unwrap();
     }
 }
 
@@ -54,8 +110,9 @@ async fn exercise(store: Arc<dyn Store>) {
     let d1 = insert(s, &alice, 1, &["a", "b"]).await;
     let d2 = insert(s, &alice, 2, &["b"]).await;
     let _b1 = insert(s, &bob, 1, &["a"]).await;
+    let again = DocumentId::new();
     match s
-        .insert_document(new_doc(&alice, 1, &[]), DocumentId::new(), JobId::new(), 3)
+        .insert_document(new_doc(&alice, 1, &[]), again, &ingest_job(&alice, again))
         .await
         .unwrap()
     {
@@ -115,36 +172,46 @@ async fn exercise(store: Arc<dyn Store>) {
     // Jobs: two concurrent claimers never take the same job.
     let now = Utc::now();
     let (c1, c2) = tokio::join!(
-        s.claim_job(now, now + Span::seconds(30)),
-        s.claim_job(now, now + Span::seconds(30))
+        s.claim_job(KINDS, now, now + Span::seconds(30)),
+        s.claim_job(KINDS, now, now + Span::seconds(30))
     );
     let (c1, c2) = (c1.unwrap().unwrap(), c2.unwrap().unwrap());
     assert_ne!(c1.job.id, c2.job.id);
     assert_eq!(c1.job.attempts, 1);
-    assert_eq!(c1.document.status, DocumentStatus::Processing);
+    let doc = c1.job.document_id.unwrap();
+    s.set_document_status(&c1.owner, doc, DocumentStatus::Processing, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_document(&c1.owner, doc)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        DocumentStatus::Processing
+    );
     assert!(
         s.heartbeat(&c1.lease, now + Span::seconds(60))
             .await
             .unwrap()
     );
     let progress = [StageProgress {
-        stage: Stage::Chunk,
+        stage: "chunk".into(),
         done: 1,
         total: 2,
     }];
     assert!(
-        s.record_progress(&c1.lease, Stage::Chunk, &progress)
+        s.record_progress(&c1.lease, "chunk", &progress)
             .await
             .unwrap()
     );
     let job = s.get_job(&c1.owner, c1.job.id).await.unwrap().unwrap();
     assert_eq!(
-        (job.status, job.stage),
-        (JobStatus::Running, Some(Stage::Chunk))
+        (job.status, job.stage.as_deref(), job.stages),
+        (JobStatus::Running, Some("chunk"), progress.to_vec())
     );
 
     // Chunks and embeddings under the lease.
-    let doc = c1.job.document_id;
     let chunks: Vec<NewChunk> = (0..3)
         .map(|i| NewChunk {
             ordinal: i,
@@ -203,7 +270,12 @@ async fn exercise(store: Arc<dyn Store>) {
 
     // The second claimer's lease cannot write the first's job; finishing and releasing.
     assert!(
-        s.finish_job(&c1.lease, JobOutcome::Succeeded { chunk_count: 3 })
+        s.finish_document(&c1.lease, doc, DocumentStatus::Ready, None, Some(3))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.finish_job(&c1.lease, &JobOutcome::Succeeded)
             .await
             .unwrap()
     );
@@ -234,14 +306,14 @@ async fn exercise(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(listed.len(), 1);
     let c3 = s
-        .claim_job(Utc::now(), Utc::now() + Span::seconds(30))
+        .claim_job(KINDS, Utc::now(), Utc::now() + Span::seconds(30))
         .await
         .unwrap()
         .unwrap();
     assert!(
         s.finish_job(
             &c3.lease,
-            JobOutcome::Retry {
+            &JobOutcome::Retry {
                 error: "flaky".into(),
                 retry_at: Utc::now()
             }
@@ -294,27 +366,11 @@ async fn the_store_contract_holds_on_sqlite() {
 
 #[tokio::test]
 async fn the_store_contract_holds_on_postgres() {
-    let server = std::env::var("STRATA_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let name = format!("strata_test_{}", uuid::Uuid::now_v7().simple());
-    let admin = sqlx::PgPool::connect(&server).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let url = match server.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{name}"),
-        None => panic!("STRATA_TEST_DATABASE_URL needs a database path"),
-    };
-    let store = PostgresStore::connect(&url, &PostgresOptions::default())
+    let db = FreshPostgres::new().await;
+    let store = PostgresStore::connect(&db.url, &PostgresOptions::default())
         .await
         .unwrap();
     exercise(Arc::new(store.clone())).await;
     store.close().await;
-    // FORCE: a connection the pool opened in the background (min_connections) while it was
-    // closing can outlive `close()` by a moment; without it the drop fails after 5 s.
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .unwrap();
+    db.drop().await;
 }

@@ -7,19 +7,24 @@
 )]
 
 mod backends;
+mod queue;
 
 use std::time::Duration;
 
 use chrono::Utc;
 use strata_engine::jobs::Step;
-use strata_engine::model::{DocumentFilter, JobStatus};
+use strata_engine::jobs::ingest::INGEST_DOCUMENT;
+use strata_engine::model::{DocumentFilter, DocumentStatus, JobStatus};
 use strata_engine::store::sqlite::{SqliteOptions, SqliteStore};
-use strata_engine::store::{JobOutcome, NewChunk, Store};
+use strata_engine::store::{DocumentStates, JobOutcome, JobQueue, NewChunk, Store};
 use strata_engine::{
     Engine, EngineError, EngineSettings, IngestOutcome, ListDocuments, ListJobs, TenantId,
     UploadMeta,
 };
 use tokio_util::sync::CancellationToken;
+
+/// The kinds these tests claim.
+const KINDS: &[&str] = &[INGEST_DOCUMENT];
 
 async fn engine(dir: &tempfile::TempDir, workers: usize) -> Engine {
     let mut s = EngineSettings {
@@ -145,13 +150,13 @@ async fn a_worker_that_lost_its_lease_cannot_write() {
     let doc = add(&e, &owner, "contested").await;
     let now = Utc::now();
     let first = store2
-        .claim_job(now, now + chrono::Duration::seconds(1))
+        .claim_job(KINDS, now, now + chrono::Duration::seconds(1))
         .await
         .unwrap()
         .unwrap();
     assert!(
         store2
-            .claim_job(now, now + chrono::Duration::seconds(1))
+            .claim_job(KINDS, now, now + chrono::Duration::seconds(1))
             .await
             .unwrap()
             .is_none(),
@@ -160,7 +165,7 @@ async fn a_worker_that_lost_its_lease_cannot_write() {
     // Two seconds later the lease has expired: a second worker takes over.
     let later = now + chrono::Duration::seconds(2);
     let second = store2
-        .claim_job(later, later + chrono::Duration::seconds(30))
+        .claim_job(KINDS, later, later + chrono::Duration::seconds(30))
         .await
         .unwrap()
         .unwrap();
@@ -177,8 +182,18 @@ async fn a_worker_that_lost_its_lease_cannot_write() {
         .await;
     assert!(stale.unwrap().is_none());
     assert!(!store2.heartbeat(&first.lease, later).await.unwrap());
-    let done = JobOutcome::Succeeded { chunk_count: 1 };
-    assert!(!store2.finish_job(&first.lease, done).await.unwrap());
+    assert!(
+        !store2
+            .finish_document(&first.lease, doc.id, DocumentStatus::Ready, None, Some(1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store2
+            .finish_job(&first.lease, &JobOutcome::Succeeded)
+            .await
+            .unwrap()
+    );
     assert!(
         store2
             .clear_chunks(&first.lease, doc.id)
@@ -197,7 +212,13 @@ async fn a_worker_that_lost_its_lease_cannot_write() {
     assert!(!late.unwrap());
     assert!(
         store2
-            .finish_job(&second.lease, JobOutcome::Succeeded { chunk_count: 1 })
+            .finish_document(&second.lease, doc.id, DocumentStatus::Ready, None, Some(1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store2
+            .finish_job(&second.lease, &JobOutcome::Succeeded)
             .await
             .unwrap()
     );
@@ -219,7 +240,7 @@ async fn transient_failures_retry_with_backoff_then_fail_for_good() {
     for attempt in 1..=5u32 {
         let now = Utc::now() + chrono::Duration::hours(i64::from(attempt));
         let claimed = store
-            .claim_job(now, now + chrono::Duration::seconds(30))
+            .claim_job(KINDS, now, now + chrono::Duration::seconds(30))
             .await
             .unwrap()
             .unwrap();
@@ -228,7 +249,7 @@ async fn transient_failures_retry_with_backoff_then_fail_for_good() {
         store
             .finish_job(
                 &claimed.lease,
-                JobOutcome::Retry {
+                &JobOutcome::Retry {
                     error: "disk hiccup".into(),
                     retry_at,
                 },
@@ -239,14 +260,12 @@ async fn transient_failures_retry_with_backoff_then_fail_for_good() {
         if attempt < 5 {
             assert_eq!(job.status, JobStatus::Queued);
             // Not due before its backoff.
-            assert!(store.claim_job(now, now).await.unwrap().is_none());
+            assert!(store.claim_job(KINDS, now, now).await.unwrap().is_none());
         } else {
             assert_eq!(job.status, JobStatus::Failed);
             assert!(job.error.unwrap().contains("attempts exhausted"));
         }
     }
-    let doc = e.get_document(&owner, doc.id).await.unwrap();
-    assert_eq!(doc.status.as_str(), "failed");
 }
 
 #[tokio::test]
@@ -272,6 +291,10 @@ async fn missing_original_is_a_permanent_failure() {
     assert_eq!(job.status, JobStatus::Failed);
     assert_eq!(job.attempts, 1);
     assert!(job.error.unwrap().contains("missing"));
+    // The ingestion kind's hook failed the document with the job.
+    let doc = e.get_document(&owner, doc.id).await.unwrap();
+    assert_eq!(doc.status, DocumentStatus::Failed);
+    assert!(doc.error.unwrap().contains("missing"));
 }
 
 #[tokio::test]
