@@ -142,7 +142,7 @@ mod tests {
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
-    use crate::store::Store;
+    use crate::store::StoreMeta;
     use crate::store::sqlite::{SqliteOptions, SqliteStore};
 
     #[test]

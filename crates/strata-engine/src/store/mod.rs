@@ -17,8 +17,8 @@
 use async_trait::async_trait;
 
 use crate::error::Result;
-use crate::ids::{DocumentId, JobId, TenantId};
-use crate::model::{Chunk, Document, DocumentFilter, DocumentPatch, NewDocument, TagCount};
+use crate::ids::{DocumentId, JobId};
+use crate::model::{Document, NewDocument};
 
 /// Vectors are stored as little-endian f32 bytes.
 pub fn vector_to_bytes(v: &[f32]) -> Vec<u8> {
@@ -37,14 +37,18 @@ pub fn vector_from_bytes(b: &[u8]) -> Option<Vec<f32>> {
     )
 }
 
+pub mod chunks;
 pub mod documents;
+pub mod meta;
 pub mod meter;
 pub mod postgres;
 pub mod queue;
 mod rows;
 pub mod sqlite;
 
-pub use documents::DocumentStates;
+pub use chunks::ChunkStore;
+pub use documents::DocumentStore;
+pub use meta::StoreMeta;
 pub use queue::{Abandoned, ClaimedJob, JobOutcome, JobQueue, Lease, NewJob};
 
 /// Result of inserting a document whose content may already exist for this owner.
@@ -90,6 +94,33 @@ where
         sep.push_bind(*id as i64);
     }
     qb.push(")");
+}
+
+/// Appends the ` AND ...` conditions of a chunk filter, on a query over `chunks c`.
+pub(crate) fn push_chunk_filter<'a, DB>(qb: &mut sqlx::QueryBuilder<'a, DB>, filter: &ChunkFilter)
+where
+    DB: sqlx::Database,
+    String: 'a + sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    if !filter.tags.is_empty() {
+        qb.push(
+            " AND EXISTS (SELECT 1 FROM document_tags t \
+             WHERE t.document_id = c.document_id AND t.tag IN (",
+        );
+        let mut sep = qb.separated(", ");
+        for t in &filter.tags {
+            sep.push_bind(t.clone());
+        }
+        qb.push("))");
+    }
+    if !filter.document_ids.is_empty() {
+        qb.push(" AND c.document_id IN (");
+        let mut sep = qb.separated(", ");
+        for d in &filter.document_ids {
+            sep.push_bind(d.to_string());
+        }
+        qb.push(")");
+    }
 }
 
 /// Which of a tenant's chunks a search may return.
@@ -158,148 +189,9 @@ pub struct IndexStats {
 
 /// Persistence for documents, chunks and jobs.
 #[async_trait]
-pub trait Store: JobQueue + DocumentStates {
+pub trait Store: JobQueue + DocumentStore + ChunkStore + StoreMeta {
     /// Which backend this is (`sqlite`, `postgres`), for logs and stats.
     fn backend(&self) -> &'static str;
-
-    /// Inserts a document and its queued ingestion job atomically, unless the owner already
-    /// has a document with the same sha256.
-    async fn insert_document(
-        &self,
-        doc: NewDocument,
-        id: DocumentId,
-        job: &NewJob,
-    ) -> Result<InsertOutcome>;
-
-    /// The owner's document with this content hash, if any.
-    async fn find_by_sha256(&self, owner: &TenantId, sha256: &str) -> Result<Option<Document>>;
-
-    /// One document of the owner's.
-    async fn get_document(&self, owner: &TenantId, id: DocumentId) -> Result<Option<Document>>;
-
-    /// Up to `limit` of the owner's documents, newest first, strictly older than `before`.
-    async fn list_documents(
-        &self,
-        owner: &TenantId,
-        filter: &DocumentFilter,
-        before: Option<DocumentId>,
-        limit: u32,
-    ) -> Result<Vec<Document>>;
-
-    /// Applies a validated patch; `None` when the document does not exist.
-    async fn update_document(
-        &self,
-        owner: &TenantId,
-        id: DocumentId,
-        patch: &DocumentPatch,
-    ) -> Result<Option<Document>>;
-
-    /// Deletes a document with its tags and chunks and cancels its unfinished jobs.
-    async fn delete_document(&self, owner: &TenantId, id: DocumentId) -> Result<Option<Deleted>>;
-
-    /// How many documents, of any owner, reference this content hash.
-    async fn count_sha256_refs(&self, sha256: &str) -> Result<u64>;
-
-    /// The owner's tags with document counts, most used first.
-    async fn tag_counts(&self, owner: &TenantId) -> Result<Vec<TagCount>>;
-
-    /// Up to `limit` chunks of a document from ordinal `from` on.
-    async fn list_chunks(
-        &self,
-        owner: &TenantId,
-        id: DocumentId,
-        from: u32,
-        limit: u32,
-    ) -> Result<Vec<Chunk>>;
-
-    /// Removes chunks left by an earlier, interrupted attempt, returning their ids; `None`
-    /// when the lease is lost.
-    async fn clear_chunks(&self, lease: &Lease, document: DocumentId) -> Result<Option<Vec<u64>>>;
-
-    /// Appends a batch of chunks, returning their ids in order; `None` (and nothing written)
-    /// when the lease is lost.
-    async fn write_chunks(
-        &self,
-        lease: &Lease,
-        owner: &TenantId,
-        document: DocumentId,
-        chunks: &[NewChunk],
-    ) -> Result<Option<Vec<u64>>>;
-
-    /// Stored embeddings of `model` for these text hashes (any owner: identical text has an
-    /// identical vector).
-    async fn find_embeddings(
-        &self,
-        model: &str,
-        text_sha256: &[String],
-    ) -> Result<std::collections::HashMap<String, Vec<f32>>>;
-
-    /// Stores embeddings of chunks; `false` when the lease is lost.
-    async fn set_embeddings(
-        &self,
-        lease: &Lease,
-        model: &str,
-        rows: &[(u64, Vec<f32>)],
-    ) -> Result<bool>;
-
-    /// Count and wrapping sum of the ids of every chunk embedded with `model` (a cheap
-    /// fingerprint to check a persisted index against).
-    async fn embedded_fingerprint(&self, model: &str) -> Result<(u64, u64)>;
-
-    /// Up to `limit` embedded chunks with id greater than `after`: (id, owner, vector).
-    async fn scan_vectors(
-        &self,
-        model: &str,
-        after: u64,
-        limit: u32,
-    ) -> Result<Vec<(u64, TenantId, Vec<f32>)>>;
-
-    /// Up to `limit` embedded chunks with id greater than `after`: (id, owner).
-    async fn scan_owners(
-        &self,
-        model: &str,
-        after: u64,
-        limit: u32,
-    ) -> Result<Vec<(u64, TenantId)>>;
-
-    /// How many of the owner's embedded chunks pass the filter.
-    async fn count_candidates(
-        &self,
-        owner: &TenantId,
-        model: &str,
-        filter: &ChunkFilter,
-    ) -> Result<u64>;
-
-    /// The owner's embedded chunks passing the filter: (id, vector).
-    async fn candidate_vectors(
-        &self,
-        owner: &TenantId,
-        model: &str,
-        filter: &ChunkFilter,
-    ) -> Result<Vec<(u64, Vec<f32>)>>;
-
-    /// The stored vectors of the owner's chunks among `ids` embedded by `model` (ids of
-    /// other owners, other models, or chunks since deleted are left out).
-    async fn vectors_of(
-        &self,
-        owner: &TenantId,
-        model: &str,
-        ids: &[u64],
-    ) -> Result<Vec<(u64, Vec<f32>)>>;
-
-    /// Ids of the owner's embedded chunks passing the filter.
-    async fn candidate_ids(
-        &self,
-        owner: &TenantId,
-        model: &str,
-        filter: &ChunkFilter,
-    ) -> Result<Vec<u64>>;
-
-    /// The owner's chunks with these ids, with their documents' titles.
-    async fn hit_rows(&self, owner: &TenantId, ids: &[u64]) -> Result<Vec<HitRow>>;
-
-    /// A cheap round trip proving the backend answers.
-    async fn ping(&self) -> Result<()>;
 
     /// The connection pool's state.
     fn pool_stats(&self) -> meter::PoolStats;
@@ -324,9 +216,6 @@ pub trait Store: JobQueue + DocumentStates {
     ) -> Result<Option<futures_util::stream::BoxStream<'static, StoreChange>>> {
         Ok(None)
     }
-
-    /// This store's random identity, made on first call and stable for its lifetime.
-    async fn store_id(&self) -> Result<String>;
 
     /// Closes the pool, waiting for connections to be returned.
     async fn close(&self);

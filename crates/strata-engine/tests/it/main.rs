@@ -16,7 +16,7 @@ use strata_engine::jobs::Step;
 use strata_engine::jobs::ingest::INGEST_DOCUMENT;
 use strata_engine::model::{DocumentFilter, DocumentStatus, JobStatus};
 use strata_engine::store::sqlite::{SqliteOptions, SqliteStore};
-use strata_engine::store::{DocumentStates, JobOutcome, JobQueue, NewChunk, Store};
+use strata_engine::store::{ChunkStore, DocumentStore, JobOutcome, JobQueue, NewChunk};
 use strata_engine::{
     Engine, EngineError, EngineSettings, IngestOutcome, ListDocuments, ListJobs, TenantId,
     UploadMeta,
