@@ -1,9 +1,12 @@
-//! strata's domain: documents, chunks, tags, durable ingestion jobs and semantic search, over
-//! a pluggable [`store::Store`] (SQLite today), a content-addressed blob directory, an
-//! embedder (`strata-embed`) and an in-process vector index.
+//! strata's domain: documents, chunks, tags, a generic durable job queue (ingestion is one
+//! kind) and semantic search, as services ([`DocumentService`], [`SearchService`],
+//! [`JobService`], [`AdminService`]) wired once by [`Engine::open`], over storage by
+//! aggregate ([`store`]: SQLite or PostgreSQL, the SQL of each aggregate written once), a
+//! content-addressed blob directory, an embedder (`strata-embed`) and a vector index.
 //!
 //! Owns: validation, tenancy (every operation takes the owner), extraction, chunking, the job
-//! queue and its workers. Must not import: HTTP (axum, hyper), the cache, anything of the
+//! queue and its workers, and the cache policy (what each read is keyed by and each write
+//! invalidates). Must not import: HTTP (axum, hyper), the cache, anything of the
 //! server. The HTTP layer maps [`EngineError`] to responses; this crate never decides a status.
 
 mod ann;
@@ -25,8 +28,9 @@ pub mod validate;
 pub mod vectors;
 
 pub use engine::{
-    DEFAULT_MODEL_DIR, DEFAULT_PAGE, DatabaseStats, Engine, EngineSettings, INTERACTIVE_TEXTS,
-    IngestOutcome, ListDocuments, ListJobs, MAX_PAGE, UploadMeta,
+    AdminService, DEFAULT_MODEL_DIR, DEFAULT_PAGE, DatabaseStats, DocumentService, Engine,
+    EngineSettings, INTERACTIVE_TEXTS, IngestOutcome, JobService, ListDocuments, ListJobs,
+    MAX_PAGE, SearchService, UploadMeta,
 };
 pub use error::{EngineError, Result};
 pub use ids::{DocumentId, IdKind, JobId, TenantId};

@@ -56,7 +56,7 @@ pub(crate) async fn search(
         .cache_policy()
         .cache()
         .get_or_compute(read.kind, &read.scope, &read.material, || async {
-            body(&app.engine.search(tenant, req).await?).map(seal)
+            body(&app.engine.retrieval().search(tenant, req).await?).map(seal)
         })
         .await
 }

@@ -112,7 +112,7 @@ pub fn router_with(state: AppState, settings: &ServerSettings) -> Router {
     use routes::{documents, health, jobs, metrics, performance, search};
     // Multipart framing adds a little to the file itself.
     let http_metrics = state.metrics.layer();
-    let upload_limit = usize::try_from(state.engine.max_upload_bytes())
+    let upload_limit = usize::try_from(state.engine.documents().max_upload_bytes())
         .unwrap_or(usize::MAX)
         .saturating_add(64 * 1024);
     let api = Router::new()

@@ -250,7 +250,7 @@ pub(crate) async fn run(app: AppState, shutdown: CancellationToken) {
         return;
     }
     rekey(&app);
-    let mut jobs = app.engine.subscribe_jobs();
+    let mut jobs = app.engine.jobs().subscribe_jobs();
     let mut tick = tokio::time::interval(w.settings.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;

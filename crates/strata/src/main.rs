@@ -245,7 +245,11 @@ async fn ingest(
     }
     if !no_wait && created > 0 {
         println!("processing {created} document(s)...");
-        engine.drain_jobs().await.context("processing jobs")?;
+        engine
+            .jobs()
+            .drain_jobs()
+            .await
+            .context("processing jobs")?;
     }
     println!("{created} new, {duplicates} already present, {rejected} rejected");
     engine.close().await;
@@ -276,7 +280,7 @@ async fn search(
         min_score,
         stream: false,
     };
-    let results = engine.search(&TenantId::local(), req).await;
+    let results = engine.retrieval().search(&TenantId::local(), req).await;
     engine.close().await;
     let results = results?;
     if json {
@@ -308,7 +312,7 @@ async fn ingest_file(
 ) -> strata_engine::Result<IngestOutcome> {
     use tokio::io::AsyncReadExt;
     let mut f = tokio::fs::File::open(path).await?;
-    let mut w = engine.begin_upload().await?;
+    let mut w = engine.documents().begin_upload().await?;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = f.read(&mut buf).await?;
@@ -323,7 +327,7 @@ async fn ingest_file(
         tags: tags.to_vec(),
         ..UploadMeta::default()
     };
-    engine.ingest(owner, staged, meta).await
+    engine.documents().ingest(owner, staged, meta).await
 }
 
 fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {

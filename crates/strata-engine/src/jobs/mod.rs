@@ -5,7 +5,7 @@
 //!
 //! A job kind is one type implementing [`JobKind`] (a name, `run`, and hooks for the
 //! moments its own data should follow the job: claimed, ended, released, abandoned),
-//! registered with the runner by the bootstrap; [`ingest::IngestDocument`] is one. The
+//! registered with the runner by the bootstrap; `ingest::IngestDocument` is one. The
 //! runner knows nothing of what a kind does.
 //!
 //! Crash safety comes from the queue: a worker that dies stops heartbeating, its lease

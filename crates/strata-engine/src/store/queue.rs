@@ -3,12 +3,12 @@
 //! A job is a kind, an owner, an optional subject and a JSON payload. The queue knows
 //! nothing of what a kind does: it stores, claims, leases, fences, retries and finishes
 //! jobs. The subject is an opaque key (`document:{id}`) by which the aggregate a job works
-//! on cancels that subject's unfinished jobs in its own transaction ([`CANCEL_SUBJECT`]);
+//! on cancels that subject's unfinished jobs in its own transaction (`CANCEL_SUBJECT`);
 //! the payload is what the kind needs to run.
 //!
 //! Rules every implementation keeps:
 //! - a claim issues a fresh lease token (a fencing token) and counts the attempt; every
-//!   write under a lease succeeds only while that lease is held ([`LEASE_HELD`] in the same
+//!   write under a lease succeeds only while that lease is held (`LEASE_HELD` in the same
 //!   transaction), so a worker that lost its lease can never overwrite its successor's work;
 //! - only the kinds the claiming process runs are claimed (an older process never takes a
 //!   newer kind).

@@ -42,6 +42,7 @@ async fn engine(dir: &tempfile::TempDir, workers: usize) -> Engine {
 
 async fn add(engine: &Engine, owner: &TenantId, text: &str) -> strata_engine::model::Document {
     match engine
+        .documents()
         .ingest_text(
             owner,
             text,
@@ -70,19 +71,19 @@ async fn another_tenants_rows_are_invisible() {
     let doc = add(&e, &a, "alice's secret").await;
     let job = doc.job_id.unwrap();
     assert!(matches!(
-        e.get_document(&b, doc.id).await,
+        e.documents().get_document(&b, doc.id).await,
         Err(EngineError::NotFound { .. })
     ));
     assert!(matches!(
-        e.get_job(&b, job).await,
+        e.jobs().get_job(&b, job).await,
         Err(EngineError::NotFound { .. })
     ));
     assert!(matches!(
-        e.open_file(&b, doc.id).await,
+        e.documents().open_file(&b, doc.id).await,
         Err(EngineError::NotFound { .. })
     ));
     assert!(matches!(
-        e.list_chunks(&b, doc.id, 0, None).await,
+        e.documents().list_chunks(&b, doc.id, 0, None).await,
         Err(EngineError::NotFound { .. })
     ));
     let patch = strata_engine::model::DocumentPatch {
@@ -90,29 +91,31 @@ async fn another_tenants_rows_are_invisible() {
         ..Default::default()
     };
     assert!(matches!(
-        e.update_document(&b, doc.id, patch).await,
+        e.documents().update_document(&b, doc.id, patch).await,
         Err(EngineError::NotFound { .. })
     ));
     assert!(matches!(
-        e.delete_document(&b, doc.id).await,
+        e.documents().delete_document(&b, doc.id).await,
         Err(EngineError::NotFound { .. })
     ));
     assert!(
-        e.list_documents(&b, ListDocuments::default())
+        e.documents()
+            .list_documents(&b, ListDocuments::default())
             .await
             .unwrap()
             .items
             .is_empty()
     );
     assert!(
-        e.list_jobs(&b, ListJobs::default())
+        e.jobs()
+            .list_jobs(&b, ListJobs::default())
             .await
             .unwrap()
             .items
             .is_empty()
     );
-    assert!(e.tag_counts(&b).await.unwrap().is_empty());
-    e.drain_jobs().await.unwrap();
+    assert!(e.documents().tag_counts(&b).await.unwrap().is_empty());
+    e.jobs().drain_jobs().await.unwrap();
     let search = |q: &str| strata_engine::search::SearchRequest {
         query: q.into(),
         k: Some(10),
@@ -120,9 +123,18 @@ async fn another_tenants_rows_are_invisible() {
         min_score: None,
         stream: false,
     };
-    assert_eq!(e.search(&a, search("secret")).await.unwrap().hits.len(), 1);
+    assert_eq!(
+        e.retrieval()
+            .search(&a, search("secret"))
+            .await
+            .unwrap()
+            .hits
+            .len(),
+        1
+    );
     assert!(
-        e.search(&b, search("secret"))
+        e.retrieval()
+            .search(&b, search("secret"))
             .await
             .unwrap()
             .hits
@@ -132,9 +144,12 @@ async fn another_tenants_rows_are_invisible() {
     let bobs = add(&e, &b, "alice's secret").await;
     assert_ne!(bobs.id, doc.id);
     // Deleting bob's copy keeps alice's shared blob.
-    e.delete_document(&b, bobs.id).await.unwrap();
-    assert!(e.open_file(&a, doc.id).await.is_ok());
-    assert_eq!(e.get_document(&a, doc.id).await.unwrap().title, doc.title);
+    e.documents().delete_document(&b, bobs.id).await.unwrap();
+    assert!(e.documents().open_file(&a, doc.id).await.is_ok());
+    assert_eq!(
+        e.documents().get_document(&a, doc.id).await.unwrap().title,
+        doc.title
+    );
 }
 
 #[tokio::test]
@@ -222,10 +237,21 @@ async fn a_worker_that_lost_its_lease_cannot_write() {
             .await
             .unwrap()
     );
-    let chunks = e.list_chunks(&owner, doc.id, 0, None).await.unwrap();
+    let chunks = e
+        .documents()
+        .list_chunks(&owner, doc.id, 0, None)
+        .await
+        .unwrap();
     assert_eq!(chunks.len(), 1);
     assert_eq!(chunks[0].text, "fresh");
-    assert_eq!(e.get_document(&owner, doc.id).await.unwrap().chunk_count, 1);
+    assert_eq!(
+        e.documents()
+            .get_document(&owner, doc.id)
+            .await
+            .unwrap()
+            .chunk_count,
+        1
+    );
 }
 
 #[tokio::test]
@@ -256,7 +282,7 @@ async fn transient_failures_retry_with_backoff_then_fail_for_good() {
             )
             .await
             .unwrap();
-        let job = e.get_job(&owner, doc.job_id.unwrap()).await.unwrap();
+        let job = e.jobs().get_job(&owner, doc.job_id.unwrap()).await.unwrap();
         if attempt < 5 {
             assert_eq!(job.status, JobStatus::Queued);
             // Not due before its backoff.
@@ -284,15 +310,19 @@ async fn missing_original_is_a_permanent_failure() {
     )
     .unwrap();
     assert_eq!(
-        e.runner().run_one(&CancellationToken::new()).await.unwrap(),
+        e.jobs()
+            .runner()
+            .run_one(&CancellationToken::new())
+            .await
+            .unwrap(),
         Step::Ran
     );
-    let job = e.get_job(&owner, doc.job_id.unwrap()).await.unwrap();
+    let job = e.jobs().get_job(&owner, doc.job_id.unwrap()).await.unwrap();
     assert_eq!(job.status, JobStatus::Failed);
     assert_eq!(job.attempts, 1);
     assert!(job.error.unwrap().contains("missing"));
     // The ingestion kind's hook failed the document with the job.
-    let doc = e.get_document(&owner, doc.id).await.unwrap();
+    let doc = e.documents().get_document(&owner, doc.id).await.unwrap();
     assert_eq!(doc.status, DocumentStatus::Failed);
     assert!(doc.error.unwrap().contains("missing"));
 }
@@ -310,8 +340,9 @@ async fn drain_processes_everything_and_listing_filters_by_status() {
         )
         .await;
     }
-    assert_eq!(e.drain_jobs().await.unwrap(), 7);
+    assert_eq!(e.jobs().drain_jobs().await.unwrap(), 7);
     let ready = e
+        .documents()
         .list_documents(
             &owner,
             ListDocuments {
@@ -338,6 +369,7 @@ async fn workers_on_the_runtime_stop_on_shutdown() {
     let doc = add(&e, &TenantId::local(), "picked up by a background worker").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while e
+        .documents()
         .get_document(&TenantId::local(), doc.id)
         .await
         .unwrap()

@@ -82,7 +82,10 @@ pub async fn upload(
             tags: body.tags,
             metadata: body.metadata,
         };
-        app.engine.ingest_text(&tenant.0, &body.text, meta).await?
+        app.engine
+            .documents()
+            .ingest_text(&tenant.0, &body.text, meta)
+            .await?
     } else {
         return Err(ApiError::new(
             Code::UnsupportedMediaType,
@@ -131,7 +134,7 @@ async fn upload_multipart(
                     }
                     meta.filename = field.file_name().map(str::to_owned);
                     meta.declared_type = field.content_type().map(str::to_owned);
-                    let mut w = app.engine.begin_upload().await?;
+                    let mut w = app.engine.documents().begin_upload().await?;
                     loop {
                         match field.chunk().await {
                             Ok(Some(bytes)) => {
@@ -180,7 +183,11 @@ async fn upload_multipart(
         return Err(e);
     }
     let staged = staged.ok_or_else(|| ApiError::invalid("file", "is required"))?;
-    Ok(app.engine.ingest(&tenant.0, staged, meta).await?)
+    Ok(app
+        .engine
+        .documents()
+        .ingest(&tenant.0, staged, meta)
+        .await?)
 }
 
 async fn small_field(
@@ -236,6 +243,7 @@ pub async fn list(
     cached::json(&app, &inm, read, || async {
         let page = app
             .engine
+            .documents()
             .list_documents(
                 &tenant.0,
                 ListDocuments {
@@ -277,7 +285,7 @@ pub async fn get(
         .cache_policy()
         .document(&tenant.0, id, fields.as_deref());
     cached::json(&app, &inm, read, || async {
-        let doc = app.engine.get_document(&tenant.0, id).await?;
+        let doc = app.engine.documents().get_document(&tenant.0, id).await?;
         cached::body(&select(&doc, fields.as_deref()))
     })
     .await
@@ -291,7 +299,11 @@ pub async fn patch(
     ApiJson(patch): ApiJson<DocumentPatch>,
 ) -> Result<Json<Document>, ApiError> {
     let id = DocumentId::parse_or_not_found(&id)?;
-    let doc = app.engine.update_document(&tenant.0, id, patch).await?;
+    let doc = app
+        .engine
+        .documents()
+        .update_document(&tenant.0, id, patch)
+        .await?;
     // Titles appear in search hits: the tenant's frequent searches are recomputed.
     app.warmer.touch(&tenant.0);
     Ok(Json(doc))
@@ -304,7 +316,10 @@ pub async fn delete(
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = DocumentId::parse_or_not_found(&id)?;
-    app.engine.delete_document(&tenant.0, id).await?;
+    app.engine
+        .documents()
+        .delete_document(&tenant.0, id)
+        .await?;
     app.warmer.touch(&tenant.0);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -317,12 +332,12 @@ pub async fn file(
     inm: IfNoneMatch,
 ) -> Result<Response, ApiError> {
     let id = DocumentId::parse_or_not_found(&id)?;
-    let doc = app.engine.get_document(&tenant.0, id).await?;
+    let doc = app.engine.documents().get_document(&tenant.0, id).await?;
     let etag = format!("\"{}\"", doc.sha256);
     if inm.matches(&etag) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
-    let (doc, file) = app.engine.open_file(&tenant.0, id).await?;
+    let (doc, file) = app.engine.documents().open_file(&tenant.0, id).await?;
     let ctype = match doc.media_type.as_str() {
         m if m.starts_with("text/") => format!("{m}; charset=utf-8"),
         m => m.to_owned(),
@@ -389,7 +404,11 @@ pub async fn chunks(
 ) -> Result<Json<Value>, ApiError> {
     let id = DocumentId::parse_or_not_found(&id)?;
     let from = q.from.unwrap_or(0);
-    let items = app.engine.list_chunks(&tenant.0, id, from, q.limit).await?;
+    let items = app
+        .engine
+        .documents()
+        .list_chunks(&tenant.0, id, from, q.limit)
+        .await?;
     let limit = q.limit.unwrap_or(strata_engine::DEFAULT_PAGE) as usize;
     let next_from = (items.len() == limit)
         .then(|| items.last().map(|c| c.ordinal + 1))
@@ -405,7 +424,7 @@ pub async fn tags(
 ) -> Result<Response, ApiError> {
     let read = app.engine.cache_policy().tags(&tenant.0);
     cached::json(&app, &inm, read, || async {
-        let items = app.engine.tag_counts(&tenant.0).await?;
+        let items = app.engine.documents().tag_counts(&tenant.0).await?;
         cached::body(&json!({ "items": items }))
     })
     .await

@@ -21,17 +21,17 @@ pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
             Json(json!({ "status": "shutting_down" })),
         );
     }
-    match app.engine.ping().await {
+    match app.engine.admin().ping().await {
         Ok(_) => (
             StatusCode::OK,
-            Json(json!({ "status": "ready", "store": app.engine.backend() })),
+            Json(json!({ "status": "ready", "store": app.engine.admin().backend() })),
         ),
         Err(e) => {
             // The driver's text can name hosts, users and databases: logged, never sent.
             tracing::warn!(error = %e, "readiness check: the store does not answer");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "store": app.engine.backend() })),
+                Json(json!({ "status": "unavailable", "store": app.engine.admin().backend() })),
             )
         }
     }

@@ -45,6 +45,7 @@ pub async fn list(
     cached::json(&app, &inm, read, || async {
         let page = app
             .engine
+            .jobs()
             .list_jobs(
                 &tenant.0,
                 ListJobs {
@@ -69,7 +70,7 @@ pub async fn get(
     let id = JobId::parse_or_not_found(&id)?;
     let read = app.engine.cache_policy().job(&tenant.0, id);
     cached::json(&app, &inm, read, || async {
-        cached::body(&app.engine.get_job(&tenant.0, id).await?)
+        cached::body(&app.engine.jobs().get_job(&tenant.0, id).await?)
     })
     .await
 }
@@ -87,8 +88,8 @@ pub async fn events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let id = JobId::parse_or_not_found(&id)?;
     // Subscribe before the first read so no change between the two is missed.
-    let rx = app.engine.subscribe_jobs();
-    let first = app.engine.get_job(&tenant.0, id).await?;
+    let rx = app.engine.jobs().subscribe_jobs();
+    let first = app.engine.jobs().get_job(&tenant.0, id).await?;
     let state = Follow {
         app,
         owner: tenant.0,
@@ -147,6 +148,11 @@ impl Follow {
     }
 
     async fn reread(&self) -> Option<Job> {
-        self.app.engine.get_job(&self.owner, self.id).await.ok()
+        self.app
+            .engine
+            .jobs()
+            .get_job(&self.owner, self.id)
+            .await
+            .ok()
     }
 }

@@ -120,7 +120,7 @@ pub(crate) fn observed(s: &Snapshots, emit: &mut Emit<'_>) -> Result<(), std::fm
         "Scope generation bumps.",
         &one(stats.invalidations as f64),
     )?;
-    if let (model, Some(m)) = s.engine.model_stats() {
+    if let (model, Some(m)) = s.engine.retrieval().model_stats() {
         let labels = [("model", model)];
         let l = |v: f64| [(&labels[..], v)];
         for (kind, name, help, v) in [
@@ -158,8 +158,8 @@ pub(crate) fn observed(s: &Snapshots, emit: &mut Emit<'_>) -> Result<(), std::fm
             emit(kind, name, help, &l(v))?;
         }
     }
-    let pool = s.engine.pool_stats();
-    let labels = [("backend", s.engine.backend())];
+    let pool = s.engine.admin().pool_stats();
+    let labels = [("backend", s.engine.admin().backend())];
     let l = |v: f64| [(&labels[..], v)];
     for (kind, name, help, v) in [
         (

@@ -29,7 +29,7 @@ pub async fn cache_stats(State(app): State<AppState>, caller: Caller) -> Json<Va
 /// `GET /v1/performance/model/stats`: the embedding model's id and, for the local model, its
 /// forward passes, texts, failed passes, seconds inside passes and requests queued for one.
 pub async fn model_stats(State(app): State<AppState>, _caller: Caller) -> Json<Value> {
-    let (model, stats) = app.engine.model_stats();
+    let (model, stats) = app.engine.retrieval().model_stats();
     Json(json!({ "model": model, "local": stats.is_some(), "stats": stats }))
 }
 
@@ -100,11 +100,11 @@ pub async fn database_stats(
 ) -> Result<Json<Value>, ApiError> {
     if caller.is_admin() {
         return Ok(Json(
-            json!({ "database": app.engine.database_stats().await? }),
+            json!({ "database": app.engine.admin().database_stats().await? }),
         ));
     }
     Ok(Json(json!({
-        "database": { "backend": app.engine.backend(), "pool": app.engine.pool_stats() }
+        "database": { "backend": app.engine.admin().backend(), "pool": app.engine.admin().pool_stats() }
     })))
 }
 
@@ -115,9 +115,9 @@ pub async fn database_optimize(
     _admin: Admin,
 ) -> Result<Json<Value>, ApiError> {
     let started = std::time::Instant::now();
-    let ran = app.engine.optimize_database().await?;
+    let ran = app.engine.admin().optimize_database().await?;
     Ok(Json(json!({
-        "backend": app.engine.backend(),
+        "backend": app.engine.admin().backend(),
         "statements": ran,
         "elapsed_ms": started.elapsed().as_secs_f64() * 1000.0,
     })))

@@ -95,7 +95,7 @@ pub async fn embeddings(
     _tenant: Tenant,
     ApiJson(req): ApiJson<EmbeddingsRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let (model, dims) = app.engine.embedding_model();
+    let (model, dims) = app.engine.retrieval().embedding_model();
     let model = model.to_owned();
     if let Some(asked) = &req.model
         && asked != &model
@@ -145,8 +145,8 @@ pub async fn embeddings(
             "must not be empty",
         ));
     }
-    let tokens: usize = app.engine.count_tokens(&texts)?.iter().sum();
-    let vectors = app.engine.embed_texts(texts).await?;
+    let tokens: usize = app.engine.retrieval().count_tokens(&texts)?.iter().sum();
+    let vectors = app.engine.retrieval().embed_texts(texts).await?;
     let data: Vec<Value> = vectors
         .into_iter()
         .enumerate()

@@ -1,0 +1,56 @@
+//! The administration service: the database's statistics (the pool, tables and indexes,
+//! the slowest recent statements), its optimisation, and whether it answers.
+//!
+//! Holds only what it uses: the store, the slow statement log and the writes tracker.
+
+use std::sync::Arc;
+
+use super::{DatabaseStats, Writes};
+use crate::error::Result;
+use crate::slowlog::SlowLog;
+use crate::store::Store;
+
+/// Database administration (see the module doc). Cheap to clone.
+#[derive(Clone)]
+pub struct AdminService {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) slow_log: SlowLog,
+    pub(super) writes: Arc<Writes>,
+}
+
+impl AdminService {
+    /// The connection pool's state, the tables with their sizes and index use, and the
+    /// slowest recent statements.
+    pub async fn database_stats(&self) -> Result<DatabaseStats> {
+        let store = &self.store;
+        Ok(DatabaseStats {
+            backend: store.backend(),
+            pool: store.pool_stats(),
+            tables: store.table_stats().await?,
+            slow_statements: self.slow_log.recent(),
+        })
+    }
+
+    /// Refreshes planner statistics and compacts what needs it; the statements run.
+    pub async fn optimize_database(&self) -> Result<Vec<String>> {
+        let this = self.clone();
+        self.writes
+            .detach(async move { this.store.optimize().await })
+            .await
+    }
+
+    /// The database connection pool's state.
+    pub fn pool_stats(&self) -> crate::store::meter::PoolStats {
+        self.store.pool_stats()
+    }
+
+    /// The storage backend's name.
+    pub fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+
+    /// Checks the store answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.store.ping().await
+    }
+}

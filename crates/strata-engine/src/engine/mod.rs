@@ -1,0 +1,302 @@
+//! [`Engine`]: the domain, as a few services built once by [`Engine::open`] (in
+//! `bootstrap.rs`, the only place that wires backends, model, index, cache and runner):
+//! [`DocumentService`] (the library), [`SearchService`] (retrieval and embeddings),
+//! [`JobService`] (jobs and their live changes) and [`AdminService`] (the database's
+//! statistics and maintenance). Each holds only the handles it uses; memories and the
+//! gateway will be services beside them. The engine itself only hands the services out
+//! and runs the background work (workers, the listener, the index's periodic save).
+//! Built once, cheap to clone, never mutated.
+
+mod admin;
+mod bootstrap;
+mod documents;
+mod retrieval;
+mod work;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+pub use admin::AdminService;
+pub use documents::{DocumentService, IngestOutcome, ListDocuments, UploadMeta};
+pub use retrieval::SearchService;
+pub use work::{JobService, ListJobs};
+
+use crate::ann::Ann;
+use crate::cursor;
+use crate::error::{EngineError, Result};
+use crate::jobs::{JobEvent, JobSettings};
+use crate::model::Page;
+use crate::policy::CachePolicy;
+use crate::store::postgres::PostgresOptions;
+use crate::store::sqlite::SqliteOptions;
+use crate::store::{Store, StoreChange, TableStats};
+use crate::vectors::AnnSettings;
+use strata_embed::BatchSettings;
+
+/// Where `scripts/fetch-model` puts the model by default.
+pub const DEFAULT_MODEL_DIR: &str = "/var/tmp/strata-models/all-MiniLM-L6-v2";
+
+/// Most texts a request may embed on the model's interactive queue (ahead of ingestion);
+/// larger requests use the bulk queue (see [`SearchService::embed_texts`]).
+pub const INTERACTIVE_TEXTS: usize = 8;
+
+/// Default page size of list endpoints.
+pub const DEFAULT_PAGE: u32 = 50;
+/// Largest page size of list endpoints.
+pub const MAX_PAGE: u32 = 500;
+
+/// Everything the engine needs to start.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Root of the embedded data (SQLite file, blobs).
+    pub data_dir: PathBuf,
+    /// A `sqlite://` URL overriding `{data_dir}/strata.db`, or a `postgres://` URL.
+    pub database_url: Option<strata_cache::SecretUrl>,
+    /// SQLite pool settings.
+    pub sqlite: SqliteOptions,
+    /// PostgreSQL pool and search settings (with a `postgres://` database URL).
+    pub postgres: PostgresOptions,
+    /// Largest accepted upload in bytes.
+    pub max_upload_bytes: u64,
+    /// Job runner settings.
+    pub jobs: JobSettings,
+    /// Directory of the local embedding model's files.
+    pub model_dir: PathBuf,
+    /// Which implementation runs the local model.
+    pub local_runtime: strata_embed::LocalRuntime,
+    /// An OpenAI-compatible embeddings endpoint to use instead of the local model.
+    pub remote_embedder: Option<strata_embed::HttpSettings>,
+    /// ONNX Runtime intra-op threads.
+    pub embed_threads: usize,
+    /// Dynamic batching of embedding requests.
+    pub batch: BatchSettings,
+    /// Vector index parameters.
+    pub ann: AnnSettings,
+    /// Cache sizes and TTLs.
+    pub cache: strata_cache::CacheSettings,
+    /// Where the process's slow statement layer keeps what it sees (empty when none is
+    /// installed).
+    pub slow_log: crate::slowlog::SlowLog,
+}
+
+/// What `GET /v1/performance/database/stats` reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DatabaseStats {
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
+    /// The connection pool.
+    pub pool: crate::store::meter::PoolStats,
+    /// Tables, their sizes and their indexes' use.
+    pub tables: Vec<TableStats>,
+    /// The slowest recent statements, newest first.
+    pub slow_statements: Vec<crate::slowlog::SlowStatement>,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("strata-data"),
+            database_url: None,
+            sqlite: SqliteOptions::default(),
+            postgres: PostgresOptions::default(),
+            max_upload_bytes: 50 * 1024 * 1024,
+            jobs: JobSettings::default(),
+            model_dir: PathBuf::from(DEFAULT_MODEL_DIR),
+            remote_embedder: None,
+            local_runtime: strata_embed::LocalRuntime::Onnx,
+            embed_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            batch: BatchSettings::default(),
+            ann: AnnSettings::default(),
+            cache: strata_cache::CacheSettings {
+                l1_bytes: 256 * 1024 * 1024,
+                kinds: crate::policy::default_cache_kinds(),
+                redis: None,
+            },
+            slow_log: crate::slowlog::SlowLog::default(),
+        }
+    }
+}
+
+/// The engine. Clone freely.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    documents: DocumentService,
+    search: SearchService,
+    jobs: JobService,
+    admin: AdminService,
+    policy: CachePolicy,
+    ann: Ann,
+    store: Arc<dyn Store>,
+    writes: Arc<Writes>,
+    data_dir: PathBuf,
+    /// Held for the engine's life: one process per data directory.
+    _lock: std::fs::File,
+}
+
+impl Engine {
+    /// The document library.
+    pub fn documents(&self) -> &DocumentService {
+        &self.inner.documents
+    }
+
+    /// Search and embeddings.
+    pub fn retrieval(&self) -> &SearchService {
+        &self.inner.search
+    }
+
+    /// Jobs and their live changes.
+    pub fn jobs(&self) -> &JobService {
+        &self.inner.jobs
+    }
+
+    /// The database's statistics and maintenance.
+    pub fn admin(&self) -> &AdminService {
+        &self.inner.admin
+    }
+
+    /// What every cached read is keyed by and every write invalidates, with the cache.
+    pub fn cache_policy(&self) -> &CachePolicy {
+        &self.inner.policy
+    }
+
+    /// The data directory (the embedded store, or upload staging over PostgreSQL).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.inner.data_dir
+    }
+
+    /// Saves the vector index if it changed. Called periodically and on close.
+    pub async fn save_vectors(&self) -> Result<bool> {
+        self.inner.ann.save().await
+    }
+
+    /// Starts the background workers, and the periodic save of the vector index, on
+    /// `tracker`; they stop when `shutdown` fires.
+    pub fn spawn_workers(&self, tracker: &TaskTracker, shutdown: &CancellationToken) {
+        self.inner.jobs.runner.spawn_workers(tracker, shutdown);
+        self.spawn_listener(tracker, shutdown);
+        let this = self.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if let Err(e) = this.save_vectors().await {
+                            tracing::warn!(error = %e, "could not save the vector index");
+                        }
+                        // Ingestion batches of varying shapes leave freed C-heap pages behind.
+                        crate::heap::release_free_memory();
+                    }
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+
+    /// Forwards what other processes sharing the store announce: a queued job wakes a
+    /// worker here, a job change reaches this process's event subscribers (SSE).
+    fn spawn_listener(&self, tracker: &TaskTracker, shutdown: &CancellationToken) {
+        use futures_util::StreamExt;
+        let this = self.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let mut changes = match this.inner.store.listen().await {
+                Ok(Some(s)) => s,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for other instances' job changes; \
+                        relying on polling");
+                    return;
+                }
+            };
+            loop {
+                let change = tokio::select! {
+                    c = changes.next() => c,
+                    () = shutdown.cancelled() => return,
+                };
+                match change {
+                    None => return,
+                    Some(StoreChange::JobQueued) => this.inner.jobs.runner.wake.notify_one(),
+                    Some(StoreChange::JobChanged(id)) => {
+                        if this.inner.jobs.events.receiver_count() == 0 {
+                            continue;
+                        }
+                        if let Ok(Some((owner, job))) = this.inner.store.get_job_any_owner(id).await
+                        {
+                            let _ = this.inner.jobs.events.send(JobEvent { owner, job });
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Waits for writes in flight, saves the vector index and closes the store's pool.
+    pub async fn close(&self) {
+        self.inner.writes.finish().await;
+        match self.save_vectors().await {
+            Ok(true) => info!(vectors = self.inner.ann.len(), "vector index saved"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not save the vector index; it will be rebuilt at the next start")
+            }
+        }
+        self.inner.store.close().await;
+        self.inner.policy.cache().close().await;
+    }
+}
+
+/// Writes that run to completion even if their caller goes away (an HTTP client
+/// disconnecting drops its handler's future): a transaction abandoned half-way would hold
+/// SQLite's write lock until the pool noticed, and a blob could be left without its row.
+/// Every such write is tracked, and [`Engine::close`] waits for them before it closes the
+/// pool, so a write past the server's grace period still finishes.
+#[derive(Default)]
+struct Writes(TaskTracker);
+
+impl Writes {
+    async fn detach<T: Send + 'static>(
+        &self,
+        write: impl std::future::Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        self.0
+            .spawn(write)
+            .await
+            .map_err(|e| EngineError::Internal(format!("write task failed: {e}")))?
+    }
+
+    /// Waits for every write in flight.
+    async fn finish(&self) {
+        self.0.close();
+        self.0.wait().await;
+    }
+}
+
+fn parse_cursor_id<T: std::str::FromStr>(cursor: &str, fp: &str) -> Result<T> {
+    cursor::decode(cursor, fp)?
+        .parse()
+        .map_err(|_| EngineError::invalid("cursor", "is not a cursor issued by this server"))
+}
+
+fn page<T>(items: &mut Vec<T>, limit: u32, fp: &str, id: impl Fn(&T) -> String) -> Page<T> {
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    let next_cursor = if more {
+        items.last().map(|last| cursor::encode(&id(last), fp))
+    } else {
+        None
+    };
+    Page {
+        items: std::mem::take(items),
+        next_cursor,
+    }
+}

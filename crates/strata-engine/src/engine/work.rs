@@ -1,0 +1,86 @@
+//! The jobs service: a tenant's jobs (one, a page, live changes), and draining the queue in
+//! the calling task (the CLI and tests).
+//!
+//! Holds only what it uses: the store's queue, the runner and the change channel.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use super::{page, parse_cursor_id};
+use crate::cursor;
+use crate::error::{EngineError, Result};
+use crate::ids::{IdKind, JobId, TenantId};
+use crate::jobs::{JobEvent, Runner, Step};
+use crate::model::{Job, JobFilter, JobStatus, Page};
+use crate::store::Store;
+use crate::validate;
+use crate::{DEFAULT_PAGE, MAX_PAGE};
+
+/// Listing parameters for jobs.
+#[derive(Debug, Clone, Default)]
+pub struct ListJobs {
+    /// Page size (default 50, max 500).
+    pub limit: Option<u32>,
+    /// Cursor from the previous page.
+    pub cursor: Option<String>,
+    /// Row filter.
+    pub filter: JobFilter,
+}
+
+/// Jobs (see the module doc). Cheap to clone.
+#[derive(Clone)]
+pub struct JobService {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) runner: Runner,
+    pub(super) events: broadcast::Sender<JobEvent>,
+}
+
+impl JobService {
+    /// One job of the owner's.
+    pub async fn get_job(&self, owner: &TenantId, id: JobId) -> Result<Job> {
+        self.store
+            .get_job(owner, id)
+            .await?
+            .ok_or_else(|| EngineError::not_found(IdKind::Job, id))
+    }
+
+    /// A page of the owner's jobs, newest first.
+    pub async fn list_jobs(&self, owner: &TenantId, q: ListJobs) -> Result<Page<Job>> {
+        let limit = validate::limit(q.limit, DEFAULT_PAGE, MAX_PAGE)?;
+        let fp =
+            cursor::fingerprint(&["jobs", q.filter.status.map(JobStatus::as_str).unwrap_or("")]);
+        let before = q
+            .cursor
+            .as_deref()
+            .map(|c| parse_cursor_id::<JobId>(c, &fp))
+            .transpose()?;
+        let mut items = self
+            .store
+            .list_jobs(owner, &q.filter, before, limit + 1)
+            .await?;
+        Ok(page(&mut items, limit, &fp, |j| j.id.to_string()))
+    }
+
+    /// Live job changes of every tenant; filter by owner before showing them.
+    pub fn subscribe_jobs(&self) -> broadcast::Receiver<JobEvent> {
+        self.events.subscribe()
+    }
+
+    /// Runs due jobs in the calling task until none is left (CLI ingestion, tests).
+    /// Returns how many attempts ran.
+    pub async fn drain_jobs(&self) -> Result<usize> {
+        let token = CancellationToken::new();
+        let mut ran = 0;
+        while self.runner.run_one(&token).await? != Step::Idle {
+            ran += 1;
+        }
+        Ok(ran)
+    }
+
+    /// The job runner, for tests that need single steps.
+    pub fn runner(&self) -> &Runner {
+        &self.runner
+    }
+}
