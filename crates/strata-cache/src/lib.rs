@@ -21,6 +21,7 @@ mod generations;
 mod l1;
 mod remote;
 mod secret;
+mod settings;
 mod stats;
 
 use std::collections::HashMap;
@@ -165,7 +166,7 @@ impl Cache {
         let namespace: Box<str> = settings
             .redis
             .as_ref()
-            .map_or(remote::DEFAULT_NAMESPACE, |r| r.namespace.as_str())
+            .map_or(settings::DEFAULT_NAMESPACE, |r| r.namespace.as_str())
             .into();
         let (remote, tasks) = match settings.redis {
             Some(r) => {
