@@ -29,13 +29,14 @@ pub struct Overrides {
     pub config: Option<PathBuf>,
 
     /// Directory of the embedded store: SQLite database and original files [default: ./strata-data].
-    #[arg(long, env = "STRATA_DATA_DIR", global = true)]
+    #[arg(help_heading = "Storage", long, env = "STRATA_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
 
     /// Database URL: `postgres://user@host:port/db` runs on PostgreSQL with pgvector (shared by
     /// any number of instances; see docs/SCALING.md); `sqlite://PATH` overrides the file under
     /// the data directory [default: embedded SQLite in the data directory].
     #[arg(
+        help_heading = "Storage",
         long,
         env = "STRATA_DATABASE_URL",
         global = true,
@@ -44,61 +45,112 @@ pub struct Overrides {
     pub database_url: Option<String>,
 
     /// Address to listen on [default: 127.0.0.1:7733].
-    #[arg(long, env = "STRATA_LISTEN", global = true)]
+    #[arg(help_heading = "Server", long, env = "STRATA_LISTEN", global = true)]
     pub listen: Option<SocketAddr>,
 
     /// Largest upload, in bytes or with a unit: 50MiB, 10MB, 512KiB [default: 50MiB].
-    #[arg(long, env = "STRATA_MAX_UPLOAD", global = true, value_parser = parse_size)]
+    #[arg(help_heading = "Storage", long, env = "STRATA_MAX_UPLOAD", global = true, value_parser = parse_size)]
     pub max_upload: Option<u64>,
 
     /// Background ingestion workers in this process; 0 runs none [default: 2].
-    #[arg(long, env = "STRATA_WORKERS", global = true)]
+    #[arg(help_heading = "Jobs", long, env = "STRATA_WORKERS", global = true)]
     pub workers: Option<usize>,
 
     /// Attempts before a job fails for good [default: 5].
-    #[arg(long, env = "STRATA_JOB_MAX_ATTEMPTS", global = true)]
+    #[arg(
+        help_heading = "Jobs",
+        long,
+        env = "STRATA_JOB_MAX_ATTEMPTS",
+        global = true
+    )]
     pub job_max_attempts: Option<u32>,
 
     /// Seconds a job lease lasts without a heartbeat; a crashed worker's job is retried after it [default: 30].
-    #[arg(long, env = "STRATA_JOB_LEASE_SECS", global = true)]
+    #[arg(
+        help_heading = "Jobs",
+        long,
+        env = "STRATA_JOB_LEASE_SECS",
+        global = true
+    )]
     pub job_lease_secs: Option<u64>,
 
     /// Seconds before the first retry of a failed job; doubles per attempt [default: 2].
-    #[arg(long, env = "STRATA_JOB_BACKOFF_SECS", global = true)]
+    #[arg(
+        help_heading = "Jobs",
+        long,
+        env = "STRATA_JOB_BACKOFF_SECS",
+        global = true
+    )]
     pub job_backoff_secs: Option<u64>,
 
     /// Longest text extraction of one file, in seconds [default: 60].
-    #[arg(long, env = "STRATA_EXTRACT_TIMEOUT_SECS", global = true)]
+    #[arg(
+        help_heading = "Jobs",
+        long,
+        env = "STRATA_EXTRACT_TIMEOUT_SECS",
+        global = true
+    )]
     pub extract_timeout_secs: Option<u64>,
 
     /// Most tokens per chunk [default: 200].
-    #[arg(long, env = "STRATA_CHUNK_TOKENS", global = true)]
+    #[arg(
+        help_heading = "Jobs",
+        long,
+        env = "STRATA_CHUNK_TOKENS",
+        global = true
+    )]
     pub chunk_tokens: Option<usize>,
 
     /// Tokens shared by consecutive chunks [default: 40].
-    #[arg(long, env = "STRATA_CHUNK_OVERLAP", global = true)]
+    #[arg(
+        help_heading = "Jobs",
+        long,
+        env = "STRATA_CHUNK_OVERLAP",
+        global = true
+    )]
     pub chunk_overlap: Option<usize>,
 
     /// Seconds in-flight requests and jobs get to finish on shutdown [default: 10].
-    #[arg(long, env = "STRATA_SHUTDOWN_GRACE_SECS", global = true)]
+    #[arg(
+        help_heading = "Server",
+        long,
+        env = "STRATA_SHUTDOWN_GRACE_SECS",
+        global = true
+    )]
     pub shutdown_grace_secs: Option<u64>,
 
     /// Directory of the embedding model's files, as `scripts/fetch-model` lays them out
     /// [default: /var/tmp/strata-models/all-MiniLM-L6-v2].
-    #[arg(long, env = "STRATA_MODEL_DIR", global = true)]
+    #[arg(
+        help_heading = "Embedding and search",
+        long,
+        env = "STRATA_MODEL_DIR",
+        global = true
+    )]
     pub model_dir: Option<PathBuf>,
 
     /// Use an OpenAI-compatible embeddings endpoint (base URL, e.g. https://api.openai.com/v1)
     /// instead of the local model.
-    #[arg(long, env = "STRATA_EMBED_URL", global = true)]
+    #[arg(
+        help_heading = "Embedding and search",
+        long,
+        env = "STRATA_EMBED_URL",
+        global = true
+    )]
     pub embed_url: Option<String>,
 
     /// Model name to ask the endpoint for (with --embed-url) [default: text-embedding-3-small].
-    #[arg(long, env = "STRATA_EMBED_MODEL", global = true)]
+    #[arg(
+        help_heading = "Embedding and search",
+        long,
+        env = "STRATA_EMBED_MODEL",
+        global = true
+    )]
     pub embed_model: Option<String>,
 
     /// API key for the endpoint (with --embed-url); sent as a bearer token, never printed.
     #[arg(
+        help_heading = "Embedding and search",
         long,
         env = "STRATA_EMBED_API_KEY",
         global = true,
@@ -107,86 +159,152 @@ pub struct Overrides {
     pub embed_api_key: Option<String>,
 
     /// Local model runtime: `onnx` (int8, fast) or `candle` (f32, pure Rust, slower) [default: onnx].
-    #[arg(long, env = "STRATA_EMBEDDER", global = true)]
+    #[arg(
+        help_heading = "Embedding and search",
+        long,
+        env = "STRATA_EMBEDDER",
+        global = true
+    )]
     pub embedder: Option<Runtime>,
 
     /// Threads for one embedding forward pass [default: the number of cores].
-    #[arg(long, env = "STRATA_EMBED_THREADS", global = true)]
+    #[arg(
+        help_heading = "Embedding and search",
+        long,
+        env = "STRATA_EMBED_THREADS",
+        global = true
+    )]
     pub embed_threads: Option<usize>,
 
     /// Most texts coalesced into one embedding forward pass [default: 32].
-    #[arg(long, env = "STRATA_EMBED_MAX_BATCH", global = true)]
+    #[arg(
+        help_heading = "Embedding and search",
+        long,
+        env = "STRATA_EMBED_MAX_BATCH",
+        global = true
+    )]
     pub embed_max_batch: Option<usize>,
 
     /// Extra wait, in milliseconds, for more texts to share a forward pass of the local model
     /// [default: 0]. Texts that arrive while a pass runs share the next one anyway, so a wait
     /// only adds latency to a lone query. Not accepted with --embed-url: the endpoint gets
     /// each caller's texts as they come (up to 256 per request).
-    #[arg(long, env = "STRATA_EMBED_MAX_WAIT_MS", global = true)]
+    #[arg(
+        help_heading = "Embedding and search",
+        long,
+        env = "STRATA_EMBED_MAX_WAIT_MS",
+        global = true
+    )]
     pub embed_max_wait_ms: Option<u64>,
 
     /// HNSW candidate list size when searching: higher is more accurate and slower [default: 64].
-    #[arg(long, env = "STRATA_SEARCH_EF", global = true)]
+    #[arg(
+        help_heading = "Embedding and search",
+        long,
+        env = "STRATA_SEARCH_EF",
+        global = true
+    )]
     pub search_ef: Option<usize>,
 
     /// Filters matching at most this many chunks are searched exactly [default: 10000].
-    #[arg(long, env = "STRATA_SEARCH_EXACT_LIMIT", global = true)]
+    #[arg(
+        help_heading = "Embedding and search",
+        long,
+        env = "STRATA_SEARCH_EXACT_LIMIT",
+        global = true
+    )]
     pub search_exact_limit: Option<u64>,
 
     /// In-process cache budget, in bytes or with a unit [default: 256MiB].
-    #[arg(long, env = "STRATA_CACHE_L1", global = true, value_parser = parse_size)]
+    #[arg(help_heading = "Cache", long, env = "STRATA_CACHE_L1", global = true, value_parser = parse_size)]
     pub cache_l1: Option<u64>,
 
     /// Cache TTLs per kind, in seconds: `search_results=600,tag_counts=60` (kinds: embedding,
     /// search_results, document_meta, document_list, tag_counts, job_status); 0 keeps a kind out
     /// of that tier.
-    #[arg(long, env = "STRATA_CACHE_TTL", global = true)]
+    #[arg(help_heading = "Cache", long, env = "STRATA_CACHE_TTL", global = true)]
     pub cache_ttl: Option<String>,
 
     /// Cache TTLs per kind in Redis (L2), in seconds, same form as --cache-ttl.
-    #[arg(long, env = "STRATA_CACHE_L2_TTL", global = true)]
+    #[arg(
+        help_heading = "Cache",
+        long,
+        env = "STRATA_CACHE_L2_TTL",
+        global = true
+    )]
     pub cache_l2_ttl: Option<String>,
 
     /// Redis for the shared cache tier (L2), generations and cross-instance invalidation:
     /// `redis://[user:password@]host:port[/db]` [default: none, single process].
-    #[arg(long, env = "STRATA_REDIS_URL", global = true)]
+    #[arg(help_heading = "Cache", long, env = "STRATA_REDIS_URL", global = true)]
     pub redis_url: Option<String>,
 
     /// The prefix of every Redis key and channel strata uses; give deployments that share one
     /// Redis different namespaces (pub/sub ignores the URL's database number, so a different
     /// /db alone does not keep them apart) [default: strata].
-    #[arg(long, env = "STRATA_REDIS_NAMESPACE", global = true)]
+    #[arg(
+        help_heading = "Cache",
+        long,
+        env = "STRATA_REDIS_NAMESPACE",
+        global = true
+    )]
     pub redis_namespace: Option<String>,
 
     /// Redis connections in the pool (commands are pipelined on each) [default: 4].
-    #[arg(long, env = "STRATA_REDIS_POOL_SIZE", global = true)]
+    #[arg(
+        help_heading = "Cache",
+        long,
+        env = "STRATA_REDIS_POOL_SIZE",
+        global = true
+    )]
     pub redis_pool_size: Option<usize>,
 
     /// Longest wait for one Redis command, in milliseconds, before it counts as a failure;
     /// three failures in a row open the circuit breaker for a second [default: 100].
-    #[arg(long, env = "STRATA_REDIS_TIMEOUT_MS", global = true)]
+    #[arg(
+        help_heading = "Cache",
+        long,
+        env = "STRATA_REDIS_TIMEOUT_MS",
+        global = true
+    )]
     pub redis_timeout_ms: Option<u64>,
 
     /// Frequent searches recomputed per tenant on startup, after writes and on a schedule, so
     /// the first user after a restart or a write gets a cache hit; 0 turns warming off
     /// [default: 20].
-    #[arg(long, env = "STRATA_CACHE_WARM_QUERIES", global = true)]
+    #[arg(
+        help_heading = "Server",
+        long,
+        env = "STRATA_CACHE_WARM_QUERIES",
+        global = true
+    )]
     pub cache_warm_queries: Option<usize>,
 
     /// Seconds between scheduled warming passes [default: 300].
-    #[arg(long, env = "STRATA_CACHE_WARM_INTERVAL_SECS", global = true)]
+    #[arg(
+        help_heading = "Server",
+        long,
+        env = "STRATA_CACHE_WARM_INTERVAL_SECS",
+        global = true
+    )]
     pub cache_warm_interval_secs: Option<u64>,
 
     /// Take each request's tenant from this header, set by an authenticating proxy in front
     /// of strata (e.g. `X-Forwarded-User`); requests without it get 401. Unset: every request
     /// is the single local tenant (development only) [default: unset].
-    #[arg(long, env = "STRATA_TENANT_HEADER", global = true)]
+    #[arg(
+        help_heading = "Server",
+        long,
+        env = "STRATA_TENANT_HEADER",
+        global = true
+    )]
     pub tenant_header: Option<String>,
 
     /// Tenants with the admin role in tenant-header mode, comma-separated: they may clear
     /// the cache, optimise the database and read its table statistics. In development mode
     /// the single local tenant is the admin [default: none].
     #[arg(
+        help_heading = "Server",
         long,
         env = "STRATA_ADMIN_TENANTS",
         global = true,
@@ -197,41 +315,81 @@ pub struct Overrides {
     /// Most database connections this process holds [default: 8 for SQLite, 10 for PostgreSQL].
     /// With N instances over one PostgreSQL, keep N x this (+ 2 each, see docs/SCALING.md)
     /// under the server's max_connections.
-    #[arg(long, env = "STRATA_DB_MAX_CONNECTIONS", global = true)]
+    #[arg(
+        help_heading = "Storage",
+        long,
+        env = "STRATA_DB_MAX_CONNECTIONS",
+        global = true
+    )]
     pub db_max_connections: Option<u32>,
 
     /// PostgreSQL connections kept open while idle [default: 1].
-    #[arg(long, env = "STRATA_DB_MIN_CONNECTIONS", global = true)]
+    #[arg(
+        help_heading = "Storage",
+        long,
+        env = "STRATA_DB_MIN_CONNECTIONS",
+        global = true
+    )]
     pub db_min_connections: Option<u32>,
 
     /// Milliseconds a request waits for a database connection before it is answered 503 with
     /// Retry-After [default: 5000].
-    #[arg(long, env = "STRATA_DB_ACQUIRE_TIMEOUT_MS", global = true)]
+    #[arg(
+        help_heading = "Storage",
+        long,
+        env = "STRATA_DB_ACQUIRE_TIMEOUT_MS",
+        global = true
+    )]
     pub db_acquire_timeout_ms: Option<u64>,
 
     /// Seconds an idle PostgreSQL connection is kept before it is closed [default: 600].
-    #[arg(long, env = "STRATA_DB_IDLE_TIMEOUT_SECS", global = true)]
+    #[arg(
+        help_heading = "Storage",
+        long,
+        env = "STRATA_DB_IDLE_TIMEOUT_SECS",
+        global = true
+    )]
     pub db_idle_timeout_secs: Option<u64>,
 
     /// Seconds after which a PostgreSQL connection is replaced [default: 1800].
-    #[arg(long, env = "STRATA_DB_MAX_LIFETIME_SECS", global = true)]
+    #[arg(
+        help_heading = "Storage",
+        long,
+        env = "STRATA_DB_MAX_LIFETIME_SECS",
+        global = true
+    )]
     pub db_max_lifetime_secs: Option<u64>,
 
     /// Check each PostgreSQL connection with a round trip before handing it out [default: true].
-    #[arg(long, env = "STRATA_DB_TEST_BEFORE_ACQUIRE", global = true)]
+    #[arg(
+        help_heading = "Storage",
+        long,
+        env = "STRATA_DB_TEST_BEFORE_ACQUIRE",
+        global = true
+    )]
     pub db_test_before_acquire: Option<bool>,
 
     /// Statements slower than this many milliseconds are logged as warnings and listed at
     /// GET /v1/performance/database/stats [default: 500].
-    #[arg(long, env = "STRATA_DB_SLOW_STATEMENT_MS", global = true)]
+    #[arg(
+        help_heading = "Storage",
+        long,
+        env = "STRATA_DB_SLOW_STATEMENT_MS",
+        global = true
+    )]
     pub db_slow_statement_ms: Option<u64>,
 
     /// Log filter, e.g. `info` or `strata_engine=debug,info` [default: info].
-    #[arg(long, env = "STRATA_LOG", global = true)]
+    #[arg(help_heading = "Server", long, env = "STRATA_LOG", global = true)]
     pub log: Option<String>,
 
     /// Log format: `text` or `json` [default: text].
-    #[arg(long, env = "STRATA_LOG_FORMAT", global = true)]
+    #[arg(
+        help_heading = "Server",
+        long,
+        env = "STRATA_LOG_FORMAT",
+        global = true
+    )]
     pub log_format: Option<LogFormat>,
 }
 
@@ -253,6 +411,31 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// Every setting's default, from the crate that owns it (its `Default`): the configuration
+/// layer states none of its own.
+struct Defaults {
+    engine: EngineSettings,
+    jobs: JobSettings,
+    sqlite: SqliteOptions,
+    postgres: PostgresOptions,
+    ann: AnnSettings,
+    warm: strata_server::warm::WarmSettings,
+}
+
+impl Defaults {
+    fn new() -> Self {
+        let engine = EngineSettings::default();
+        Self {
+            jobs: engine.jobs.clone(),
+            sqlite: engine.sqlite.clone(),
+            postgres: engine.postgres.clone(),
+            ann: engine.ann,
+            warm: ServerSettings::default().warm,
+            engine,
+        }
+    }
 }
 
 /// `strata.toml`: the same settings as the flags (not `Debug`, for the same reason as
@@ -344,7 +527,7 @@ impl Config {
             (None, Some(SizeValue::Text(s))) => {
                 parse_size(&s).map_err(|e| anyhow::anyhow!("strata.toml max_upload: {e}"))?
             }
-            (None, None) => 50 * 1024 * 1024,
+            (None, None) => EngineSettings::default().max_upload_bytes,
         };
         macro_rules! pick {
             ($field:ident, $default:expr) => {
@@ -355,14 +538,19 @@ impl Config {
                     .unwrap_or_else(|| $default)
             };
         }
-        let chunk_tokens = pick!(chunk_tokens, 200);
-        let chunk_overlap = pick!(chunk_overlap, 40);
+        // Each default is the owning crate's own (its `Default`), stated once there.
+        let defaults = Defaults::new();
+        let chunk_tokens = pick!(chunk_tokens, defaults.jobs.chunk.max_tokens);
+        let chunk_overlap = pick!(chunk_overlap, defaults.jobs.chunk.overlap);
         let chunk = ChunkConfig::new(chunk_tokens, chunk_overlap)?;
-        let lease = pick!(job_lease_secs, 30);
+        let lease = pick!(job_lease_secs, defaults.jobs.lease.as_secs());
         if lease < 3 {
             bail!("job_lease_secs must be at least 3");
         }
-        let grace = Duration::from_secs(pick!(shutdown_grace_secs, 10));
+        let grace = Duration::from_secs(pick!(
+            shutdown_grace_secs,
+            defaults.jobs.shutdown_grace.as_secs()
+        ));
         let remote = flags.embed_url.is_some() || file.embed_url.is_some();
         if remote
             && flags
@@ -375,43 +563,74 @@ impl Config {
                  the endpoint gets each caller's texts as they come"
             );
         }
-        let acquire_timeout = Duration::from_millis(pick!(db_acquire_timeout_ms, 5000).max(1));
-        let slow_statement = Duration::from_millis(pick!(db_slow_statement_ms, 500));
+        let acquire_timeout = Duration::from_millis(
+            pick!(
+                db_acquire_timeout_ms,
+                defaults.sqlite.acquire_timeout.as_millis() as u64
+            )
+            .max(1),
+        );
+        let slow_statement = Duration::from_millis(pick!(
+            db_slow_statement_ms,
+            defaults.sqlite.slow_statement.as_millis() as u64
+        ));
         let engine = EngineSettings {
-            data_dir: pick!(data_dir, PathBuf::from("strata-data")),
+            data_dir: pick!(data_dir, defaults.engine.data_dir.clone()),
             database_url: flags
                 .database_url
                 .clone()
                 .or(file.database_url.clone())
                 .map(strata_engine::SecretUrl::from),
             sqlite: SqliteOptions {
-                max_connections: pick!(db_max_connections, 8).max(1),
+                max_connections: pick!(db_max_connections, defaults.sqlite.max_connections).max(1),
                 acquire_timeout,
                 slow_statement,
                 ..SqliteOptions::default()
             },
             postgres: PostgresOptions {
-                max_connections: pick!(db_max_connections, 10).max(1),
-                min_connections: pick!(db_min_connections, 1),
+                max_connections: pick!(db_max_connections, defaults.postgres.max_connections)
+                    .max(1),
+                min_connections: pick!(db_min_connections, defaults.postgres.min_connections),
                 acquire_timeout,
-                idle_timeout: Duration::from_secs(pick!(db_idle_timeout_secs, 600)),
-                max_lifetime: Duration::from_secs(pick!(db_max_lifetime_secs, 1800)),
-                test_before_acquire: pick!(db_test_before_acquire, true),
+                idle_timeout: Duration::from_secs(pick!(
+                    db_idle_timeout_secs,
+                    defaults.postgres.idle_timeout.as_secs()
+                )),
+                max_lifetime: Duration::from_secs(pick!(
+                    db_max_lifetime_secs,
+                    defaults.postgres.max_lifetime.as_secs()
+                )),
+                test_before_acquire: pick!(
+                    db_test_before_acquire,
+                    defaults.postgres.test_before_acquire
+                ),
                 slow_statement,
-                ef_search: u32::try_from(pick!(search_ef, 64).clamp(1, 1000)).unwrap_or(64),
+                ef_search: u32::try_from(
+                    pick!(search_ef, defaults.ann.expansion_search).clamp(1, 1000),
+                )
+                .unwrap_or(defaults.postgres.ef_search),
             },
             max_upload_bytes: max_upload,
             jobs: JobSettings {
-                workers: pick!(workers, 2),
-                max_attempts: pick!(job_max_attempts, 5).max(1),
+                workers: pick!(workers, defaults.jobs.workers),
+                max_attempts: pick!(job_max_attempts, defaults.jobs.max_attempts).max(1),
                 lease: Duration::from_secs(lease),
-                backoff_base: Duration::from_secs(pick!(job_backoff_secs, 2)),
-                extract_timeout: Duration::from_secs(pick!(extract_timeout_secs, 60).max(1)),
+                backoff_base: Duration::from_secs(pick!(
+                    job_backoff_secs,
+                    defaults.jobs.backoff_base.as_secs()
+                )),
+                extract_timeout: Duration::from_secs(
+                    pick!(
+                        extract_timeout_secs,
+                        defaults.jobs.extract_timeout.as_secs()
+                    )
+                    .max(1),
+                ),
                 shutdown_grace: grace,
                 chunk,
                 ..JobSettings::default()
             },
-            model_dir: pick!(model_dir, PathBuf::from(strata_engine::DEFAULT_MODEL_DIR)),
+            model_dir: pick!(model_dir, defaults.engine.model_dir.clone()),
             local_runtime: match pick!(embedder, Runtime::Onnx) {
                 Runtime::Onnx => strata_engine::LocalRuntime::Onnx,
                 Runtime::Candle => strata_engine::LocalRuntime::Candle,
@@ -433,8 +652,11 @@ impl Config {
             )
             .max(1),
             batch: BatchSettings {
-                max_batch: pick!(embed_max_batch, 32).max(1),
-                max_wait: Duration::from_millis(pick!(embed_max_wait_ms, 0)),
+                max_batch: pick!(embed_max_batch, defaults.engine.batch.max_batch).max(1),
+                max_wait: Duration::from_millis(pick!(
+                    embed_max_wait_ms,
+                    defaults.engine.batch.max_wait.as_millis() as u64
+                )),
                 ..BatchSettings::default()
             },
             cache: strata_engine::CacheSettings {
@@ -444,7 +666,7 @@ impl Config {
                     (None, Some(SizeValue::Text(s))) => {
                         parse_size(s).map_err(|e| anyhow::anyhow!("strata.toml cache_l1: {e}"))?
                     }
-                    (None, None) => 256 * 1024 * 1024,
+                    (None, None) => defaults.engine.cache.l1_bytes,
                 },
                 kinds: cache_kinds(
                     flags.cache_ttl.as_deref().or(file.cache_ttl.as_deref()),
@@ -478,8 +700,8 @@ impl Config {
                 },
             },
             ann: AnnSettings {
-                expansion_search: pick!(search_ef, 64).max(1),
-                exact_limit: pick!(search_exact_limit, 10_000),
+                expansion_search: pick!(search_ef, defaults.ann.expansion_search).max(1),
+                exact_limit: pick!(search_exact_limit, defaults.ann.exact_limit),
                 ..AnnSettings::default()
             },
             slow_log: strata_engine::slowlog::SlowLog::default(),
@@ -489,8 +711,10 @@ impl Config {
             shutdown_grace: grace,
             identity,
             warm: strata_server::warm::WarmSettings {
-                queries_per_tenant: pick!(cache_warm_queries, 20),
-                interval: Duration::from_secs(pick!(cache_warm_interval_secs, 300).max(1)),
+                queries_per_tenant: pick!(cache_warm_queries, defaults.warm.queries_per_tenant),
+                interval: Duration::from_secs(
+                    pick!(cache_warm_interval_secs, defaults.warm.interval.as_secs()).max(1),
+                ),
             },
             ..ServerSettings::default()
         };
@@ -874,5 +1098,52 @@ mod tests {
             panic!("header mode expected");
         };
         assert_eq!(admins.len(), 2);
+    }
+
+    #[test]
+    fn the_help_states_the_owning_crates_defaults() {
+        use clap::Args as _;
+        let cmd = Overrides::augment_args(clap::Command::new("strata"));
+        let d = Defaults::new();
+        let help = |id: &str| {
+            cmd.get_arguments()
+                .find(|a| a.get_id() == id)
+                .and_then(|a| a.get_help())
+                .map(|h| h.to_string())
+                .unwrap_or_else(|| panic!("no --{id}"))
+        };
+        for (id, want) in [
+            ("workers", d.jobs.workers.to_string()),
+            ("job_max_attempts", d.jobs.max_attempts.to_string()),
+            ("job_lease_secs", d.jobs.lease.as_secs().to_string()),
+            (
+                "job_backoff_secs",
+                d.jobs.backoff_base.as_secs().to_string(),
+            ),
+            (
+                "extract_timeout_secs",
+                d.jobs.extract_timeout.as_secs().to_string(),
+            ),
+            ("chunk_tokens", d.jobs.chunk.max_tokens.to_string()),
+            ("chunk_overlap", d.jobs.chunk.overlap.to_string()),
+            (
+                "shutdown_grace_secs",
+                d.jobs.shutdown_grace.as_secs().to_string(),
+            ),
+            ("embed_max_batch", d.engine.batch.max_batch.to_string()),
+            ("search_ef", d.ann.expansion_search.to_string()),
+            ("db_min_connections", d.postgres.min_connections.to_string()),
+            ("cache_warm_queries", d.warm.queries_per_tenant.to_string()),
+            (
+                "cache_warm_interval_secs",
+                d.warm.interval.as_secs().to_string(),
+            ),
+        ] {
+            let text = help(id);
+            assert!(
+                text.contains(&format!("[default: {want}]")),
+                "--{id} says {text:?}, the default is {want}"
+            );
+        }
     }
 }
