@@ -354,23 +354,41 @@ fn bob_or_other(owner: &TenantId) -> TenantId {
     .unwrap()
 }
 
-#[tokio::test]
-async fn the_store_contract_holds_on_sqlite() {
+/// Runs a contract on a fresh SQLite store.
+pub(crate) async fn on_sqlite<F, Fut>(contract: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("t.db"), &SqliteOptions::default())
         .await
         .unwrap();
-    exercise(Arc::new(store.clone())).await;
+    contract(Arc::new(store.clone())).await;
     store.close().await;
 }
 
-#[tokio::test]
-async fn the_store_contract_holds_on_postgres() {
+/// Runs a contract on a fresh PostgreSQL database.
+pub(crate) async fn on_postgres<F, Fut>(contract: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let db = FreshPostgres::new().await;
     let store = PostgresStore::connect(&db.url, &PostgresOptions::default())
         .await
         .unwrap();
-    exercise(Arc::new(store.clone())).await;
+    contract(Arc::new(store.clone())).await;
     store.close().await;
     db.drop().await;
+}
+
+#[tokio::test]
+async fn the_store_contract_holds_on_sqlite() {
+    on_sqlite(exercise).await;
+}
+
+#[tokio::test]
+async fn the_store_contract_holds_on_postgres() {
+    on_postgres(exercise).await;
 }

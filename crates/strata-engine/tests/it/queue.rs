@@ -114,23 +114,12 @@ async fn exercise(store: Arc<dyn Store>) {
 
 #[tokio::test]
 async fn the_queue_contract_holds_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("q.db"), &SqliteOptions::default())
-        .await
-        .unwrap();
-    exercise(Arc::new(store.clone())).await;
-    store.close().await;
+    crate::backends::on_sqlite(exercise).await;
 }
 
 #[tokio::test]
 async fn the_queue_contract_holds_on_postgres() {
-    let db = crate::backends::FreshPostgres::new().await;
-    let store = PostgresStore::connect(&db.url, &PostgresOptions::default())
-        .await
-        .unwrap();
-    exercise(Arc::new(store.clone())).await;
-    store.close().await;
-    db.drop().await;
+    crate::backends::on_postgres(exercise).await;
 }
 
 /// The migrations the release before the generic queue applied (0001-0003 on SQLite,
