@@ -21,6 +21,7 @@ mod error;
 mod files;
 mod graph;
 mod http;
+mod lazy;
 mod onnx;
 mod tokenizer;
 
@@ -120,6 +121,24 @@ impl LocalEmbedder {
                 (std::sync::Arc::new(m), t)
             }
         };
+        Ok(Self {
+            batcher: Batcher::start(model.clone(), batch),
+            model,
+            tokenizer,
+        })
+    }
+
+    /// The model in `files` with its batcher, loaded on its first forward pass rather than
+    /// now (see `lazy.rs`): for processes that may never embed. The tokenizer, the model's
+    /// id and its dimensions are available at once.
+    pub fn load_on_first_use(
+        files: &ModelFiles,
+        runtime: LocalRuntime,
+        threads: usize,
+        batch: BatchSettings,
+    ) -> Result<Self, EmbedError> {
+        let (model, tokenizer) = lazy::LazyModel::new(files, runtime, threads)?;
+        let model: std::sync::Arc<dyn BatchModel> = std::sync::Arc::new(model);
         Ok(Self {
             batcher: Batcher::start(model.clone(), batch),
             model,

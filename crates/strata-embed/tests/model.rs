@@ -176,3 +176,36 @@ fn the_rewritten_lookups_give_the_published_graph_s_vectors() {
         assert!(worst < 1e-6, "vectors differ by up to {worst}");
     }
 }
+
+#[tokio::test]
+async fn a_model_loaded_on_first_use_embeds_as_the_eager_one_does() {
+    let lazy =
+        LocalEmbedder::load_on_first_use(&files(), LocalRuntime::Onnx, 1, BatchSettings::default())
+            .unwrap();
+    assert_eq!((lazy.model(), lazy.dims()), ("all-MiniLM-L6-v2", 384));
+    assert!(
+        lazy.tokenizer().is_some(),
+        "the tokenizer is there before the weights"
+    );
+    assert_eq!(lazy.stats().unwrap().passes, 0);
+    let texts = vec!["loaded when first needed".to_owned()];
+    let got = lazy.embed(texts.clone()).await.unwrap();
+    let eager = OnnxMiniLm::load(&files(), 1).unwrap();
+    assert_eq!(got, eager.embed_batch(&texts).unwrap());
+}
+
+#[tokio::test]
+async fn a_missing_model_fails_its_first_pass_not_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "tokenizer.json";
+    std::fs::copy(files().path(name), dir.path().join(name)).unwrap();
+    let lazy = LocalEmbedder::load_on_first_use(
+        &ModelFiles::at(dir.path()),
+        LocalRuntime::Onnx,
+        1,
+        BatchSettings::default(),
+    )
+    .expect("starts without the weights");
+    let err = lazy.embed(vec!["x".to_owned()]).await.unwrap_err();
+    assert!(err.to_string().contains("could not be loaded"), "{err}");
+}

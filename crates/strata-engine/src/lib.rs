@@ -30,7 +30,7 @@ pub mod vectors;
 pub use engine::{
     AdminService, DEFAULT_MODEL_DIR, DEFAULT_PAGE, DatabaseStats, DocumentService, Engine,
     EngineSettings, INTERACTIVE_TEXTS, IngestOutcome, JobService, ListDocuments, ListJobs,
-    MAX_PAGE, SearchService, UploadMeta,
+    MAX_PAGE, ModelLoad, SearchService, UploadMeta,
 };
 pub use error::{EngineError, Result};
 pub use ids::{DocumentId, IdKind, JobId, TenantId};

@@ -139,9 +139,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve(config).await,
         Command::Migrate => {
-            let engine = Engine::open(config.engine)
-                .await
-                .context("opening the store")?;
+            // Migrating embeds nothing: the model's weights are not loaded.
+            let mut settings = config.engine;
+            settings.load_model = strata_engine::ModelLoad::OnFirstUse;
+            let engine = Engine::open(settings).await.context("opening the store")?;
             engine.close().await;
             println!("database schema is up to date");
             Ok(())

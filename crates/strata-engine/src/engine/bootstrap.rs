@@ -9,7 +9,8 @@ use tokio::sync::broadcast;
 use tracing::info;
 
 use super::{
-    AdminService, DocumentService, Engine, EngineSettings, Inner, JobService, SearchService, Writes,
+    AdminService, DocumentService, Engine, EngineSettings, Inner, JobService, ModelLoad,
+    SearchService, Writes,
 };
 use crate::ann::Ann;
 use crate::blobs::BlobStore;
@@ -214,7 +215,11 @@ async fn load_embedder(
         return Ok((Arc::new(e), Arc::new(crate::chunk::WordTokenizer)));
     }
     let files = ModelFiles::at(&settings.model_dir);
-    let local = LocalEmbedder::load(
+    let load = match settings.load_model {
+        ModelLoad::AtStart => LocalEmbedder::load,
+        ModelLoad::OnFirstUse => LocalEmbedder::load_on_first_use,
+    };
+    let local = load(
         &files,
         settings.local_runtime,
         settings.embed_threads,

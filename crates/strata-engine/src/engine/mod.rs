@@ -81,6 +81,20 @@ pub struct EngineSettings {
     /// Where the process's slow statement layer keeps what it sees (empty when none is
     /// installed).
     pub slow_log: crate::slowlog::SlowLog,
+    /// When the local model's weights load.
+    pub load_model: ModelLoad,
+}
+
+/// When the local embedding model's weights load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ModelLoad {
+    /// At start: a missing or corrupt model stops the process before it serves anything
+    /// (what `strata serve` does).
+    #[default]
+    AtStart,
+    /// On the first forward pass: for tests and commands that may never embed. The model's
+    /// id, dimensions and tokenizer are known at once either way.
+    OnFirstUse,
 }
 
 /// What `GET /v1/performance/database/stats` reports.
@@ -117,6 +131,7 @@ impl Default for EngineSettings {
                 redis: None,
             },
             slow_log: crate::slowlog::SlowLog::default(),
+            load_model: ModelLoad::default(),
         }
     }
 }

@@ -32,6 +32,7 @@ async fn engine(dir: &tempfile::TempDir, workers: usize) -> Engine {
         ..EngineSettings::default()
     };
     s.jobs.workers = workers;
+    s.load_model = strata_engine::ModelLoad::OnFirstUse;
     s.jobs.backoff_base = Duration::from_millis(1);
     s.jobs.extract_timeout = Duration::from_secs(5);
     if let Ok(dir) = std::env::var("STRATA_MODEL_DIR") {

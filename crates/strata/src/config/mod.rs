@@ -313,6 +313,7 @@ impl Config {
                 ..AnnSettings::default()
             },
             slow_log: strata_engine::slowlog::SlowLog::default(),
+            load_model: strata_engine::ModelLoad::AtStart,
         };
         let server = ServerSettings {
             listen: pick!(listen, ServerSettings::default().listen),

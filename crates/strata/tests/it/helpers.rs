@@ -138,6 +138,8 @@ impl TestServer {
             settings.model_dir = dir.into();
         }
         settings.database_url = database_for(dir.path()).await.map(Into::into);
+        // Tests that never embed skip loading the model's weights.
+        settings.load_model = strata_engine::ModelLoad::OnFirstUse;
         settings.jobs.poll_interval = Duration::from_millis(100);
         settings.jobs.backoff_base = Duration::from_millis(100);
         configure(&mut settings);
