@@ -10,13 +10,17 @@
 //!
 //! Must not import: HTTP types, the store.
 
+use std::future::Future;
 use std::sync::Arc;
 
-use strata_cache::{Cache, FastHashBuilder};
+use bytes::Bytes;
+
+use strata_cache::{Cache, CacheError, FastHashBuilder, Lookup};
 
 use crate::ids::{DocumentId, JobId, TenantId};
 use crate::model::{DocumentStatus, JobStatus};
 use crate::search::SearchRequest;
+use crate::{ListDocuments, ListJobs};
 
 /// Cache kinds strata uses, with their default TTLs (DESIGN.md's table where it has one):
 /// (kind, L1 seconds, L2 seconds, compute once across processes).
@@ -186,9 +190,26 @@ impl CachePolicy {
         }
     }
 
-    /// The cache itself: lookups of the reads below, statistics, clearing.
+    /// The cache itself: statistics, clearing.
     pub fn cache(&self) -> &Cache {
         &self.cache
+    }
+
+    /// `read`'s value from the cache, or `compute`d once and cached for its kind's TTLs
+    /// (see [`Cache::get_or_compute`]). Not an `async fn`: the returned future is the
+    /// cache's own, so a caller's hit path holds no extra state.
+    pub fn get_or_compute<'a, E, F, Fut>(
+        &'a self,
+        read: &'a Read,
+        compute: F,
+    ) -> impl Future<Output = Result<Lookup, E>> + 'a
+    where
+        F: FnOnce() -> Fut + 'a,
+        Fut: Future<Output = Result<Bytes, E>> + 'a,
+        E: From<CacheError> + 'a,
+    {
+        self.cache
+            .get_or_compute(read.kind, &read.scope, &read.material, compute)
     }
 
     /// One document's metadata, shown with `fields` (all when `None`).
@@ -200,13 +221,11 @@ impl CachePolicy {
         }
     }
 
-    /// A page of the document list.
+    /// A page of the document list, shown with `fields` (all when `None`).
     pub fn document_list(
         &self,
         owner: &TenantId,
-        page: &ListKey<'_>,
-        tag: Option<&str>,
-        status: Option<DocumentStatus>,
+        q: &ListDocuments,
         fields: Option<&[String]>,
     ) -> Read {
         Read {
@@ -214,10 +233,10 @@ impl CachePolicy {
             scope: self.scopes.catalog(owner),
             material: canonical(&[
                 "list",
-                &page.limit.map(|l| l.to_string()).unwrap_or_default(),
-                page.cursor.unwrap_or(""),
-                tag.unwrap_or(""),
-                status.map(DocumentStatus::as_str).unwrap_or(""),
+                &q.limit.map(|l| l.to_string()).unwrap_or_default(),
+                q.cursor.as_deref().unwrap_or(""),
+                q.filter.tag.as_deref().unwrap_or(""),
+                q.filter.status.map(DocumentStatus::as_str).unwrap_or(""),
                 &fields_key(fields),
             ]),
         }
@@ -242,20 +261,15 @@ impl CachePolicy {
     }
 
     /// A page of the job list.
-    pub fn job_list(
-        &self,
-        owner: &TenantId,
-        page: &ListKey<'_>,
-        status: Option<JobStatus>,
-    ) -> Read {
+    pub fn job_list(&self, owner: &TenantId, q: &ListJobs) -> Read {
         Read {
             kind: KIND_JOB,
             scope: self.scopes.jobs(owner),
             material: canonical(&[
                 "jobs",
-                &page.limit.map(|l| l.to_string()).unwrap_or_default(),
-                page.cursor.unwrap_or(""),
-                status.map(JobStatus::as_str).unwrap_or(""),
+                &q.limit.map(|l| l.to_string()).unwrap_or_default(),
+                q.cursor.as_deref().unwrap_or(""),
+                q.filter.status.map(JobStatus::as_str).unwrap_or(""),
             ]),
         }
     }
@@ -305,15 +319,6 @@ impl CachePolicy {
             }
         }
     }
-}
-
-/// The paging part of a list read's key.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ListKey<'a> {
-    /// The page size asked for.
-    pub limit: Option<u32>,
-    /// The cursor given.
-    pub cursor: Option<&'a str>,
 }
 
 fn fields_key(fields: Option<&[String]>) -> String {

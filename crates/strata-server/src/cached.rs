@@ -36,10 +36,7 @@ where
     let lookup = app
         .engine
         .cache_policy()
-        .cache()
-        .get_or_compute(read.kind, &read.scope, &read.material, || async {
-            compute().await.map(seal)
-        })
+        .get_or_compute(&read, || async { compute().await.map(seal) })
         .await?;
     Ok(respond(inm, lookup))
 }
@@ -54,8 +51,7 @@ pub(crate) async fn search(
 ) -> Result<strata_cache::Lookup, ApiError> {
     app.engine
         .cache_policy()
-        .cache()
-        .get_or_compute(read.kind, &read.scope, &read.material, || async {
+        .get_or_compute(&read, || async {
             body(&app.engine.retrieval().search(tenant, req).await?).map(seal)
         })
         .await

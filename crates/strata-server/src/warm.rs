@@ -166,7 +166,7 @@ impl Warmer {
         }
     }
 
-    fn top(&self, tenant: &TenantId) -> Vec<(Vec<u8>, SearchRequest)> {
+    fn top(&self, tenant: &TenantId) -> Vec<SearchRequest> {
         let hot = self.hot.lock().unwrap_or_else(|p| p.into_inner());
         let Some(queries) = hot.get(tenant) else {
             return Vec::new();
@@ -175,7 +175,7 @@ impl Warmer {
         all.sort_by(|a, b| b.1.count.cmp(&a.1.count).then_with(|| a.0.cmp(b.0)));
         all.into_iter()
             .take(self.settings.queries_per_tenant)
-            .map(|(m, h)| (m.clone(), h.request.clone()))
+            .map(|(_, h)| h.request.clone())
             .collect()
     }
 
@@ -307,12 +307,11 @@ fn rekey(app: &AppState) {
 async fn pass(app: &AppState, tenants: &[TenantId], shutdown: &CancellationToken) {
     app.warmer.passes.fetch_add(1, Ordering::Relaxed);
     for tenant in tenants {
-        for (material, request) in app.warmer.top(tenant) {
+        for request in app.warmer.top(tenant) {
             if shutdown.is_cancelled() {
                 return;
             }
             let read = app.engine.cache_policy().search(tenant, &request);
-            debug_assert_eq!(read.material, material);
             match crate::cached::search(app, tenant, read, request).await {
                 Ok(l) if !l.source.is_hit() => {
                     app.warmer.warmed.fetch_add(1, Ordering::Relaxed);
@@ -349,10 +348,10 @@ mod tests {
                 w.record(&t, q.as_bytes(), &req(q));
             }
         }
-        let top: Vec<String> = w.top(&t).into_iter().map(|(_, r)| r.query).collect();
+        let top: Vec<String> = w.top(&t).into_iter().map(|r| r.query).collect();
         assert_eq!(top, ["a", "c"]);
         w.decay();
-        let left: Vec<String> = w.top(&t).into_iter().map(|(_, r)| r.query).collect();
+        let left: Vec<String> = w.top(&t).into_iter().map(|r| r.query).collect();
         assert_eq!(left, ["a", "c"], "b decayed to zero and was forgotten");
         w.save();
         let again = Warmer::new(w.settings.clone(), Some(path));

@@ -48,8 +48,7 @@ impl SearchService {
         let read = CachePolicy::query_embedding(self.embedder.model(), text);
         let lookup = self
             .policy
-            .cache()
-            .get_or_compute(read.kind, &read.scope, &read.material, || async {
+            .get_or_compute(&read, || async {
                 let v = self.embed_texts(vec![text.to_owned()]).await?.remove(0);
                 Ok::<_, EngineError>(bytes::Bytes::from(crate::store::vector_to_bytes(&v)))
             })

@@ -135,7 +135,7 @@ macro_rules! documents_sql {
                 .transpose()
         }
 
-        /// Replaces nothing: adds `tags` to a document, inside a transaction.
+        /// Adds `tags` to a document inside a transaction (a patch deletes the old ones first).
         async fn insert_tags(
             conn: &mut <$db as sqlx::Database>::Connection,
             id: &str,

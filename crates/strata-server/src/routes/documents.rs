@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use strata_engine::model::{Document, DocumentFilter, DocumentPatch, DocumentStatus};
-use strata_engine::policy::ListKey;
 use strata_engine::{DocumentId, IngestOutcome, ListDocuments, UploadMeta};
 
 use crate::error::{ApiError, Code};
@@ -229,29 +228,20 @@ pub async fn list(
     let status = q.status.as_deref().map(DocumentStatus::parse).transpose()?;
     let cursor = q.cursor.filter(|c| !c.is_empty());
     let tag = q.tag.filter(|t| !t.is_empty());
-    let page = ListKey {
+    let query = ListDocuments {
         limit: q.limit,
-        cursor: cursor.as_deref(),
+        cursor,
+        filter: DocumentFilter { tag, status },
     };
-    let read = app.engine.cache_policy().document_list(
-        &tenant.0,
-        &page,
-        tag.as_deref(),
-        status,
-        fields.as_deref(),
-    );
+    let read = app
+        .engine
+        .cache_policy()
+        .document_list(&tenant.0, &query, fields.as_deref());
     cached::json(&app, &inm, read, || async {
         let page = app
             .engine
             .documents()
-            .list_documents(
-                &tenant.0,
-                ListDocuments {
-                    limit: q.limit,
-                    cursor,
-                    filter: DocumentFilter { tag, status },
-                },
-            )
+            .list_documents(&tenant.0, query)
             .await?;
         let items: Vec<Value> = page
             .items

@@ -11,7 +11,6 @@ use serde::Deserialize;
 use serde_json::json;
 use strata_engine::jobs::JobEvent;
 use strata_engine::model::{Job, JobFilter, JobStatus};
-use strata_engine::policy::ListKey;
 use strata_engine::{JobId, ListJobs, TenantId};
 use tokio::sync::broadcast::{self, error::RecvError};
 
@@ -37,24 +36,14 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let status = q.status.as_deref().map(JobStatus::parse).transpose()?;
     let cursor = q.cursor.filter(|c| !c.is_empty());
-    let page = ListKey {
+    let query = ListJobs {
         limit: q.limit,
-        cursor: cursor.as_deref(),
+        cursor,
+        filter: JobFilter { status },
     };
-    let read = app.engine.cache_policy().job_list(&tenant.0, &page, status);
+    let read = app.engine.cache_policy().job_list(&tenant.0, &query);
     cached::json(&app, &inm, read, || async {
-        let page = app
-            .engine
-            .jobs()
-            .list_jobs(
-                &tenant.0,
-                ListJobs {
-                    limit: q.limit,
-                    cursor,
-                    filter: JobFilter { status },
-                },
-            )
-            .await?;
+        let page = app.engine.jobs().list_jobs(&tenant.0, query).await?;
         cached::body(&json!({ "items": page.items, "next_cursor": page.next_cursor }))
     })
     .await

@@ -53,7 +53,7 @@ pub(crate) fn observed(s: &Snapshots, emit: &mut Emit<'_>) -> Result<(), std::fm
         Kind::Counter,
         "strata_cache_requests",
         "Cache lookups by kind and outcome.",
-        &borrow2(&requests),
+        &borrowed(&requests),
     )?;
     let latency = per_kind("tier", &|k| {
         vec![
@@ -66,7 +66,7 @@ pub(crate) fn observed(s: &Snapshots, emit: &mut Emit<'_>) -> Result<(), std::fm
         Kind::Gauge,
         "strata_cache_mean_latency_seconds",
         "Mean lookup time by kind and tier.",
-        &borrow2(&latency),
+        &borrowed(&latency),
     )?;
     let by_kind = |f: &dyn Fn(&strata_cache::KindStats) -> f64| -> Vec<([(&str, &str); 1], f64)> {
         kinds.iter().map(|k| ([("kind", k.kind)], f(k))).collect()
@@ -75,13 +75,13 @@ pub(crate) fn observed(s: &Snapshots, emit: &mut Emit<'_>) -> Result<(), std::fm
         Kind::Gauge,
         "strata_cache_hit_ratio",
         "(L1 + L2 hits) / lookups, by kind.",
-        &borrow1(&by_kind(&|k| k.hit_ratio)),
+        &borrowed(&by_kind(&|k| k.hit_ratio)),
     )?;
     emit(
         Kind::Counter,
         "strata_cache_computed_bytes",
         "Bytes produced by computations, by kind.",
-        &borrow1(&by_kind(&|k| k.bytes_computed as f64)),
+        &borrowed(&by_kind(&|k| k.bytes_computed as f64)),
     )?;
     let one = |v: f64| [(&[][..], v)];
     emit(
@@ -287,10 +287,9 @@ pub(crate) fn observed(s: &Snapshots, emit: &mut Emit<'_>) -> Result<(), std::fm
     )
 }
 
-fn borrow2<'a>(v: &'a [([(&'a str, &'a str); 2], f64)]) -> Vec<(&'a [(&'a str, &'a str)], f64)> {
-    v.iter().map(|(l, n)| (&l[..], *n)).collect()
-}
-
-fn borrow1<'a>(v: &'a [([(&'a str, &'a str); 1], f64)]) -> Vec<(&'a [(&'a str, &'a str)], f64)> {
+/// Samples with fixed-size label arrays as the slices [`Emit`] takes.
+fn borrowed<'a, const N: usize>(
+    v: &'a [([(&'a str, &'a str); N], f64)],
+) -> Vec<(&'a [(&'a str, &'a str)], f64)> {
     v.iter().map(|(l, n)| (&l[..], *n)).collect()
 }

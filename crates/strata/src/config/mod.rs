@@ -25,23 +25,14 @@ use strata_server::ServerSettings;
 /// layer states none of its own.
 struct Defaults {
     engine: EngineSettings,
-    jobs: JobSettings,
-    sqlite: SqliteOptions,
-    postgres: PostgresOptions,
-    ann: AnnSettings,
-    warm: strata_server::warm::WarmSettings,
+    server: ServerSettings,
 }
 
 impl Defaults {
     fn new() -> Self {
-        let engine = EngineSettings::default();
         Self {
-            jobs: engine.jobs.clone(),
-            sqlite: engine.sqlite.clone(),
-            postgres: engine.postgres.clone(),
-            ann: engine.ann,
-            warm: ServerSettings::default().warm,
-            engine,
+            engine: EngineSettings::default(),
+            server: ServerSettings::default(),
         }
     }
 }
@@ -148,16 +139,16 @@ impl Config {
         }
         // Each default is the owning crate's own (its `Default`), stated once there.
         let defaults = Defaults::new();
-        let chunk_tokens = pick!(chunk_tokens, defaults.jobs.chunk.max_tokens);
-        let chunk_overlap = pick!(chunk_overlap, defaults.jobs.chunk.overlap);
+        let chunk_tokens = pick!(chunk_tokens, defaults.engine.jobs.chunk.max_tokens);
+        let chunk_overlap = pick!(chunk_overlap, defaults.engine.jobs.chunk.overlap);
         let chunk = ChunkConfig::new(chunk_tokens, chunk_overlap)?;
-        let lease = pick!(job_lease_secs, defaults.jobs.lease.as_secs());
+        let lease = pick!(job_lease_secs, defaults.engine.jobs.lease.as_secs());
         if lease < 3 {
             bail!("job_lease_secs must be at least 3");
         }
         let grace = Duration::from_secs(pick!(
             shutdown_grace_secs,
-            defaults.jobs.shutdown_grace.as_secs()
+            defaults.engine.jobs.shutdown_grace.as_secs()
         ));
         let remote = flags.embed_url.is_some() || file.embed_url.is_some();
         if remote
@@ -174,13 +165,13 @@ impl Config {
         let acquire_timeout = Duration::from_millis(
             pick!(
                 db_acquire_timeout_ms,
-                defaults.sqlite.acquire_timeout.as_millis() as u64
+                defaults.engine.sqlite.acquire_timeout.as_millis() as u64
             )
             .max(1),
         );
         let slow_statement = Duration::from_millis(pick!(
             db_slow_statement_ms,
-            defaults.sqlite.slow_statement.as_millis() as u64
+            defaults.engine.sqlite.slow_statement.as_millis() as u64
         ));
         let engine = EngineSettings {
             data_dir: pick!(data_dir, defaults.engine.data_dir.clone()),
@@ -190,47 +181,54 @@ impl Config {
                 .or(file.database_url.clone())
                 .map(strata_engine::SecretUrl::from),
             sqlite: SqliteOptions {
-                max_connections: pick!(db_max_connections, defaults.sqlite.max_connections).max(1),
+                max_connections: pick!(db_max_connections, defaults.engine.sqlite.max_connections)
+                    .max(1),
                 acquire_timeout,
                 slow_statement,
                 ..SqliteOptions::default()
             },
             postgres: PostgresOptions {
-                max_connections: pick!(db_max_connections, defaults.postgres.max_connections)
-                    .max(1),
-                min_connections: pick!(db_min_connections, defaults.postgres.min_connections),
+                max_connections: pick!(
+                    db_max_connections,
+                    defaults.engine.postgres.max_connections
+                )
+                .max(1),
+                min_connections: pick!(
+                    db_min_connections,
+                    defaults.engine.postgres.min_connections
+                ),
                 acquire_timeout,
                 idle_timeout: Duration::from_secs(pick!(
                     db_idle_timeout_secs,
-                    defaults.postgres.idle_timeout.as_secs()
+                    defaults.engine.postgres.idle_timeout.as_secs()
                 )),
                 max_lifetime: Duration::from_secs(pick!(
                     db_max_lifetime_secs,
-                    defaults.postgres.max_lifetime.as_secs()
+                    defaults.engine.postgres.max_lifetime.as_secs()
                 )),
                 test_before_acquire: pick!(
                     db_test_before_acquire,
-                    defaults.postgres.test_before_acquire
+                    defaults.engine.postgres.test_before_acquire
                 ),
                 slow_statement,
                 ef_search: u32::try_from(
-                    pick!(search_ef, defaults.ann.expansion_search).clamp(1, 1000),
+                    pick!(search_ef, defaults.engine.ann.expansion_search).clamp(1, 1000),
                 )
-                .unwrap_or(defaults.postgres.ef_search),
+                .unwrap_or(defaults.engine.postgres.ef_search),
             },
             max_upload_bytes: max_upload,
             jobs: JobSettings {
-                workers: pick!(workers, defaults.jobs.workers),
-                max_attempts: pick!(job_max_attempts, defaults.jobs.max_attempts).max(1),
+                workers: pick!(workers, defaults.engine.jobs.workers),
+                max_attempts: pick!(job_max_attempts, defaults.engine.jobs.max_attempts).max(1),
                 lease: Duration::from_secs(lease),
                 backoff_base: Duration::from_secs(pick!(
                     job_backoff_secs,
-                    defaults.jobs.backoff_base.as_secs()
+                    defaults.engine.jobs.backoff_base.as_secs()
                 )),
                 extract_timeout: Duration::from_secs(
                     pick!(
                         extract_timeout_secs,
-                        defaults.jobs.extract_timeout.as_secs()
+                        defaults.engine.jobs.extract_timeout.as_secs()
                     )
                     .max(1),
                 ),
@@ -308,24 +306,31 @@ impl Config {
                 },
             },
             ann: AnnSettings {
-                expansion_search: pick!(search_ef, defaults.ann.expansion_search).max(1),
-                exact_limit: pick!(search_exact_limit, defaults.ann.exact_limit),
+                expansion_search: pick!(search_ef, defaults.engine.ann.expansion_search).max(1),
+                exact_limit: pick!(search_exact_limit, defaults.engine.ann.exact_limit),
                 ..AnnSettings::default()
             },
             slow_log: strata_engine::slowlog::SlowLog::default(),
             load_model: strata_engine::ModelLoad::AtStart,
         };
         let server = ServerSettings {
-            listen: pick!(listen, ServerSettings::default().listen),
+            listen: pick!(listen, defaults.server.listen),
             shutdown_grace: grace,
             identity,
             warm: strata_server::warm::WarmSettings {
-                queries_per_tenant: pick!(cache_warm_queries, defaults.warm.queries_per_tenant),
+                queries_per_tenant: pick!(
+                    cache_warm_queries,
+                    defaults.server.warm.queries_per_tenant
+                ),
                 interval: Duration::from_secs(
-                    pick!(cache_warm_interval_secs, defaults.warm.interval.as_secs()).max(1),
+                    pick!(
+                        cache_warm_interval_secs,
+                        defaults.server.warm.interval.as_secs()
+                    )
+                    .max(1),
                 ),
             },
-            ..ServerSettings::default()
+            ..defaults.server
         };
         Ok(Self {
             source,

@@ -116,30 +116,36 @@ fn the_help_states_the_owning_crates_defaults() {
             .unwrap_or_else(|| panic!("no --{id}"))
     };
     for (id, want) in [
-        ("workers", d.jobs.workers.to_string()),
-        ("job_max_attempts", d.jobs.max_attempts.to_string()),
-        ("job_lease_secs", d.jobs.lease.as_secs().to_string()),
+        ("workers", d.engine.jobs.workers.to_string()),
+        ("job_max_attempts", d.engine.jobs.max_attempts.to_string()),
+        ("job_lease_secs", d.engine.jobs.lease.as_secs().to_string()),
         (
             "job_backoff_secs",
-            d.jobs.backoff_base.as_secs().to_string(),
+            d.engine.jobs.backoff_base.as_secs().to_string(),
         ),
         (
             "extract_timeout_secs",
-            d.jobs.extract_timeout.as_secs().to_string(),
+            d.engine.jobs.extract_timeout.as_secs().to_string(),
         ),
-        ("chunk_tokens", d.jobs.chunk.max_tokens.to_string()),
-        ("chunk_overlap", d.jobs.chunk.overlap.to_string()),
+        ("chunk_tokens", d.engine.jobs.chunk.max_tokens.to_string()),
+        ("chunk_overlap", d.engine.jobs.chunk.overlap.to_string()),
         (
             "shutdown_grace_secs",
-            d.jobs.shutdown_grace.as_secs().to_string(),
+            d.engine.jobs.shutdown_grace.as_secs().to_string(),
         ),
         ("embed_max_batch", d.engine.batch.max_batch.to_string()),
-        ("search_ef", d.ann.expansion_search.to_string()),
-        ("db_min_connections", d.postgres.min_connections.to_string()),
-        ("cache_warm_queries", d.warm.queries_per_tenant.to_string()),
+        ("search_ef", d.engine.ann.expansion_search.to_string()),
+        (
+            "db_min_connections",
+            d.engine.postgres.min_connections.to_string(),
+        ),
+        (
+            "cache_warm_queries",
+            d.server.warm.queries_per_tenant.to_string(),
+        ),
         (
             "cache_warm_interval_secs",
-            d.warm.interval.as_secs().to_string(),
+            d.server.warm.interval.as_secs().to_string(),
         ),
     ] {
         let text = help(id);
