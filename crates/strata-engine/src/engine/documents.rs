@@ -10,10 +10,9 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use super::{Writes, page, parse_cursor_id};
+use super::{Writes, paged};
 use crate::ann::Ann;
 use crate::blobs::{BlobStore, BlobWriter, StagedBlob};
-use crate::cursor;
 use crate::error::{EngineError, Result};
 use crate::extract::sniff;
 use crate::ids::{DocumentId, IdKind, JobId, TenantId};
@@ -210,22 +209,19 @@ impl DocumentService {
         owner: &TenantId,
         q: ListDocuments,
     ) -> Result<Page<Document>> {
-        let limit = validate::limit(q.limit, DEFAULT_PAGE, MAX_PAGE)?;
-        let fp = cursor::fingerprint(&[
+        let fingerprint = [
             "documents",
             q.filter.tag.as_deref().unwrap_or(""),
             q.filter.status.map(DocumentStatus::as_str).unwrap_or(""),
-        ]);
-        let before = q
-            .cursor
-            .as_deref()
-            .map(|c| parse_cursor_id::<DocumentId>(c, &fp))
-            .transpose()?;
-        let mut items = self
-            .store
-            .list_documents(owner, &q.filter, before, limit + 1)
-            .await?;
-        Ok(page(&mut items, limit, &fp, |d| d.id.to_string()))
+        ];
+        paged(
+            q.limit,
+            q.cursor.as_deref(),
+            &fingerprint,
+            |before: Option<DocumentId>, n| self.store.list_documents(owner, &q.filter, before, n),
+            |d: &Document| d.id.to_string(),
+        )
+        .await
     }
 
     /// Applies a patch; at least one field must be present.

@@ -296,22 +296,37 @@ impl Writes {
     }
 }
 
-fn parse_cursor_id<T: std::str::FromStr>(cursor: &str, fp: &str) -> Result<T> {
-    cursor::decode(cursor, fp)?
-        .parse()
-        .map_err(|_| EngineError::invalid("cursor", "is not a cursor issued by this server"))
-}
-
-fn page<T>(items: &mut Vec<T>, limit: u32, fp: &str, id: impl Fn(&T) -> String) -> Page<T> {
+/// One page of a keyset-paginated listing, newest first: validates the page size, decodes
+/// the cursor (refused when it was issued for other filters: `fingerprint`), fetches one
+/// row more than the page to learn whether another follows, and encodes the next cursor
+/// from the last row's id.
+async fn paged<T, Id, Fut>(
+    limit: Option<u32>,
+    cursor: Option<&str>,
+    fingerprint: &[&str],
+    fetch: impl FnOnce(Option<Id>, u32) -> Fut,
+    id: impl Fn(&T) -> String,
+) -> Result<Page<T>>
+where
+    Id: std::str::FromStr,
+    Fut: std::future::Future<Output = Result<Vec<T>>>,
+{
+    let limit = crate::validate::limit(limit, crate::DEFAULT_PAGE, crate::MAX_PAGE)?;
+    let fp = cursor::fingerprint(fingerprint);
+    let before = cursor
+        .map(|c| {
+            cursor::decode(c, &fp)?.parse::<Id>().map_err(|_| {
+                EngineError::invalid("cursor", "is not a cursor issued by this server")
+            })
+        })
+        .transpose()?;
+    let mut items = fetch(before, limit + 1).await?;
     let more = items.len() > limit as usize;
     items.truncate(limit as usize);
     let next_cursor = if more {
-        items.last().map(|last| cursor::encode(&id(last), fp))
+        items.last().map(|last| cursor::encode(&id(last), &fp))
     } else {
         None
     };
-    Page {
-        items: std::mem::take(items),
-        next_cursor,
-    }
+    Ok(Page { items, next_cursor })
 }

@@ -8,15 +8,12 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use super::{page, parse_cursor_id};
-use crate::cursor;
+use super::paged;
 use crate::error::{EngineError, Result};
 use crate::ids::{IdKind, JobId, TenantId};
 use crate::jobs::{JobEvent, Runner, Step};
 use crate::model::{Job, JobFilter, JobStatus, Page};
 use crate::store::Store;
-use crate::validate;
-use crate::{DEFAULT_PAGE, MAX_PAGE};
 
 /// Listing parameters for jobs.
 #[derive(Debug, Clone, Default)]
@@ -48,19 +45,15 @@ impl JobService {
 
     /// A page of the owner's jobs, newest first.
     pub async fn list_jobs(&self, owner: &TenantId, q: ListJobs) -> Result<Page<Job>> {
-        let limit = validate::limit(q.limit, DEFAULT_PAGE, MAX_PAGE)?;
-        let fp =
-            cursor::fingerprint(&["jobs", q.filter.status.map(JobStatus::as_str).unwrap_or("")]);
-        let before = q
-            .cursor
-            .as_deref()
-            .map(|c| parse_cursor_id::<JobId>(c, &fp))
-            .transpose()?;
-        let mut items = self
-            .store
-            .list_jobs(owner, &q.filter, before, limit + 1)
-            .await?;
-        Ok(page(&mut items, limit, &fp, |j| j.id.to_string()))
+        let fingerprint = ["jobs", q.filter.status.map(JobStatus::as_str).unwrap_or("")];
+        paged(
+            q.limit,
+            q.cursor.as_deref(),
+            &fingerprint,
+            |before: Option<JobId>, n| self.store.list_jobs(owner, &q.filter, before, n),
+            |j: &Job| j.id.to_string(),
+        )
+        .await
     }
 
     /// Live job changes of every tenant; filter by owner before showing them.
