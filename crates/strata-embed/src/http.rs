@@ -47,6 +47,9 @@ impl std::fmt::Debug for HttpSettings {
 }
 
 impl HttpSettings {
+    /// The model asked for when the configuration names none.
+    pub const DEFAULT_MODEL: &'static str = "text-embedding-3-small";
+
     /// Defaults for `url` and `model`.
     pub fn new(url: impl Into<String>, model: impl Into<String>) -> Self {
         Self {

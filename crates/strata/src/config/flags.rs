@@ -1,35 +1,179 @@
-//! The command line's flags (and their `STRATA_*` variables), grouped in `--help` by section:
-//! Server, Storage, Cache, Embedding and search, Jobs. Each flag's doc comment is its help;
-//! the `[default: ...]` it states is the owning crate's value (a test checks it).
+//! The settings, by section (server, storage, cache, embedding and search, jobs): one type
+//! per section serves as its flags (with their `STRATA_*` variables, grouped in `--help` under
+//! the section's heading) and as its table in `strata.toml`. Each flag's doc comment is its
+//! help; the `[default: ...]` it states is the owning crate's value (a test checks it).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use super::parse_size;
 
-/// Settings shared by every subcommand. Each can also be set in `strata.toml` under the same
-/// name with underscores (`data_dir = "..."`).
+/// Every setting, as given on the command line, in the environment or in one layer of
+/// `strata.toml` (each file setting has the flag's name with underscores: `data_dir = "..."`,
+/// at the top level or in its section's table: `[storage] data_dir = "..."`).
 ///
 /// Deliberately not `Debug`: it holds the database and Redis URLs and the embedding API key
-/// as given; [`Config`] holds them in types that mask them.
-#[derive(Clone, Default, Args)]
+/// as given; [`Config`](super::Config) holds them in types that mask them.
+#[derive(Clone, Default, Args, Deserialize)]
+#[serde(default)]
 pub struct Overrides {
     /// Configuration file [default: ./strata.toml when it exists].
     #[arg(long, env = "STRATA_CONFIG", global = true)]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// `[server]`.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub server: ServerFlags,
+    /// `[storage]`.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub storage: StorageFlags,
+    /// `[cache]`.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub cache: CacheFlags,
+    /// `[embedding]`.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub embedding: EmbeddingFlags,
+    /// `[jobs]`.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub jobs: JobFlags,
+}
 
+impl Overrides {
+    /// These settings, each one given here or else taken from `lower`.
+    pub fn layered_over(self, lower: Self) -> Self {
+        Self {
+            config: self.config.or(lower.config),
+            server: self.server.layered_over(lower.server),
+            storage: self.storage.layered_over(lower.storage),
+            cache: self.cache.layered_over(lower.cache),
+            embedding: self.embedding.layered_over(lower.embedding),
+            jobs: self.jobs.layered_over(lower.jobs),
+        }
+    }
+}
+
+/// The file's table for each section, with the flags that belong to it: the names a
+/// `[section]` table of `strata.toml` may hold.
+pub(super) fn sections() -> [(&'static str, clap::Command); 5] {
+    let flags = |cmd: fn(clap::Command) -> clap::Command| cmd(clap::Command::new("section"));
+    [
+        ("server", flags(ServerFlags::augment_args)),
+        ("storage", flags(StorageFlags::augment_args)),
+        ("cache", flags(CacheFlags::augment_args)),
+        ("embedding", flags(EmbeddingFlags::augment_args)),
+        ("jobs", flags(JobFlags::augment_args)),
+    ]
+}
+
+/// `layered_over` for a section: each field given in `self`, or else `lower`'s. Listing a
+/// field twice or leaving one out does not compile.
+macro_rules! layered {
+    ($section:ident { $($field:ident),* $(,)? }) => {
+        impl $section {
+            /// These settings, each one given here or else taken from `lower`.
+            pub fn layered_over(self, lower: Self) -> Self {
+                Self { $($field: self.$field.or(lower.$field)),* }
+            }
+        }
+    };
+}
+
+/// A size in `strata.toml`: a number of bytes, or text with a unit (`"50MiB"`).
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Option::<Size>::deserialize(d)? {
+        None => Ok(None),
+        Some(Size::Bytes(n)) => Ok(Some(n)),
+        Some(Size::Text(s)) => parse_size(&s).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+/// The HTTP server, identity and logging. `[server]` in `strata.toml`.
+#[derive(Clone, Default, Args, Deserialize)]
+#[command(next_help_heading = "Server")]
+#[serde(default)]
+pub struct ServerFlags {
+    /// Address to listen on [default: 127.0.0.1:7733].
+    #[arg(long, env = "STRATA_LISTEN", global = true)]
+    pub listen: Option<SocketAddr>,
+
+    /// Seconds in-flight requests and jobs get to finish on shutdown [default: 10].
+    #[arg(long, env = "STRATA_SHUTDOWN_GRACE_SECS", global = true)]
+    pub shutdown_grace_secs: Option<u64>,
+
+    /// Frequent searches recomputed per tenant on startup, after writes and on a schedule, so
+    /// the first user after a restart or a write gets a cache hit; 0 turns warming off
+    /// [default: 20].
+    #[arg(long, env = "STRATA_CACHE_WARM_QUERIES", global = true)]
+    pub cache_warm_queries: Option<usize>,
+
+    /// Seconds between scheduled warming passes [default: 300].
+    #[arg(long, env = "STRATA_CACHE_WARM_INTERVAL_SECS", global = true)]
+    pub cache_warm_interval_secs: Option<u64>,
+
+    /// Take each request's tenant from this header, set by an authenticating proxy in front
+    /// of strata (e.g. `X-Forwarded-User`); requests without it get 401. Unset: every request
+    /// is the single local tenant (development only) [default: unset].
+    #[arg(long, env = "STRATA_TENANT_HEADER", global = true)]
+    pub tenant_header: Option<String>,
+
+    /// Tenants with the admin role in tenant-header mode, comma-separated: they may clear
+    /// the cache, optimise the database and read its table statistics. In development mode
+    /// the single local tenant is the admin [default: none].
+    #[arg(
+        long,
+        env = "STRATA_ADMIN_TENANTS",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub admin_tenants: Option<Vec<String>>,
+
+    /// Log filter, e.g. `info` or `strata_engine=debug,info` [default: info].
+    #[arg(long, env = "STRATA_LOG", global = true)]
+    pub log: Option<String>,
+
+    /// Log format: `text` or `json` [default: text].
+    #[arg(long, env = "STRATA_LOG_FORMAT", global = true)]
+    pub log_format: Option<LogFormat>,
+}
+
+layered!(ServerFlags {
+    listen,
+    shutdown_grace_secs,
+    cache_warm_queries,
+    cache_warm_interval_secs,
+    tenant_header,
+    admin_tenants,
+    log,
+    log_format
+});
+
+/// Where documents live: the database, its pool and the original files. `[storage]` in `strata.toml`.
+#[derive(Clone, Default, Args, Deserialize)]
+#[command(next_help_heading = "Storage")]
+#[serde(default)]
+pub struct StorageFlags {
     /// Directory of the embedded store: SQLite database and original files [default: ./strata-data].
-    #[arg(help_heading = "Storage", long, env = "STRATA_DATA_DIR", global = true)]
+    #[arg(long, env = "STRATA_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
 
     /// Database URL: `postgres://user@host:port/db` runs on PostgreSQL with pgvector (shared by
     /// any number of instances; see docs/SCALING.md); `sqlite://PATH` overrides the file under
     /// the data directory [default: embedded SQLite in the data directory].
     #[arg(
-        help_heading = "Storage",
         long,
         env = "STRATA_DATABASE_URL",
         global = true,
@@ -37,113 +181,129 @@ pub struct Overrides {
     )]
     pub database_url: Option<String>,
 
-    /// Address to listen on [default: 127.0.0.1:7733].
-    #[arg(help_heading = "Server", long, env = "STRATA_LISTEN", global = true)]
-    pub listen: Option<SocketAddr>,
-
     /// Largest upload, in bytes or with a unit: 50MiB, 10MB, 512KiB [default: 50MiB].
-    #[arg(help_heading = "Storage", long, env = "STRATA_MAX_UPLOAD", global = true, value_parser = parse_size)]
+    #[serde(deserialize_with = "size")]
+    #[arg(long, env = "STRATA_MAX_UPLOAD", global = true, value_parser = parse_size)]
     pub max_upload: Option<u64>,
 
-    /// Background ingestion workers in this process; 0 runs none [default: 2].
-    #[arg(help_heading = "Jobs", long, env = "STRATA_WORKERS", global = true)]
-    pub workers: Option<usize>,
+    /// Most database connections this process holds [default: 8 for SQLite, 10 for PostgreSQL].
+    /// With N instances over one PostgreSQL, keep N x this (+ 2 each, see docs/SCALING.md)
+    /// under the server's max_connections.
+    #[arg(long, env = "STRATA_DB_MAX_CONNECTIONS", global = true)]
+    pub db_max_connections: Option<u32>,
 
-    /// Attempts before a job fails for good [default: 5].
-    #[arg(
-        help_heading = "Jobs",
-        long,
-        env = "STRATA_JOB_MAX_ATTEMPTS",
-        global = true
-    )]
-    pub job_max_attempts: Option<u32>,
+    /// PostgreSQL connections kept open while idle [default: 1].
+    #[arg(long, env = "STRATA_DB_MIN_CONNECTIONS", global = true)]
+    pub db_min_connections: Option<u32>,
 
-    /// Seconds a job lease lasts without a heartbeat; a crashed worker's job is retried after it [default: 30].
-    #[arg(
-        help_heading = "Jobs",
-        long,
-        env = "STRATA_JOB_LEASE_SECS",
-        global = true
-    )]
-    pub job_lease_secs: Option<u64>,
+    /// Milliseconds a request waits for a database connection before it is answered 503 with
+    /// Retry-After [default: 5000].
+    #[arg(long, env = "STRATA_DB_ACQUIRE_TIMEOUT_MS", global = true)]
+    pub db_acquire_timeout_ms: Option<u64>,
 
-    /// Seconds before the first retry of a failed job; doubles per attempt [default: 2].
-    #[arg(
-        help_heading = "Jobs",
-        long,
-        env = "STRATA_JOB_BACKOFF_SECS",
-        global = true
-    )]
-    pub job_backoff_secs: Option<u64>,
+    /// Seconds an idle PostgreSQL connection is kept before it is closed [default: 600].
+    #[arg(long, env = "STRATA_DB_IDLE_TIMEOUT_SECS", global = true)]
+    pub db_idle_timeout_secs: Option<u64>,
 
-    /// Longest text extraction of one file, in seconds [default: 60].
-    #[arg(
-        help_heading = "Jobs",
-        long,
-        env = "STRATA_EXTRACT_TIMEOUT_SECS",
-        global = true
-    )]
-    pub extract_timeout_secs: Option<u64>,
+    /// Seconds after which a PostgreSQL connection is replaced [default: 1800].
+    #[arg(long, env = "STRATA_DB_MAX_LIFETIME_SECS", global = true)]
+    pub db_max_lifetime_secs: Option<u64>,
 
-    /// Most tokens per chunk [default: 200].
-    #[arg(
-        help_heading = "Jobs",
-        long,
-        env = "STRATA_CHUNK_TOKENS",
-        global = true
-    )]
-    pub chunk_tokens: Option<usize>,
+    /// Check each PostgreSQL connection with a round trip before handing it out [default: true].
+    #[arg(long, env = "STRATA_DB_TEST_BEFORE_ACQUIRE", global = true)]
+    pub db_test_before_acquire: Option<bool>,
 
-    /// Tokens shared by consecutive chunks [default: 40].
-    #[arg(
-        help_heading = "Jobs",
-        long,
-        env = "STRATA_CHUNK_OVERLAP",
-        global = true
-    )]
-    pub chunk_overlap: Option<usize>,
+    /// Statements slower than this many milliseconds are logged as warnings and listed at
+    /// GET /v1/performance/database/stats [default: 500].
+    #[arg(long, env = "STRATA_DB_SLOW_STATEMENT_MS", global = true)]
+    pub db_slow_statement_ms: Option<u64>,
+}
 
-    /// Seconds in-flight requests and jobs get to finish on shutdown [default: 10].
-    #[arg(
-        help_heading = "Server",
-        long,
-        env = "STRATA_SHUTDOWN_GRACE_SECS",
-        global = true
-    )]
-    pub shutdown_grace_secs: Option<u64>,
+layered!(StorageFlags {
+    data_dir,
+    database_url,
+    max_upload,
+    db_max_connections,
+    db_min_connections,
+    db_acquire_timeout_ms,
+    db_idle_timeout_secs,
+    db_max_lifetime_secs,
+    db_test_before_acquire,
+    db_slow_statement_ms
+});
 
+/// The tiered cache: the in-process tier, TTLs per kind and Redis. `[cache]` in `strata.toml`.
+#[derive(Clone, Default, Args, Deserialize)]
+#[command(next_help_heading = "Cache")]
+#[serde(default)]
+pub struct CacheFlags {
+    /// In-process cache budget, in bytes or with a unit [default: 256MiB].
+    #[serde(deserialize_with = "size")]
+    #[arg(long, env = "STRATA_CACHE_L1", global = true, value_parser = parse_size)]
+    pub cache_l1: Option<u64>,
+
+    /// Cache TTLs per kind, in seconds: `search_results=600,tag_counts=60` (kinds: embedding,
+    /// search_results, document_meta, document_list, tag_counts, job_status); 0 keeps a kind out
+    /// of that tier.
+    #[arg(long, env = "STRATA_CACHE_TTL", global = true)]
+    pub cache_ttl: Option<String>,
+
+    /// Cache TTLs per kind in Redis (L2), in seconds, same form as --cache-ttl.
+    #[arg(long, env = "STRATA_CACHE_L2_TTL", global = true)]
+    pub cache_l2_ttl: Option<String>,
+
+    /// Redis for the shared cache tier (L2), generations and cross-instance invalidation:
+    /// `redis://[user:password@]host:port[/db]` [default: none, single process].
+    #[arg(long, env = "STRATA_REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
+
+    /// The prefix of every Redis key and channel strata uses; give deployments that share one
+    /// Redis different namespaces (pub/sub ignores the URL's database number, so a different
+    /// /db alone does not keep them apart) [default: strata].
+    #[arg(long, env = "STRATA_REDIS_NAMESPACE", global = true)]
+    pub redis_namespace: Option<String>,
+
+    /// Redis connections in the pool (commands are pipelined on each) [default: 4].
+    #[arg(long, env = "STRATA_REDIS_POOL_SIZE", global = true)]
+    pub redis_pool_size: Option<usize>,
+
+    /// Longest wait for one Redis command, in milliseconds, before it counts as a failure;
+    /// three failures in a row open the circuit breaker for a second [default: 100].
+    #[arg(long, env = "STRATA_REDIS_TIMEOUT_MS", global = true)]
+    pub redis_timeout_ms: Option<u64>,
+}
+
+layered!(CacheFlags {
+    cache_l1,
+    cache_ttl,
+    cache_l2_ttl,
+    redis_url,
+    redis_namespace,
+    redis_pool_size,
+    redis_timeout_ms
+});
+
+/// The embedding model (local or an endpoint) and vector search. `[embedding]` in `strata.toml`.
+#[derive(Clone, Default, Args, Deserialize)]
+#[command(next_help_heading = "Embedding and search")]
+#[serde(default)]
+pub struct EmbeddingFlags {
     /// Directory of the embedding model's files, as `scripts/fetch-model` lays them out
     /// [default: /var/tmp/strata-models/all-MiniLM-L6-v2].
-    #[arg(
-        help_heading = "Embedding and search",
-        long,
-        env = "STRATA_MODEL_DIR",
-        global = true
-    )]
+    #[arg(long, env = "STRATA_MODEL_DIR", global = true)]
     pub model_dir: Option<PathBuf>,
 
     /// Use an OpenAI-compatible embeddings endpoint (base URL, e.g. https://api.openai.com/v1)
     /// instead of the local model.
-    #[arg(
-        help_heading = "Embedding and search",
-        long,
-        env = "STRATA_EMBED_URL",
-        global = true
-    )]
+    #[arg(long, env = "STRATA_EMBED_URL", global = true)]
     pub embed_url: Option<String>,
 
     /// Model name to ask the endpoint for (with --embed-url) [default: text-embedding-3-small].
-    #[arg(
-        help_heading = "Embedding and search",
-        long,
-        env = "STRATA_EMBED_MODEL",
-        global = true
-    )]
+    #[arg(long, env = "STRATA_EMBED_MODEL", global = true)]
     pub embed_model: Option<String>,
 
     /// API key for the endpoint (with --embed-url); sent as a bearer token, never printed.
     #[arg(
-        help_heading = "Embedding and search",
         long,
         env = "STRATA_EMBED_API_KEY",
         global = true,
@@ -152,239 +312,89 @@ pub struct Overrides {
     pub embed_api_key: Option<String>,
 
     /// Local model runtime: `onnx` (int8, fast) or `candle` (f32, pure Rust, slower) [default: onnx].
-    #[arg(
-        help_heading = "Embedding and search",
-        long,
-        env = "STRATA_EMBEDDER",
-        global = true
-    )]
+    #[arg(long, env = "STRATA_EMBEDDER", global = true)]
     pub embedder: Option<Runtime>,
 
     /// Threads for one embedding forward pass [default: the number of cores].
-    #[arg(
-        help_heading = "Embedding and search",
-        long,
-        env = "STRATA_EMBED_THREADS",
-        global = true
-    )]
+    #[arg(long, env = "STRATA_EMBED_THREADS", global = true)]
     pub embed_threads: Option<usize>,
 
     /// Most texts coalesced into one embedding forward pass [default: 32].
-    #[arg(
-        help_heading = "Embedding and search",
-        long,
-        env = "STRATA_EMBED_MAX_BATCH",
-        global = true
-    )]
+    #[arg(long, env = "STRATA_EMBED_MAX_BATCH", global = true)]
     pub embed_max_batch: Option<usize>,
 
     /// Extra wait, in milliseconds, for more texts to share a forward pass of the local model
     /// [default: 0]. Texts that arrive while a pass runs share the next one anyway, so a wait
     /// only adds latency to a lone query. Not accepted with --embed-url: the endpoint gets
     /// each caller's texts as they come (up to 256 per request).
-    #[arg(
-        help_heading = "Embedding and search",
-        long,
-        env = "STRATA_EMBED_MAX_WAIT_MS",
-        global = true
-    )]
+    #[arg(long, env = "STRATA_EMBED_MAX_WAIT_MS", global = true)]
     pub embed_max_wait_ms: Option<u64>,
 
     /// HNSW candidate list size when searching: higher is more accurate and slower [default: 64].
-    #[arg(
-        help_heading = "Embedding and search",
-        long,
-        env = "STRATA_SEARCH_EF",
-        global = true
-    )]
+    #[arg(long, env = "STRATA_SEARCH_EF", global = true)]
     pub search_ef: Option<usize>,
 
     /// Filters matching at most this many chunks are searched exactly [default: 10000].
-    #[arg(
-        help_heading = "Embedding and search",
-        long,
-        env = "STRATA_SEARCH_EXACT_LIMIT",
-        global = true
-    )]
+    #[arg(long, env = "STRATA_SEARCH_EXACT_LIMIT", global = true)]
     pub search_exact_limit: Option<u64>,
-
-    /// In-process cache budget, in bytes or with a unit [default: 256MiB].
-    #[arg(help_heading = "Cache", long, env = "STRATA_CACHE_L1", global = true, value_parser = parse_size)]
-    pub cache_l1: Option<u64>,
-
-    /// Cache TTLs per kind, in seconds: `search_results=600,tag_counts=60` (kinds: embedding,
-    /// search_results, document_meta, document_list, tag_counts, job_status); 0 keeps a kind out
-    /// of that tier.
-    #[arg(help_heading = "Cache", long, env = "STRATA_CACHE_TTL", global = true)]
-    pub cache_ttl: Option<String>,
-
-    /// Cache TTLs per kind in Redis (L2), in seconds, same form as --cache-ttl.
-    #[arg(
-        help_heading = "Cache",
-        long,
-        env = "STRATA_CACHE_L2_TTL",
-        global = true
-    )]
-    pub cache_l2_ttl: Option<String>,
-
-    /// Redis for the shared cache tier (L2), generations and cross-instance invalidation:
-    /// `redis://[user:password@]host:port[/db]` [default: none, single process].
-    #[arg(help_heading = "Cache", long, env = "STRATA_REDIS_URL", global = true)]
-    pub redis_url: Option<String>,
-
-    /// The prefix of every Redis key and channel strata uses; give deployments that share one
-    /// Redis different namespaces (pub/sub ignores the URL's database number, so a different
-    /// /db alone does not keep them apart) [default: strata].
-    #[arg(
-        help_heading = "Cache",
-        long,
-        env = "STRATA_REDIS_NAMESPACE",
-        global = true
-    )]
-    pub redis_namespace: Option<String>,
-
-    /// Redis connections in the pool (commands are pipelined on each) [default: 4].
-    #[arg(
-        help_heading = "Cache",
-        long,
-        env = "STRATA_REDIS_POOL_SIZE",
-        global = true
-    )]
-    pub redis_pool_size: Option<usize>,
-
-    /// Longest wait for one Redis command, in milliseconds, before it counts as a failure;
-    /// three failures in a row open the circuit breaker for a second [default: 100].
-    #[arg(
-        help_heading = "Cache",
-        long,
-        env = "STRATA_REDIS_TIMEOUT_MS",
-        global = true
-    )]
-    pub redis_timeout_ms: Option<u64>,
-
-    /// Frequent searches recomputed per tenant on startup, after writes and on a schedule, so
-    /// the first user after a restart or a write gets a cache hit; 0 turns warming off
-    /// [default: 20].
-    #[arg(
-        help_heading = "Server",
-        long,
-        env = "STRATA_CACHE_WARM_QUERIES",
-        global = true
-    )]
-    pub cache_warm_queries: Option<usize>,
-
-    /// Seconds between scheduled warming passes [default: 300].
-    #[arg(
-        help_heading = "Server",
-        long,
-        env = "STRATA_CACHE_WARM_INTERVAL_SECS",
-        global = true
-    )]
-    pub cache_warm_interval_secs: Option<u64>,
-
-    /// Take each request's tenant from this header, set by an authenticating proxy in front
-    /// of strata (e.g. `X-Forwarded-User`); requests without it get 401. Unset: every request
-    /// is the single local tenant (development only) [default: unset].
-    #[arg(
-        help_heading = "Server",
-        long,
-        env = "STRATA_TENANT_HEADER",
-        global = true
-    )]
-    pub tenant_header: Option<String>,
-
-    /// Tenants with the admin role in tenant-header mode, comma-separated: they may clear
-    /// the cache, optimise the database and read its table statistics. In development mode
-    /// the single local tenant is the admin [default: none].
-    #[arg(
-        help_heading = "Server",
-        long,
-        env = "STRATA_ADMIN_TENANTS",
-        global = true,
-        value_delimiter = ','
-    )]
-    pub admin_tenants: Option<Vec<String>>,
-
-    /// Most database connections this process holds [default: 8 for SQLite, 10 for PostgreSQL].
-    /// With N instances over one PostgreSQL, keep N x this (+ 2 each, see docs/SCALING.md)
-    /// under the server's max_connections.
-    #[arg(
-        help_heading = "Storage",
-        long,
-        env = "STRATA_DB_MAX_CONNECTIONS",
-        global = true
-    )]
-    pub db_max_connections: Option<u32>,
-
-    /// PostgreSQL connections kept open while idle [default: 1].
-    #[arg(
-        help_heading = "Storage",
-        long,
-        env = "STRATA_DB_MIN_CONNECTIONS",
-        global = true
-    )]
-    pub db_min_connections: Option<u32>,
-
-    /// Milliseconds a request waits for a database connection before it is answered 503 with
-    /// Retry-After [default: 5000].
-    #[arg(
-        help_heading = "Storage",
-        long,
-        env = "STRATA_DB_ACQUIRE_TIMEOUT_MS",
-        global = true
-    )]
-    pub db_acquire_timeout_ms: Option<u64>,
-
-    /// Seconds an idle PostgreSQL connection is kept before it is closed [default: 600].
-    #[arg(
-        help_heading = "Storage",
-        long,
-        env = "STRATA_DB_IDLE_TIMEOUT_SECS",
-        global = true
-    )]
-    pub db_idle_timeout_secs: Option<u64>,
-
-    /// Seconds after which a PostgreSQL connection is replaced [default: 1800].
-    #[arg(
-        help_heading = "Storage",
-        long,
-        env = "STRATA_DB_MAX_LIFETIME_SECS",
-        global = true
-    )]
-    pub db_max_lifetime_secs: Option<u64>,
-
-    /// Check each PostgreSQL connection with a round trip before handing it out [default: true].
-    #[arg(
-        help_heading = "Storage",
-        long,
-        env = "STRATA_DB_TEST_BEFORE_ACQUIRE",
-        global = true
-    )]
-    pub db_test_before_acquire: Option<bool>,
-
-    /// Statements slower than this many milliseconds are logged as warnings and listed at
-    /// GET /v1/performance/database/stats [default: 500].
-    #[arg(
-        help_heading = "Storage",
-        long,
-        env = "STRATA_DB_SLOW_STATEMENT_MS",
-        global = true
-    )]
-    pub db_slow_statement_ms: Option<u64>,
-
-    /// Log filter, e.g. `info` or `strata_engine=debug,info` [default: info].
-    #[arg(help_heading = "Server", long, env = "STRATA_LOG", global = true)]
-    pub log: Option<String>,
-
-    /// Log format: `text` or `json` [default: text].
-    #[arg(
-        help_heading = "Server",
-        long,
-        env = "STRATA_LOG_FORMAT",
-        global = true
-    )]
-    pub log_format: Option<LogFormat>,
 }
+
+layered!(EmbeddingFlags {
+    model_dir,
+    embed_url,
+    embed_model,
+    embed_api_key,
+    embedder,
+    embed_threads,
+    embed_max_batch,
+    embed_max_wait_ms,
+    search_ef,
+    search_exact_limit
+});
+
+/// Background ingestion: workers, leases, retries and chunking. `[jobs]` in `strata.toml`.
+#[derive(Clone, Default, Args, Deserialize)]
+#[command(next_help_heading = "Jobs")]
+#[serde(default)]
+pub struct JobFlags {
+    /// Background ingestion workers in this process; 0 runs none [default: 2].
+    #[arg(long, env = "STRATA_WORKERS", global = true)]
+    pub workers: Option<usize>,
+
+    /// Attempts before a job fails for good [default: 5].
+    #[arg(long, env = "STRATA_JOB_MAX_ATTEMPTS", global = true)]
+    pub job_max_attempts: Option<u32>,
+
+    /// Seconds a job lease lasts without a heartbeat; a crashed worker's job is retried after it [default: 30].
+    #[arg(long, env = "STRATA_JOB_LEASE_SECS", global = true)]
+    pub job_lease_secs: Option<u64>,
+
+    /// Seconds before the first retry of a failed job; doubles per attempt [default: 2].
+    #[arg(long, env = "STRATA_JOB_BACKOFF_SECS", global = true)]
+    pub job_backoff_secs: Option<u64>,
+
+    /// Longest text extraction of one file, in seconds [default: 60].
+    #[arg(long, env = "STRATA_EXTRACT_TIMEOUT_SECS", global = true)]
+    pub extract_timeout_secs: Option<u64>,
+
+    /// Most tokens per chunk [default: 200].
+    #[arg(long, env = "STRATA_CHUNK_TOKENS", global = true)]
+    pub chunk_tokens: Option<usize>,
+
+    /// Tokens shared by consecutive chunks [default: 40].
+    #[arg(long, env = "STRATA_CHUNK_OVERLAP", global = true)]
+    pub chunk_overlap: Option<usize>,
+}
+
+layered!(JobFlags {
+    workers,
+    job_max_attempts,
+    job_lease_secs,
+    job_backoff_secs,
+    extract_timeout_secs,
+    chunk_tokens,
+    chunk_overlap
+});
 
 /// Which implementation runs the local embedding model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]

@@ -2,7 +2,6 @@
 //! defaults. clap resolves flags over environment; this module layers the file and the
 //! defaults under them and turns the result into the engine's and server's settings.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,7 +11,9 @@ use serde::Deserialize;
 mod describe;
 mod flags;
 
-pub use flags::{LogFormat, Overrides, Runtime};
+pub use flags::{
+    CacheFlags, EmbeddingFlags, JobFlags, LogFormat, Overrides, Runtime, ServerFlags, StorageFlags,
+};
 use strata_engine::chunk::ChunkConfig;
 use strata_engine::jobs::JobSettings;
 use strata_engine::store::postgres::PostgresOptions;
@@ -37,62 +38,6 @@ impl Defaults {
     }
 }
 
-/// `strata.toml`: the same settings as the flags (not `Debug`, for the same reason as
-/// [`Overrides`]).
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    data_dir: Option<PathBuf>,
-    database_url: Option<String>,
-    listen: Option<SocketAddr>,
-    max_upload: Option<SizeValue>,
-    workers: Option<usize>,
-    job_max_attempts: Option<u32>,
-    job_lease_secs: Option<u64>,
-    job_backoff_secs: Option<u64>,
-    extract_timeout_secs: Option<u64>,
-    chunk_tokens: Option<usize>,
-    chunk_overlap: Option<usize>,
-    shutdown_grace_secs: Option<u64>,
-    db_max_connections: Option<u32>,
-    db_min_connections: Option<u32>,
-    db_acquire_timeout_ms: Option<u64>,
-    db_idle_timeout_secs: Option<u64>,
-    db_max_lifetime_secs: Option<u64>,
-    db_test_before_acquire: Option<bool>,
-    db_slow_statement_ms: Option<u64>,
-    cache_l1: Option<SizeValue>,
-    cache_ttl: Option<String>,
-    cache_l2_ttl: Option<String>,
-    redis_url: Option<String>,
-    redis_namespace: Option<String>,
-    redis_pool_size: Option<usize>,
-    redis_timeout_ms: Option<u64>,
-    tenant_header: Option<String>,
-    admin_tenants: Option<Vec<String>>,
-    cache_warm_queries: Option<usize>,
-    cache_warm_interval_secs: Option<u64>,
-    model_dir: Option<PathBuf>,
-    embedder: Option<Runtime>,
-    embed_url: Option<String>,
-    embed_model: Option<String>,
-    embed_api_key: Option<String>,
-    embed_threads: Option<usize>,
-    embed_max_batch: Option<usize>,
-    embed_max_wait_ms: Option<u64>,
-    search_ef: Option<usize>,
-    search_exact_limit: Option<u64>,
-    log: Option<String>,
-    log_format: Option<LogFormat>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum SizeValue {
-    Bytes(u64),
-    Text(String),
-}
-
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -109,7 +54,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// Layers `flags` (already merged with the environment by clap) over the file and defaults.
+    /// Layers `flags` (already merged with the environment by clap) over the file and
+    /// defaults, then resolves each section into the settings of the crate that owns it.
     pub fn resolve(flags: &Overrides) -> anyhow::Result<Self> {
         let (file, source) = match &flags.config {
             Some(path) => (read_file(path)?, Some(path.clone())),
@@ -117,234 +63,233 @@ impl Config {
                 read_file(Path::new("strata.toml"))?,
                 Some(PathBuf::from("strata.toml")),
             ),
-            None => (FileConfig::default(), None),
+            None => (Overrides::default(), None),
         };
-        let identity = identity(flags, &file)?;
-        let max_upload = match (flags.max_upload, file.max_upload) {
-            (Some(v), _) => v,
-            (None, Some(SizeValue::Bytes(v))) => v,
-            (None, Some(SizeValue::Text(s))) => {
-                parse_size(&s).map_err(|e| anyhow::anyhow!("strata.toml max_upload: {e}"))?
-            }
-            (None, None) => EngineSettings::default().max_upload_bytes,
-        };
-        macro_rules! pick {
-            ($field:ident, $default:expr) => {
-                flags
-                    .$field
-                    .clone()
-                    .or(file.$field.clone())
-                    .unwrap_or_else(|| $default)
-            };
-        }
-        // Each default is the owning crate's own (its `Default`), stated once there.
-        let defaults = Defaults::new();
-        let chunk_tokens = pick!(chunk_tokens, defaults.engine.jobs.chunk.max_tokens);
-        let chunk_overlap = pick!(chunk_overlap, defaults.engine.jobs.chunk.overlap);
-        let chunk = ChunkConfig::new(chunk_tokens, chunk_overlap)?;
-        let lease = pick!(job_lease_secs, defaults.engine.jobs.lease.as_secs());
-        if lease < 3 {
-            bail!("job_lease_secs must be at least 3");
-        }
-        let grace = Duration::from_secs(pick!(
-            shutdown_grace_secs,
-            defaults.engine.jobs.shutdown_grace.as_secs()
-        ));
-        let remote = flags.embed_url.is_some() || file.embed_url.is_some();
-        if remote
-            && flags
-                .embed_max_wait_ms
-                .or(file.embed_max_wait_ms)
-                .is_some_and(|w| w > 0)
-        {
-            bail!(
-                "embed_max_wait_ms applies to the local model's forward passes; with embed_url \
-                 the endpoint gets each caller's texts as they come"
-            );
-        }
-        let acquire_timeout = Duration::from_millis(
-            pick!(
-                db_acquire_timeout_ms,
-                defaults.engine.sqlite.acquire_timeout.as_millis() as u64
-            )
-            .max(1),
+        let given = flags.clone().layered_over(file);
+        let d = Defaults::new();
+        let grace = Duration::from_secs(
+            given
+                .server
+                .shutdown_grace_secs
+                .unwrap_or(d.server.shutdown_grace.as_secs()),
         );
-        let slow_statement = Duration::from_millis(pick!(
-            db_slow_statement_ms,
-            defaults.engine.sqlite.slow_statement.as_millis() as u64
-        ));
+        let embedding = embedding(&given.embedding, &d.engine)?;
+        let mut storage = storage(&given.storage, &d.engine);
+        storage.postgres.ef_search = u32::try_from(embedding.ann.expansion_search.min(1000))
+            .unwrap_or(d.engine.postgres.ef_search);
         let engine = EngineSettings {
-            data_dir: pick!(data_dir, defaults.engine.data_dir.clone()),
-            database_url: flags
-                .database_url
-                .clone()
-                .or(file.database_url.clone())
-                .map(strata_engine::SecretUrl::from),
-            sqlite: SqliteOptions {
-                max_connections: pick!(db_max_connections, defaults.engine.sqlite.max_connections)
-                    .max(1),
-                acquire_timeout,
-                slow_statement,
-                ..SqliteOptions::default()
-            },
-            postgres: PostgresOptions {
-                max_connections: pick!(
-                    db_max_connections,
-                    defaults.engine.postgres.max_connections
-                )
-                .max(1),
-                min_connections: pick!(
-                    db_min_connections,
-                    defaults.engine.postgres.min_connections
-                ),
-                acquire_timeout,
-                idle_timeout: Duration::from_secs(pick!(
-                    db_idle_timeout_secs,
-                    defaults.engine.postgres.idle_timeout.as_secs()
-                )),
-                max_lifetime: Duration::from_secs(pick!(
-                    db_max_lifetime_secs,
-                    defaults.engine.postgres.max_lifetime.as_secs()
-                )),
-                test_before_acquire: pick!(
-                    db_test_before_acquire,
-                    defaults.engine.postgres.test_before_acquire
-                ),
-                slow_statement,
-                ef_search: u32::try_from(
-                    pick!(search_ef, defaults.engine.ann.expansion_search).clamp(1, 1000),
-                )
-                .unwrap_or(defaults.engine.postgres.ef_search),
-            },
-            max_upload_bytes: max_upload,
+            data_dir: storage.data_dir,
+            database_url: storage.database_url,
+            sqlite: storage.sqlite,
+            postgres: storage.postgres,
+            max_upload_bytes: storage.max_upload_bytes,
             jobs: JobSettings {
-                workers: pick!(workers, defaults.engine.jobs.workers),
-                max_attempts: pick!(job_max_attempts, defaults.engine.jobs.max_attempts).max(1),
-                lease: Duration::from_secs(lease),
-                backoff_base: Duration::from_secs(pick!(
-                    job_backoff_secs,
-                    defaults.engine.jobs.backoff_base.as_secs()
-                )),
-                extract_timeout: Duration::from_secs(
-                    pick!(
-                        extract_timeout_secs,
-                        defaults.engine.jobs.extract_timeout.as_secs()
-                    )
-                    .max(1),
-                ),
                 shutdown_grace: grace,
-                chunk,
-                ..JobSettings::default()
+                ..jobs(&given.jobs, &d.engine.jobs)?
             },
-            model_dir: pick!(model_dir, defaults.engine.model_dir.clone()),
-            local_runtime: match pick!(embedder, Runtime::Onnx) {
-                Runtime::Onnx => strata_engine::LocalRuntime::Onnx,
-                Runtime::Candle => strata_engine::LocalRuntime::Candle,
-            },
-            remote_embedder: flags
-                .embed_url
-                .clone()
-                .or(file.embed_url.clone())
-                .map(|url| strata_engine::HttpSettings {
-                    api_key: flags.embed_api_key.clone().or(file.embed_api_key.clone()),
-                    ..strata_engine::HttpSettings::new(
-                        url,
-                        pick!(embed_model, "text-embedding-3-small".to_owned()),
-                    )
-                }),
-            embed_threads: pick!(
-                embed_threads,
-                std::thread::available_parallelism().map_or(2, |n| n.get())
-            )
-            .max(1),
-            batch: BatchSettings {
-                max_batch: pick!(embed_max_batch, defaults.engine.batch.max_batch).max(1),
-                max_wait: Duration::from_millis(pick!(
-                    embed_max_wait_ms,
-                    defaults.engine.batch.max_wait.as_millis() as u64
-                )),
-                ..BatchSettings::default()
-            },
-            cache: strata_engine::CacheSettings {
-                l1_bytes: match (flags.cache_l1, &file.cache_l1) {
-                    (Some(v), _) => v,
-                    (None, Some(SizeValue::Bytes(v))) => *v,
-                    (None, Some(SizeValue::Text(s))) => {
-                        parse_size(s).map_err(|e| anyhow::anyhow!("strata.toml cache_l1: {e}"))?
-                    }
-                    (None, None) => defaults.engine.cache.l1_bytes,
-                },
-                kinds: cache_kinds(
-                    flags.cache_ttl.as_deref().or(file.cache_ttl.as_deref()),
-                    flags
-                        .cache_l2_ttl
-                        .as_deref()
-                        .or(file.cache_l2_ttl.as_deref()),
-                )?,
-                redis: match flags.redis_url.clone().or(file.redis_url.clone()) {
-                    Some(url) if !url.trim().is_empty() => {
-                        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                            anyhow::bail!("redis_url: {} is not a redis:// URL", mask_url(&url));
-                        }
-                        let mut r = strata_engine::RedisSettings::new(url);
-                        if let Some(ns) = flags
-                            .redis_namespace
-                            .clone()
-                            .or(file.redis_namespace.clone())
-                        {
-                            strata_engine::RedisSettings::check_namespace(&ns)
-                                .map_err(|e| anyhow::anyhow!("redis_namespace: {e}"))?;
-                            r.namespace = ns;
-                        }
-                        r.pool_size = pick!(redis_pool_size, r.pool_size).max(1);
-                        r.op_timeout = Duration::from_millis(
-                            pick!(redis_timeout_ms, r.op_timeout.as_millis() as u64).max(1),
-                        );
-                        Some(r)
-                    }
-                    _ => None,
-                },
-            },
-            ann: AnnSettings {
-                expansion_search: pick!(search_ef, defaults.engine.ann.expansion_search).max(1),
-                exact_limit: pick!(search_exact_limit, defaults.engine.ann.exact_limit),
-                ..AnnSettings::default()
-            },
+            model_dir: embedding.model_dir,
+            local_runtime: embedding.local_runtime,
+            remote_embedder: embedding.remote_embedder,
+            embed_threads: embedding.embed_threads,
+            batch: embedding.batch,
+            ann: embedding.ann,
+            cache: cache(&given.cache, &d.engine.cache)?,
             slow_log: strata_engine::slowlog::SlowLog::default(),
             load_model: strata_engine::ModelLoad::AtStart,
         };
+        let s = &given.server;
         let server = ServerSettings {
-            listen: pick!(listen, defaults.server.listen),
+            listen: s.listen.unwrap_or(d.server.listen),
             shutdown_grace: grace,
-            identity,
+            identity: identity(s)?,
             warm: strata_server::warm::WarmSettings {
-                queries_per_tenant: pick!(
-                    cache_warm_queries,
-                    defaults.server.warm.queries_per_tenant
-                ),
+                queries_per_tenant: s
+                    .cache_warm_queries
+                    .unwrap_or(d.server.warm.queries_per_tenant),
                 interval: Duration::from_secs(
-                    pick!(
-                        cache_warm_interval_secs,
-                        defaults.server.warm.interval.as_secs()
-                    )
-                    .max(1),
+                    s.cache_warm_interval_secs
+                        .unwrap_or(d.server.warm.interval.as_secs())
+                        .max(1),
                 ),
             },
-            ..defaults.server
+            ..d.server
         };
         Ok(Self {
             source,
             engine,
             server,
-            log: pick!(log, "info".to_owned()),
-            log_format: pick!(log_format, LogFormat::Text),
+            log: s.log.clone().unwrap_or_else(|| "info".to_owned()),
+            log_format: s.log_format.unwrap_or(LogFormat::Text),
         })
     }
 }
 
+/// The storage section, resolved (the engine's settings hold it field by field).
+struct Storage {
+    data_dir: PathBuf,
+    database_url: Option<strata_engine::SecretUrl>,
+    sqlite: SqliteOptions,
+    postgres: PostgresOptions,
+    max_upload_bytes: u64,
+}
+
+fn storage(s: &StorageFlags, d: &EngineSettings) -> Storage {
+    let acquire_timeout = Duration::from_millis(
+        s.db_acquire_timeout_ms
+            .unwrap_or(d.sqlite.acquire_timeout.as_millis() as u64)
+            .max(1),
+    );
+    let slow_statement = Duration::from_millis(
+        s.db_slow_statement_ms
+            .unwrap_or(d.sqlite.slow_statement.as_millis() as u64),
+    );
+    let pg = &d.postgres;
+    Storage {
+        data_dir: s.data_dir.clone().unwrap_or_else(|| d.data_dir.clone()),
+        database_url: s.database_url.clone().map(strata_engine::SecretUrl::from),
+        sqlite: SqliteOptions {
+            max_connections: s
+                .db_max_connections
+                .unwrap_or(d.sqlite.max_connections)
+                .max(1),
+            acquire_timeout,
+            slow_statement,
+            ..d.sqlite.clone()
+        },
+        postgres: PostgresOptions {
+            max_connections: s.db_max_connections.unwrap_or(pg.max_connections).max(1),
+            min_connections: s.db_min_connections.unwrap_or(pg.min_connections),
+            acquire_timeout,
+            idle_timeout: Duration::from_secs(
+                s.db_idle_timeout_secs.unwrap_or(pg.idle_timeout.as_secs()),
+            ),
+            max_lifetime: Duration::from_secs(
+                s.db_max_lifetime_secs.unwrap_or(pg.max_lifetime.as_secs()),
+            ),
+            test_before_acquire: s.db_test_before_acquire.unwrap_or(pg.test_before_acquire),
+            slow_statement,
+            ..pg.clone()
+        },
+        max_upload_bytes: s.max_upload.unwrap_or(d.max_upload_bytes),
+    }
+}
+
+fn jobs(s: &JobFlags, d: &JobSettings) -> anyhow::Result<JobSettings> {
+    let lease = s.job_lease_secs.unwrap_or(d.lease.as_secs());
+    if lease < 3 {
+        bail!("job_lease_secs must be at least 3");
+    }
+    Ok(JobSettings {
+        workers: s.workers.unwrap_or(d.workers),
+        max_attempts: s.job_max_attempts.unwrap_or(d.max_attempts).max(1),
+        lease: Duration::from_secs(lease),
+        backoff_base: Duration::from_secs(s.job_backoff_secs.unwrap_or(d.backoff_base.as_secs())),
+        extract_timeout: Duration::from_secs(
+            s.extract_timeout_secs
+                .unwrap_or(d.extract_timeout.as_secs())
+                .max(1),
+        ),
+        chunk: ChunkConfig::new(
+            s.chunk_tokens.unwrap_or(d.chunk.max_tokens),
+            s.chunk_overlap.unwrap_or(d.chunk.overlap),
+        )?,
+        ..d.clone()
+    })
+}
+
+/// The embedding and search section, resolved.
+struct Embedding {
+    model_dir: PathBuf,
+    local_runtime: strata_engine::LocalRuntime,
+    remote_embedder: Option<strata_engine::HttpSettings>,
+    embed_threads: usize,
+    batch: BatchSettings,
+    ann: AnnSettings,
+}
+
+fn embedding(s: &EmbeddingFlags, d: &EngineSettings) -> anyhow::Result<Embedding> {
+    if s.embed_url.is_some() && s.embed_max_wait_ms.is_some_and(|w| w > 0) {
+        bail!(
+            "embed_max_wait_ms applies to the local model's forward passes; with embed_url \
+             the endpoint gets each caller's texts as they come"
+        );
+    }
+    Ok(Embedding {
+        model_dir: s.model_dir.clone().unwrap_or_else(|| d.model_dir.clone()),
+        local_runtime: match s.embedder {
+            None => d.local_runtime,
+            Some(Runtime::Onnx) => strata_engine::LocalRuntime::Onnx,
+            Some(Runtime::Candle) => strata_engine::LocalRuntime::Candle,
+        },
+        remote_embedder: s.embed_url.clone().map(|url| {
+            let model = s.embed_model.as_deref();
+            strata_engine::HttpSettings {
+                api_key: s.embed_api_key.clone(),
+                ..strata_engine::HttpSettings::new(
+                    url,
+                    model.unwrap_or(strata_engine::HttpSettings::DEFAULT_MODEL),
+                )
+            }
+        }),
+        embed_threads: s.embed_threads.unwrap_or(d.embed_threads).max(1),
+        batch: BatchSettings {
+            max_batch: s.embed_max_batch.unwrap_or(d.batch.max_batch).max(1),
+            max_wait: Duration::from_millis(
+                s.embed_max_wait_ms
+                    .unwrap_or(d.batch.max_wait.as_millis() as u64),
+            ),
+            ..d.batch
+        },
+        ann: AnnSettings {
+            expansion_search: s.search_ef.unwrap_or(d.ann.expansion_search).max(1),
+            exact_limit: s.search_exact_limit.unwrap_or(d.ann.exact_limit),
+            ..d.ann
+        },
+    })
+}
+
+fn cache(
+    s: &CacheFlags,
+    d: &strata_engine::CacheSettings,
+) -> anyhow::Result<strata_engine::CacheSettings> {
+    let redis = match s.redis_url.as_deref().map(str::trim) {
+        Some(url) if !url.is_empty() => {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                bail!("redis_url: {} is not a redis:// URL", mask_url(url));
+            }
+            let mut r = strata_engine::RedisSettings::new(url.to_owned());
+            if let Some(ns) = &s.redis_namespace {
+                strata_engine::RedisSettings::check_namespace(ns)
+                    .map_err(|e| anyhow::anyhow!("redis_namespace: {e}"))?;
+                r.namespace = ns.clone();
+            }
+            r.pool_size = s.redis_pool_size.unwrap_or(r.pool_size).max(1);
+            r.op_timeout = Duration::from_millis(
+                s.redis_timeout_ms
+                    .unwrap_or(r.op_timeout.as_millis() as u64)
+                    .max(1),
+            );
+            Some(r)
+        }
+        _ => None,
+    };
+    Ok(strata_engine::CacheSettings {
+        l1_bytes: s.cache_l1.unwrap_or(d.l1_bytes),
+        kinds: cache_kinds(
+            d.kinds.clone(),
+            s.cache_ttl.as_deref(),
+            s.cache_l2_ttl.as_deref(),
+        )?,
+        redis,
+    })
+}
+
 /// The default kinds with TTL overrides (`kind=secs,...`) for L1 and L2 applied.
-fn cache_kinds(l1: Option<&str>, l2: Option<&str>) -> anyhow::Result<Vec<strata_engine::KindSpec>> {
-    let mut kinds = strata_engine::default_cache_kinds();
+fn cache_kinds(
+    mut kinds: Vec<strata_engine::KindSpec>,
+    l1: Option<&str>,
+    l2: Option<&str>,
+) -> anyhow::Result<Vec<strata_engine::KindSpec>> {
     for (name, secs) in ttl_overrides(l1, "cache_ttl")? {
         find_kind(&mut kinds, &name, "cache_ttl")?.l1_ttl = Duration::from_secs(secs);
     }
@@ -386,10 +331,52 @@ fn ttl_overrides(text: Option<&str>, setting: &str) -> anyhow::Result<Vec<(Strin
     Ok(out)
 }
 
-fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+/// Reads `strata.toml`: each setting at the top level or in its section's table, never
+/// both, and no name the flags do not have.
+fn read_file(path: &Path) -> anyhow::Result<Overrides> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    let invalid = || format!("invalid config file {}", path.display());
+    let table: toml::Table = toml::from_str(&text).with_context(invalid)?;
+    let flat = without_sections(table).with_context(invalid)?;
+    Overrides::deserialize(toml::Value::Table(flat)).with_context(invalid)
+}
+
+/// The file's settings with the section tables lifted to the top level.
+fn without_sections(table: toml::Table) -> anyhow::Result<toml::Table> {
+    let sections = flags::sections();
+    let home = |key: &str| {
+        sections
+            .iter()
+            .find(|(_, flags)| flags.get_arguments().any(|a| a.get_id() == key))
+            .map(|(name, _)| *name)
+    };
+    let mut flat = toml::Table::new();
+    let mut put = |key: String, value, section: Option<&str>| {
+        match (home(&key), section) {
+            (None, _) => bail!("unknown setting {key:?}"),
+            (Some(at), Some(section)) if at != section => {
+                bail!("{key:?} belongs in [{at}], not [{section}]")
+            }
+            _ => {}
+        }
+        if flat.insert(key.clone(), value).is_some() {
+            bail!("{key:?} is set twice (at the top level and in its section)");
+        }
+        Ok(())
+    };
+    for (key, value) in table {
+        match (sections.iter().find(|(name, _)| *name == key), value) {
+            (Some((name, _)), toml::Value::Table(inner)) => {
+                for (k, v) in inner {
+                    put(k, v, Some(name))?;
+                }
+            }
+            (Some((name, _)), _) => bail!("[{name}] must be a table of settings"),
+            (None, value) => put(key, value, None)?,
+        }
+    }
+    Ok(flat)
 }
 
 use strata_engine::redact_url as mask_url;
@@ -421,17 +408,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// How callers are identified: a tenant header and its admin tenants, or development mode.
-fn identity(
-    flags: &Overrides,
-    file: &FileConfig,
-) -> anyhow::Result<strata_server::caller::Identity> {
+fn identity(s: &ServerFlags) -> anyhow::Result<strata_server::caller::Identity> {
     use strata_server::caller::Identity;
-    let admins = flags
-        .admin_tenants
-        .clone()
-        .or(file.admin_tenants.clone())
-        .unwrap_or_default();
-    let header = flags.tenant_header.clone().or(file.tenant_header.clone());
+    let admins = s.admin_tenants.clone().unwrap_or_default();
+    let header = s.tenant_header.clone();
     let Some(h) = header.filter(|h| !h.trim().is_empty()) else {
         if admins.iter().any(|a| !a.trim().is_empty()) {
             bail!(

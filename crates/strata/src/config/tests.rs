@@ -13,15 +13,21 @@ fn sizes() {
 
 #[test]
 fn cache_ttl_overrides() {
-    let k = cache_kinds(Some("search_results=5, tag_counts=7"), Some("embedding=9")).unwrap();
+    let kinds = strata_engine::default_cache_kinds;
+    let k = cache_kinds(
+        kinds(),
+        Some("search_results=5, tag_counts=7"),
+        Some("embedding=9"),
+    )
+    .unwrap();
     let ttl = |n: &str| k.iter().find(|x| x.name == n).unwrap().l1_ttl.as_secs();
     assert_eq!(
         (ttl("search_results"), ttl("tag_counts"), ttl("embedding")),
         (5, 7, 3600)
     );
-    assert!(cache_kinds(Some("nope=1"), None).is_err());
-    assert!(cache_kinds(Some("search_results"), None).is_err());
-    assert!(cache_kinds(None, Some("nope=1")).is_err());
+    assert!(cache_kinds(kinds(), Some("nope=1"), None).is_err());
+    assert!(cache_kinds(kinds(), Some("search_results"), None).is_err());
+    assert!(cache_kinds(kinds(), None, Some("nope=1")).is_err());
     let l2 = |n: &str| k.iter().find(|x| x.name == n).unwrap().l2_ttl.as_secs();
     assert_eq!((l2("embedding"), l2("search_results")), (9, 600));
 }
@@ -37,7 +43,10 @@ fn flags_beat_file_beat_defaults() {
     .unwrap();
     let flags = Overrides {
         config: Some(path),
-        workers: Some(3),
+        jobs: JobFlags {
+            workers: Some(3),
+            ..JobFlags::default()
+        },
         ..Overrides::default()
     };
     let c = Config::resolve(&flags).unwrap();
@@ -60,15 +69,74 @@ fn unknown_file_keys_are_errors() {
     assert!(err.contains("wrokers"), "{err}");
 }
 
+/// Resolves `text` as the only layer (no flags, no environment).
+fn from_file(text: &str) -> anyhow::Result<Config> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("strata.toml");
+    std::fs::write(&path, text).unwrap();
+    Config::resolve(&Overrides {
+        config: Some(path),
+        ..Overrides::default()
+    })
+}
+
+#[test]
+fn the_file_takes_settings_flat_or_by_section() {
+    let flat = from_file("workers = 4\ncache_l1 = \"1MiB\"\nlisten = \"127.0.0.1:9\"\n").unwrap();
+    let sectioned = from_file(
+        "[jobs]\nworkers = 4\n[cache]\ncache_l1 = 1048576\n[server]\nlisten = \"127.0.0.1:9\"\n",
+    )
+    .unwrap();
+    for c in [flat, sectioned] {
+        assert_eq!(c.engine.jobs.workers, 4);
+        assert_eq!(c.engine.cache.l1_bytes, 1 << 20);
+        assert_eq!(c.server.listen.port(), 9);
+    }
+    let err = |text: &str| format!("{:#}", from_file(text).unwrap_err());
+    let misplaced = err("[storage]\nworkers = 4\n");
+    assert!(misplaced.contains("belongs in [jobs]"), "{misplaced}");
+    let twice = err("workers = 4\n[jobs]\nworkers = 5\n");
+    assert!(twice.contains("set twice"), "{twice}");
+    let unknown = err("[jobs]\nwrokers = 4\n");
+    assert!(unknown.contains("wrokers"), "{unknown}");
+    let not_a_table = err("jobs = 4\n");
+    assert!(not_a_table.contains("[jobs]"), "{not_a_table}");
+    let bad_size = err("max_upload = \"5 parsecs\"\n");
+    assert!(bad_size.contains("parsecs"), "{bad_size}");
+}
+
+#[test]
+fn every_flag_belongs_to_one_section() {
+    use clap::Args as _;
+    let all = Overrides::augment_args(clap::Command::new("strata"));
+    let sections = flags::sections();
+    for arg in all.get_arguments().filter(|a| a.get_id() != "config") {
+        let homes = sections
+            .iter()
+            .filter(|(_, f)| f.get_arguments().any(|a| a.get_id() == arg.get_id()))
+            .count();
+        assert_eq!(homes, 1, "--{} is in {homes} sections", arg.get_id());
+    }
+}
+
 #[test]
 fn resolved_settings_never_print_a_password() {
     let dir = tempfile::tempdir().unwrap();
     let flags = Overrides {
         config: Some(dir.path().join("absent.toml")),
-        database_url: Some("postgres://app:pg-hunter2@db/strata".into()),
-        redis_url: Some("redis://:redis-hunter2@cache:6379/0".into()),
-        embed_url: Some("http://embed.local/v1".into()),
-        embed_api_key: Some("sk-hunter2".into()),
+        storage: StorageFlags {
+            database_url: Some("postgres://app:pg-hunter2@db/strata".into()),
+            ..StorageFlags::default()
+        },
+        cache: CacheFlags {
+            redis_url: Some("redis://:redis-hunter2@cache:6379/0".into()),
+            ..CacheFlags::default()
+        },
+        embedding: EmbeddingFlags {
+            embed_url: Some("http://embed.local/v1".into()),
+            embed_api_key: Some("sk-hunter2".into()),
+            ..EmbeddingFlags::default()
+        },
         ..Overrides::default()
     };
     std::fs::write(dir.path().join("absent.toml"), "").unwrap();
@@ -86,14 +154,20 @@ fn resolved_settings_never_print_a_password() {
 #[test]
 fn admin_tenants_need_a_tenant_header() {
     let flags = Overrides {
-        admin_tenants: Some(vec!["ops".into()]),
+        server: ServerFlags {
+            admin_tenants: Some(vec!["ops".into()]),
+            ..ServerFlags::default()
+        },
         ..Overrides::default()
     };
     let err = format!("{:#}", Config::resolve(&flags).unwrap_err());
     assert!(err.contains("tenant_header"), "{err}");
     let flags = Overrides {
-        admin_tenants: Some(vec!["ops".into(), " oncall ".into()]),
-        tenant_header: Some("x-forwarded-user".into()),
+        server: ServerFlags {
+            admin_tenants: Some(vec!["ops".into(), " oncall ".into()]),
+            tenant_header: Some("x-forwarded-user".into()),
+            ..ServerFlags::default()
+        },
         ..Overrides::default()
     };
     let c = Config::resolve(&flags).unwrap();
@@ -134,6 +208,10 @@ fn the_help_states_the_owning_crates_defaults() {
             d.engine.jobs.shutdown_grace.as_secs().to_string(),
         ),
         ("embed_max_batch", d.engine.batch.max_batch.to_string()),
+        (
+            "embed_model",
+            strata_engine::HttpSettings::DEFAULT_MODEL.to_owned(),
+        ),
         ("search_ef", d.engine.ann.expansion_search.to_string()),
         (
             "db_min_connections",
