@@ -2,9 +2,11 @@
 //! read by `GET /metrics` (and, later, the dashboard).
 //!
 //! Two kinds of metric live in it:
-//! - **recorded** metrics, owned by structs declared with [`metric_set!`], whose field doc
-//!   comments are the HELP text: [`HttpMetrics`], recorded for every response by
-//!   [`HttpMetricsLayer`];
+//! - **recorded** metrics, owned by structs that keep them in atomic cells and encode them
+//!   as registered collectors: [`HttpMetrics`], recorded for every response by
+//!   [`HttpMetricsLayer`] with one read-locked route lookup and two atomic adds
+//!   (prometheus-client's own `Family` and `Histogram` take two map read locks and a write
+//!   lock, and allocate, per response: too much for a cache hit);
 //! - **observed** metrics, read at scrape time from the snapshots the components already
 //!   keep for their JSON endpoints (the cache's counters, the pool, the local model, the
 //!   warmer): [`Snapshots`], a registered collector. They keep the names they had before the
@@ -12,107 +14,220 @@
 //!
 //! Must not import: the store or SQL; nothing here is per tenant (no label names one).
 
-use std::borrow::Cow;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::MatchedPath;
 use axum::http::{Method, Request, Response};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
-use prometheus_client::metrics::family::Family;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use strata_engine::Engine;
 
 use crate::warm::Warmer;
 
-/// Declares a struct of metrics whose field doc comments are their HELP text, with a
-/// `register` that creates each one and registers it once under `strata_{field}`.
-macro_rules! metric_set {
-    (
-        $(#[$meta:meta])*
-        $vis:vis struct $name:ident {
-            $( $(#[doc = $doc:literal])+ $field:ident : $ty:ty = $init:expr, )+
-        }
-    ) => {
-        $(#[$meta])*
-        $vis struct $name {
-            $( $(#[doc = $doc])+ pub $field: $ty, )+
-        }
-
-        impl $name {
-            /// Creates every metric and registers it under `strata_{field}` with its doc
-            /// comment as HELP.
-            pub fn register(registry: &mut Registry) -> Self {
-                $(
-                    let $field: $ty = $init;
-                    registry.register(
-                        concat!("strata_", stringify!($field)),
-                        help(&[$($doc),+]),
-                        $field.clone(),
-                    );
-                )+
-                Self { $($field),+ }
-            }
-        }
-    };
-}
-
-/// A doc comment's lines as one HELP line, without its final period (the registry adds
-/// one).
-fn help(lines: &[&str]) -> String {
-    let text = lines.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" ");
-    text.strip_suffix('.').unwrap_or(&text).to_owned()
-}
-
-/// Labels of the HTTP metrics: the route pattern axum matched (`/v1/documents/{id}`, never
-/// the raw path, so ids do not multiply series; `unmatched` for the 404 fallback), the
-/// method, and the status code.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct HttpLabels {
-    /// The matched route pattern.
-    pub route: Cow<'static, str>,
-    /// GET, POST, ... (`other` for methods strata does not serve).
-    pub method: &'static str,
-    /// The response's status code.
-    pub status: u16,
-}
-
 /// Latency buckets, in seconds: a cache hit answers in 50-300 µs, an uncached search in
 /// 5-20 ms, an upload or a database optimisation in seconds. Three buckets a decade from
-/// 100 µs to 10 s (1-2.5-5), then 30 s for the slowest writes: 17 buckets, fine enough to
-/// read a p99 within a factor of 2.5 wherever it falls.
+/// 100 µs to 10 s (1-2.5-5), then 30 s for the slowest writes: 17 buckets (and +Inf), fine
+/// enough to read a p99 within a factor of 2.5 wherever it falls.
 pub const LATENCY_BUCKETS: [f64; 17] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0, 30.0,
 ];
 
-fn latency_histogram() -> Histogram {
-    Histogram::new(LATENCY_BUCKETS)
+/// The bucket bounds in nanoseconds, for comparing an elapsed time without floats.
+const BUCKET_NANOS: [u64; 17] = {
+    let mut out = [0; 17];
+    let mut i = 0;
+    while i < 17 {
+        out[i] = (LATENCY_BUCKETS[i] * 1e9) as u64;
+        i += 1;
+    }
+    out
+};
+
+/// The methods strata serves, in label order; anything else is `other`.
+const METHODS: [&str; 8] = [
+    "GET", "POST", "PATCH", "PUT", "DELETE", "HEAD", "OPTIONS", "other",
+];
+
+/// Status codes a series can carry: 100-599, the range `http::StatusCode` allows.
+const STATUSES: usize = 500;
+
+/// One series: the latency buckets (whose sum is the request count) and the latency sum,
+/// updated with relaxed atomic adds (a scrape reads them one by one, so a sum may include a
+/// request its buckets do not yet).
+struct Cells {
+    sum_nanos: AtomicU64,
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
 }
 
-metric_set! {
-    /// What every HTTP response adds.
-    pub struct HttpMetrics {
-        /// HTTP requests answered, by matched route, method and status.
-        http_requests: Family<HttpLabels, Counter> = Family::default(),
-        /// Seconds from a request's arrival to its response, by matched route, method and
-        /// status.
-        http_request_duration_seconds: Family<HttpLabels, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+impl Cells {
+    fn new() -> Self {
+        Self {
+            sum_nanos: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    fn observe(&self, nanos: u64) {
+        let bucket = BUCKET_NANOS
+            .iter()
+            .position(|&bound| nanos <= bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 }
 
+/// The series of one matched route: one table of status codes per method, each allocated
+/// the first time that method answers on the route, each cell the first time that status
+/// does. Reading a cell is an atomic load: recording takes no lock.
+struct RouteSeries {
+    by_method: [OnceLock<StatusCells>; METHODS.len()],
+}
+
+/// One method's cells on a route, by status code - 100.
+type StatusCells = Box<[OnceLock<Box<Cells>>]>;
+
+impl RouteSeries {
+    fn new() -> Self {
+        Self {
+            by_method: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    fn cells(&self, method: usize, status: u16) -> &Cells {
+        let statuses =
+            self.by_method[method].get_or_init(|| (0..STATUSES).map(|_| OnceLock::new()).collect());
+        let slot = usize::from(status).clamp(100, 100 + STATUSES - 1) - 100;
+        statuses[slot].get_or_init(|| Box::new(Cells::new()))
+    }
+}
+
+/// What every HTTP response adds: `strata_http_requests_total` and
+/// `strata_http_request_duration_seconds`, by matched route, method and status.
+///
+/// The route is the pattern axum matched (`/v1/documents/{id}`, never the raw path, so ids
+/// do not multiply series; `unmatched` for the 404 fallback); the method comes from a fixed
+/// set, so no client can mint series. Recording is one read-locked map lookup of the route
+/// (when the request arrives) and two relaxed atomic adds (when it is answered): it sits
+/// on every cache hit's path, so it must cost next to nothing.
+#[derive(Default)]
+pub struct HttpMetrics {
+    routes: RwLock<HashMap<Box<str>, Arc<RouteSeries>>>,
+}
+
+/// HELP of `strata_http_requests_total`.
+const REQUESTS_HELP: &str = "HTTP requests answered, by matched route, method and status";
+/// HELP of `strata_http_request_duration_seconds`.
+const DURATION_HELP: &str =
+    "Seconds from a request's arrival to its response, by matched route, method and status";
+
 impl HttpMetrics {
-    fn record(&self, labels: &HttpLabels, seconds: f64) {
-        self.http_requests.get_or_create(labels).inc();
-        self.http_request_duration_seconds
-            .get_or_create(labels)
-            .observe(seconds);
+    fn route(&self, pattern: &str) -> Arc<RouteSeries> {
+        let known = self
+            .routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(pattern)
+            .cloned();
+        known.unwrap_or_else(|| {
+            self.routes
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(pattern.into())
+                .or_insert_with(|| Arc::new(RouteSeries::new()))
+                .clone()
+        })
+    }
+
+    /// Every series with its labels, sorted so the exposition is stable.
+    fn series(&self) -> Vec<(HttpLabels, usize, u16, Arc<RouteSeries>)> {
+        let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+        let mut out = Vec::new();
+        for (pattern, series) in routes.iter() {
+            for (m, statuses) in series.by_method.iter().enumerate() {
+                let Some(statuses) = statuses.get() else {
+                    continue;
+                };
+                for (i, cell) in statuses.iter().enumerate() {
+                    if cell.get().is_some() {
+                        let status = (100 + i) as u16;
+                        let labels = HttpLabels {
+                            route: pattern.to_string(),
+                            method: METHODS[m],
+                            status,
+                        };
+                        out.push((labels, m, status, series.clone()));
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+impl std::fmt::Debug for HttpMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpMetrics")
+    }
+}
+
+/// Labels of the HTTP metrics.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct HttpLabels {
+    route: String,
+    method: &'static str,
+    status: u16,
+}
+
+impl Collector for HttpMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use prometheus_client::metrics::MetricType;
+        let series = self.series();
+        let read = |s: &RouteSeries, method, status| {
+            let c = s.cells(method, status);
+            let counts: Vec<u64> = c
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect();
+            // The encoder adds the +Inf bucket from the count: the last cell is in the count only.
+            let count = counts.iter().sum::<u64>();
+            let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS.iter().copied().zip(counts).collect();
+            let sum = c.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+            (count, sum, buckets)
+        };
+        let mut family = encoder.encode_descriptor(
+            "strata_http_requests",
+            REQUESTS_HELP,
+            None,
+            MetricType::Counter,
+        )?;
+        for (labels, method, status, s) in &series {
+            let (count, _, _) = read(s, *method, *status);
+            ConstCounter::new(count).encode(family.encode_family(labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "strata_http_request_duration_seconds",
+            DURATION_HELP,
+            None,
+            MetricType::Histogram,
+        )?;
+        for (labels, method, status, s) in &series {
+            let (count, sum, buckets) = read(s, *method, *status);
+            family
+                .encode_family(labels)?
+                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        }
+        Ok(())
     }
 }
 
@@ -127,7 +242,8 @@ impl Metrics {
     /// A registry with the HTTP metrics and, when given, the observed ones.
     pub fn new(observed: Option<Snapshots>) -> Self {
         let mut registry = Registry::default();
-        let http = Arc::new(HttpMetrics::register(&mut registry));
+        let http = Arc::new(HttpMetrics::default());
+        registry.register_collector(Box::new(Shared(http.clone())));
         if let Some(s) = observed {
             registry.register_collector(Box::new(s));
         }
@@ -150,6 +266,16 @@ impl Metrics {
         HttpMetricsLayer {
             metrics: self.http.clone(),
         }
+    }
+}
+
+/// A registered collector sharing the recorded metrics with the layer.
+#[derive(Debug)]
+struct Shared(Arc<HttpMetrics>);
+
+impl Collector for Shared {
+    fn encode(&self, encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
     }
 }
 
@@ -189,16 +315,16 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let route: Cow<'static, str> = match req.extensions().get::<MatchedPath>() {
-            Some(p) => Cow::Owned(p.as_str().to_owned()),
-            None => Cow::Borrowed("unmatched"),
-        };
-        let method = method_label(req.method());
+        let pattern = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str);
+        let route = self.metrics.route(pattern);
+        let method = method_index(req.method());
         Recorded {
             inner: self.inner.call(req),
             started: Instant::now(),
-            labels: Some((route, method)),
-            metrics: self.metrics.clone(),
+            series: Some((route, method)),
         }
     }
 }
@@ -209,8 +335,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         started: Instant,
-        labels: Option<(Cow<'static, str>, &'static str)>,
-        metrics: Arc<HttpMetrics>,
+        series: Option<(Arc<RouteSeries>, usize)>,
     }
 }
 
@@ -223,30 +348,25 @@ where
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let out = std::task::ready!(this.inner.poll(cx));
-        if let (Ok(resp), Some((route, method))) = (&out, this.labels.take()) {
-            let labels = HttpLabels {
-                route,
-                method,
-                status: resp.status().as_u16(),
-            };
-            this.metrics
-                .record(&labels, this.started.elapsed().as_secs_f64());
+        if let (Ok(resp), Some((route, method))) = (&out, this.series.take()) {
+            let nanos = u64::try_from(this.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            route.cells(method, resp.status().as_u16()).observe(nanos);
         }
         Poll::Ready(out)
     }
 }
 
-/// A method as a label value from a fixed set, so a client cannot mint series.
-fn method_label(m: &Method) -> &'static str {
+/// A method's index in [`METHODS`], so a client cannot mint series.
+fn method_index(m: &Method) -> usize {
     match *m {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PATCH => "PATCH",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::PATCH => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::HEAD => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
     }
 }
 
@@ -319,4 +439,47 @@ pub enum Kind {
     Counter,
     /// Goes up and down.
     Gauge,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exposition(http: Arc<HttpMetrics>) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Shared(http)));
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn series_count_sum_and_cumulative_buckets() {
+        let http = Arc::new(HttpMetrics::default());
+        let route = http.route("/v1/search");
+        route.cells(1, 200).observe(200_000); // 0.2 ms
+        route.cells(1, 200).observe(2_000_000_000); // 2 s
+        route.cells(1, 429).observe(50_000);
+        http.route("unmatched").cells(7, 404).observe(1);
+        let text = exposition(http);
+        let ok = r#"route="/v1/search",method="POST",status="200""#;
+        for line in [
+            format!("strata_http_requests_total{{{ok}}} 2"),
+            format!("strata_http_request_duration_seconds_count{{{ok}}} 2"),
+            format!("strata_http_request_duration_seconds_sum{{{ok}}} 2.0002"),
+            format!(r#"strata_http_request_duration_seconds_bucket{{{ok},le="0.0001"}} 0"#),
+            format!(r#"strata_http_request_duration_seconds_bucket{{{ok},le="0.00025"}} 1"#),
+            format!(r#"strata_http_request_duration_seconds_bucket{{{ok},le="1"}} 1"#),
+            format!(r#"strata_http_request_duration_seconds_bucket{{{ok},le="2.5"}} 2"#),
+            format!(r#"strata_http_request_duration_seconds_bucket{{{ok},le="+Inf"}} 2"#),
+            r#"strata_http_requests_total{route="/v1/search",method="POST",status="429"} 1"#
+                .to_owned(),
+            r#"strata_http_requests_total{route="unmatched",method="other",status="404"} 1"#
+                .to_owned(),
+        ] {
+            assert!(text.contains(&line), "missing {line:?} in\n{text}");
+        }
+        assert!(!text.contains(r#"method="GET""#), "{text}");
+        assert!(!text.contains("e+308"), "{text}");
+    }
 }
