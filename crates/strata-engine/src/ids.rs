@@ -95,6 +95,12 @@ impl TenantId {
         Self("local".to_owned())
     }
 
+    /// The tenant of requests made with the operator key. Its name has a space, so no
+    /// [`parse`](Self::parse)d name (a JWT `sub`, a tenant header) can be it.
+    pub fn operator() -> Self {
+        Self("operator key".to_owned())
+    }
+
     /// Validates a tenant name: 1-128 visible ASCII characters.
     pub fn parse(s: &str) -> Result<Self, EngineError> {
         if s.is_empty() || s.len() > 128 || !s.bytes().all(|b| b.is_ascii_graphic()) {

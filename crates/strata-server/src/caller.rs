@@ -7,8 +7,9 @@
 //! or [`Admin`], whose rejections are 401 (no caller) and 403 (not an admin).
 //!
 //! Owns: the identity modes and the role rule. Must not: verify anything it cannot verify
-//! (header mode trusts the proxy in front of strata), log or echo credentials, or reach the
-//! engine (resolution is synchronous and touches no storage).
+//! (header mode trusts the proxy in front of strata; token mode delegates to
+//! [`crate::auth`]), log or echo credentials, or reach the engine (resolution is synchronous
+//! and touches no storage).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderName, Request};
 use strata_engine::TenantId;
 
+use crate::auth::Authenticator;
 use crate::error::{ApiError, Code};
 
 /// What a caller may do beyond its own tenant's data.
@@ -59,7 +61,69 @@ impl Caller {
 
 /// Why a request has no caller; answered 401 by the extractors that need one.
 #[derive(Debug, Clone)]
-pub struct Unresolved(pub String);
+pub struct Unresolved {
+    /// `unauthenticated`, `invalid_token` or `token_expired`.
+    pub code: Code,
+    /// What is wrong, never what was sent.
+    pub detail: String,
+    /// Whether the answer carries a Bearer challenge (token mode).
+    pub bearer: bool,
+}
+
+impl Unresolved {
+    /// No credential (or no tenant header) at all.
+    pub fn missing(detail: impl Into<String>) -> Self {
+        Self {
+            code: Code::Unauthenticated,
+            detail: detail.into(),
+            bearer: true,
+        }
+    }
+
+    /// A bearer credential that does not verify.
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Self {
+            code: Code::InvalidToken,
+            detail: detail.into(),
+            bearer: true,
+        }
+    }
+
+    /// A token past its `exp` (and the leeway).
+    pub fn expired() -> Self {
+        Self {
+            code: Code::TokenExpired,
+            detail: "the token has expired".into(),
+            bearer: true,
+        }
+    }
+
+    /// A tenant header that is missing or malformed (no Bearer challenge: the proxy in
+    /// front authenticates).
+    fn header(detail: String) -> Self {
+        Self {
+            code: Code::Unauthenticated,
+            detail,
+            bearer: false,
+        }
+    }
+
+    /// The 401 problem, with `WWW-Authenticate` in token mode (RFC 6750 section 3).
+    pub fn to_error(&self) -> ApiError {
+        let err = ApiError::new(self.code, self.detail.clone());
+        if !self.bearer {
+            return err;
+        }
+        let challenge = match self.code {
+            Code::Unauthenticated => r#"Bearer realm="strata""#.to_owned(),
+            _ => format!(
+                r#"Bearer realm="strata", error="invalid_token", error_description="{}""#,
+                self.detail.replace(['"', '\\'], "'")
+            ),
+        };
+        err.with_challenge(challenge)
+    }
+}
 
 /// How callers are identified.
 #[derive(Debug, Clone, Default)]
@@ -75,6 +139,8 @@ pub enum Identity {
         /// Tenants with the admin role.
         admins: Arc<HashSet<TenantId>>,
     },
+    /// Bearer credentials: JWTs and the operator key.
+    Token(Arc<Authenticator>),
 }
 
 impl Identity {
@@ -87,13 +153,13 @@ impl Identity {
             }),
             Identity::Header { name, admins } => {
                 let value = headers.get(name).ok_or_else(|| {
-                    Unresolved(format!("the {name} header naming the tenant is missing"))
+                    Unresolved::header(format!("the {name} header naming the tenant is missing"))
                 })?;
-                let text = value
-                    .to_str()
-                    .map_err(|_| Unresolved(format!("the {name} header is not visible ASCII")))?;
-                let tenant =
-                    TenantId::parse(text.trim()).map_err(|e| Unresolved(format!("{name}: {e}")))?;
+                let text = value.to_str().map_err(|_| {
+                    Unresolved::header(format!("the {name} header is not visible ASCII"))
+                })?;
+                let tenant = TenantId::parse(text.trim())
+                    .map_err(|e| Unresolved::header(format!("{name}: {e}")))?;
                 let role = if admins.contains(&tenant) {
                     Role::Admin
                 } else {
@@ -101,6 +167,7 @@ impl Identity {
                 };
                 Ok(Caller { tenant, role })
             }
+            Identity::Token(auth) => auth.resolve(headers),
         }
     }
 }
@@ -169,11 +236,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
         if let Some(caller) = parts.extensions.get::<Caller>() {
             return Ok(caller.clone());
         }
-        let why = parts
-            .extensions
-            .get::<Unresolved>()
-            .map_or("the caller could not be resolved", |u| u.0.as_str());
-        Err(ApiError::new(Code::Unauthenticated, why))
+        Err(match parts.extensions.get::<Unresolved>() {
+            Some(why) => why.to_error(),
+            None => ApiError::new(Code::Unauthenticated, "the caller could not be resolved"),
+        })
     }
 }
 

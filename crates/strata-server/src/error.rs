@@ -37,6 +37,8 @@ macro_rules! codes {
 
 codes! {
     Unauthenticated => ("unauthenticated", UNAUTHORIZED, "The request does not say which tenant it acts for"),
+    InvalidToken => ("invalid_token", UNAUTHORIZED, "The bearer credential is not valid"),
+    TokenExpired => ("token_expired", UNAUTHORIZED, "The bearer token has expired"),
     Forbidden => ("forbidden", FORBIDDEN, "The caller's role does not allow this"),
     NotFound => ("not_found", NOT_FOUND, "The resource does not exist"),
     RouteNotFound => ("route_not_found", NOT_FOUND, "No such endpoint"),
@@ -57,6 +59,7 @@ pub struct ApiError {
     detail: String,
     field: Option<String>,
     retry_after_secs: Option<u32>,
+    challenge: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -79,6 +82,15 @@ impl ApiError {
             detail: detail.into(),
             field: None,
             retry_after_secs: None,
+            challenge: None,
+        }
+    }
+
+    /// The same error with a `WWW-Authenticate` challenge.
+    pub fn with_challenge(self, challenge: String) -> Self {
+        Self {
+            challenge: Some(challenge),
+            ..self
         }
     }
 
@@ -91,6 +103,7 @@ impl ApiError {
             detail: format!("{field}: {detail}"),
             field: Some(field),
             retry_after_secs: None,
+            challenge: None,
         }
     }
 
@@ -119,6 +132,9 @@ impl IntoResponse for ApiError {
         );
         if let Some(secs) = self.retry_after_secs {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(c) = self.challenge.and_then(|c| HeaderValue::try_from(c).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, c);
         }
         resp
     }

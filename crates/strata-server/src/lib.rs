@@ -5,6 +5,7 @@
 //! thin: parse, call [`strata_engine::Engine`], shape the response. Must not import: SQL
 //! drivers or storage types; everything goes through the engine.
 
+pub mod auth;
 mod cached;
 pub mod caller;
 pub mod error;
@@ -41,8 +42,9 @@ pub struct ServerSettings {
     pub json_body_limit: usize,
     /// How long in-flight requests may take to finish after shutdown begins.
     pub shutdown_grace: Duration,
-    /// How callers are identified: the single local admin tenant (development), or a
-    /// request header set by an authenticating proxy, with a list of admin tenants.
+    /// How callers are identified: the single local admin tenant (development), a request
+    /// header set by an authenticating proxy (with a list of admin tenants), or bearer
+    /// credentials (JWTs and the operator key).
     pub identity: caller::Identity,
     /// Cache warming of frequent searches.
     pub warm: warm::WarmSettings,
@@ -212,6 +214,9 @@ impl App {
         self.engine.spawn_workers(&tasks, &shutdown);
         let state = state(self.engine.clone(), &self.settings, shutdown.clone());
         tasks.spawn(warm::run(state.clone(), shutdown.clone()));
+        if let caller::Identity::Token(auth) = &self.settings.identity {
+            tasks.spawn(auth::watch(auth.clone(), shutdown.clone()));
+        }
         let app = router_with(state, &self.settings);
         let addr = self.listener.local_addr()?;
         info!(%addr, "listening");

@@ -69,6 +69,39 @@ enum Command {
     },
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Print a bearer token signed with the configured --jwt-secret (HS256), for a tenant.
+    Token {
+        /// The tenant the token acts for (its `sub`).
+        #[arg(long)]
+        sub: String,
+        /// Give the token the admin role (`role: admin`); otherwise `user`.
+        #[arg(long)]
+        admin: bool,
+        /// How long the token is valid: 90s, 30m, 12h, 7d [default: 1h].
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: std::time::Duration,
+    },
+}
+
+/// Parses `90s`, `30m`, `12h`, `7d` (a bare number is seconds).
+fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 90s, 30m, 12h, 7d)"))?;
+    let secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("unknown unit {other:?} (use s, m, h or d)")),
+    };
+    match n.checked_mul(secs) {
+        Some(0) | None => Err(format!("{s:?} is not a usable lifetime")),
+        Some(v) => Ok(std::time::Duration::from_secs(v)),
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -137,6 +170,19 @@ fn init_logging(config: &Config) {
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
+        Command::Token { sub, admin, ttl } => {
+            let tenant = TenantId::parse(sub.trim()).map_err(|e| anyhow::anyhow!("--sub: {e}"))?;
+            let role = if admin {
+                strata_server::caller::Role::Admin
+            } else {
+                strata_server::caller::Role::User
+            };
+            println!(
+                "{}",
+                strata_server::auth::mint(&config.auth, &tenant, role, ttl)?
+            );
+            Ok(())
+        }
         Command::Serve => serve(config).await,
         Command::Migrate => {
             // Migrating embeds nothing: the model's weights are not loaded.
@@ -168,14 +214,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         config.describe()
     );
+    config.check_exposure()?;
     match &config.server.identity {
         strata_server::caller::Identity::Header { name, .. } => info!(
             header = %name,
             "tenants come from a request header: only an authenticating proxy may reach this server"
         ),
+        strata_server::caller::Identity::Token(auth) => {
+            info!(accepts = %auth.describe(), "callers authenticate with bearer credentials")
+        }
         strata_server::caller::Identity::Local => warn!(
-            "authentication is not available yet: every request acts as the single local tenant; \
-             do not expose this server beyond localhost"
+            "NO AUTHENTICATION: every request acts as the single local tenant with the admin role. \
+             Set --jwt-secret, --jwt-keys or --admin-key before anyone else can reach {}",
+            config.server.listen
         ),
     }
     let engine = Engine::open(config.engine)

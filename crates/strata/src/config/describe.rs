@@ -155,5 +155,6 @@ fn describe_identity(identity: &strata_server::caller::Identity) -> String {
                 }
             )
         }
+        strata_server::caller::Identity::Token(auth) => format!("bearer: {}", auth.describe()),
     }
 }

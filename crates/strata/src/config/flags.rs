@@ -1,4 +1,4 @@
-//! The settings, by section (server, storage, cache, embedding and search, jobs): one type
+//! The settings, by section (server, auth, storage, cache, embedding and search, jobs): one type
 //! per section serves as its flags (with their `STRATA_*` variables, grouped in `--help` under
 //! the section's heading) and as its table in `strata.toml`. Each flag's doc comment is its
 //! help; the `[default: ...]` it states is the owning crate's value (a test checks it).
@@ -28,6 +28,10 @@ pub struct Overrides {
     #[command(flatten)]
     #[serde(flatten)]
     pub server: ServerFlags,
+    /// `[auth]`.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub auth: AuthFlags,
     /// `[storage]`.
     #[command(flatten)]
     #[serde(flatten)]
@@ -52,6 +56,7 @@ impl Overrides {
         Self {
             config: self.config.or(lower.config),
             server: self.server.layered_over(lower.server),
+            auth: self.auth.layered_over(lower.auth),
             storage: self.storage.layered_over(lower.storage),
             cache: self.cache.layered_over(lower.cache),
             embedding: self.embedding.layered_over(lower.embedding),
@@ -62,10 +67,11 @@ impl Overrides {
 
 /// The file's table for each section, with the flags that belong to it: the names a
 /// `[section]` table of `strata.toml` may hold.
-pub(super) fn sections() -> [(&'static str, clap::Command); 5] {
+pub(super) fn sections() -> [(&'static str, clap::Command); 6] {
     let flags = |cmd: fn(clap::Command) -> clap::Command| cmd(clap::Command::new("section"));
     [
         ("server", flags(ServerFlags::augment_args)),
+        ("auth", flags(AuthFlags::augment_args)),
         ("storage", flags(StorageFlags::augment_args)),
         ("cache", flags(CacheFlags::augment_args)),
         ("embedding", flags(EmbeddingFlags::augment_args)),
@@ -124,23 +130,6 @@ pub struct ServerFlags {
     #[arg(long, env = "STRATA_CACHE_WARM_INTERVAL_SECS", global = true)]
     pub cache_warm_interval_secs: Option<u64>,
 
-    /// Take each request's tenant from this header, set by an authenticating proxy in front
-    /// of strata (e.g. `X-Forwarded-User`); requests without it get 401. Unset: every request
-    /// is the single local tenant (development only) [default: unset].
-    #[arg(long, env = "STRATA_TENANT_HEADER", global = true)]
-    pub tenant_header: Option<String>,
-
-    /// Tenants with the admin role in tenant-header mode, comma-separated: they may clear
-    /// the cache, optimise the database and read its table statistics. In development mode
-    /// the single local tenant is the admin [default: none].
-    #[arg(
-        long,
-        env = "STRATA_ADMIN_TENANTS",
-        global = true,
-        value_delimiter = ','
-    )]
-    pub admin_tenants: Option<Vec<String>>,
-
     /// Log filter, e.g. `info` or `strata_engine=debug,info` [default: info].
     #[arg(long, env = "STRATA_LOG", global = true)]
     pub log: Option<String>,
@@ -155,10 +144,79 @@ layered!(ServerFlags {
     shutdown_grace_secs,
     cache_warm_queries,
     cache_warm_interval_secs,
-    tenant_header,
-    admin_tenants,
     log,
     log_format
+});
+
+/// Who may call: bearer JWTs and the operator key, or a tenant header set by a proxy.
+/// `[auth]` in `strata.toml`. With none of them, every request is the single local admin
+/// tenant (development), and `strata serve` refuses a non-loopback --listen address unless
+/// given --insecure-no-auth.
+#[derive(Clone, Default, Args, Deserialize)]
+#[command(next_help_heading = "Auth")]
+#[serde(default)]
+pub struct AuthFlags {
+    /// Secret for HS256 bearer tokens (at least 32 bytes): `sub` is the tenant, `role`
+    /// (`admin` | `user`) the role, `exp` required. `strata token` mints one. Never printed.
+    #[arg(long, env = "STRATA_JWT_SECRET", global = true, hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Public keys for RS256 / PS256 / ES256 / EdDSA bearer tokens: a PEM file (one or more
+    /// public key blocks) or a JWKS document (keys chosen by `kid`); reloaded when the file
+    /// changes or on SIGHUP.
+    #[arg(long, env = "STRATA_JWT_KEYS", global = true)]
+    pub jwt_keys: Option<PathBuf>,
+    /// The `iss` every token must carry [default: not checked].
+    #[arg(long, env = "STRATA_JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+    /// An `aud` every token must carry [default: not checked].
+    #[arg(long, env = "STRATA_JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
+    /// Seconds of clock skew allowed on `exp` and `nbf` [default: 30].
+    #[arg(long, env = "STRATA_JWT_LEEWAY_SECS", global = true)]
+    pub jwt_leeway_secs: Option<u64>,
+    /// Operator key for scripts and the dashboard (at least 16 characters), sent as
+    /// `Authorization: Bearer <key>`: the admin role, acting as its own tenant. Compared in
+    /// constant time; never printed.
+    #[arg(long, env = "STRATA_ADMIN_KEY", global = true, hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Take each request's tenant from this header, set by an authenticating proxy in front
+    /// of strata (e.g. `X-Forwarded-User`); requests without it get 401. Not with the JWT
+    /// settings or --admin-key [default: unset].
+    #[arg(long, env = "STRATA_TENANT_HEADER", global = true)]
+    pub tenant_header: Option<String>,
+
+    /// Tenants with the admin role in tenant-header mode, comma-separated: they may clear
+    /// the cache, optimise the database and read its table statistics. In development mode
+    /// the single local tenant is the admin [default: none].
+    #[arg(
+        long,
+        env = "STRATA_ADMIN_TENANTS",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub admin_tenants: Option<Vec<String>>,
+    /// Serve without authentication on a non-loopback address (every caller is the local
+    /// admin tenant). For a private network you trust, never for the internet.
+    #[arg(
+        long,
+        env = "STRATA_INSECURE_NO_AUTH",
+        global = true,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub insecure_no_auth: Option<bool>,
+}
+
+layered!(AuthFlags {
+    jwt_secret,
+    jwt_keys,
+    jwt_issuer,
+    jwt_audience,
+    jwt_leeway_secs,
+    admin_key,
+    tenant_header,
+    admin_tenants,
+    insecure_no_auth
 });
 
 /// Where documents live: the database, its pool and the original files. `[storage]` in `strata.toml`.

@@ -11,8 +11,10 @@ use serde::Deserialize;
 mod describe;
 mod flags;
 
+use strata_server::auth::{AuthSettings, Authenticator, Secret};
+
 pub use flags::{
-    CacheFlags, EmbeddingFlags, JobFlags, LogFormat, Overrides, Runtime, ServerFlags, StorageFlags,
+    AuthFlags, CacheFlags, EmbeddingFlags, JobFlags, LogFormat, Overrides, Runtime, StorageFlags,
 };
 use strata_engine::chunk::ChunkConfig;
 use strata_engine::jobs::JobSettings;
@@ -47,6 +49,10 @@ pub struct Config {
     pub engine: EngineSettings,
     /// HTTP settings.
     pub server: ServerSettings,
+    /// Bearer credentials (also what `strata token` signs with).
+    pub auth: AuthSettings,
+    /// Whether `strata serve` may listen beyond loopback with no authentication.
+    pub insecure_no_auth: bool,
     /// Log filter.
     pub log: String,
     /// Log format.
@@ -97,11 +103,12 @@ impl Config {
             slow_log: strata_engine::slowlog::SlowLog::default(),
             load_model: strata_engine::ModelLoad::AtStart,
         };
+        let auth = auth(&given.auth);
         let s = &given.server;
         let server = ServerSettings {
             listen: s.listen.unwrap_or(d.server.listen),
             shutdown_grace: grace,
-            identity: identity(s)?,
+            identity: identity(&given.auth, &auth)?,
             warm: strata_server::warm::WarmSettings {
                 queries_per_tenant: s
                     .cache_warm_queries
@@ -118,6 +125,8 @@ impl Config {
             source,
             engine,
             server,
+            auth,
+            insecure_no_auth: given.auth.insecure_no_auth.unwrap_or(false),
             log: s.log.clone().unwrap_or_else(|| "info".to_owned()),
             log_format: s.log_format.unwrap_or(LogFormat::Text),
         })
@@ -407,12 +416,43 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
-/// How callers are identified: a tenant header and its admin tenants, or development mode.
-fn identity(s: &ServerFlags) -> anyhow::Result<strata_server::caller::Identity> {
+fn auth(a: &AuthFlags) -> AuthSettings {
+    let d = AuthSettings::default();
+    AuthSettings {
+        secret: a.jwt_secret.clone().map(Secret::new),
+        keys_file: a.jwt_keys.clone(),
+        admin_key: a.admin_key.clone().map(Secret::new),
+        issuer: a.jwt_issuer.clone(),
+        audience: a.jwt_audience.clone(),
+        leeway: a.jwt_leeway_secs.map_or(d.leeway, Duration::from_secs),
+    }
+}
+
+/// How callers are identified: bearer credentials, a tenant header and its admin tenants,
+/// or development mode.
+fn identity(
+    a: &AuthFlags,
+    settings: &AuthSettings,
+) -> anyhow::Result<strata_server::caller::Identity> {
     use strata_server::caller::Identity;
-    let admins = s.admin_tenants.clone().unwrap_or_default();
-    let header = s.tenant_header.clone();
-    let Some(h) = header.filter(|h| !h.trim().is_empty()) else {
+    let admins = a.admin_tenants.clone().unwrap_or_default();
+    let header = a.tenant_header.clone().filter(|h| !h.trim().is_empty());
+    if settings.is_configured() {
+        if header.is_some() {
+            bail!(
+                "tenant_header does not combine with jwt_secret, jwt_keys or admin_key: \
+                 either a proxy names the tenant or strata checks bearer tokens"
+            );
+        }
+        if !admins.is_empty() {
+            bail!(
+                "admin_tenants is for tenant_header mode; with tokens, the role claim says who is admin"
+            );
+        }
+        let auth = Authenticator::new(settings)?;
+        return Ok(Identity::Token(std::sync::Arc::new(auth)));
+    }
+    let Some(h) = header else {
         if admins.iter().any(|a| !a.trim().is_empty()) {
             bail!(
                 "admin_tenants needs tenant_header: in development mode the single local tenant is already the admin"
@@ -435,6 +475,23 @@ fn identity(s: &ServerFlags) -> anyhow::Result<strata_server::caller::Identity> 
         name,
         admins: std::sync::Arc::new(admins),
     })
+}
+
+impl Config {
+    /// Refuses to serve a non-loopback address with no authentication, unless told
+    /// `insecure_no_auth`.
+    pub fn check_exposure(&self) -> anyhow::Result<()> {
+        let open = matches!(self.server.identity, strata_server::caller::Identity::Local);
+        if open && !self.server.listen.ip().is_loopback() && !self.insecure_no_auth {
+            bail!(
+                "listen {} is reachable from other machines and no authentication is configured: \
+                 set jwt_secret, jwt_keys or admin_key (or tenant_header behind a proxy), listen on \
+                 127.0.0.1, or pass --insecure-no-auth to serve every caller as the local admin",
+                self.server.listen
+            );
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Configuration layering, parsing and masking.
 
+use super::flags::ServerFlags;
 use super::*;
 
 #[test]
@@ -154,19 +155,19 @@ fn resolved_settings_never_print_a_password() {
 #[test]
 fn admin_tenants_need_a_tenant_header() {
     let flags = Overrides {
-        server: ServerFlags {
+        auth: AuthFlags {
             admin_tenants: Some(vec!["ops".into()]),
-            ..ServerFlags::default()
+            ..AuthFlags::default()
         },
         ..Overrides::default()
     };
     let err = format!("{:#}", Config::resolve(&flags).unwrap_err());
     assert!(err.contains("tenant_header"), "{err}");
     let flags = Overrides {
-        server: ServerFlags {
+        auth: AuthFlags {
             admin_tenants: Some(vec!["ops".into(), " oncall ".into()]),
             tenant_header: Some("x-forwarded-user".into()),
-            ..ServerFlags::default()
+            ..AuthFlags::default()
         },
         ..Overrides::default()
     };
@@ -232,4 +233,74 @@ fn the_help_states_the_owning_crates_defaults() {
             "--{id} says {text:?}, the default is {want}"
         );
     }
+}
+
+#[test]
+fn bearer_auth_settings_are_checked_and_never_printed() {
+    let secret = "s3cret-s3cret-s3cret-s3cret-s3cret-42";
+    let flags = |auth: AuthFlags| Overrides {
+        auth,
+        ..Overrides::default()
+    };
+    let c = Config::resolve(&flags(AuthFlags {
+        jwt_secret: Some(secret.into()),
+        admin_key: Some("operator-key-0123456789".into()),
+        ..AuthFlags::default()
+    }))
+    .unwrap();
+    assert!(matches!(
+        c.server.identity,
+        strata_server::caller::Identity::Token(_)
+    ));
+    for shown in [format!("{c:?}"), c.describe()] {
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(!shown.contains("operator-key-0123"), "{shown}");
+    }
+    let err = |auth: AuthFlags| format!("{:#}", Config::resolve(&flags(auth)).unwrap_err());
+    let short = err(AuthFlags {
+        jwt_secret: Some("short".into()),
+        ..AuthFlags::default()
+    });
+    assert!(short.contains("at least 32 bytes"), "{short}");
+    let both = err(AuthFlags {
+        jwt_secret: Some(secret.into()),
+        tenant_header: Some("x-user".into()),
+        ..AuthFlags::default()
+    });
+    assert!(both.contains("does not combine"), "{both}");
+    let missing_keys = err(AuthFlags {
+        jwt_keys: Some("/nonexistent/keys.pem".into()),
+        ..AuthFlags::default()
+    });
+    assert!(
+        missing_keys.contains("/nonexistent/keys.pem"),
+        "{missing_keys}"
+    );
+}
+
+#[test]
+fn no_auth_beyond_loopback_needs_to_be_asked_for() {
+    let at = |listen: &str, insecure: Option<bool>, secret: Option<&str>| {
+        Config::resolve(&Overrides {
+            server: ServerFlags {
+                listen: Some(listen.parse().unwrap()),
+                ..ServerFlags::default()
+            },
+            auth: AuthFlags {
+                insecure_no_auth: insecure,
+                jwt_secret: secret.map(Into::into),
+                ..AuthFlags::default()
+            },
+            ..Overrides::default()
+        })
+        .unwrap()
+        .check_exposure()
+    };
+    assert!(at("127.0.0.1:7733", None, None).is_ok());
+    assert!(at("[::1]:7733", None, None).is_ok());
+    let refused = at("0.0.0.0:7733", None, None).unwrap_err().to_string();
+    assert!(refused.contains("--insecure-no-auth"), "{refused}");
+    assert!(at("0.0.0.0:7733", Some(true), None).is_ok());
+    let secret = "0123456789abcdef0123456789abcdef";
+    assert!(at("0.0.0.0:7733", None, Some(secret)).is_ok());
 }
