@@ -48,6 +48,8 @@ pub struct ServerSettings {
     pub identity: caller::Identity,
     /// Cache warming of frequent searches.
     pub warm: warm::WarmSettings,
+    /// Origins browsers may call from (`*` for any); empty turns CORS off.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -58,6 +60,7 @@ impl Default for ServerSettings {
             shutdown_grace: Duration::from_secs(10),
             identity: caller::Identity::Local,
             warm: warm::WarmSettings::default(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -164,9 +167,12 @@ pub fn router_with(state: AppState, settings: &ServerSettings) -> Router {
         })
         .layer(DefaultBodyLimit::max(settings.json_body_limit))
         // Outside the body limit, so admission layers added after it see the caller too.
-        .layer(caller::CallerLayer::new(settings.identity.clone()))
-        .with_state(state);
-    with_middleware(api, http_metrics)
+        .layer(caller::CallerLayer::new(settings.identity.clone()));
+    let api = match middleware::cors(&settings.cors_origins) {
+        Some(cors) => api.layer(cors),
+        None => api,
+    };
+    with_middleware(api.with_state(state), http_metrics)
 }
 
 /// The middleware every strata response passes through (Server-Timing, panic to 500

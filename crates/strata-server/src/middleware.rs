@@ -1,11 +1,12 @@
-//! Cross-cutting HTTP behaviour: timing headers, tracing spans, panic containment.
+//! Cross-cutting HTTP behaviour: timing and security headers, CORS, tracing spans, panic
+//! containment.
 
 use std::any::Any;
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue, Response};
+use axum::http::{HeaderName, HeaderValue, Response, header};
 use axum::middleware::Next;
 use axum::response::IntoResponse;
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
@@ -14,9 +15,27 @@ use tracing::Span;
 
 use crate::error::{ApiError, Code};
 
+/// Headers every response carries unless its handler set its own: no MIME sniffing, no
+/// framing, no referrer, and a content policy that lets a JSON answer load nothing.
+const SECURITY_HEADERS: [(HeaderName, HeaderValue); 4] = [
+    (
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    ),
+    (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+    (
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    ),
+    (
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    ),
+];
+
 /// Writes `Server-Timing`: the entry a handler already put there (a cached read's
 /// `cache;desc=...;dur=...`, see [`cache_timing`]), then `app;dur=<ms>` (time spent inside
-/// strata), as one header value.
+/// strata), as one header value; and the [`SECURITY_HEADERS`].
 pub(crate) async fn server_timing(req: Request, next: Next) -> axum::response::Response {
     use std::fmt::Write as _;
     let start = Instant::now();
@@ -31,10 +50,55 @@ pub(crate) async fn server_timing(req: Request, next: Next) -> axum::response::R
         value.push_str(", ");
     }
     let _ = write!(value, "app;dur={}", Millis(start.elapsed()));
+    let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::try_from(value) {
-        resp.headers_mut().insert(SERVER_TIMING, v);
+        headers.insert(SERVER_TIMING, v);
+    }
+    for (name, value) in SECURITY_HEADERS {
+        headers.entry(name).or_insert(value);
     }
     resp
+}
+
+/// Cross-origin access for browsers: off unless origins are configured. Preflights are
+/// answered here, before the caller is resolved (a preflight carries no credentials).
+pub(crate) fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::Method;
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PATCH,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_NONE_MATCH,
+                HeaderName::from_static("x-request-id"),
+            ])
+            .expose_headers([
+                header::ETAG,
+                header::RETRY_AFTER,
+                header::WWW_AUTHENTICATE,
+                HeaderName::from_static("x-cache"),
+                HeaderName::from_static("x-request-id"),
+                SERVER_TIMING,
+            ])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");

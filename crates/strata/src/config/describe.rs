@@ -18,6 +18,14 @@ impl Config {
             ),
             ("listen", self.server.listen.to_string()),
             ("identity", describe_identity(&self.server.identity)),
+            (
+                "cors_origins",
+                if self.server.cors_origins.is_empty() {
+                    "(none: CORS off)".to_owned()
+                } else {
+                    self.server.cors_origins.join(", ")
+                },
+            ),
             ("data_dir", e.data_dir.display().to_string()),
             (
                 "database_url",

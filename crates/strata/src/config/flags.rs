@@ -129,6 +129,16 @@ pub struct ServerFlags {
     /// Seconds between scheduled warming passes [default: 300].
     #[arg(long, env = "STRATA_CACHE_WARM_INTERVAL_SECS", global = true)]
     pub cache_warm_interval_secs: Option<u64>,
+    /// Origins browsers may call strata from, comma-separated (`https://app.example.com`),
+    /// or `*` for any; preflights are answered and strata's headers exposed to them
+    /// [default: none, CORS off].
+    #[arg(
+        long,
+        env = "STRATA_CORS_ORIGINS",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub cors_origins: Option<Vec<String>>,
 
     /// Log filter, e.g. `info` or `strata_engine=debug,info` [default: info].
     #[arg(long, env = "STRATA_LOG", global = true)]
@@ -144,6 +154,7 @@ layered!(ServerFlags {
     shutdown_grace_secs,
     cache_warm_queries,
     cache_warm_interval_secs,
+    cors_origins,
     log,
     log_format
 });

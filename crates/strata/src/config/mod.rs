@@ -109,6 +109,7 @@ impl Config {
             listen: s.listen.unwrap_or(d.server.listen),
             shutdown_grace: grace,
             identity: identity(&given.auth, &auth)?,
+            cors_origins: cors_origins(s.cors_origins.as_deref().unwrap_or_default())?,
             warm: strata_server::warm::WarmSettings {
                 queries_per_tenant: s
                     .cache_warm_queries
@@ -414,6 +415,27 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Each origin is `*` or `scheme://host[:port]`, with nothing after it.
+fn cors_origins(given: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for o in given.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
+        let rest = o
+            .strip_prefix("https://")
+            .or_else(|| o.strip_prefix("http://"));
+        let valid = o == "*"
+            || rest.is_some_and(|r| {
+                !r.is_empty()
+                    && r.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+            });
+        if !valid {
+            bail!("cors_origins: {o:?} is not * or an origin such as https://app.example.com");
+        }
+        out.push(o.to_owned());
+    }
+    Ok(out)
 }
 
 fn auth(a: &AuthFlags) -> AuthSettings {

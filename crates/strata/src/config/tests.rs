@@ -304,3 +304,15 @@ fn no_auth_beyond_loopback_needs_to_be_asked_for() {
     let secret = "0123456789abcdef0123456789abcdef";
     assert!(at("0.0.0.0:7733", None, Some(secret)).is_ok());
 }
+
+#[test]
+fn cors_origins_are_origins() {
+    let ok = from_file("cors_origins = [\"https://app.example.com\", \"http://localhost:5173\"]\n")
+        .unwrap();
+    assert_eq!(ok.server.cors_origins.len(), 2);
+    assert!(from_file("cors_origins = [\"*\"]\n").is_ok());
+    for bad in ["app.example.com", "https://x/path", "javascript:alert(1)"] {
+        let e = from_file(&format!("cors_origins = [{bad:?}]\n")).unwrap_err();
+        assert!(format!("{e:#}").contains("cors_origins"), "{bad}");
+    }
+}

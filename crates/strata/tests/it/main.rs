@@ -9,6 +9,7 @@
 mod auth;
 mod cache;
 mod documents;
+mod edge;
 mod errors;
 mod helpers;
 mod isolation;
