@@ -46,7 +46,9 @@ impl Default for BatchSettings {
         Self {
             max_batch: 32,
             max_wait: Duration::ZERO,
-            queue: 4096,
+            // Enough to keep the model busy for several passes; beyond it a caller is better
+            // told at once to retry than kept waiting behind hundreds of others.
+            queue: 512,
         }
     }
 }

@@ -48,7 +48,10 @@ codes! {
     MalformedMultipart => ("malformed_multipart", BAD_REQUEST, "The multipart body could not be read"),
     PayloadTooLarge => ("payload_too_large", PAYLOAD_TOO_LARGE, "The body exceeds the size limit"),
     UnsupportedMediaType => ("unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "The content type is not supported"),
+    RateLimited => ("rate_limited", TOO_MANY_REQUESTS, "The tenant is over its request rate"),
     ServiceUnavailable => ("service_unavailable", SERVICE_UNAVAILABLE, "Temporarily unavailable; retry later"),
+    Overloaded => ("overloaded", SERVICE_UNAVAILABLE, "The server is at capacity; retry shortly"),
+    Timeout => ("timeout", GATEWAY_TIMEOUT, "The request took longer than its deadline"),
     Internal => ("internal", INTERNAL_SERVER_ERROR, "Internal error"),
 }
 
@@ -83,6 +86,14 @@ impl ApiError {
             field: None,
             retry_after_secs: None,
             challenge: None,
+        }
+    }
+
+    /// The same error with `Retry-After: secs`.
+    pub fn retry_after(self, secs: u32) -> Self {
+        Self {
+            retry_after_secs: Some(secs),
+            ..self
         }
     }
 

@@ -5,6 +5,7 @@
 //! thin: parse, call [`strata_engine::Engine`], shape the response. Must not import: SQL
 //! drivers or storage types; everything goes through the engine.
 
+pub mod admission;
 pub mod auth;
 mod cached;
 pub mod caller;
@@ -50,6 +51,8 @@ pub struct ServerSettings {
     pub warm: warm::WarmSettings,
     /// Origins browsers may call from (`*` for any); empty turns CORS off.
     pub cors_origins: Vec<String>,
+    /// Load shedding, rate limits, deadlines.
+    pub admission: admission::AdmissionSettings,
 }
 
 impl Default for ServerSettings {
@@ -61,6 +64,7 @@ impl Default for ServerSettings {
             identity: caller::Identity::Local,
             warm: warm::WarmSettings::default(),
             cors_origins: Vec::new(),
+            admission: admission::AdmissionSettings::default(),
         }
     }
 }
@@ -82,6 +86,8 @@ pub struct AppInner {
     pub warmer: Arc<warm::Warmer>,
     /// The metrics registry `/metrics` reads.
     pub metrics: metrics::Metrics,
+    /// Load shedding, rate limits, deadlines.
+    pub admission: Arc<admission::Admission>,
 }
 
 impl Deref for AppState {
@@ -104,6 +110,7 @@ pub fn state(engine: Engine, settings: &ServerSettings, shutdown: CancellationTo
         shutdown,
         warmer,
         metrics,
+        admission: Arc::new(admission::Admission::new(settings.admission.clone())),
     }))
 }
 
@@ -166,7 +173,9 @@ pub fn router_with(state: AppState, settings: &ServerSettings) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(settings.json_body_limit))
-        // Outside the body limit, so admission layers added after it see the caller too.
+        // Inside the caller layer, so it sees the caller; both run after routing, so they see
+        // the matched route.
+        .layer(state.admission.layer())
         .layer(caller::CallerLayer::new(settings.identity.clone()));
     let api = match middleware::cors(&settings.cors_origins) {
         Some(cors) => api.layer(cors),

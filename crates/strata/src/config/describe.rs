@@ -19,6 +19,10 @@ impl Config {
             ("listen", self.server.listen.to_string()),
             ("identity", describe_identity(&self.server.identity)),
             (
+                "admission",
+                describe_admission(&self.server.admission, e.batch.queue),
+            ),
+            (
                 "cors_origins",
                 if self.server.cors_origins.is_empty() {
                     "(none: CORS off)".to_owned()
@@ -144,6 +148,23 @@ fn ttl_list(
         .map(|k| format!("{}={}", k.name, ttl(k).as_secs()))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+fn describe_admission(a: &strata_server::admission::AdmissionSettings, queue: usize) -> String {
+    format!(
+        "max in flight {}, rate limit {}, timeout {} s (uploads {} s), search queue {queue}",
+        if a.max_in_flight == 0 {
+            "unbounded".to_owned()
+        } else {
+            a.max_in_flight.to_string()
+        },
+        a.rate.map_or("off".to_owned(), |r| format!(
+            "{}/s per tenant, burst {}",
+            r.per_second, r.burst
+        )),
+        a.timeout.as_secs(),
+        a.upload_timeout.as_secs()
+    )
 }
 
 fn describe_identity(identity: &strata_server::caller::Identity) -> String {

@@ -1,4 +1,4 @@
-//! The settings, by section (server, auth, storage, cache, embedding and search, jobs): one type
+//! The settings, by section (server, auth, admission, storage, cache, embedding and search, jobs): one type
 //! per section serves as its flags (with their `STRATA_*` variables, grouped in `--help` under
 //! the section's heading) and as its table in `strata.toml`. Each flag's doc comment is its
 //! help; the `[default: ...]` it states is the owning crate's value (a test checks it).
@@ -32,6 +32,10 @@ pub struct Overrides {
     #[command(flatten)]
     #[serde(flatten)]
     pub auth: AuthFlags,
+    /// `[admission]`.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub admission: AdmissionFlags,
     /// `[storage]`.
     #[command(flatten)]
     #[serde(flatten)]
@@ -57,6 +61,7 @@ impl Overrides {
             config: self.config.or(lower.config),
             server: self.server.layered_over(lower.server),
             auth: self.auth.layered_over(lower.auth),
+            admission: self.admission.layered_over(lower.admission),
             storage: self.storage.layered_over(lower.storage),
             cache: self.cache.layered_over(lower.cache),
             embedding: self.embedding.layered_over(lower.embedding),
@@ -67,11 +72,12 @@ impl Overrides {
 
 /// The file's table for each section, with the flags that belong to it: the names a
 /// `[section]` table of `strata.toml` may hold.
-pub(super) fn sections() -> [(&'static str, clap::Command); 6] {
+pub(super) fn sections() -> [(&'static str, clap::Command); 7] {
     let flags = |cmd: fn(clap::Command) -> clap::Command| cmd(clap::Command::new("section"));
     [
         ("server", flags(ServerFlags::augment_args)),
         ("auth", flags(AuthFlags::augment_args)),
+        ("admission", flags(AdmissionFlags::augment_args)),
         ("storage", flags(StorageFlags::augment_args)),
         ("cache", flags(CacheFlags::augment_args)),
         ("embedding", flags(EmbeddingFlags::augment_args)),
@@ -228,6 +234,46 @@ layered!(AuthFlags {
     tenant_header,
     admin_tenants,
     insecure_no_auth
+});
+
+/// What a request must pass before a handler runs, and how long it may take.
+/// `[admission]` in `strata.toml`.
+#[derive(Clone, Default, Args, Deserialize)]
+#[command(next_help_heading = "Admission")]
+#[serde(default)]
+pub struct AdmissionFlags {
+    /// Most requests in flight before new ones are answered 503 `overloaded` with Retry-After
+    /// at once (health, metrics and operator routes are never shed); 0 for no bound
+    /// [default: 512].
+    #[arg(long, env = "STRATA_MAX_IN_FLIGHT", global = true)]
+    pub max_in_flight: Option<usize>,
+    /// Requests per second each tenant may make, sustained; over it, 429 `rate_limited` with
+    /// Retry-After and RateLimit headers; 0 for no limit [default: 0].
+    #[arg(long, env = "STRATA_RATE_LIMIT", global = true)]
+    pub rate_limit: Option<u32>,
+    /// Requests a tenant may make at once after a quiet spell (with --rate-limit)
+    /// [default: twice the rate].
+    #[arg(long, env = "STRATA_RATE_BURST", global = true)]
+    pub rate_burst: Option<u32>,
+    /// Seconds a request may take before it is answered 504 `timeout` [default: 30].
+    #[arg(long, env = "STRATA_REQUEST_TIMEOUT_SECS", global = true)]
+    pub request_timeout_secs: Option<u64>,
+    /// Seconds an upload may take, its body included [default: 300].
+    #[arg(long, env = "STRATA_UPLOAD_TIMEOUT_SECS", global = true)]
+    pub upload_timeout_secs: Option<u64>,
+    /// Searches and embedding requests that may wait for the model; more are answered 503
+    /// with Retry-After at once instead of waiting [default: 512].
+    #[arg(long, env = "STRATA_SEARCH_QUEUE", global = true)]
+    pub search_queue: Option<usize>,
+}
+
+layered!(AdmissionFlags {
+    max_in_flight,
+    rate_limit,
+    rate_burst,
+    request_timeout_secs,
+    upload_timeout_secs,
+    search_queue
 });
 
 /// Where documents live: the database, its pool and the original files. `[storage]` in `strata.toml`.

@@ -11,10 +11,12 @@ use serde::Deserialize;
 mod describe;
 mod flags;
 
+use strata_server::admission::{AdmissionSettings, RateLimit};
 use strata_server::auth::{AuthSettings, Authenticator, Secret};
 
 pub use flags::{
-    AuthFlags, CacheFlags, EmbeddingFlags, JobFlags, LogFormat, Overrides, Runtime, StorageFlags,
+    AdmissionFlags, AuthFlags, CacheFlags, EmbeddingFlags, JobFlags, LogFormat, Overrides, Runtime,
+    StorageFlags,
 };
 use strata_engine::chunk::ChunkConfig;
 use strata_engine::jobs::JobSettings;
@@ -79,7 +81,10 @@ impl Config {
                 .shutdown_grace_secs
                 .unwrap_or(d.server.shutdown_grace.as_secs()),
         );
-        let embedding = embedding(&given.embedding, &d.engine)?;
+        let mut embedding = embedding(&given.embedding, &d.engine)?;
+        if let Some(q) = given.admission.search_queue {
+            embedding.batch.queue = q.max(1);
+        }
         let mut storage = storage(&given.storage, &d.engine);
         storage.postgres.ef_search = u32::try_from(embedding.ann.expansion_search.min(1000))
             .unwrap_or(d.engine.postgres.ef_search);
@@ -110,6 +115,7 @@ impl Config {
             shutdown_grace: grace,
             identity: identity(&given.auth, &auth)?,
             cors_origins: cors_origins(s.cors_origins.as_deref().unwrap_or_default())?,
+            admission: admission(&given.admission, &d.server.admission),
             warm: strata_server::warm::WarmSettings {
                 queries_per_tenant: s
                     .cache_warm_queries
@@ -415,6 +421,24 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+fn admission(a: &AdmissionFlags, d: &AdmissionSettings) -> AdmissionSettings {
+    let secs = |given: Option<u64>, default: Duration| {
+        given.map_or(default, |s| Duration::from_secs(s.max(1)))
+    };
+    AdmissionSettings {
+        max_in_flight: a.max_in_flight.unwrap_or(d.max_in_flight),
+        rate: match a.rate_limit.unwrap_or(0) {
+            0 => None,
+            per_second => Some(RateLimit {
+                per_second,
+                burst: a.rate_burst.unwrap_or(per_second.saturating_mul(2)).max(1),
+            }),
+        },
+        timeout: secs(a.request_timeout_secs, d.timeout),
+        upload_timeout: secs(a.upload_timeout_secs, d.upload_timeout),
+    }
 }
 
 /// Each origin is `*` or `scheme://host[:port]`, with nothing after it.

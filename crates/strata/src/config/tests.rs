@@ -219,6 +219,26 @@ fn the_help_states_the_owning_crates_defaults() {
             d.engine.postgres.min_connections.to_string(),
         ),
         (
+            "max_in_flight",
+            d.server.admission.max_in_flight.to_string(),
+        ),
+        (
+            "request_timeout_secs",
+            d.server.admission.timeout.as_secs().to_string(),
+        ),
+        (
+            "upload_timeout_secs",
+            d.server.admission.upload_timeout.as_secs().to_string(),
+        ),
+        ("search_queue", d.engine.batch.queue.to_string()),
+        (
+            "jwt_leeway_secs",
+            strata_server::auth::AuthSettings::default()
+                .leeway
+                .as_secs()
+                .to_string(),
+        ),
+        (
             "cache_warm_queries",
             d.server.warm.queries_per_tenant.to_string(),
         ),

@@ -6,6 +6,7 @@
     reason = "test helpers fail loudly on unexpected values"
 )]
 
+mod admission;
 mod auth;
 mod cache;
 mod documents;
