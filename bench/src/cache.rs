@@ -197,6 +197,7 @@ fn ceiling_router(answer: Bytes) -> axum::Router {
             }),
         ),
         strata_server::metrics::Metrics::new(None).layer(),
+        ServerSettings::default().compress_min_bytes,
     )
 }
 
@@ -282,6 +283,7 @@ pub async fn http(
             }),
         ),
         strata_server::metrics::Metrics::new(None).layer(),
+        ServerSettings::default().compress_min_bytes,
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let ceiling_url = format!("http://{}/v1/search", listener.local_addr()?);

@@ -88,41 +88,115 @@ impl<S: Send + Sync> FromRequestParts<S> for Tenant {
     }
 }
 
-/// The `If-None-Match` values of a request (only those: cloning every header of every
-/// request would cost more than the cache hit it guards).
+/// What a request's headers say about the representation it wants: its `If-None-Match`
+/// values and whether it takes gzip. Only these are read: cloning every header of every
+/// request would cost more than the cache hit they guard.
 #[derive(Debug, Clone, Default)]
-pub struct IfNoneMatch(Vec<axum::http::HeaderValue>);
+pub struct Preconditions {
+    tags: Vec<axum::http::HeaderValue>,
+    /// Whether `Accept-Encoding` admits gzip (named, or `*`, with a non-zero q).
+    pub gzip: bool,
+}
 
-impl IfNoneMatch {
+impl Preconditions {
     /// Whether `etag` (quoted) is among the values, or they say `*`.
     pub fn matches(&self, etag: &str) -> bool {
-        self.0
+        self.tags
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
             .any(|v| v == "*" || v == etag || v.strip_prefix("W/") == Some(etag))
     }
+
+    /// The same, asking for the identity encoding.
+    pub fn identity(self) -> Self {
+        Self {
+            gzip: false,
+            ..self
+        }
+    }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
+/// Whether an `Accept-Encoding` header admits gzip (RFC 9110 12.5.3: a coding named with
+/// q > 0, or `*` with q > 0 when gzip is not named).
+pub fn accepts_gzip(headers: &axum::http::HeaderMap) -> bool {
+    let (mut gzip, mut any) = (None, None);
+    for value in headers.get_all(axum::http::header::ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let q = parts
+                .find_map(|p| {
+                    let (k, v) = p.split_once('=')?;
+                    k.trim().eq_ignore_ascii_case("q").then(|| v.trim())
+                })
+                .map_or(Some(1.0), |q| q.parse::<f32>().ok())
+                .unwrap_or(0.0);
+            if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
+                gzip = Some(q);
+            } else if name == "*" {
+                any = Some(q);
+            }
+        }
+    }
+    gzip.or(any).is_some_and(|q| q > 0.0)
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Preconditions {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(IfNoneMatch(
-            parts
+        Ok(Preconditions {
+            tags: parts
                 .headers
                 .get_all(axum::http::header::IF_NONE_MATCH)
                 .iter()
                 .cloned()
                 .collect(),
-        ))
+            gzip: accepts_gzip(&parts.headers),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accept_encoding_q_values_decide_gzip() {
+        let check = |v: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(
+                axum::http::header::ACCEPT_ENCODING,
+                axum::http::HeaderValue::from_str(v).unwrap(),
+            );
+            accepts_gzip(&h)
+        };
+        for yes in [
+            "gzip",
+            "br, gzip",
+            "gzip;q=0.5",
+            "*",
+            "br;q=1, *;q=0.1",
+            "GZIP; Q=1",
+        ] {
+            assert!(check(yes), "{yes}");
+        }
+        for no in [
+            "br",
+            "identity",
+            "gzip;q=0",
+            "gzip;q=0.0, br",
+            "*;q=0",
+            "*, gzip;q=0",
+            "",
+        ] {
+            assert!(!check(no), "{no}");
+        }
+        assert!(!accepts_gzip(&axum::http::HeaderMap::new()));
+    }
 
     #[test]
     fn json_content_types_are_recognised_as_axum_recognises_them() {

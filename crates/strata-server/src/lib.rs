@@ -53,6 +53,9 @@ pub struct ServerSettings {
     pub cors_origins: Vec<String>,
     /// Load shedding, rate limits, deadlines.
     pub admission: admission::AdmissionSettings,
+    /// Responses from this many bytes on are compressed for clients that ask (gzip, br,
+    /// zstd); `None` compresses nothing.
+    pub compress_min_bytes: Option<usize>,
 }
 
 impl Default for ServerSettings {
@@ -65,6 +68,7 @@ impl Default for ServerSettings {
             warm: warm::WarmSettings::default(),
             cors_origins: Vec::new(),
             admission: admission::AdmissionSettings::default(),
+            compress_min_bytes: Some(cached::GZIP_MIN),
         }
     }
 }
@@ -181,16 +185,28 @@ pub fn router_with(state: AppState, settings: &ServerSettings) -> Router {
         Some(cors) => api.layer(cors),
         None => api,
     };
-    with_middleware(api.with_state(state), http_metrics)
+    with_middleware(
+        api.with_state(state),
+        http_metrics,
+        settings.compress_min_bytes,
+    )
 }
 
-/// The middleware every strata response passes through (Server-Timing, panic to 500
-/// problem, HTTP metrics, tracing, request ids). Public so benchmarks can build a ceiling
-/// server with the same stack and none of strata's work.
-pub fn with_middleware(router: Router, http_metrics: metrics::HttpMetricsLayer) -> Router {
+/// The middleware every strata response passes through (Server-Timing and security headers,
+/// compression, panic to 500 problem, HTTP metrics, tracing, request ids). Public so
+/// benchmarks can build a ceiling server with the same stack and none of strata's work.
+pub fn with_middleware(
+    router: Router,
+    http_metrics: metrics::HttpMetricsLayer,
+    compress_min_bytes: Option<usize>,
+) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
+    let router = router.layer(axum::middleware::from_fn(middleware::server_timing));
+    let router = match compress_min_bytes {
+        Some(min) => router.layer(middleware::compression(min)),
+        None => router,
+    };
     router
-        .layer(axum::middleware::from_fn(middleware::server_timing))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(http_metrics)
         .layer(middleware::trace_layer())

@@ -60,6 +60,34 @@ pub(crate) async fn server_timing(req: Request, next: Next) -> axum::response::R
     resp
 }
 
+/// Compression of responses from `min` bytes on, negotiated from `Accept-Encoding` with its
+/// q-values (zstd, br, gzip; `Vary: Accept-Encoding` added). A response that already has a
+/// `Content-Encoding` (a cached body served in its stored gzip form) passes untouched, as do
+/// event streams, images, and any response with an `ETag`: those are cached reads, which
+/// carry their own compressed form with its own tag, and stored files, whose tag names the
+/// bytes as stored; compressing them here would leave one tag on two representations.
+pub(crate) fn compression(
+    min: usize,
+) -> tower_http::compression::CompressionLayer<impl tower_http::compression::Predicate> {
+    use tower_http::compression::predicate::{NotForContentType, Predicate as _, SizeAbove};
+    // SizeAbove compresses bodies strictly larger than its bound.
+    let bound = u16::try_from(min.saturating_sub(1)).unwrap_or(u16::MAX);
+    let untagged =
+        |_: axum::http::StatusCode,
+         _: axum::http::Version,
+         headers: &axum::http::HeaderMap,
+         _: &axum::http::Extensions| !headers.contains_key(header::ETAG);
+    tower_http::compression::CompressionLayer::new()
+        .quality(tower_http::CompressionLevel::Default)
+        .compress_when(
+            SizeAbove::new(bound)
+                .and(NotForContentType::GRPC)
+                .and(NotForContentType::IMAGES)
+                .and(NotForContentType::SSE)
+                .and(untagged),
+        )
+}
+
 /// Cross-origin access for browsers: off unless origins are configured. Preflights are
 /// answered here, before the caller is resolved (a preflight carries no credentials).
 pub(crate) fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {

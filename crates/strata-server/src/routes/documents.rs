@@ -11,7 +11,7 @@ use strata_engine::model::{Document, DocumentFilter, DocumentPatch, DocumentStat
 use strata_engine::{DocumentId, IngestOutcome, ListDocuments, UploadMeta};
 
 use crate::error::{ApiError, Code};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, IfNoneMatch, Tenant};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Preconditions, Tenant};
 use crate::{AppState, cached};
 
 /// Fields a client may select with `fields=`.
@@ -221,7 +221,7 @@ pub struct ListQuery {
 pub async fn list(
     State(app): State<AppState>,
     tenant: Tenant,
-    inm: IfNoneMatch,
+    inm: Preconditions,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     let fields = parse_fields(q.fields.as_deref())?;
@@ -264,7 +264,7 @@ pub struct GetQuery {
 pub async fn get(
     State(app): State<AppState>,
     tenant: Tenant,
-    inm: IfNoneMatch,
+    inm: Preconditions,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<GetQuery>,
 ) -> Result<Response, ApiError> {
@@ -319,7 +319,7 @@ pub async fn file(
     State(app): State<AppState>,
     tenant: Tenant,
     ApiPath(id): ApiPath<String>,
-    inm: IfNoneMatch,
+    inm: Preconditions,
 ) -> Result<Response, ApiError> {
     let id = DocumentId::parse_or_not_found(&id)?;
     let doc = app.engine.documents().get_document(&tenant.0, id).await?;
@@ -410,7 +410,7 @@ pub async fn chunks(
 pub async fn tags(
     State(app): State<AppState>,
     tenant: Tenant,
-    inm: IfNoneMatch,
+    inm: Preconditions,
 ) -> Result<Response, ApiError> {
     let read = app.engine.cache_policy().tags(&tenant.0);
     cached::json(&app, &inm, read, || async {

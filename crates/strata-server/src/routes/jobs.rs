@@ -15,7 +15,7 @@ use strata_engine::{JobId, ListJobs, TenantId};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::error::ApiError;
-use crate::extract::{ApiPath, ApiQuery, IfNoneMatch, Tenant};
+use crate::extract::{ApiPath, ApiQuery, Preconditions, Tenant};
 use crate::{AppState, cached};
 
 /// Query of `GET /v1/jobs`.
@@ -31,7 +31,7 @@ pub struct ListQuery {
 pub async fn list(
     State(app): State<AppState>,
     tenant: Tenant,
-    inm: IfNoneMatch,
+    inm: Preconditions,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     let status = q.status.as_deref().map(JobStatus::parse).transpose()?;
@@ -53,7 +53,7 @@ pub async fn list(
 pub async fn get(
     State(app): State<AppState>,
     tenant: Tenant,
-    inm: IfNoneMatch,
+    inm: Preconditions,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let id = JobId::parse_or_not_found(&id)?;

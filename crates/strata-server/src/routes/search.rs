@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use strata_engine::search::SearchRequest;
 
 use crate::error::ApiError;
-use crate::extract::{ApiJson, IfNoneMatch, Tenant};
+use crate::extract::{ApiJson, Preconditions, Tenant};
 use crate::{AppState, cached};
 
 /// `POST /v1/search` {query, k, filter{tags, document_ids}, min_score, stream}.
@@ -20,13 +20,15 @@ use crate::{AppState, cached};
 pub async fn search(
     State(app): State<AppState>,
     tenant: Tenant,
-    inm: IfNoneMatch,
+    inm: Preconditions,
     ApiJson(req): ApiJson<SearchRequest>,
 ) -> Result<Response, ApiError> {
     let stream = req.stream;
     let read = app.engine.cache_policy().search(&tenant.0, &req);
     app.warmer.record(&tenant.0, &read.material, &req);
     let lookup = cached::search(&app, &tenant.0, read, req).await?;
+    // The NDJSON view re-reads the JSON body below, so it takes the identity form.
+    let inm = if stream { inm.identity() } else { inm };
     let resp = cached::respond(&inm, lookup);
     if !stream || resp.status() != axum::http::StatusCode::OK {
         return Ok(resp);

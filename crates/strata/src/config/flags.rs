@@ -145,6 +145,11 @@ pub struct ServerFlags {
         value_delimiter = ','
     )]
     pub cors_origins: Option<Vec<String>>,
+    /// Responses from this many bytes on are compressed (zstd, br or gzip, as the client's
+    /// Accept-Encoding prefers); cached answers keep their gzip form, so a cache hit
+    /// compresses nothing; 0 turns compression off [default: 1024].
+    #[arg(long, env = "STRATA_COMPRESS_MIN_BYTES", global = true)]
+    pub compress_min_bytes: Option<usize>,
 
     /// Log filter, e.g. `info` or `strata_engine=debug,info` [default: info].
     #[arg(long, env = "STRATA_LOG", global = true)]
@@ -161,6 +166,7 @@ layered!(ServerFlags {
     cache_warm_queries,
     cache_warm_interval_secs,
     cors_origins,
+    compress_min_bytes,
     log,
     log_format
 });

@@ -116,6 +116,11 @@ impl Config {
             identity: identity(&given.auth, &auth)?,
             cors_origins: cors_origins(s.cors_origins.as_deref().unwrap_or_default())?,
             admission: admission(&given.admission, &d.server.admission),
+            compress_min_bytes: match s.compress_min_bytes {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => d.server.compress_min_bytes,
+            },
             warm: strata_server::warm::WarmSettings {
                 queries_per_tenant: s
                     .cache_warm_queries

@@ -232,6 +232,10 @@ fn the_help_states_the_owning_crates_defaults() {
         ),
         ("search_queue", d.engine.batch.queue.to_string()),
         (
+            "compress_min_bytes",
+            d.server.compress_min_bytes.unwrap_or(0).to_string(),
+        ),
+        (
             "jwt_leeway_secs",
             strata_server::auth::AuthSettings::default()
                 .leeway

@@ -101,3 +101,105 @@ async fn configured_origins_get_preflights_and_exposed_headers() {
     assert!(other.headers().get("access-control-allow-origin").is_none());
     s.stop().await;
 }
+
+async fn get_encoded(
+    s: &TestServer,
+    path: &str,
+    accept: &str,
+    inm: Option<&str>,
+) -> reqwest::Response {
+    let mut r = s.client.get(s.url(path)).header("accept-encoding", accept);
+    if let Some(tag) = inm {
+        r = r.header("if-none-match", tag);
+    }
+    r.send().await.unwrap()
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut out).unwrap();
+    out
+}
+
+#[tokio::test]
+async fn answers_are_compressed_as_negotiated_and_cached_compressed() {
+    let s = TestServer::start_with(|e| e.jobs.workers = 0).await;
+    for i in 0..12 {
+        let title =
+            format!("A document with a long enough title to make the list large, number {i}");
+        let r = s
+            .upload_json(serde_json::json!({"text": format!("body {i}"), "title": title}))
+            .await;
+        assert_eq!(r.status(), 202);
+    }
+    let path = "/v1/documents?limit=100";
+    let plain = get_encoded(&s, path, "identity", None).await;
+    assert!(plain.headers().get("content-encoding").is_none());
+    assert_eq!(plain.headers()["vary"], "accept-encoding");
+    let plain_tag = plain.headers()["etag"].to_str().unwrap().to_owned();
+    let identity = plain.bytes().await.unwrap();
+    assert!(identity.len() > 1024, "{}", identity.len());
+
+    // gzip: the form cached beside the identity body (an L1 hit: the identity request
+    // computed both), with its own ETag.
+    let mut gz_tag = String::new();
+    for _ in 0..2 {
+        let r = get_encoded(&s, path, "br;q=0.5, gzip", None).await;
+        let h = r.headers().clone();
+        assert_eq!(h["content-encoding"], "gzip");
+        assert_eq!(h["x-cache"], "HIT-L1");
+        gz_tag = h["etag"].to_str().unwrap().to_owned();
+        assert_eq!(
+            gz_tag,
+            format!("{}-gzip\"", &plain_tag[..plain_tag.len() - 1])
+        );
+        let body = r.bytes().await.unwrap();
+        assert!(
+            body.len() < identity.len() / 2,
+            "{} of {}",
+            body.len(),
+            identity.len()
+        );
+        assert_eq!(gunzip(&body), identity);
+    }
+    let r = get_encoded(&s, path, "gzip", Some(&gz_tag)).await;
+    assert_eq!(r.status(), 304);
+    // The identity tag does not validate the gzip form, nor the other way round.
+    assert_eq!(
+        get_encoded(&s, path, "gzip", Some(&plain_tag))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        get_encoded(&s, path, "identity", Some(&gz_tag))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        get_encoded(&s, path, "identity", Some(&plain_tag))
+            .await
+            .status(),
+        304
+    );
+
+    // A cached read has its gzip form only: a client that refuses gzip gets identity.
+    let br_only = get_encoded(&s, path, "gzip;q=0, br", None).await;
+    assert!(br_only.headers().get("content-encoding").is_none());
+    assert_eq!(br_only.headers()["etag"].to_str().unwrap(), plain_tag);
+    // Other answers: the compression layer picks from what the client takes.
+    for (accept, want) in [
+        ("br", "br"),
+        ("zstd", "zstd"),
+        ("gzip;q=0.1, zstd;q=0.9", "zstd"),
+    ] {
+        let r = get_encoded(&s, "/metrics", accept, None).await;
+        assert_eq!(r.headers()["content-encoding"], want, "{accept}");
+        assert_eq!(r.headers()["vary"], "accept-encoding");
+    }
+    // Small answers stay as they are.
+    let small = get_encoded(&s, "/healthz", "gzip", None).await;
+    assert!(small.headers().get("content-encoding").is_none());
+    s.stop().await;
+}
