@@ -16,18 +16,21 @@
 //! store or echo a credential (errors say what is wrong, never what was sent), or reach the
 //! engine.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod keys;
+
 use arc_swap::ArcSwap;
 use axum::http::{HeaderMap, header};
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 use strata_engine::TenantId;
 
 use crate::caller::{Caller, Role, Unresolved};
+
+use keys::{KeySet, family, read_keys, stamp};
 
 /// A credential held in memory; `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -96,38 +99,6 @@ impl AuthSettings {
 #[error("{0}")]
 pub struct AuthError(String);
 
-/// Which public keys can check an algorithm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
-    Rsa,
-    Ec,
-    Ed,
-}
-
-fn family(alg: Algorithm) -> Option<Family> {
-    use Algorithm::*;
-    match alg {
-        RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => Some(Family::Rsa),
-        ES256 | ES384 => Some(Family::Ec),
-        EdDSA => Some(Family::Ed),
-        HS256 | HS384 | HS512 => None,
-    }
-}
-
-struct PublicKey {
-    kid: Option<String>,
-    family: Family,
-    key: DecodingKey,
-}
-
-/// What a keys file held when it was read.
-#[derive(Default)]
-struct KeySet {
-    keys: Vec<PublicKey>,
-    /// Modification time and length, to notice a change.
-    stamp: Option<(SystemTime, u64)>,
-}
-
 /// The claims strata reads (the validation reads `exp`, `nbf`, `iss`, `aud` itself).
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -154,6 +125,9 @@ pub struct Authenticator {
     /// Verified tokens and when they stop being valid (unix seconds, leeway included).
     verified: quick_cache::sync::Cache<Box<str>, (Caller, u64)>,
     reload_lock: Mutex<()>,
+    /// The stamp of a keys file that could not be used, so it is reported once, not at
+    /// every check.
+    refused: Mutex<Option<(SystemTime, u64)>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -215,6 +189,7 @@ impl Authenticator {
             leeway: settings.leeway.as_secs(),
             verified: quick_cache::sync::Cache::new(16_384),
             reload_lock: Mutex::new(()),
+            refused: Mutex::new(None),
         };
         if auth.keys_file.is_some() {
             auth.reload()?;
@@ -264,10 +239,18 @@ impl Authenticator {
             return Ok(None);
         };
         let now = stamp(path).ok();
-        if now.is_some() && now == self.keys.load().stamp {
+        let refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|r| Some(r) == now);
+        if now.is_some() && (now == self.keys.load().stamp || refused) {
             return Ok(None);
         }
-        self.reload().map(Some)
+        let outcome = self.reload();
+        *self.refused.lock().unwrap_or_else(PoisonError::into_inner) =
+            outcome.is_err().then_some(now).flatten();
+        outcome.map(Some)
     }
 
     /// The caller a request's `Authorization` header names.
@@ -395,89 +378,6 @@ fn decode(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Cla
         })
 }
 
-fn stamp(path: &Path) -> std::io::Result<(SystemTime, u64)> {
-    let m = std::fs::metadata(path)?;
-    Ok((m.modified()?, m.len()))
-}
-
-/// Reads a JWKS document (JSON with `keys`) or PEM blocks of public keys.
-fn read_keys(path: &Path) -> Result<KeySet, AuthError> {
-    let fail = |why: String| AuthError(format!("jwt_keys {}: {why}", path.display()));
-    let stamp = stamp(path).map_err(|e| fail(e.to_string()))?;
-    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    let keys = if text.trim_start().starts_with('{') {
-        let set: JwkSet =
-            serde_json::from_str(&text).map_err(|e| fail(format!("not a JWKS document: {e}")))?;
-        let mut keys = Vec::new();
-        for jwk in &set.keys {
-            let fam = match &jwk.algorithm {
-                AlgorithmParameters::RSA(_) => Family::Rsa,
-                AlgorithmParameters::EllipticCurve(_) => Family::Ec,
-                AlgorithmParameters::OctetKeyPair(_) => Family::Ed,
-                AlgorithmParameters::OctetKey(_) => {
-                    return Err(fail(
-                        "holds a symmetric key; give a shared secret as jwt_secret".into(),
-                    ));
-                }
-            };
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| fail(e.to_string()))?;
-            keys.push(PublicKey {
-                kid: jwk.common.key_id.clone(),
-                family: fam,
-                key,
-            });
-        }
-        keys
-    } else {
-        let mut keys = Vec::new();
-        for block in pem_blocks(&text) {
-            let key = [
-                (Family::Rsa, DecodingKey::from_rsa_pem(block.as_bytes())),
-                (Family::Ec, DecodingKey::from_ec_pem(block.as_bytes())),
-                (Family::Ed, DecodingKey::from_ed_pem(block.as_bytes())),
-            ]
-            .into_iter()
-            .find_map(|(fam, k)| k.ok().map(|k| (fam, k)));
-            let Some((family, key)) = key else {
-                return Err(fail(
-                    "a PEM block is not an RSA, EC or Ed25519 public key".into(),
-                ));
-            };
-            keys.push(PublicKey {
-                kid: None,
-                family,
-                key,
-            });
-        }
-        keys
-    };
-    if keys.is_empty() {
-        return Err(fail("holds no public key".into()));
-    }
-    Ok(KeySet {
-        keys,
-        stamp: Some(stamp),
-    })
-}
-
-/// Each `-----BEGIN ...-----` ... `-----END ...-----` block of a PEM file.
-fn pem_blocks(text: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("-----BEGIN") {
-        let after = &rest[start..];
-        let Some(end) = after.find("-----END") else {
-            break;
-        };
-        let close = after[end + 8..]
-            .find("-----")
-            .map_or(after.len(), |i| end + 8 + i + 5);
-        out.push(&after[..close]);
-        rest = &after[close..];
-    }
-    out
-}
-
 /// A token for `tenant` signed with the HS256 `secret`, valid for `ttl` (what
 /// `strata token` prints).
 pub fn mint(
@@ -551,204 +451,4 @@ pub async fn watch(auth: Arc<Authenticator>, shutdown: tokio_util::sync::Cancell
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::HeaderValue;
-    use jsonwebtoken::{Header, encode};
-
-    const SECRET: &str = "unit-test-secret-unit-test-secret-0";
-
-    fn settings() -> AuthSettings {
-        AuthSettings {
-            secret: Some(Secret::new(SECRET)),
-            ..AuthSettings::default()
-        }
-    }
-
-    fn sign(claims: serde_json::Value, secret: &str) -> String {
-        encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &EncodingKey::from_secret(secret.as_bytes()),
-        )
-        .unwrap()
-    }
-
-    fn bearer(token: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::try_from(format!("Bearer {token}")).unwrap(),
-        );
-        h
-    }
-
-    fn now() -> u64 {
-        jsonwebtoken::get_current_timestamp()
-    }
-
-    #[test]
-    fn claims_name_tenant_and_role() {
-        let auth = Authenticator::new(&settings()).unwrap();
-        let exp = now() + 60;
-        let user = auth
-            .resolve(&bearer(&sign(
-                serde_json::json!({"sub": "alice", "exp": exp}),
-                SECRET,
-            )))
-            .unwrap();
-        assert_eq!((user.tenant.as_str(), user.role), ("alice", Role::User));
-        let admin = auth
-            .resolve(&bearer(&sign(
-                serde_json::json!({"sub": "ops", "role": "admin", "exp": exp}),
-                SECRET,
-            )))
-            .unwrap();
-        assert_eq!(admin.role, Role::Admin);
-        let bad_role = sign(
-            serde_json::json!({"sub": "x", "role": "root", "exp": exp}),
-            SECRET,
-        );
-        assert_eq!(
-            auth.resolve(&bearer(&bad_role)).unwrap_err().code,
-            crate::error::Code::InvalidToken
-        );
-        let no_exp = sign(serde_json::json!({"sub": "x"}), SECRET);
-        assert!(auth.resolve(&bearer(&no_exp)).is_err());
-        let no_sub = sign(serde_json::json!({"exp": exp}), SECRET);
-        assert!(auth.resolve(&bearer(&no_sub)).is_err());
-    }
-
-    #[test]
-    fn expiry_and_not_before_allow_the_leeway_only() {
-        let auth = Authenticator::new(&settings()).unwrap();
-        let t = now();
-        let within = sign(serde_json::json!({"sub": "a", "exp": t - 10}), SECRET);
-        assert!(
-            auth.resolve(&bearer(&within)).is_ok(),
-            "10 s past exp is inside the 30 s leeway"
-        );
-        let expired = sign(serde_json::json!({"sub": "a", "exp": t - 120}), SECRET);
-        let e = auth.resolve(&bearer(&expired)).unwrap_err();
-        assert_eq!(e.code, crate::error::Code::TokenExpired);
-        let early = sign(
-            serde_json::json!({"sub": "a", "exp": t + 600, "nbf": t + 300}),
-            SECRET,
-        );
-        assert_eq!(
-            auth.resolve(&bearer(&early)).unwrap_err().code,
-            crate::error::Code::InvalidToken
-        );
-    }
-
-    #[test]
-    fn issuer_and_audience_when_configured() {
-        let auth = Authenticator::new(&AuthSettings {
-            issuer: Some("https://idp.example".into()),
-            audience: Some("strata".into()),
-            ..settings()
-        })
-        .unwrap();
-        let exp = now() + 60;
-        let ok = sign(
-            serde_json::json!({"sub": "a", "exp": exp, "iss": "https://idp.example", "aud": "strata"}),
-            SECRET,
-        );
-        assert!(auth.resolve(&bearer(&ok)).is_ok());
-        for claims in [
-            serde_json::json!({"sub": "a", "exp": exp, "aud": "strata"}),
-            serde_json::json!({"sub": "a", "exp": exp, "iss": "https://evil", "aud": "strata"}),
-            serde_json::json!({"sub": "a", "exp": exp, "iss": "https://idp.example", "aud": "other"}),
-            serde_json::json!({"sub": "a", "exp": exp, "iss": "https://idp.example"}),
-        ] {
-            assert!(
-                auth.resolve(&bearer(&sign(claims.clone(), SECRET)))
-                    .is_err(),
-                "{claims}"
-            );
-        }
-    }
-
-    #[test]
-    fn forged_and_malformed_credentials_are_refused_without_echo() {
-        let auth = Authenticator::new(&AuthSettings {
-            admin_key: Some(Secret::new("operator-key-for-tests")),
-            ..settings()
-        })
-        .unwrap();
-        let exp = now() + 60;
-        let forged = sign(
-            serde_json::json!({"sub": "a", "exp": exp}),
-            "another-secret-another-secret-00",
-        );
-        let b64 = |v: serde_json::Value| {
-            use base64::Engine as _;
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
-        };
-        let none = format!(
-            "{}.{}.",
-            b64(serde_json::json!({"alg": "none", "typ": "JWT"})),
-            b64(serde_json::json!({"sub": "a", "exp": exp}))
-        );
-        for token in [forged.as_str(), none.as_str(), "not-a-jwt", "a.b.c"] {
-            let e = auth.resolve(&bearer(token)).unwrap_err();
-            assert_eq!(e.code, crate::error::Code::InvalidToken, "{token}");
-            assert!(!e.detail.contains(token), "{}", e.detail);
-        }
-        let missing = auth.resolve(&HeaderMap::new()).unwrap_err();
-        assert_eq!(missing.code, crate::error::Code::Unauthenticated);
-        let mut basic = HeaderMap::new();
-        basic.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Basic YTpi"),
-        );
-        assert_eq!(
-            auth.resolve(&basic).unwrap_err().code,
-            crate::error::Code::Unauthenticated
-        );
-        let op = auth.resolve(&bearer("operator-key-for-tests")).unwrap();
-        assert_eq!((op.tenant, op.role), (TenantId::operator(), Role::Admin));
-        assert!(auth.resolve(&bearer("operator-key-for-tests-not")).is_err());
-    }
-
-    #[test]
-    fn an_hs256_token_is_never_checked_against_a_public_key() {
-        // Only public keys configured: the classic confusion signs HS256 with the public key.
-        let dir = tempfile::tempdir().unwrap();
-        let pem = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n";
-        let path = dir.path().join("keys.pem");
-        std::fs::write(&path, pem).unwrap();
-        let auth = Authenticator::new(&AuthSettings {
-            keys_file: Some(path),
-            ..AuthSettings::default()
-        })
-        .unwrap();
-        let token = sign(serde_json::json!({"sub": "a", "exp": now() + 60}), pem);
-        let e = auth.resolve(&bearer(&token)).unwrap_err();
-        assert!(e.detail.contains("no JWT secret"), "{}", e.detail);
-    }
-
-    #[test]
-    fn unusable_settings_say_why() {
-        let short = Authenticator::new(&AuthSettings {
-            secret: Some(Secret::new("short")),
-            ..AuthSettings::default()
-        });
-        assert!(short.unwrap_err().to_string().contains("32 bytes"));
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("keys.pem");
-        std::fs::write(&path, "not a key").unwrap();
-        let none = Authenticator::new(&AuthSettings {
-            keys_file: Some(path),
-            ..AuthSettings::default()
-        });
-        assert!(none.unwrap_err().to_string().contains("no public key"));
-        assert!(
-            pem_blocks(
-                "x-----BEGIN A-----\nAA\n-----END A-----\n-----BEGIN B-----\nBB\n-----END B-----"
-            )
-            .len()
-                == 2
-        );
-    }
-}
+mod tests;
