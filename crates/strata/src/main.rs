@@ -78,30 +78,9 @@ enum Command {
         #[arg(long)]
         admin: bool,
         /// How long the token is valid: 90s, 30m, 12h, 7d [default: 1h].
-        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        #[arg(long, default_value = "1h", value_parser = config::parse_duration)]
         ttl: std::time::Duration,
     },
-}
-
-/// Parses `90s`, `30m`, `12h`, `7d` (a bare number is seconds).
-fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 90s, 30m, 12h, 7d)"))?;
-    let secs = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        other => return Err(format!("unknown unit {other:?} (use s, m, h or d)")),
-    };
-    match n.checked_mul(secs) {
-        Some(0) | None => Err(format!("{s:?} is not a usable lifetime")),
-        Some(v) => Ok(std::time::Duration::from_secs(v)),
-    }
 }
 
 fn main() -> std::process::ExitCode {

@@ -402,15 +402,37 @@ fn without_sections(table: toml::Table) -> anyhow::Result<toml::Table> {
 
 use strata_engine::redact_url as mask_url;
 
+/// A leading whole number and the unit after it (trimmed).
+fn number_and_unit(s: &str) -> Option<(u64, &str)> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    Some((num.parse().ok()?, unit.trim()))
+}
+
+/// Parses `90s`, `30m`, `12h`, `7d` (a bare number is seconds); zero is refused.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (n, unit) = number_and_unit(s)
+        .ok_or_else(|| format!("{s:?} is not a duration (e.g. 90s, 30m, 12h, 7d)"))?;
+    let secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("unknown unit {other:?} (use s, m, h or d)")),
+    };
+    match n.checked_mul(secs) {
+        Some(0) | None => Err(format!("{s:?} is not a usable lifetime")),
+        Some(v) => Ok(Duration::from_secs(v)),
+    }
+}
+
 /// Parses `1234`, `512KiB`, `50MiB`, `1GiB`, `10MB`, `1kb`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 50MiB)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+    let (n, unit) =
+        number_and_unit(s).ok_or_else(|| format!("{s:?} is not a size (e.g. 50MiB)"))?;
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1_000,
         "kib" => 1 << 10,

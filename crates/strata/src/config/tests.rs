@@ -13,6 +13,16 @@ fn sizes() {
 }
 
 #[test]
+fn durations() {
+    assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+    assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+    assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+    for bad in ["0", "0h", "1w", "h", "-1s"] {
+        assert!(parse_duration(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
 fn cache_ttl_overrides() {
     let kinds = strata_engine::default_cache_kinds;
     let k = cache_kinds(
