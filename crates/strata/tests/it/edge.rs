@@ -1,5 +1,7 @@
 //! The edge's response headers: security headers on every answer, CORS only when asked for.
 
+use std::time::Duration;
+
 use crate::helpers::TestServer;
 
 const SECURITY: [(&str, &str); 4] = [
@@ -201,5 +203,67 @@ async fn answers_are_compressed_as_negotiated_and_cached_compressed() {
     // Small answers stay as they are.
     let small = get_encoded(&s, "/healthz", "gzip", None).await;
     assert!(small.headers().get("content-encoding").is_none());
+    s.stop().await;
+}
+
+/// Cleartext HTTP/2 with prior knowledge on the same port as HTTP/1.1: plain answers, the
+/// NDJSON search stream and the SSE job stream, several streams at once on one connection.
+#[tokio::test]
+async fn http2_with_prior_knowledge_serves_answers_and_streams() {
+    let s = TestServer::start().await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let doc: serde_json::Value = h2
+        .post(s.url("/v1/documents"))
+        .json(&serde_json::json!({"text": "The ocean is deep and blue. Whales sing in it.", "title": "sea"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job = doc["document"]["job_id"].as_str().unwrap().to_owned();
+    // The job's live events over h2, to the end.
+    let events = h2
+        .get(s.url(&format!("/v1/jobs/{job}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.version(), reqwest::Version::HTTP_2);
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    let text = tokio::time::timeout(Duration::from_secs(60), events.text())
+        .await
+        .expect("the stream ends with the job")
+        .unwrap();
+    assert!(
+        text.contains("event: done") || text.contains("event:done"),
+        "{text}"
+    );
+    // Many requests at once multiplexed over the one connection.
+    let gets = (0..20).map(|_| h2.get(s.url("/v1/documents")).send());
+    for r in futures_util::future::join_all(gets).await {
+        let r = r.unwrap();
+        assert_eq!(
+            (r.version(), r.status().as_u16()),
+            (reqwest::Version::HTTP_2, 200)
+        );
+    }
+    // The NDJSON search stream.
+    let r = h2
+        .post(s.url("/v1/search"))
+        .json(&serde_json::json!({"query": "whales", "k": 3, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.headers()["content-type"], "application/x-ndjson");
+    let body = r.text().await.unwrap();
+    let lines: Vec<serde_json::Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!lines.is_empty(), "{body}");
     s.stop().await;
 }
