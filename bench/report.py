@@ -90,11 +90,16 @@ def http_med(contender, key):
 
 lines.append(f"cached search over HTTP, wrk, {http.get('connections')} connections, "
              f"{http.get('body_bytes')}-byte answer (medians):")
-for c in ("ceiling", "ceiling_body_unread", "strata_l1_hit", "strata_l2_hit", "seed_stack_as_shipped",
-          "seed_stack_nodelay_fix"):
+for c in ("ceiling", "ceiling_body_unread", "strata_l1_hit", "strata_l2_hit", "ceiling_gzip",
+          "strata_l1_hit_gzip", "strata_l1_hit_edge", "seed_stack_as_shipped", "seed_stack_nodelay_fix"):
     row(f"{c} requests/s", http_med(c, "requests_per_s"), "req/s",
         f"p50 {http_med(c, 'p50_ms') or 0:.2f} ms, p99 {http_med(c, 'p99_ms') or 0:.2f} ms, "
         f"errors {sum(r['errors'] for r in http.get('runs', []) if r['contender'] == c)}")
+if http.get("answers"):
+    ib, gb, n = http.get("answers_identity_bytes", 0), http.get("answers_gzip_bytes", 0), http["answers"]
+    row("typical answer, identity / gzip (mean of all queries)", ib / n, "bytes",
+        f"gzip {gb / n:.0f} bytes: {100 * (1 - gb / ib):.0f}% saved" if ib else "")
+    row("the benchmarked answer gzipped", http.get("body_bytes_gzip"), "bytes")
 lines.append("connection scaling (keep-alive connections held for the whole run):")
 for r in http.get("scaling", []):
     row(f"{r['contender']} at {r['connections']} connections", r["requests_per_s"], "req/s",
@@ -164,6 +169,13 @@ ceil, l1 = http_med("ceiling", "requests_per_s"), http_med("strata_l1_hit", "req
 target("L1-hit search / ceiling, requests/s", l1 / ceil if l1 and ceil else None, ">=", 0.8)
 cp99, lp99 = http_med("ceiling", "p99_ms"), http_med("strata_l1_hit", "p99_ms")
 target("L1-hit search p99 / ceiling p99", lp99 / cp99 if lp99 and cp99 else None, "<=", 2.0)
+gz_ceil = http_med("ceiling_gzip", "requests_per_s")
+gz_l1 = http_med("strata_l1_hit_gzip", "requests_per_s")
+target("L1-hit search, gzip / ceiling serving the gzip body", gz_l1 / gz_ceil if gz_l1 and gz_ceil else None,
+       ">=", 0.8)
+edge = http_med("strata_l1_hit_edge", "requests_per_s")
+target("L1-hit with JWT + rate limit + gzip / gzip ceiling", edge / gz_ceil if edge and gz_ceil else None,
+       ">=", 0.8)
 unread = http_med("ceiling_body_unread", "requests_per_s")
 row("(for reference) L1-hit / ceiling that leaves the body unread", l1 / unread if l1 and unread else None, "")
 paired = []

@@ -37,6 +37,34 @@ pub(crate) async fn start_strata(
     tenant_header: Option<&str>,
     configure: impl FnOnce(&mut EngineSettings),
 ) -> anyhow::Result<Strata> {
+    let identity = match tenant_header {
+        Some(h) => strata_server::caller::Identity::Header {
+            name: strata_server::HeaderName::from_str(h)?,
+            admins: Default::default(),
+        },
+        None => strata_server::caller::Identity::Local,
+    };
+    start_custom(
+        model_dir,
+        data,
+        texts,
+        |srv| srv.identity = identity,
+        configure,
+        &reqwest::Client::new(),
+    )
+    .await
+}
+
+/// [`start_strata`] with the HTTP settings adjusted by `server`, ingesting through `client`
+/// (which carries whatever credentials the server's identity mode wants).
+pub(crate) async fn start_custom(
+    model_dir: &Path,
+    data: &Path,
+    texts: &[String],
+    server: impl FnOnce(&mut ServerSettings),
+    configure: impl FnOnce(&mut EngineSettings),
+    client: &reqwest::Client,
+) -> anyhow::Result<Strata> {
     if data.exists() {
         std::fs::remove_dir_all(data)?;
     }
@@ -48,33 +76,20 @@ pub(crate) async fn start_strata(
     settings.jobs.poll_interval = Duration::from_millis(20);
     configure(&mut settings);
     let engine = Engine::open(settings).await?;
-    let server_settings = ServerSettings {
+    let mut server_settings = ServerSettings {
         listen: "127.0.0.1:0".parse()?,
         warm: strata_server::warm::WarmSettings {
             queries_per_tenant: 0,
             ..Default::default()
         },
-        identity: match tenant_header {
-            Some(h) => strata_server::caller::Identity::Header {
-                name: strata_server::HeaderName::from_str(h)?,
-                admins: Default::default(),
-            },
-            None => strata_server::caller::Identity::Local,
-        },
         ..ServerSettings::default()
     };
+    server(&mut server_settings);
     let app = App::build(engine.clone(), server_settings.clone()).await?;
     let base = format!("http://{}", app.local_addr()?);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(app.run(shutdown.clone()));
-    crate::ingest(
-        &reqwest::Client::new(),
-        &base,
-        texts,
-        0,
-        Duration::from_secs(600),
-    )
-    .await?;
+    crate::ingest(client, &base, texts, 0, Duration::from_secs(600)).await?;
     Ok(Strata {
         base,
         engine,
@@ -185,15 +200,59 @@ fn search_bodies(corpus: &Path, sentences: usize) -> anyhow::Result<(Vec<String>
     Ok((texts, bodies))
 }
 
+/// Writes a wrk Lua script that POSTs `bodies` in turn (each thread from its own offset)
+/// with JSON and `headers`.
+fn post_script(
+    path: &Path,
+    bodies: &[String],
+    headers: &[(&str, &str)],
+) -> anyhow::Result<std::path::PathBuf> {
+    let mut lua = String::from("local bodies = {\n");
+    for b in bodies {
+        lua.push_str(&serde_json::to_string(b)?);
+        lua.push_str(",\n");
+    }
+    let mut h = String::from("[\"Content-Type\"] = \"application/json\"");
+    for (k, v) in headers {
+        h.push_str(&format!(
+            ", [{}] = {}",
+            serde_json::to_string(k)?,
+            serde_json::to_string(v)?
+        ));
+    }
+    lua.push_str(&format!(
+        "}}\nlocal threads = 0\nfunction setup(thread)\n  thread:set(\"offset\", threads * 131)\n  \
+         threads = threads + 1\nend\nlocal i = 0\nlocal headers = {{{h}}}\n\
+         request = function()\n  i = i + 1\n  \
+         return wrk.format(\"POST\", nil, headers, bodies[((i + (offset or 0)) % #bodies) + 1])\nend\n"
+    ));
+    std::fs::write(path, lua)?;
+    Ok(path.to_owned())
+}
+
 /// The ceiling: strata's middleware around a handler that reads the request body (as any
-/// handler of a POST must, without parsing it) and returns `answer`, precomputed.
-fn ceiling_router(answer: Bytes) -> axum::Router {
+/// handler of a POST must, without parsing it) and returns `answer`, precomputed (with
+/// `Content-Encoding: gzip` when `gzip`: the body is then the precompressed answer).
+fn ceiling_router(answer: Bytes, gzip: bool) -> axum::Router {
+    use axum::http::{HeaderValue, header};
     strata_server::with_middleware(
         axum::Router::new().route(
             "/v1/search",
             axum::routing::post(move |_body: Bytes| {
                 let b = answer.clone();
-                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], b) }
+                async move {
+                    let mut r = axum::response::Response::new(axum::body::Body::from(b));
+                    let h = r.headers_mut();
+                    h.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    if gzip {
+                        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                        h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+                    }
+                    r
+                }
             }),
         ),
         strata_server::metrics::Metrics::new(None).layer(),
@@ -230,6 +289,41 @@ pub async fn http(
         ),
         None => None,
     };
+    // The edge contender: JWT authentication, a per-tenant rate limit (far above what two
+    // cores can serve, so it is checked on every request and never refuses), compression.
+    let secret = "bench-secret-bench-secret-bench-secret";
+    let auth = strata_server::auth::AuthSettings {
+        secret: Some(strata_server::auth::Secret::new(secret)),
+        ..Default::default()
+    };
+    let token = strata_server::auth::mint(
+        &auth,
+        &strata_engine::TenantId::parse("bench")?,
+        strata_server::caller::Role::User,
+        Duration::from_secs(24 * 3600),
+    )?;
+    let bearer = format!("Bearer {token}");
+    let mut auth_headers = reqwest::header::HeaderMap::new();
+    auth_headers.insert(reqwest::header::AUTHORIZATION, bearer.parse()?);
+    let edge_client = reqwest::Client::builder()
+        .default_headers(auth_headers)
+        .build()?;
+    let authenticator = Arc::new(strata_server::auth::Authenticator::new(&auth)?);
+    let edge = start_custom(
+        model_dir,
+        &data.join("edge"),
+        docs,
+        |srv| {
+            srv.identity = strata_server::caller::Identity::Token(authenticator);
+            srv.admission.rate = Some(strata_server::admission::RateLimit {
+                per_second: 100_000_000,
+                burst: 100_000_000,
+            });
+        },
+        |_| {},
+        &edge_client,
+    )
+    .await?;
     let client = reqwest::Client::new();
     let post = |base: &str, body: &str| {
         client
@@ -241,15 +335,39 @@ pub async fn http(
     // Fill the caches (each query computed once), then check what a repeat is served from.
     let mut answer = Bytes::new();
     let mut answers = Vec::new();
+    let mut answer_gz = Bytes::new();
+    let (mut identity_bytes, mut gzip_bytes) = (0usize, 0usize);
     for (i, b) in bodies.iter().enumerate() {
         let a = post(&l1.base, b).await?.bytes().await?;
+        // The same answer as a gzip-accepting client gets it: the cached gzip form.
+        let gz = client
+            .post(format!("{}/v1/search", l1.base))
+            .header("content-type", "application/json")
+            .header("accept-encoding", "gzip")
+            .body(b.clone())
+            .send()
+            .await?;
+        let encoded = gz.headers().get("content-encoding").is_some();
+        let gz = gz.bytes().await?;
+        identity_bytes += a.len();
+        gzip_bytes += if encoded { gz.len() } else { a.len() };
         answers.push(json!({"query": queries[i], "k": 10, "body": String::from_utf8_lossy(&a)}));
         if i == 0 {
             answer = a;
+            if !encoded {
+                bail!("a gzip-accepting client got an uncompressed answer");
+            }
+            answer_gz = gz;
         }
         if let Some(s) = &l2 {
             post(&s.base, b).await?;
         }
+        edge_client
+            .post(format!("{}/v1/search", edge.base))
+            .header("content-type", "application/json")
+            .body(b.clone())
+            .send()
+            .await?;
     }
     let x_cache = |r: &reqwest::Response| {
         r.headers()
@@ -268,11 +386,26 @@ pub async fn http(
     if x != "HIT-L1" {
         bail!("the L1 contender answered {x:?}, not HIT-L1");
     }
+    let edge_check = edge_client
+        .post(format!("{}/v1/search", edge.base))
+        .header("content-type", "application/json")
+        .header("accept-encoding", "gzip")
+        .body(bodies[1].clone())
+        .send()
+        .await?;
+    let (x, enc, limited) = (
+        x_cache(&edge_check),
+        edge_check.headers().get("content-encoding").cloned(),
+        edge_check.headers().get("ratelimit").is_some(),
+    );
+    if x != "HIT-L1" || enc.is_none() || !limited {
+        bail!("the edge contender answered {x:?}, encoding {enc:?}, rate limited {limited}");
+    }
 
     // The ceiling: the same middleware, a precomputed body of the same size.
     // It reads the request body, as any handler of a POST must (without parsing it); a
     // second ceiling that leaves the body unread is measured too, for reference.
-    let ceiling = ceiling_router(answer.clone());
+    let ceiling = ceiling_router(answer.clone(), false);
     let precomputed = answer.clone();
     let unread = strata_server::with_middleware(
         axum::Router::new().route(
@@ -291,29 +424,50 @@ pub async fn http(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let unread_url = format!("http://{}/v1/search", listener.local_addr()?);
     let unread_task = tokio::spawn(async move { axum::serve(listener, unread).await });
+    let gz_ceiling = ceiling_router(answer_gz.clone(), true);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let gz_ceiling_url = format!("http://{}/v1/search", listener.local_addr()?);
+    let gz_ceiling_task = tokio::spawn(async move { axum::serve(listener, gz_ceiling).await });
 
-    let script = data.join("post.lua");
     std::fs::create_dir_all(data)?;
-    let mut lua = String::from("local bodies = {\n");
-    for b in &bodies {
-        lua.push_str(&serde_json::to_string(b)?);
-        lua.push_str(",\n");
-    }
-    lua.push_str(
-        "}\nlocal threads = 0\nfunction setup(thread)\n  thread:set(\"offset\", threads * 131)\n  \
-         threads = threads + 1\nend\nlocal i = 0\nlocal headers = {[\"Content-Type\"] = \"application/json\"}\n\
-         request = function()\n  i = i + 1\n  \
-         return wrk.format(\"POST\", nil, headers, bodies[((i + (offset or 0)) % #bodies) + 1])\nend\n",
-    );
-    std::fs::write(&script, lua)?;
+    let script = post_script(&data.join("post.lua"), &bodies, &[])?;
+    let gzip_script = post_script(
+        &data.join("post-gzip.lua"),
+        &bodies,
+        &[("Accept-Encoding", "gzip")],
+    )?;
+    let edge_script = post_script(
+        &data.join("post-edge.lua"),
+        &bodies,
+        &[("Accept-Encoding", "gzip"), ("Authorization", &bearer)],
+    )?;
     let mut contenders = vec![
-        ("ceiling", ceiling_url),
-        ("strata_l1_hit", format!("{}/v1/search", l1.base)),
+        ("ceiling", ceiling_url, script.clone()),
+        (
+            "strata_l1_hit",
+            format!("{}/v1/search", l1.base),
+            script.clone(),
+        ),
     ];
     if let Some(s) = &l2 {
-        contenders.push(("strata_l2_hit", format!("{}/v1/search", s.base)));
+        contenders.push((
+            "strata_l2_hit",
+            format!("{}/v1/search", s.base),
+            script.clone(),
+        ));
     }
-    contenders.push(("ceiling_body_unread", unread_url));
+    contenders.push(("ceiling_body_unread", unread_url, script.clone()));
+    contenders.push(("ceiling_gzip", gz_ceiling_url, gzip_script.clone()));
+    contenders.push((
+        "strata_l1_hit_gzip",
+        format!("{}/v1/search", l1.base),
+        gzip_script,
+    ));
+    contenders.push((
+        "strata_l1_hit_edge",
+        format!("{}/v1/search", edge.base),
+        edge_script,
+    ));
     let mut seeds = Vec::new();
     if let Some(seed) = &seed {
         let file = data.join("seed-answers.json");
@@ -332,13 +486,13 @@ pub async fn http(
                     bail!("the seed stack answered {}", r.status());
                 }
             }
-            contenders.push((name, format!("{url}/v1/search")));
+            contenders.push((name, format!("{url}/v1/search"), script.clone()));
             seeds.push(proc);
         }
     }
     let mut runs = Vec::new();
     for round in 1..=rounds {
-        for (name, url) in &contenders {
+        for (name, url, script) in &contenders {
             let (script, url, name) = (script.clone(), url.clone(), *name);
             let w = tokio::task::spawn_blocking(move || wrk(&url, &script, seconds, connections))
                 .await??;
@@ -352,7 +506,7 @@ pub async fn http(
     // connections (every one opened at the start and kept for the whole run).
     let mut scaling = Vec::new();
     for &c in scale {
-        for (name, url) in contenders.iter().take(2) {
+        for (name, url, script) in contenders.iter().take(2) {
             let (script, url, name) = (script.clone(), url.clone(), *name);
             let w = tokio::task::spawn_blocking(move || wrk(&url, &script, seconds, c)).await??;
             scaling.push(json!({
@@ -387,13 +541,19 @@ pub async fn http(
     }
     ceiling_task.abort();
     unread_task.abort();
+    gz_ceiling_task.abort();
     drop(seeds);
     l1.stop().await?;
+    edge.stop().await?;
     if let Some(s) = l2 {
         s.stop().await?;
     }
     Ok(json!({
         "body_bytes": answer.len(),
+        "body_bytes_gzip": answer_gz.len(),
+        "answers_identity_bytes": identity_bytes,
+        "answers_gzip_bytes": gzip_bytes,
+        "answers": bodies.len(),
         "connections": connections,
         "seconds": seconds,
         "runs": runs,
@@ -643,7 +803,7 @@ pub async fn hit_path(
     if x_cache.as_ref().and_then(|v| v.to_str().ok()) != Some("HIT-L1") {
         bail!("strata answered {x_cache:?}, not HIT-L1");
     }
-    let ceiling = ceiling_router(answer);
+    let ceiling = ceiling_router(answer, false);
 
     // One task measures the path's cost; two (one per worker thread) add what the two
     // threads' shared writes cost each other, as under a load tool.
