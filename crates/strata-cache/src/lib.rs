@@ -147,6 +147,21 @@ impl std::fmt::Display for CacheError {
 
 impl std::error::Error for CacheError {}
 
+/// What [`Cache::take_rate`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateTake {
+    /// Taken; this many more fit in the burst now.
+    Taken {
+        /// Requests left in the burst.
+        remaining: u64,
+    },
+    /// Refused; this much later it fits.
+    Refused {
+        /// How long until it fits.
+        retry_after: Duration,
+    },
+}
+
 /// What [`Cache::clear`] removed.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Cleared {
@@ -188,6 +203,33 @@ impl Cache {
                 stats: stats::Stats::new(&names),
                 namespace,
             }),
+        })
+    }
+
+    /// Takes `cost` requests from the rate `name` that every instance over this Redis shares
+    /// (GCRA: `per_second` sustained, `burst` at once), on Redis's clock. `None` without Redis
+    /// or when it cannot answer in time: the caller then limits on its own.
+    pub async fn take_rate(
+        &self,
+        name: &str,
+        per_second: u32,
+        burst: u32,
+        cost: u32,
+    ) -> Option<RateTake> {
+        let remote = self.inner.remote.as_ref()?;
+        let interval = 1_000_000 / u64::from(per_second.max(1));
+        let window = interval.max(1) * u64::from(burst.max(1));
+        let (taken, micros) = remote
+            .take_rate(name, interval.max(1), window, u64::from(cost.max(1)))
+            .await?;
+        Some(if taken {
+            RateTake::Taken {
+                remaining: micros / interval.max(1),
+            }
+        } else {
+            RateTake::Refused {
+                retry_after: Duration::from_micros(micros),
+            }
         })
     }
 

@@ -105,6 +105,7 @@ impl Deref for AppState {
 pub fn state(engine: Engine, settings: &ServerSettings, shutdown: CancellationToken) -> AppState {
     let hot_list = engine.data_dir().join("hot-queries.json");
     let warmer = Arc::new(warm::Warmer::new(settings.warm.clone(), Some(hot_list)));
+    let engine_cache = engine.cache_policy().cache().clone();
     let metrics = metrics::Metrics::new(Some(metrics::Snapshots {
         engine: engine.clone(),
         warmer: warmer.clone(),
@@ -114,7 +115,10 @@ pub fn state(engine: Engine, settings: &ServerSettings, shutdown: CancellationTo
         shutdown,
         warmer,
         metrics,
-        admission: Arc::new(admission::Admission::new(settings.admission.clone())),
+        admission: Arc::new(admission::Admission::new(
+            settings.admission.clone(),
+            Some(engine_cache),
+        )),
     }))
 }
 

@@ -164,3 +164,38 @@ async fn a_request_past_its_deadline_is_answered_504() {
     assert_eq!(list["items"].as_array().unwrap().len(), 0);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn instances_over_one_redis_share_a_tenants_rate() {
+    let start = || {
+        TestServer::start_custom(
+            tempfile::tempdir().unwrap(),
+            |e| {
+                e.jobs.workers = 0;
+                e.cache.redis = Some(crate::helpers::redis_settings());
+            },
+            |srv| {
+                srv.admission.rate = Some(RateLimit {
+                    per_second: 1,
+                    burst: 3,
+                });
+                srv.identity = strata_server::caller::Identity::Header {
+                    name: strata_server::HeaderName::from_static("x-tenant"),
+                    admins: Default::default(),
+                };
+            },
+        )
+    };
+    let (a, b) = (start().await, start().await);
+    let tenant = format!("shared-{}", uuid::Uuid::now_v7());
+    // Three requests fit the burst wherever they land; the fourth is refused by either.
+    let mut statuses = Vec::new();
+    for s in [&a, &b, &a, &b, &a] {
+        statuses.push(get(s, "/v1/documents", &tenant).await.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429], "{statuses:?}");
+    // Another tenant is not affected.
+    assert_eq!(get(&b, "/v1/documents", "someone-else").await.status(), 200);
+    a.stop().await;
+    b.stop().await;
+}

@@ -5,10 +5,10 @@
 //!   `overloaded` with `Retry-After` at once, instead of queueing until every caller times
 //!   out. Health, metrics and operator routes are never shed, so an overloaded server can
 //!   still be watched and mended.
-//! - **Rate limits** per tenant: GCRA (a token bucket kept as one timestamp per tenant,
-//!   updated by compare-and-swap), answering 429 `rate_limited` with `Retry-After`, and the
-//!   IETF httpapi draft's `RateLimit-Policy` and `RateLimit` headers on every answer to a
-//!   limited tenant. Local to the process.
+//! - **Rate limits** per tenant: GCRA ([`rate`]: local to the process, or shared by every
+//!   instance through Redis by leases), answering 429 `rate_limited` with `Retry-After`, and
+//!   the IETF httpapi draft's `RateLimit-Policy` and `RateLimit` headers on every answer to a
+//!   limited tenant.
 //! - **Timeouts** per route class: a request past its deadline is answered 504 `timeout`
 //!   (its handler is dropped; writes already acknowledged by the store stay).
 //!
@@ -16,21 +16,23 @@
 //! matched route and the caller. Owns: the in-flight count, the tenants' rate state, the
 //! deadlines. Must not: reach the engine or the store.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::MatchedPath;
 use axum::http::{HeaderName, HeaderValue, Request};
 use axum::response::IntoResponse;
-use strata_engine::TenantId;
 
 use crate::caller::Caller;
+
+mod rate;
+
 use crate::error::{ApiError, Code};
+use rate::{Check, Limiter, Verdict};
 
 /// Admission settings.
 #[derive(Debug, Clone)]
@@ -90,103 +92,11 @@ fn class(route: &str, method: &axum::http::Method) -> Class {
     }
 }
 
-/// Per-tenant GCRA state: the theoretical arrival time of the next request, in nanoseconds
-/// since `epoch`.
-struct Limiter {
-    limit: RateLimit,
-    interval: u64,
-    window: u64,
-    epoch: Instant,
-    tenants: RwLock<HashMap<TenantId, Arc<AtomicU64>>>,
-    policy: HeaderValue,
-}
-
-/// A rate check's outcome.
-enum Verdict {
-    /// Admitted, with this many requests left in the burst.
-    Allow { remaining: u64, reset_secs: u64 },
-    /// Refused; retry after this long.
-    Deny { retry_after: Duration },
-}
-
-/// Tenants kept before idle ones are forgotten (an idle tenant's state equals a new one's).
-const MAX_TENANTS: usize = 100_000;
-
-impl Limiter {
-    fn new(limit: RateLimit) -> Self {
-        let per_second = u64::from(limit.per_second.max(1));
-        let interval = 1_000_000_000 / per_second;
-        let burst = u64::from(limit.burst.max(1));
-        Self {
-            limit,
-            interval,
-            window: interval * burst,
-            epoch: Instant::now(),
-            tenants: RwLock::new(HashMap::new()),
-            policy: HeaderValue::try_from(format!(
-                "\"tenant\";q={};w=1;burst={}",
-                limit.per_second.max(1),
-                burst
-            ))
-            .unwrap_or_else(|_| HeaderValue::from_static("\"tenant\"")),
-        }
-    }
-
-    fn cell(&self, tenant: &TenantId) -> Arc<AtomicU64> {
-        let known = self
-            .tenants
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(tenant)
-            .cloned();
-        if let Some(cell) = known {
-            return cell;
-        }
-        let mut tenants = self.tenants.write().unwrap_or_else(PoisonError::into_inner);
-        if tenants.len() >= MAX_TENANTS {
-            let now = self.now();
-            tenants.retain(|_, tat| tat.load(Ordering::Relaxed) > now);
-        }
-        tenants
-            .entry(tenant.clone())
-            .or_insert_with(|| Arc::new(AtomicU64::new(0)))
-            .clone()
-    }
-
-    fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    fn check(&self, tenant: &TenantId) -> Verdict {
-        let cell = self.cell(tenant);
-        let now = self.now();
-        let mut tat = cell.load(Ordering::Acquire);
-        loop {
-            let next = tat.max(now) + self.interval;
-            let ahead = next - now;
-            if ahead > self.window {
-                return Verdict::Deny {
-                    retry_after: Duration::from_nanos(ahead - self.window),
-                };
-            }
-            match cell.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => {
-                    return Verdict::Allow {
-                        remaining: (self.window - ahead) / self.interval,
-                        reset_secs: ahead.div_ceil(1_000_000_000),
-                    };
-                }
-                Err(actual) => tat = actual,
-            }
-        }
-    }
-}
-
 /// The admission state shared by every request.
 pub struct Admission {
     settings: AdmissionSettings,
     in_flight: AtomicUsize,
-    limiter: Option<Limiter>,
+    limiter: Option<Arc<Limiter>>,
 }
 
 impl std::fmt::Debug for Admission {
@@ -199,13 +109,19 @@ impl std::fmt::Debug for Admission {
 }
 
 impl Admission {
-    /// Admission by `settings`.
-    pub fn new(settings: AdmissionSettings) -> Self {
+    /// Admission by `settings`; rate limits are shared through `cache`'s Redis when it has
+    /// one.
+    pub fn new(settings: AdmissionSettings, cache: Option<strata_cache::Cache>) -> Self {
         Self {
-            limiter: settings.rate.map(Limiter::new),
+            limiter: settings.rate.map(|r| Arc::new(Limiter::new(r, cache))),
             settings,
             in_flight: AtomicUsize::new(0),
         }
+    }
+
+    /// Whether rate limits are shared by every instance through Redis.
+    pub fn shares_rate_limits(&self) -> bool {
+        self.limiter.as_ref().is_some_and(|l| l.is_shared())
     }
 
     /// Requests in flight now (exempt routes not counted).
@@ -242,7 +158,7 @@ pub struct AdmissionService<S> {
 
 /// Releases an in-flight slot when the response is done (or dropped).
 #[derive(Debug)]
-pub struct Slot(Arc<Admission>);
+struct Slot(Arc<Admission>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -273,7 +189,7 @@ where
             .get::<MatchedPath>()
             .map_or(Class::Ordinary, |p| class(p.as_str(), req.method()));
         if class == Class::Exempt {
-            return Admitted::Pass(Box::pin(self.inner.call(req)));
+            return Admitted(State::Pass(Box::pin(self.inner.call(req))));
         }
         let slot = if class == Class::Stream {
             None
@@ -282,39 +198,28 @@ where
             let before = a.in_flight.fetch_add(1, Ordering::Relaxed);
             let slot = Slot(a.clone());
             if max > 0 && before >= max {
-                return Admitted::Refused(Some(refusal(
+                return Admitted(State::Refused(Some(refusal(
                     Code::Overloaded,
                     "the server is at capacity; retry shortly",
                     Duration::from_secs(1),
-                )));
+                ))));
             }
             Some(slot)
         };
         let mut rate = None;
+        let mut gate = None;
         if let (Some(limiter), Some(caller)) = (&a.limiter, req.extensions().get::<Caller>()) {
             match limiter.check(&caller.tenant) {
-                Verdict::Allow {
+                Check::Now(Verdict::Allow {
                     remaining,
                     reset_secs,
-                } => rate = Some((limiter.policy.clone(), remaining, reset_secs)),
-                Verdict::Deny { retry_after } => {
-                    let mut resp = refusal(
-                        Code::RateLimited,
-                        &format!(
-                            "over {} requests per second for this tenant",
-                            limiter.limit.per_second
-                        ),
-                        retry_after,
-                    );
-                    let h = resp.headers_mut();
-                    h.insert(RATELIMIT_POLICY, limiter.policy.clone());
-                    if let Ok(v) = HeaderValue::try_from(format!(
-                        "\"tenant\";r=0;t={}",
-                        retry_after.as_secs().max(1)
-                    )) {
-                        h.insert(RATELIMIT, v);
-                    }
-                    return Admitted::Refused(Some(resp));
+                }) => rate = Some((limiter.policy.clone(), remaining, reset_secs)),
+                Check::Now(Verdict::Deny { retry_after }) => {
+                    return Admitted(State::Refused(Some(rate_limited(limiter, retry_after))));
+                }
+                Check::Ask(cell) => {
+                    let asked = limiter.clone().ask(caller.tenant.clone(), cell);
+                    gate = Some((limiter.clone(), Box::pin(asked) as Gate));
                 }
             }
         }
@@ -323,13 +228,37 @@ where
             Class::Upload => Some(a.settings.upload_timeout),
             _ => Some(a.settings.timeout),
         };
-        Admitted::Run {
+        Admitted(State::Run {
+            gate,
             inner: Box::pin(self.inner.call(req)),
             sleep: deadline.map(|d| Box::pin(tokio::time::sleep(d))),
             rate,
             _slot: slot,
-        }
+        })
     }
+}
+
+/// A shared rate check in progress.
+type Gate = Pin<Box<dyn Future<Output = Verdict> + Send>>;
+
+/// 429 `rate_limited` with `Retry-After` and the rate headers.
+fn rate_limited(limiter: &Limiter, retry_after: Duration) -> axum::response::Response {
+    let mut resp = refusal(
+        Code::RateLimited,
+        &format!(
+            "over {} requests per second for this tenant",
+            limiter.limit.per_second
+        ),
+        retry_after,
+    );
+    let h = resp.headers_mut();
+    h.insert(RATELIMIT_POLICY, limiter.policy.clone());
+    if let Ok(v) =
+        HeaderValue::try_from(format!("\"tenant\";r=0;t={}", retry_after.as_secs().max(1)))
+    {
+        h.insert(RATELIMIT, v);
+    }
+    resp
 }
 
 /// A 429/503 problem with `Retry-After` (whole seconds, at least one).
@@ -346,13 +275,17 @@ fn refusal(code: Code, detail: &str, retry_after: Duration) -> axum::response::R
 type Handler<E> = Pin<Box<dyn Future<Output = Result<axum::response::Response, E>> + Send>>;
 
 /// The response future of [`AdmissionService`].
-pub enum Admitted<E> {
+pub struct Admitted<E>(State<E>);
+
+enum State<E> {
     /// Exempt: the inner future as it is.
     Pass(Handler<E>),
     /// Answered without running the handler.
     Refused(Option<axum::response::Response>),
     /// Admitted: the handler, its deadline, the rate headers to add, and the in-flight slot.
     Run {
+        /// A shared rate check to pass before the handler runs.
+        gate: Option<(Arc<Limiter>, Gate)>,
         /// The handler's future.
         inner: Handler<E>,
         /// The deadline.
@@ -368,14 +301,33 @@ impl<E> Future for Admitted<E> {
     type Output = Result<axum::response::Response, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            Admitted::Pass(f) => f.as_mut().poll(cx),
-            Admitted::Refused(resp) => Poll::Ready(Ok(resp.take().unwrap_or_else(|| {
+        match &mut self.get_mut().0 {
+            State::Pass(f) => f.as_mut().poll(cx),
+            State::Refused(resp) => Poll::Ready(Ok(resp.take().unwrap_or_else(|| {
                 ApiError::new(Code::Internal, "polled after completion").into_response()
             }))),
-            Admitted::Run {
-                inner, sleep, rate, ..
+            State::Run {
+                gate,
+                inner,
+                sleep,
+                rate,
+                ..
             } => {
+                if let Some((limiter, check)) = gate {
+                    match check.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Verdict::Deny { retry_after }) => {
+                            return Poll::Ready(Ok(rate_limited(limiter, retry_after)));
+                        }
+                        Poll::Ready(Verdict::Allow {
+                            remaining,
+                            reset_secs,
+                        }) => {
+                            *rate = Some((limiter.policy.clone(), remaining, reset_secs));
+                            *gate = None;
+                        }
+                    }
+                }
                 if let Poll::Ready(out) = inner.as_mut().poll(cx) {
                     let mut resp = out?;
                     if let Some((policy, remaining, reset)) = rate.take() {
