@@ -14,6 +14,7 @@ pub mod extract;
 pub mod metrics;
 mod middleware;
 pub mod routes;
+pub mod tls;
 pub mod warm;
 
 use std::net::SocketAddr;
@@ -56,6 +57,8 @@ pub struct ServerSettings {
     /// Responses from this many bytes on are compressed for clients that ask (gzip, br,
     /// zstd); `None` compresses nothing.
     pub compress_min_bytes: Option<usize>,
+    /// Serve HTTPS (HTTP/1.1 and h2 by ALPN) with this certificate and key.
+    pub tls: Option<tls::TlsSettings>,
 }
 
 impl Default for ServerSettings {
@@ -69,6 +72,7 @@ impl Default for ServerSettings {
             cors_origins: Vec::new(),
             admission: admission::AdmissionSettings::default(),
             compress_min_bytes: Some(cached::GZIP_MIN),
+            tls: None,
         }
     }
 }
@@ -218,21 +222,53 @@ pub fn with_middleware(
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 
+/// Serves `app` on `listener` until `shutdown`, then drains in-flight requests for up to
+/// `grace`.
+async fn serve_until<L>(
+    listener: L,
+    app: Router,
+    shutdown: &CancellationToken,
+    grace: std::time::Duration,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let serve = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    tokio::pin!(serve);
+    tokio::select! {
+        r = &mut serve => r?,
+        () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            warn!(?grace, "in-flight requests did not finish within the grace period; closing them");
+        }
+    }
+    Ok(())
+}
+
 /// A bound, ready-to-run server with its job workers.
 pub struct App {
     listener: TcpListener,
     engine: Engine,
     settings: ServerSettings,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl App {
-    /// Binds the listener; the server does not accept connections until [`App::run`].
+    /// Binds the listener (and reads the TLS certificate and key, when configured); the
+    /// server does not accept connections until [`App::run`].
     pub async fn build(engine: Engine, settings: ServerSettings) -> std::io::Result<Self> {
+        let tls = match &settings.tls {
+            Some(t) => Some(tls::load(t).map_err(std::io::Error::other)?),
+            None => None,
+        };
         let listener = TcpListener::bind(settings.listen).await?;
         Ok(Self {
             listener,
             engine,
             settings,
+            tls,
         })
     }
 
@@ -254,16 +290,22 @@ impl App {
         }
         let app = router_with(state, &self.settings);
         let addr = self.listener.local_addr()?;
-        info!(%addr, "listening");
-        let serve = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future();
-        tokio::pin!(serve);
         let grace = self.settings.shutdown_grace;
-        tokio::select! {
-            r = &mut serve => r?,
-            () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-                warn!(?grace, "in-flight requests did not finish within the grace period; closing them");
+        match (self.tls, &self.settings.tls) {
+            (Some(config), Some(files)) => {
+                info!(%addr, "listening (HTTPS: HTTP/1.1 and h2 by ALPN)");
+                let listener = tls::TlsListener::start(
+                    self.listener,
+                    files.clone(),
+                    config,
+                    shutdown.clone(),
+                    &tasks,
+                )?;
+                serve_until(listener, app, &shutdown, grace).await?;
+            }
+            _ => {
+                info!(%addr, "listening");
+                serve_until(self.listener, app, &shutdown, grace).await?;
             }
         }
         tasks.close();

@@ -16,7 +16,17 @@ impl Config {
                     .as_ref()
                     .map_or("(none)".into(), |p| p.display().to_string()),
             ),
-            ("listen", self.server.listen.to_string()),
+            (
+                "listen",
+                match &self.server.tls {
+                    Some(t) => format!(
+                        "{} (HTTPS, certificate {})",
+                        self.server.listen,
+                        t.cert.display()
+                    ),
+                    None => format!("{} (plain HTTP)", self.server.listen),
+                },
+            ),
             ("identity", describe_identity(&self.server.identity)),
             (
                 "admission",

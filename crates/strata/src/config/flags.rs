@@ -150,6 +150,14 @@ pub struct ServerFlags {
     /// compresses nothing; 0 turns compression off [default: 1024].
     #[arg(long, env = "STRATA_COMPRESS_MIN_BYTES", global = true)]
     pub compress_min_bytes: Option<usize>,
+    /// Serve HTTPS with this PEM certificate chain (leaf first), HTTP/1.1 and h2 chosen by
+    /// ALPN; needs --tls-key. Both files are re-read when either changes. Unset: plain HTTP
+    /// (terminate TLS in a proxy in front) [default: unset].
+    #[arg(long, env = "STRATA_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "STRATA_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
 
     /// Log filter, e.g. `info` or `strata_engine=debug,info` [default: info].
     #[arg(long, env = "STRATA_LOG", global = true)]
@@ -167,6 +175,8 @@ layered!(ServerFlags {
     cache_warm_interval_secs,
     cors_origins,
     compress_min_bytes,
+    tls_cert,
+    tls_key,
     log,
     log_format
 });

@@ -116,6 +116,14 @@ impl Config {
             identity: identity(&given.auth, &auth)?,
             cors_origins: cors_origins(s.cors_origins.as_deref().unwrap_or_default())?,
             admission: admission(&given.admission, &d.server.admission),
+            tls: match (&s.tls_cert, &s.tls_key) {
+                (Some(cert), Some(key)) => Some(strata_server::tls::TlsSettings {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                (None, None) => None,
+                _ => bail!("tls_cert and tls_key go together: give both or neither"),
+            },
             compress_min_bytes: match s.compress_min_bytes {
                 Some(0) => None,
                 Some(n) => Some(n),

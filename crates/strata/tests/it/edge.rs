@@ -267,3 +267,106 @@ async fn http2_with_prior_knowledge_serves_answers_and_streams() {
     assert!(!lines.is_empty(), "{body}");
     s.stop().await;
 }
+
+/// A self-signed certificate for localhost and 127.0.0.1, made by openssl: (cert, key).
+fn self_signed(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args(["-days", "1", "-subj", &format!("/CN={name}")])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+fn trusting(cert: &std::path::Path) -> reqwest::Client {
+    let pem = std::fs::read(cert).unwrap();
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn https_serves_http1_and_h2_and_picks_up_a_renewed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path(), "first");
+    let (live_cert, live_key) = (dir.path().join("live.crt"), dir.path().join("live.key"));
+    std::fs::copy(&cert, &live_cert).unwrap();
+    std::fs::copy(&key, &live_key).unwrap();
+    let tls = strata_server::tls::TlsSettings {
+        cert: live_cert.clone(),
+        key: live_key.clone(),
+    };
+    let s = TestServer::start_custom(
+        tempfile::tempdir().unwrap(),
+        |e| e.jobs.workers = 0,
+        move |srv| srv.tls = Some(tls),
+    )
+    .await;
+    let url = s.url("/v1/documents").replace("http://", "https://");
+    // ALPN: the client offers h2 and gets it; an HTTP/1.1-only client gets HTTP/1.1.
+    let r = trusting(&cert).get(&url).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, reqwest::Version::HTTP_2)
+    );
+    let pem = std::fs::read(&cert).unwrap();
+    let h1 = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .http1_only()
+        .build()
+        .unwrap();
+    let r = h1.get(&url).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, reqwest::Version::HTTP_11)
+    );
+    // Plain HTTP on the TLS port is not served.
+    assert!(s.client.get(s.url("/v1/documents")).send().await.is_err());
+
+    // Renewal: new files in place; a client trusting only the new certificate gets in.
+    let (cert2, key2) = self_signed(dir.path(), "second");
+    std::fs::copy(&key2, &live_key).unwrap();
+    std::fs::copy(&cert2, &live_cert).unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(r) = trusting(&cert2).get(&url).send().await {
+            assert_eq!(r.status(), 200);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the renewed certificate was not served"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        trusting(&cert).get(&url).send().await.is_err(),
+        "the old certificate is gone"
+    );
+    s.stop().await;
+}
