@@ -95,7 +95,10 @@ fn class(route: &str, method: &axum::http::Method) -> Class {
 /// The admission state shared by every request.
 pub struct Admission {
     settings: AdmissionSettings,
-    in_flight: AtomicUsize,
+    /// Leaked once per server (eight bytes), so a request that goes pending can count
+    /// itself without cloning an `Arc`: on two cores every shared write per request is a
+    /// cache line bouncing between them.
+    in_flight: &'static AtomicUsize,
     limiter: Option<Arc<Limiter>>,
 }
 
@@ -115,7 +118,7 @@ impl Admission {
         Self {
             limiter: settings.rate.map(|r| Arc::new(Limiter::new(r, cache))),
             settings,
-            in_flight: AtomicUsize::new(0),
+            in_flight: Box::leak(Box::new(AtomicUsize::new(0))),
         }
     }
 
@@ -158,11 +161,11 @@ pub struct AdmissionService<S> {
 
 /// Releases an in-flight slot when the response is done (or dropped).
 #[derive(Debug)]
-struct Slot(Arc<Admission>);
+struct Slot(&'static AtomicUsize);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -191,21 +194,18 @@ where
         if class == Class::Exempt {
             return Admitted(State::Pass(Box::pin(self.inner.call(req))));
         }
-        let slot = if class == Class::Stream {
-            None
-        } else {
-            let max = a.settings.max_in_flight;
-            let before = a.in_flight.fetch_add(1, Ordering::Relaxed);
-            let slot = Slot(a.clone());
-            if max > 0 && before >= max {
-                return Admitted(State::Refused(Some(refusal(
-                    Code::Overloaded,
-                    "the server is at capacity; retry shortly",
-                    Duration::from_secs(1),
-                ))));
-            }
-            Some(slot)
-        };
+        // Only a request that waits counts as in flight (it takes its slot when its first poll
+        // returns pending): one that is answered in the poll that starts it, as a cache hit
+        // is, costs the bound one read of the counter and no write.
+        let counter = (class != Class::Stream).then_some(a.in_flight);
+        let max = a.settings.max_in_flight;
+        if max > 0 && counter.is_some_and(|c| c.load(Ordering::Relaxed) >= max) {
+            return Admitted(State::Refused(Some(refusal(
+                Code::Overloaded,
+                "the server is at capacity; retry shortly",
+                Duration::from_secs(1),
+            ))));
+        }
         let mut rate = None;
         let mut gate = None;
         if let (Some(limiter), Some(caller)) = (&a.limiter, req.extensions().get::<Caller>()) {
@@ -231,9 +231,11 @@ where
         Admitted(State::Run {
             gate,
             inner: Box::pin(self.inner.call(req)),
-            sleep: deadline.map(|d| Box::pin(tokio::time::sleep(d))),
+            deadline,
+            sleep: None,
             rate,
-            _slot: slot,
+            counter,
+            slot: None,
         })
     }
 }
@@ -288,12 +290,17 @@ enum State<E> {
         gate: Option<(Arc<Limiter>, Gate)>,
         /// The handler's future.
         inner: Handler<E>,
-        /// The deadline.
+        /// How long it may take (none for streams).
+        deadline: Option<Duration>,
+        /// The deadline's timer, armed when the request first waits (a request answered in
+        /// its first poll never touches the timer wheel).
         sleep: Option<Pin<Box<tokio::time::Sleep>>>,
         /// `RateLimit-Policy`, remaining, reset seconds.
         rate: Option<(HeaderValue, u64, u64)>,
-        /// Held until the response is produced (none for streams).
-        _slot: Option<Slot>,
+        /// The in-flight count it joins when it first waits (none for streams).
+        counter: Option<&'static AtomicUsize>,
+        /// Its place in that count, held until the response is produced.
+        slot: Option<Slot>,
     },
 }
 
@@ -309,13 +316,18 @@ impl<E> Future for Admitted<E> {
             State::Run {
                 gate,
                 inner,
+                deadline,
                 sleep,
                 rate,
-                ..
+                counter,
+                slot,
             } => {
                 if let Some((limiter, check)) = gate {
                     match check.as_mut().poll(cx) {
-                        Poll::Pending => return Poll::Pending,
+                        Poll::Pending => {
+                            waits(counter, slot, deadline, sleep);
+                            return poll_deadline(sleep, cx);
+                        }
                         Poll::Ready(Verdict::Deny { retry_after }) => {
                             return Poll::Ready(Ok(rate_limited(limiter, retry_after)));
                         }
@@ -341,17 +353,47 @@ impl<E> Future for Admitted<E> {
                     }
                     return Poll::Ready(Ok(resp));
                 }
-                if let Some(s) = sleep
-                    && s.as_mut().poll(cx).is_ready()
-                {
-                    return Poll::Ready(Ok(ApiError::new(
-                        Code::Timeout,
-                        "the request took longer than its deadline and was abandoned",
-                    )
-                    .into_response()));
-                }
-                Poll::Pending
+                waits(counter, slot, deadline, sleep);
+                poll_deadline(sleep, cx)
             }
         }
     }
+}
+
+/// A request that has to wait: it takes its in-flight slot and arms its deadline, once.
+fn waits(
+    counter: &Option<&'static AtomicUsize>,
+    slot: &mut Option<Slot>,
+    deadline: &Option<Duration>,
+    sleep: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+) {
+    if slot.is_none()
+        && let Some(c) = counter
+    {
+        c.fetch_add(1, Ordering::Relaxed);
+        *slot = Some(Slot(c));
+    }
+    if sleep.is_none()
+        && let Some(d) = deadline
+    {
+        *sleep = Some(Box::pin(tokio::time::sleep(*d)));
+    }
+}
+
+/// Pending, or the 504 when the deadline has passed.
+fn poll_deadline<E>(
+    sleep: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<axum::response::Response, E>> {
+    let expired = sleep
+        .as_mut()
+        .is_some_and(|s| s.as_mut().poll(cx).is_ready());
+    if !expired {
+        return Poll::Pending;
+    }
+    Poll::Ready(Ok(ApiError::new(
+        Code::Timeout,
+        "the request took longer than its deadline and was abandoned",
+    )
+    .into_response()))
 }
