@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestServer, cache_hits, ids_and_titles};
+use crate::helpers::{TestServer, ids_and_titles};
 
 const TENANTS: [&str; 2] = ["alice", "bob"];
 
@@ -244,16 +244,15 @@ async fn run_case(mode: Mode, ops: Vec<(Op, Op)>) {
     // A request naming no tenant is refused.
     let r = s.client.get(s.url("/v1/documents")).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let stats: Value = a
-        .send(reqwest::Method::GET, "/v1/performance/cache/stats", None)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let hits = cache_hits(&stats);
+    // The cache took part: a read repeated with no write between is a hit (a random sequence
+    // may separate every pair of reads by a write, so this is asserted here, not of it).
+    let path = "/v1/documents?limit=100";
+    a.send(reqwest::Method::GET, path, None).await;
+    let again = a.send(reqwest::Method::GET, path, None).await;
+    let x_cache = again.headers()["x-cache"].to_str().unwrap().to_owned();
     assert!(
-        ops.len() < 20 || hits > 0,
-        "the cache was exercised: {stats}"
+        x_cache.starts_with("HIT"),
+        "a repeated read answered {x_cache}"
     );
     s.stop().await;
 }
