@@ -370,3 +370,41 @@ async fn https_serves_http1_and_h2_and_picks_up_a_renewed_certificate() {
     );
     s.stop().await;
 }
+
+/// Sends raw bytes on a fresh connection and returns the status line's code.
+async fn raw_status(s: &TestServer, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = s.base.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(request).await.unwrap();
+    let mut head = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut head))
+        .await
+        .expect("an answer, not a hang")
+        .unwrap();
+    String::from_utf8_lossy(&head[..n])
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Too many or too large request headers are refused at once (431, by hyper before any
+/// handler) and the server keeps serving.
+#[tokio::test]
+async fn oversized_request_heads_get_431_and_nothing_hangs() {
+    let s = TestServer::start_with(|e| e.jobs.workers = 0).await;
+    let mut many = b"GET /v1/documents HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..150 {
+        many.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    assert_eq!(raw_status(&s, &many).await, "431");
+    let mut big = b"GET /v1/documents HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 600 * 1024));
+    big.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(raw_status(&s, &big).await, "431");
+    let fine = b"GET /v1/documents HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_eq!(raw_status(&s, fine).await, "200");
+    s.stop().await;
+}
