@@ -37,8 +37,8 @@ use rate::{Check, Limiter, Verdict};
 /// Admission settings.
 #[derive(Debug, Clone)]
 pub struct AdmissionSettings {
-    /// Most requests in flight before new ones are shed (0: no bound). Exempt routes do not
-    /// count.
+    /// Most requests waiting (past their first poll) before new ones are shed (0: no
+    /// bound). Exempt routes and streams do not count.
     pub max_in_flight: usize,
     /// Per-tenant rate limit; `None` for none.
     pub rate: Option<RateLimit>,

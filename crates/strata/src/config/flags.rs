@@ -258,9 +258,9 @@ layered!(AuthFlags {
 #[command(next_help_heading = "Admission")]
 #[serde(default)]
 pub struct AdmissionFlags {
-    /// Most requests in flight before new ones are answered 503 `overloaded` with Retry-After
-    /// at once (health, metrics and operator routes are never shed); 0 for no bound
-    /// [default: 512].
+    /// Most requests waiting inside strata (one answered at once, as a cache hit is, never
+    /// counts) before new ones are answered 503 `overloaded` with Retry-After at once; health,
+    /// metrics and operator routes are never shed; 0 for no bound [default: 512].
     #[arg(long, env = "STRATA_MAX_IN_FLIGHT", global = true)]
     pub max_in_flight: Option<usize>,
     /// Requests per second each tenant may make, sustained; over it, 429 `rate_limited` with
