@@ -16,6 +16,7 @@ mod middleware;
 pub mod routes;
 pub mod tls;
 pub mod warm;
+mod watch;
 
 use std::net::SocketAddr;
 use std::ops::Deref;

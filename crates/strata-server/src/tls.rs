@@ -12,7 +12,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
@@ -137,11 +137,6 @@ async fn accept_loop(
     }
 }
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
-}
-
 /// Re-reads the certificate and key when either file changes; a pair that cannot be used
 /// is logged once and the one in use stays.
 async fn watch(
@@ -149,30 +144,18 @@ async fn watch(
     current: Arc<ArcSwap<ServerConfig>>,
     shutdown: CancellationToken,
 ) {
-    let stamps = |s: &TlsSettings| (stamp(&s.cert), stamp(&s.key));
-    let mut seen = stamps(&settings);
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let now = stamps(&settings);
-        if now == seen {
-            continue;
-        }
-        seen = now;
-        let s = settings.clone();
-        match tokio::task::spawn_blocking(move || load(&s)).await {
-            Ok(Ok(config)) => {
+    let paths = vec![settings.cert.clone(), settings.key.clone()];
+    let seen = paths.iter().map(|p| crate::watch::stamp(p)).collect();
+    crate::watch::on_change(paths, seen, false, shutdown, move || {
+        match load(&settings) {
+            Ok(config) => {
                 current.store(config);
                 tracing::info!(cert = %settings.cert.display(), "TLS certificate reloaded");
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::error!(error = %e, "TLS certificate not reloaded; the previous one stays")
             }
-            Err(e) => tracing::error!(error = %e, "TLS reload task failed"),
         }
-    }
+    })
+    .await;
 }

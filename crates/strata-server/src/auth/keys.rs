@@ -1,7 +1,6 @@
 //! The public keys of a PEM file or a JWKS document, and which algorithms each checks.
 
 use std::path::Path;
-use std::time::SystemTime;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -36,19 +35,14 @@ pub(super) struct PublicKey {
 #[derive(Default)]
 pub(super) struct KeySet {
     pub(super) keys: Vec<PublicKey>,
-    /// Modification time and length, to notice a change.
-    pub(super) stamp: Option<(SystemTime, u64)>,
-}
-
-pub(super) fn stamp(path: &Path) -> std::io::Result<(SystemTime, u64)> {
-    let m = std::fs::metadata(path)?;
-    Ok((m.modified()?, m.len()))
+    /// The file's stamp when it was read, so a change after it is noticed.
+    pub(super) stamp: crate::watch::Stamp,
 }
 
 /// Reads a JWKS document (JSON with `keys`) or PEM blocks of public keys.
 pub(super) fn read_keys(path: &Path) -> Result<KeySet, AuthError> {
     let fail = |why: String| AuthError(format!("jwt_keys {}: {why}", path.display()));
-    let stamp = stamp(path).map_err(|e| fail(e.to_string()))?;
+    let stamp = crate::watch::stamp(path);
     let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
     let keys = if text.trim_start().starts_with('{') {
         let set: JwkSet =
@@ -99,10 +93,7 @@ pub(super) fn read_keys(path: &Path) -> Result<KeySet, AuthError> {
     if keys.is_empty() {
         return Err(fail("holds no public key".into()));
     }
-    Ok(KeySet {
-        keys,
-        stamp: Some(stamp),
-    })
+    Ok(KeySet { keys, stamp })
 }
 
 /// Each `-----BEGIN ...-----` ... `-----END ...-----` block of a PEM file.

@@ -30,7 +30,7 @@ use strata_engine::TenantId;
 
 use crate::caller::{Caller, Role, Unresolved};
 
-use keys::{KeySet, family, read_keys, stamp};
+use keys::{KeySet, family, read_keys};
 
 /// A credential held in memory; `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -125,9 +125,6 @@ pub struct Authenticator {
     /// Verified tokens and when they stop being valid (unix seconds, leeway included).
     verified: quick_cache::sync::Cache<Box<str>, (Caller, u64)>,
     reload_lock: Mutex<()>,
-    /// The stamp of a keys file that could not be used, so it is reported once, not at
-    /// every check.
-    refused: Mutex<Option<(SystemTime, u64)>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -189,7 +186,6 @@ impl Authenticator {
             leeway: settings.leeway.as_secs(),
             verified: quick_cache::sync::Cache::new(16_384),
             reload_lock: Mutex::new(()),
-            refused: Mutex::new(None),
         };
         if auth.keys_file.is_some() {
             auth.reload()?;
@@ -231,26 +227,6 @@ impl Authenticator {
         // A key taken out must stop verifying at once.
         self.verified.clear();
         Ok(n)
-    }
-
-    /// Reloads when the file's modification time or length changed; `Ok(None)` when not.
-    pub fn reload_if_changed(&self) -> Result<Option<usize>, AuthError> {
-        let Some(path) = &self.keys_file else {
-            return Ok(None);
-        };
-        let now = stamp(path).ok();
-        let refused = self
-            .refused
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some_and(|r| Some(r) == now);
-        if now.is_some() && (now == self.keys.load().stamp || refused) {
-            return Ok(None);
-        }
-        let outcome = self.reload();
-        *self.refused.lock().unwrap_or_else(PoisonError::into_inner) =
-            outcome.is_err().then_some(now).flatten();
-        outcome.map(Some)
     }
 
     /// The caller a request's `Authorization` header names.
@@ -415,39 +391,22 @@ pub fn mint(
 }
 
 /// Reloads the keys file when it changes (checked every two seconds) and on SIGHUP, until
-/// `shutdown`. A file that cannot be read or holds no usable key is logged and the keys in
-/// use stay.
+/// `shutdown`. A file that cannot be read or holds no usable key is logged (once per change)
+/// and the keys in use stay.
 pub async fn watch(auth: Arc<Authenticator>, shutdown: tokio_util::sync::CancellationToken) {
-    if auth.keys_file.is_none() {
+    let Some(path) = auth.keys_file.clone() else {
         return;
-    }
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let forced = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => false,
-            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
-        };
-        let auth = auth.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            if forced {
-                auth.reload().map(Some)
-            } else {
-                auth.reload_if_changed()
-            }
-        })
-        .await;
-        match outcome {
-            Ok(Ok(Some(n))) => tracing::info!(keys = n, "JWT public keys reloaded"),
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
+    };
+    let seen = vec![auth.keys.load().stamp];
+    crate::watch::on_change(vec![path], seen, true, shutdown, move || {
+        match auth.reload() {
+            Ok(n) => tracing::info!(keys = n, "JWT public keys reloaded"),
+            Err(e) => {
                 tracing::error!(error = %e, "JWT public keys not reloaded; the previous keys stay")
             }
-            Err(e) => tracing::error!(error = %e, "JWT key reload task failed"),
         }
-    }
+    })
+    .await;
 }
 
 #[cfg(test)]
