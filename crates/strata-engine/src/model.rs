@@ -7,7 +7,7 @@ use crate::error::EngineError;
 use crate::ids::{DocumentId, JobId, TenantId};
 
 /// Processing state of a document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DocumentStatus {
     /// Waiting for a worker.
@@ -49,7 +49,7 @@ impl DocumentStatus {
 }
 
 /// The media types strata can extract text from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum MediaType {
     /// `text/plain`
     #[serde(rename = "text/plain")]
@@ -107,7 +107,7 @@ impl MediaType {
 }
 
 /// A stored document, as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Document {
     /// Its id.
     pub id: DocumentId,
@@ -124,6 +124,7 @@ pub struct Document {
     /// Tags, sorted and unique.
     pub tags: Vec<String>,
     /// Caller-supplied JSON object.
+    #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
     /// Processing state.
     pub status: DocumentStatus,
@@ -161,19 +162,21 @@ pub struct NewDocument {
 }
 
 /// A partial update of a document; `None` leaves the field alone.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DocumentPatch {
     /// New title.
+    #[schema(min_length = 1, max_length = 512)]
     pub title: Option<String>,
-    /// Replacement tag set.
+    /// Replacement tag set: at most 64 distinct, each 1-64 characters without commas.
     pub tags: Option<Vec<String>>,
     /// Replacement metadata object.
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
 }
 
 /// A stored chunk of a document's text.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Chunk {
     /// The document it belongs to.
     pub document_id: DocumentId,
@@ -197,7 +200,7 @@ pub struct DocumentFilter {
 }
 
 /// A page of results with an opaque cursor to the next one.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     /// The items, newest first.
     pub items: Vec<T>,
@@ -206,7 +209,7 @@ pub struct Page<T> {
 }
 
 /// A tag and how many of the tenant's documents carry it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TagCount {
     /// The tag.
     pub tag: String,
@@ -215,7 +218,7 @@ pub struct TagCount {
 }
 
 /// Lifecycle of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     /// Waiting to be claimed (possibly after a backoff).
@@ -292,7 +295,7 @@ impl Stage {
 }
 
 /// Progress of one stage of a job; each job kind names its own stages.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StageProgress {
     /// Which stage.
     pub stage: String,
@@ -303,7 +306,7 @@ pub struct StageProgress {
 }
 
 /// A durable background job.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Job {
     /// Its id.
     pub id: JobId,

@@ -360,7 +360,7 @@ fn search_material(req: &SearchRequest, engine: &str) -> Vec<u8> {
         k: req.k.unwrap_or(crate::search::DEFAULT_K),
         tags,
         document_ids,
-        min_score: req.min_score.map(f32::to_bits),
+        min_score: req.min_score.map(|m| (m as f32).to_bits()),
     })
     .unwrap_or_default()
 }

@@ -26,37 +26,42 @@ pub const MAX_QUERY_CHARS: usize = 4096;
 pub const MAX_FILTER_DOCUMENTS: usize = 1000;
 
 /// Which chunks a search may return.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchFilter {
-    /// Documents carrying any of these tags.
+    /// Documents carrying any of these tags (at most 64 distinct).
     #[serde(default)]
     pub tags: Vec<String>,
     /// Only these documents.
     #[serde(default)]
+    #[schema(max_items = 1000)]
     pub document_ids: Vec<DocumentId>,
 }
 
 /// A search, as callers give it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
     /// What to look for.
+    #[schema(min_length = 1, max_length = 4096)]
     pub query: String,
     /// How many hits (default 10, max 100).
+    #[schema(minimum = 1, maximum = 100)]
     pub k: Option<usize>,
     /// Restrictions.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::validate::object")]
     pub filter: SearchFilter,
     /// Drop hits scoring below this cosine similarity.
-    pub min_score: Option<f32>,
+    // f64, so a bound just past 1 is refused rather than rounded to 1 as an f32.
+    #[schema(minimum = -1, maximum = 1)]
+    pub min_score: Option<f64>,
     /// Answer as NDJSON, one hit per line (the HTTP layer's concern).
     #[serde(default)]
     pub stream: bool,
 }
 
 /// One result.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct SearchHit {
     /// The document.
     pub document_id: DocumentId,
@@ -71,7 +76,7 @@ pub struct SearchHit {
 }
 
 /// The results.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SearchResults {
     /// Best first.
     pub hits: Vec<SearchHit>,
@@ -90,16 +95,24 @@ pub(crate) struct Plan {
 }
 
 impl SearchRequest {
-    pub(crate) fn validate(self) -> Result<Plan> {
-        let query = self.query.trim().to_owned();
-        if query.is_empty() {
-            return Err(EngineError::invalid("query", "must not be empty"));
-        }
-        if query.chars().count() > MAX_QUERY_CHARS {
+    /// Checks every parameter without running anything. Callers that answer from a cache
+    /// keyed by the canonical request (whose duplicates and whitespace are folded away) check
+    /// first, so an invalid request is refused even when a valid twin's answer is cached.
+    pub fn check(&self) -> Result<()> {
+        self.checked_tags().map(drop)
+    }
+
+    /// Every check; the normalised tags on success.
+    fn checked_tags(&self) -> Result<Vec<String>> {
+        // The limit applies to the query as sent, before trimming, as the API documents it.
+        if self.query.chars().count() > MAX_QUERY_CHARS {
             return Err(EngineError::invalid(
                 "query",
                 format!("must be at most {MAX_QUERY_CHARS} characters"),
             ));
+        }
+        if self.query.trim().is_empty() {
+            return Err(EngineError::invalid("query", "must not be empty"));
         }
         let k = self.k.unwrap_or(DEFAULT_K);
         if !(1..=MAX_K).contains(&k) {
@@ -122,12 +135,18 @@ impl SearchRequest {
                 format!("at most {MAX_FILTER_DOCUMENTS} ids"),
             ));
         }
-        let tags = validate::tags(&self.filter.tags).map_err(|e| match e {
+        validate::tags(&self.filter.tags).map_err(|e| match e {
             EngineError::Invalid { field, message } => {
                 EngineError::invalid(format!("filter.{field}"), message)
             }
             other => other,
-        })?;
+        })
+    }
+
+    pub(crate) fn validate(self) -> Result<Plan> {
+        let tags = self.checked_tags()?;
+        let query = self.query.trim().to_owned();
+        let k = self.k.unwrap_or(DEFAULT_K);
         let mut document_ids = self.filter.document_ids;
         document_ids.sort();
         document_ids.dedup();
@@ -135,7 +154,7 @@ impl SearchRequest {
             query,
             k,
             filter: ChunkFilter { tags, document_ids },
-            min_score: self.min_score,
+            min_score: self.min_score.map(|m| m as f32),
         })
     }
 }

@@ -87,6 +87,18 @@ pub fn metadata_str(raw: &str) -> Result<serde_json::Value> {
     metadata(v)
 }
 
+/// Deserializes a struct only from a JSON object: serde reads structs from arrays too, so
+/// `"filter": []` would otherwise pass as an empty filter.
+pub fn object<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::Deserialize as _;
+    let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+    T::deserialize(serde_json::Value::Object(map)).map_err(serde::de::Error::custom)
+}
+
 /// Checks a page size: 1..=`max`, default `default`.
 pub fn limit(raw: Option<u32>, default: u32, max: u32) -> Result<u32> {
     match raw {

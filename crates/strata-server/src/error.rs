@@ -65,16 +65,23 @@ pub struct ApiError {
     challenge: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// The body of every error: an RFC 9457 problem with strata's stable `code`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// `urn:strata:problem:{code}`.
     #[serde(rename = "type")]
     type_: String,
+    /// A fixed summary of the code.
     title: &'static str,
+    /// The HTTP status.
     status: u16,
-    detail: &'a str,
+    /// What went wrong in this request.
+    detail: String,
+    /// The stable machine-readable code.
     code: &'static str,
+    /// The request field at fault, for `validation_failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+    field: Option<String>,
 }
 
 impl ApiError {
@@ -131,9 +138,9 @@ impl IntoResponse for ApiError {
             type_: format!("urn:strata:problem:{}", self.code.as_str()),
             title: self.code.title(),
             status: status.as_u16(),
-            detail: &self.detail,
+            detail: self.detail,
             code: self.code.as_str(),
-            field: self.field.as_deref(),
+            field: self.field,
         };
         let mut resp = (status, Json(body)).into_response();
         let headers = resp.headers_mut();
@@ -195,11 +202,17 @@ impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         match r {
             JsonRejection::JsonDataError(e) => {
-                // serde's message names the field ("unknown field `x`", "missing field `y`").
+                // The source is "path: message" when the error is inside a field (serde's
+                // message names unknown and missing fields itself).
                 let msg = std::error::Error::source(&e)
                     .map(ToString::to_string)
                     .unwrap_or_else(|| e.body_text());
-                ApiError::invalid("body", msg)
+                match msg.split_once(": ") {
+                    Some((path, rest)) if !path.is_empty() && !path.contains(' ') => {
+                        ApiError::invalid(path, rest)
+                    }
+                    _ => ApiError::invalid("body", msg),
+                }
             }
             JsonRejection::JsonSyntaxError(e) => ApiError::new(Code::MalformedJson, e.body_text()),
             JsonRejection::MissingJsonContentType(_) => ApiError::new(

@@ -32,6 +32,7 @@ where
         let bytes = bytes::Bytes::from_request(req, state)
             .await
             .map_err(|e| ApiError::from(axum::extract::rejection::JsonRejection::from(e)))?;
+        require_object(&bytes)?;
         match serde_json::from_slice(&bytes) {
             Ok(v) => Ok(ApiJson(v)),
             Err(_) => axum::Json::<T>::from_bytes(&bytes)
@@ -39,6 +40,24 @@ where
                 .map_err(ApiError::from),
         }
     }
+}
+
+/// Refuses a JSON body that is not an object: serde reads a struct from an array too
+/// (`[null, null]` would be an empty request), and every strata body is an object. Looks at
+/// the first byte that is not JSON whitespace; only a refused body is parsed, to tell
+/// malformed JSON (400) from a well-formed non-object (422).
+pub(crate) fn require_object(body: &[u8]) -> Result<(), ApiError> {
+    let opens_object = body
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .is_some_and(|b| *b == b'{');
+    if opens_object {
+        return Ok(());
+    }
+    Err(match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(_) => ApiError::invalid("body", "must be a JSON object"),
+        Err(e) => ApiError::new(crate::error::Code::MalformedJson, e.to_string()),
+    })
 }
 
 /// `application/json` or `application/<anything>+json`, parameters allowed (what axum's

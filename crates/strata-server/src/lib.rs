@@ -13,6 +13,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 mod middleware;
+pub mod openapi;
 pub mod routes;
 pub mod tls;
 pub mod warm;
@@ -25,7 +26,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
 use strata_engine::Engine;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -97,6 +97,8 @@ pub struct AppInner {
     pub metrics: metrics::Metrics,
     /// Load shedding, rate limits, deadlines.
     pub admission: Arc<admission::Admission>,
+    /// The OpenAPI document `GET /openapi.json` serves.
+    pub openapi: openapi::Served,
 }
 
 impl Deref for AppState {
@@ -124,6 +126,7 @@ pub fn state(engine: Engine, settings: &ServerSettings, shutdown: CancellationTo
             settings.admission.clone(),
             Some(engine_cache),
         )),
+        openapi: openapi::Served::default(),
     }))
 }
 
@@ -134,50 +137,14 @@ pub fn router(engine: Engine, settings: &ServerSettings, shutdown: CancellationT
 
 /// The complete router over existing state.
 pub fn router_with(state: AppState, settings: &ServerSettings) -> Router {
-    use routes::{documents, health, jobs, metrics, performance, search};
     // Multipart framing adds a little to the file itself.
     let http_metrics = state.metrics.layer();
     let upload_limit = usize::try_from(state.engine.documents().max_upload_bytes())
         .unwrap_or(usize::MAX)
         .saturating_add(64 * 1024);
-    let api = Router::new()
-        .route(
-            "/v1/documents",
-            get(documents::list)
-                .post(documents::upload)
-                .layer(DefaultBodyLimit::max(upload_limit)),
-        )
-        .route(
-            "/v1/documents/{id}",
-            get(documents::get)
-                .patch(documents::patch)
-                .delete(documents::delete),
-        )
-        .route("/v1/documents/{id}/file", get(documents::file))
-        .route("/v1/documents/{id}/chunks", get(documents::chunks))
-        .route("/v1/tags", get(documents::tags))
-        .route("/v1/jobs", get(jobs::list))
-        .route("/v1/jobs/{id}", get(jobs::get))
-        .route("/v1/jobs/{id}/events", get(jobs::events))
-        .route("/v1/search", axum::routing::post(search::search))
-        .route("/v1/embeddings", axum::routing::post(search::embeddings))
-        .route("/v1/performance/cache/stats", get(performance::cache_stats))
-        .route("/v1/performance/model/stats", get(performance::model_stats))
-        .route(
-            "/v1/performance/cache/clear",
-            axum::routing::post(performance::cache_clear),
-        )
-        .route(
-            "/v1/performance/database/stats",
-            get(performance::database_stats),
-        )
-        .route(
-            "/v1/performance/database/optimize",
-            axum::routing::post(performance::database_optimize),
-        )
-        .route("/metrics", get(metrics::metrics))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+    let (api, doc) = routes::api(upload_limit).split_for_parts();
+    state.openapi.set(&openapi::finish(doc));
+    let api = api
         .fallback(|| async { ApiError::new(Code::RouteNotFound, "no endpoint at this path") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

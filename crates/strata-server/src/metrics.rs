@@ -130,7 +130,7 @@ const DURATION_HELP: &str =
     "Seconds from a request's arrival to its response, by matched route, method and status";
 
 impl HttpMetrics {
-    fn route(&self, pattern: &str) -> Arc<RouteSeries> {
+    fn series_of(&self, pattern: &str) -> Arc<RouteSeries> {
         let known = self
             .routes
             .read()
@@ -319,7 +319,7 @@ where
             .extensions()
             .get::<MatchedPath>()
             .map_or("unmatched", MatchedPath::as_str);
-        let route = self.metrics.route(pattern);
+        let route = self.metrics.series_of(pattern);
         let method = method_index(req.method());
         Recorded {
             inner: self.inner.call(req),
@@ -456,11 +456,11 @@ mod tests {
     #[test]
     fn series_count_sum_and_cumulative_buckets() {
         let http = Arc::new(HttpMetrics::default());
-        let route = http.route("/v1/search");
+        let route = http.series_of("/v1/search");
         route.cells(1, 200).observe(200_000); // 0.2 ms
         route.cells(1, 200).observe(2_000_000_000); // 2 s
         route.cells(1, 429).observe(50_000);
-        http.route("unmatched").cells(7, 404).observe(1);
+        http.series_of("unmatched").cells(7, 404).observe(1);
         let text = exposition(http);
         let ok = r#"route="/v1/search",method="POST",status="200""#;
         for line in [

@@ -62,7 +62,7 @@ enum Command {
         tags: Vec<String>,
         /// Drop hits scoring below this cosine similarity.
         #[arg(long)]
-        min_score: Option<f32>,
+        min_score: Option<f64>,
         /// Print the results as JSON.
         #[arg(long)]
         json: bool,
@@ -295,7 +295,7 @@ async fn search(
     query: String,
     k: usize,
     tags: Vec<String>,
-    min_score: Option<f32>,
+    min_score: Option<f64>,
     json: bool,
 ) -> anyhow::Result<()> {
     let engine = Engine::open(config.engine)

@@ -84,7 +84,7 @@ enum Class {
 
 fn class(route: &str, method: &axum::http::Method) -> Class {
     match route {
-        "/healthz" | "/readyz" | "/metrics" => Class::Exempt,
+        "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/docs" => Class::Exempt,
         r if r.starts_with("/v1/performance/") => Class::Exempt,
         "/v1/jobs/{id}/events" | "/v1/documents/{id}/file" => Class::Stream,
         "/v1/documents" if method == axum::http::Method::POST => Class::Upload,

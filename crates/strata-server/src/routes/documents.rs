@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use strata_engine::model::{Document, DocumentFilter, DocumentPatch, DocumentStatus};
 use strata_engine::{DocumentId, IngestOutcome, ListDocuments, UploadMeta};
 
-use crate::error::{ApiError, Code};
+use crate::error::{ApiError, Code, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Preconditions, Tenant};
 use crate::{AppState, cached};
 
@@ -35,20 +35,105 @@ const DOCUMENT_FIELDS: &[&str] = &[
 /// Most bytes of one non-file multipart field.
 const MAX_FIELD_BYTES: usize = 64 * 1024;
 
-/// JSON upload body.
-#[derive(Debug, Deserialize)]
+/// JSON upload body: a text document.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TextUpload {
+    /// The document's text.
     text: String,
+    /// Its title (default: the first words of the text).
+    #[schema(min_length = 1, max_length = 512)]
     title: Option<String>,
+    /// Tags: at most 64 distinct, each 1-64 characters without commas; trimmed, deduplicated.
     #[serde(default)]
     tags: Vec<String>,
+    /// A JSON object stored with the document (at most 64 KiB as JSON).
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
     /// `text/plain` (default), `text/markdown` or `text/html`.
+    #[schema(value_type = Option<TextMediaType>)]
     media_type: Option<String>,
 }
 
+/// The media types of JSON uploads.
+#[derive(utoipa::ToSchema)]
+pub enum TextMediaType {
+    /// Plain text.
+    #[schema(rename = "text/plain")]
+    Plain,
+    /// Markdown.
+    #[schema(rename = "text/markdown")]
+    Markdown,
+    /// HTML.
+    #[schema(rename = "text/html")]
+    Html,
+}
+
+/// Multipart upload body: a file and its description.
+#[derive(utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "describes the multipart form for the OpenAPI document"
+)]
+pub struct FileUpload {
+    /// The file: PDF, HTML, Markdown or plain text (by its part's content type, else its name).
+    #[schema(value_type = String, content_media_type = "application/octet-stream")]
+    file: Vec<u8>,
+    /// Its title (default: the file name).
+    title: Option<String>,
+    /// Comma-separated tags.
+    tags: Option<String>,
+    /// A JSON object, as text.
+    metadata: Option<String>,
+}
+
+/// Where to follow an ingestion job.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct JobLinks {
+    /// The job's id.
+    id: strata_engine::JobId,
+    /// `GET` this for its state.
+    url: String,
+    /// `GET` this for its progress as Server-Sent Events.
+    events_url: String,
+}
+
+/// What an upload answers.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct UploadResponse {
+    /// The document (new, or the existing one with the same content).
+    document: Document,
+    /// The job that processes it; null for a duplicate.
+    job: Option<JobLinks>,
+    /// Whether the tenant already had a document with this content.
+    duplicate: bool,
+}
+
 /// `POST /v1/documents`: multipart (`file`, `title`, `tags`, `metadata`) or JSON text.
+#[utoipa::path(
+    post,
+    path = "/v1/documents",
+    operation_id = "upload_document",
+    tag = "documents",
+    summary = "Upload a document",
+    description = "Stores the document and queues its ingestion (extract, chunk, embed, index); \
+                   follow the returned job. Content the tenant already has is not stored twice: \
+                   the existing document is returned with `duplicate: true` and status 200.",
+    request_body(content(
+        (FileUpload = "multipart/form-data"),
+        (TextUpload = "application/json"),
+    )),
+    responses(
+        (status = 202, description = "Stored; ingestion queued", body = UploadResponse,
+         headers(("location" = String, description = "The document's URL"))),
+        (status = 200, description = "The tenant already has this content", body = UploadResponse,
+         headers(("location" = String, description = "The document's URL"))),
+        (status = 400, description = "`malformed_json` or `malformed_multipart`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`: neither multipart nor JSON, or a file strata cannot extract", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn upload(
     State(app): State<AppState>,
     tenant: Tenant,
@@ -98,14 +183,16 @@ pub async fn upload(
 }
 
 fn created_response(status: StatusCode, doc: &Document, duplicate: bool) -> Response {
-    let job = doc.job_id.map(|j| {
-        json!({
-            "id": j,
-            "url": format!("/v1/jobs/{j}"),
-            "events_url": format!("/v1/jobs/{j}/events"),
-        })
+    let job = doc.job_id.filter(|_| !duplicate).map(|j| JobLinks {
+        id: j,
+        url: format!("/v1/jobs/{j}"),
+        events_url: format!("/v1/jobs/{j}/events"),
     });
-    let body = json!({ "document": doc, "job": if duplicate { None } else { job }, "duplicate": duplicate });
+    let body = UploadResponse {
+        document: doc.clone(),
+        job,
+        duplicate,
+    };
     let mut resp = (status, Json(body)).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/v1/documents/{}", doc.id)) {
         resp.headers_mut().insert(header::LOCATION, loc);
@@ -207,17 +294,54 @@ async fn small_field(
 }
 
 /// Query of `GET /v1/documents`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Page size (default 50, at most 500).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Only documents carrying this tag.
     tag: Option<String>,
+    /// Only documents in this state.
+    #[param(value_type = Option<DocumentStatus>)]
     status: Option<String>,
+    /// Comma-separated fields to return (`id` always is); all when absent.
     fields: Option<String>,
 }
 
+/// A page of documents.
+#[derive(utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "describes the cached JSON body for the OpenAPI document"
+)]
+pub struct DocumentPage {
+    /// Newest first, with the selected fields.
+    #[schema(value_type = Vec<crate::openapi::DocumentSelection>)]
+    items: Vec<Value>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
 /// `GET /v1/documents` (cached per tenant; any write of the tenant's invalidates it).
+#[utoipa::path(
+    get,
+    path = "/v1/documents",
+    operation_id = "list_documents",
+    tag = "documents",
+    summary = "List documents",
+    description = "Newest first, by cursor; filter by tag and status, select fields.",
+    params(ListQuery, crate::openapi::IfNoneMatch),
+    responses(
+        (status = 200, description = "A page", body = DocumentPage, headers(("etag" = String))),
+        (status = 304, description = "Unchanged since the given ETag"),
+        (status = 400, description = "`validation_failed`: an unknown query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: a bad limit, cursor, status or field", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn list(
     State(app): State<AppState>,
     tenant: Tenant,
@@ -254,13 +378,30 @@ pub async fn list(
 }
 
 /// Query of single-document reads.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct GetQuery {
+    /// Comma-separated fields to return (`id` always is); all when absent.
     fields: Option<String>,
 }
 
 /// `GET /v1/documents/{id}` (cached per tenant).
+#[utoipa::path(
+    get,
+    path = "/v1/documents/{id}",
+    operation_id = "get_document",
+    tag = "documents",
+    summary = "Read a document",
+    params(crate::openapi::DocumentPath, GetQuery, crate::openapi::IfNoneMatch),
+    responses(
+        (status = 200, description = "The document", body = crate::openapi::DocumentSelection, headers(("etag" = String))),
+        (status = 304, description = "Unchanged since the given ETag"),
+        (status = 400, description = "`validation_failed`: an unknown query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: an unknown field", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn get(
     State(app): State<AppState>,
     tenant: Tenant,
@@ -282,6 +423,23 @@ pub async fn get(
 }
 
 /// `PATCH /v1/documents/{id}`: `title`, `tags` (replaces), `metadata` (replaces).
+#[utoipa::path(
+    patch,
+    path = "/v1/documents/{id}",
+    operation_id = "update_document",
+    tag = "documents",
+    summary = "Update a document's title, tags or metadata",
+    params(crate::openapi::DocumentPath),
+    request_body = DocumentPatch,
+    responses(
+        (status = 200, description = "The updated document", body = Document),
+        (status = 400, description = "`malformed_json`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`: not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn patch(
     State(app): State<AppState>,
     tenant: Tenant,
@@ -300,6 +458,18 @@ pub async fn patch(
 }
 
 /// `DELETE /v1/documents/{id}`
+#[utoipa::path(
+    delete,
+    path = "/v1/documents/{id}",
+    operation_id = "delete_document",
+    tag = "documents",
+    summary = "Delete a document, its chunks, vectors and original",
+    params(crate::openapi::DocumentPath),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn delete(
     State(app): State<AppState>,
     tenant: Tenant,
@@ -315,6 +485,21 @@ pub async fn delete(
 }
 
 /// `GET /v1/documents/{id}/file`: the original, streamed.
+#[utoipa::path(
+    get,
+    path = "/v1/documents/{id}/file",
+    operation_id = "download_document",
+    tag = "documents",
+    summary = "Download the original file",
+    params(crate::openapi::DocumentPath, crate::openapi::IfNoneMatch),
+    responses(
+        (status = 200, description = "The original, with its media type", content(
+            ("application/pdf"), ("text/plain"), ("text/markdown"), ("text/html")),
+         headers(("etag" = String, description = "The content's sha256"))),
+        (status = 304, description = "Unchanged since the given ETag"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn file(
     State(app): State<AppState>,
     tenant: Tenant,
@@ -378,20 +563,59 @@ fn percent_encode(s: &str) -> String {
 }
 
 /// Query of `GET /v1/documents/{id}/chunks`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ChunkQuery {
+    /// First ordinal to return (default 0).
+    #[param(minimum = 0, maximum = 4_294_967_295_u64, value_type = Option<u64>)]
     from: Option<u32>,
+    /// Page size (default 50, at most 500).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 
+/// A page of a document's chunks.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ChunkPage {
+    /// In order.
+    items: Vec<strata_engine::model::Chunk>,
+    /// Pass as `from` for the next page; null on the last page.
+    next_from: Option<u32>,
+}
+
+/// The tenant's tags.
+#[derive(utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "describes the cached JSON body for the OpenAPI document"
+)]
+pub struct TagList {
+    /// Most used first.
+    items: Vec<strata_engine::model::TagCount>,
+}
+
 /// `GET /v1/documents/{id}/chunks`: the document's chunks in order, from ordinal `from`.
+#[utoipa::path(
+    get,
+    path = "/v1/documents/{id}/chunks",
+    operation_id = "list_document_chunks",
+    tag = "documents",
+    summary = "Read a document's chunks",
+    params(crate::openapi::DocumentPath, ChunkQuery),
+    responses(
+        (status = 200, description = "A page of chunks", body = ChunkPage),
+        (status = 400, description = "`validation_failed`: an unknown or malformed query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: a bad limit", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn chunks(
     State(app): State<AppState>,
     tenant: Tenant,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ChunkQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ChunkPage>, ApiError> {
     let id = DocumentId::parse_or_not_found(&id)?;
     let from = q.from.unwrap_or(0);
     let items = app
@@ -403,10 +627,22 @@ pub async fn chunks(
     let next_from = (items.len() == limit)
         .then(|| items.last().map(|c| c.ordinal + 1))
         .flatten();
-    Ok(Json(json!({ "items": items, "next_from": next_from })))
+    Ok(Json(ChunkPage { items, next_from }))
 }
 
 /// `GET /v1/tags`: tags with document counts, most used first (cached per tenant).
+#[utoipa::path(
+    get,
+    path = "/v1/tags",
+    operation_id = "list_tags",
+    tag = "documents",
+    summary = "List the tenant's tags with document counts",
+    params(crate::openapi::IfNoneMatch),
+    responses(
+        (status = 200, description = "Tags, most used first", body = TagList, headers(("etag" = String))),
+        (status = 304, description = "Unchanged since the given ETag"),
+    ),
+)]
 pub async fn tags(
     State(app): State<AppState>,
     tenant: Tenant,

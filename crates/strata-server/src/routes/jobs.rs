@@ -14,20 +14,77 @@ use strata_engine::model::{Job, JobFilter, JobStatus};
 use strata_engine::{JobId, ListJobs, TenantId};
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::extract::{ApiPath, ApiQuery, Preconditions, Tenant};
 use crate::{AppState, cached};
 
 /// Query of `GET /v1/jobs`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Page size (default 50, at most 500).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Only jobs in this state.
+    #[param(value_type = Option<JobStatus>)]
     status: Option<String>,
 }
 
+/// A page of jobs.
+#[derive(utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "describes the cached JSON body for the OpenAPI document"
+)]
+pub struct JobPage {
+    /// Newest first.
+    items: Vec<Job>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+/// The name of a job event.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum JobEventName {
+    /// The job changed.
+    Progress,
+    /// The job reached a terminal state; the stream ends after this event.
+    Done,
+}
+
+/// One Server-Sent Event of `GET /v1/jobs/{id}/events`.
+#[derive(utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "describes the event stream for the OpenAPI document"
+)]
+pub struct JobEventFrame {
+    /// What happened.
+    event: JobEventName,
+    /// The job as JSON (the `Job` schema).
+    #[schema(content_media_type = "application/json")]
+    data: String,
+}
+
 /// `GET /v1/jobs` (cached per tenant; every job change invalidates it).
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    operation_id = "list_jobs",
+    tag = "jobs",
+    summary = "List jobs",
+    params(ListQuery, crate::openapi::IfNoneMatch),
+    responses(
+        (status = 200, description = "A page", body = JobPage, headers(("etag" = String))),
+        (status = 304, description = "Unchanged since the given ETag"),
+        (status = 400, description = "`validation_failed`: an unknown or malformed query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: a bad limit, cursor or status", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn list(
     State(app): State<AppState>,
     tenant: Tenant,
@@ -50,6 +107,19 @@ pub async fn list(
 }
 
 /// `GET /v1/jobs/{id}` (cached per tenant; every job change invalidates it).
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    operation_id = "get_job",
+    tag = "jobs",
+    summary = "Read a job",
+    params(crate::openapi::JobPath, crate::openapi::IfNoneMatch),
+    responses(
+        (status = 200, description = "The job", body = Job, headers(("etag" = String))),
+        (status = 304, description = "Unchanged since the given ETag"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn get(
     State(app): State<AppState>,
     tenant: Tenant,
@@ -70,6 +140,20 @@ const RESYNC: Duration = Duration::from_secs(1);
 
 /// `GET /v1/jobs/{id}/events`: one `progress` event per change, then a final `done` event
 /// when the job reaches a terminal state; the stream then ends.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/events",
+    operation_id = "follow_job",
+    tag = "jobs",
+    summary = "Follow a job's progress",
+    description = "Server-Sent Events: a `progress` event (the job as JSON) on every change, \
+                   then one `done` event when it reaches a terminal state; the stream then ends.",
+    params(crate::openapi::JobPath),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = JobEventFrame),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn events(
     State(app): State<AppState>,
     tenant: Tenant,

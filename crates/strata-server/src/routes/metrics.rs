@@ -11,6 +11,15 @@ use crate::AppState;
 use crate::metrics::{Kind, Snapshots};
 
 /// `GET /metrics`
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    summary = "Prometheus metrics",
+    responses((status = 200, description = "The text exposition format", body = String,
+               content_type = "text/plain; version=0.0.4; charset=utf-8")),
+)]
 pub async fn metrics(State(app): State<AppState>) -> Response {
     let mut r = app.metrics.encode().into_response();
     r.headers_mut().insert(

@@ -14,10 +14,21 @@ use strata_engine::TenantId;
 
 use crate::AppState;
 use crate::caller::{Admin, Caller};
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 
 /// `GET /v1/performance/cache/stats`: hits, misses, hit ratio, latency and bytes per kind,
 /// L1 size, evictions, expirations, invalidations.
+#[utoipa::path(
+    get,
+    path = "/v1/performance/cache/stats",
+    operation_id = "cache_stats",
+    tag = "performance",
+    summary = "Cache statistics",
+    description = "`cache`: per kind hits, misses, hit ratio, latency and bytes; L1 size, \
+                   evictions, expirations, invalidations, the L2 breaker. Admins also get \
+                   `warming` (tracked tenants and queries).",
+    responses((status = 200, description = "The statistics", body = Object)),
+)]
 pub async fn cache_stats(State(app): State<AppState>, caller: Caller) -> Json<Value> {
     let cache = app.engine.cache_policy().cache().stats();
     if caller.is_admin() {
@@ -28,13 +39,23 @@ pub async fn cache_stats(State(app): State<AppState>, caller: Caller) -> Json<Va
 
 /// `GET /v1/performance/model/stats`: the embedding model's id and, for the local model, its
 /// forward passes, texts, failed passes, seconds inside passes and requests queued for one.
+#[utoipa::path(
+    get,
+    path = "/v1/performance/model/stats",
+    operation_id = "model_stats",
+    tag = "performance",
+    summary = "Embedding model statistics",
+    description = "`model` (its id), `local` (whether it runs in this process) and, for the \
+                   local model, `stats`: passes, texts, failed passes, busy seconds, queue.",
+    responses((status = 200, description = "The statistics", body = Object)),
+)]
 pub async fn model_stats(State(app): State<AppState>, _caller: Caller) -> Json<Value> {
     let (model, stats) = app.engine.retrieval().model_stats();
     Json(json!({ "model": model, "local": stats.is_some(), "stats": stats }))
 }
 
 /// Body of `POST /v1/performance/cache/clear`; empty clears everything.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClearRequest {
     /// Only entries of this kind.
@@ -44,14 +65,32 @@ pub struct ClearRequest {
 }
 
 /// `POST /v1/performance/cache/clear` (admin): by kind, by tenant, or all.
+#[utoipa::path(
+    post,
+    path = "/v1/performance/cache/clear",
+    operation_id = "clear_cache",
+    tag = "performance",
+    summary = "Clear the cache (admin)",
+    description = "With `kind`, entries of that kind; with `tenant`, entries derived from that \
+                   tenant's data (on every instance); with neither (or an empty body), all.",
+    request_body(content = Option<ClearRequest>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "What was removed", body = Object),
+        (status = 400, description = "`malformed_json`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`: an unknown kind, a bad tenant, or both given", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn cache_clear(
     State(app): State<AppState>,
     _admin: Admin,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let req: ClearRequest = if body.iter().all(u8::is_ascii_whitespace) {
+    let req: ClearRequest = if body.is_empty() {
         ClearRequest::default()
     } else {
+        crate::extract::require_object(&body)?;
         serde_json::from_slice(&body).map_err(|e| {
             if e.is_syntax() || e.is_eof() {
                 ApiError::new(crate::error::Code::MalformedJson, e.to_string())
@@ -94,6 +133,17 @@ pub async fn cache_clear(
 /// `GET /v1/performance/database/stats`: the pool (size, idle, in use, waiters, acquire
 /// latency), and for admins the tables and indexes with their sizes and use, and recent
 /// slow statements.
+#[utoipa::path(
+    get,
+    path = "/v1/performance/database/stats",
+    operation_id = "database_stats",
+    tag = "performance",
+    summary = "Database statistics",
+    description = "`database`: the backend and its pool (size, idle, in use, waiters, acquire \
+                   latency); admins also get tables and indexes with sizes and use, and recent \
+                   slow statements.",
+    responses((status = 200, description = "The statistics", body = Object)),
+)]
 pub async fn database_stats(
     State(app): State<AppState>,
     caller: Caller,
@@ -110,6 +160,17 @@ pub async fn database_stats(
 
 /// `POST /v1/performance/database/optimize` (admin): ANALYZE, and VACUUM / REINDEX where
 /// warranted (SQLite: ANALYZE, `PRAGMA optimize`, a WAL checkpoint).
+#[utoipa::path(
+    post,
+    path = "/v1/performance/database/optimize",
+    operation_id = "optimize_database",
+    tag = "performance",
+    summary = "Optimise the database (admin)",
+    responses(
+        (status = 200, description = "`backend`, the `statements` run and `elapsed_ms`", body = Object),
+        (status = 403, description = "`forbidden`: the caller is not an admin", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn database_optimize(
     State(app): State<AppState>,
     _admin: Admin,

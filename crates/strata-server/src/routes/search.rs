@@ -7,14 +7,38 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use base64::Engine as _;
 use serde::Deserialize;
-use serde_json::{Value, json};
-use strata_engine::search::SearchRequest;
+use serde_json::Value;
+use strata_engine::search::{SearchHit, SearchRequest, SearchResults};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::extract::{ApiJson, Preconditions, Tenant};
 use crate::{AppState, cached};
 
 /// `POST /v1/search` {query, k, filter{tags, document_ids}, min_score, stream}.
+#[utoipa::path(
+    post,
+    path = "/v1/search",
+    operation_id = "search",
+    tag = "search",
+    summary = "Semantic search over the tenant's chunks",
+    description = "Embeds the query and returns the nearest chunks, best first. Cached per \
+                   tenant by every parameter that changes the answer; any write of the tenant's \
+                   invalidates it. With `stream: true` the answer is NDJSON, one hit per line, \
+                   and `x-search-exhaustive` says whether every candidate was scored.",
+    request_body = SearchRequest,
+    params(crate::openapi::IfNoneMatch),
+    responses(
+        (status = 200, description = "The hits", content(
+            (SearchResults = "application/json"),
+            (SearchHit = "application/x-ndjson"),
+        ), headers(("etag" = String))),
+        (status = 304, description = "Unchanged since the given ETag"),
+        (status = 400, description = "`malformed_json`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`: not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 /// Cached per tenant by every parameter that changes the answer; any write of the tenant's
 /// invalidates it. With `stream: true` the answer is NDJSON, one hit per line.
 pub async fn search(
@@ -23,6 +47,9 @@ pub async fn search(
     inm: Preconditions,
     ApiJson(req): ApiJson<SearchRequest>,
 ) -> Result<Response, ApiError> {
+    // Before the cache: its key folds duplicates and whitespace, so an invalid request can
+    // share a valid one's key.
+    req.check()?;
     let stream = req.stream;
     let read = app.engine.cache_policy().search(&tenant.0, &req);
     app.warmer.record(&tenant.0, &read.material, &req);
@@ -69,17 +96,35 @@ pub enum EmbeddingInput {
     One(String),
     /// Several texts.
     Many(Vec<String>),
-    /// Token arrays (not supported: strata tokenizes itself).
+    /// Token arrays (refused with 422: strata tokenizes itself).
     Tokens(Vec<Value>),
 }
 
+/// What the document says `input` takes: token arrays parse (to be refused with a clear
+/// message) but are not part of the API.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum EmbeddingInputSchema {
+    /// One text.
+    One(String),
+    /// Up to 2048 texts.
+    Many(Vec<String>),
+}
+
 /// `POST /v1/embeddings` body, as the OpenAI SDKs send it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct EmbeddingsRequest {
+    /// One text or up to 2048.
+    #[schema(value_type = EmbeddingInputSchema)]
     input: EmbeddingInput,
+    /// The served model's id, if given (another is refused).
     model: Option<String>,
-    encoding_format: Option<String>,
+    /// How vectors are written (default `float`).
+    encoding_format: Option<EncodingFormat>,
+    /// The model's dimensions, if given (others are refused).
     dimensions: Option<usize>,
+    /// Accepted for compatibility.
     #[expect(
         dead_code,
         reason = "accepted for compatibility; strata does not log per-user ids yet"
@@ -90,13 +135,81 @@ pub struct EmbeddingsRequest {
 /// Most texts in one embeddings request.
 const MAX_INPUTS: usize = 2048;
 
+/// How `POST /v1/embeddings` writes vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EncodingFormat {
+    /// A JSON array of numbers.
+    Float,
+    /// Base64 of the little-endian f32s.
+    Base64,
+}
+
+/// A vector as `encoding_format` asked.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum Vector {
+    /// Numbers.
+    Float(Vec<f32>),
+    /// Base64 of little-endian f32s.
+    Base64(String),
+}
+
+/// One embedding.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Embedding {
+    /// Always `embedding`.
+    object: &'static str,
+    /// Position of its text in `input`.
+    index: usize,
+    /// The vector.
+    embedding: Vector,
+}
+
+/// Token counts of an embeddings request.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct EmbeddingUsage {
+    /// Tokens in the inputs.
+    prompt_tokens: usize,
+    /// The same (embeddings produce none).
+    total_tokens: usize,
+}
+
+/// `POST /v1/embeddings`'s answer, as OpenAI's.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct EmbeddingsResponse {
+    /// Always `list`.
+    object: &'static str,
+    /// One per input, in order.
+    data: Vec<Embedding>,
+    /// The model that embedded them.
+    model: String,
+    /// Token counts.
+    usage: EmbeddingUsage,
+}
+
 /// `POST /v1/embeddings`, OpenAI-compatible: `input` string or array, `model`,
 /// `encoding_format` (`float` or `base64`), `usage` in the response.
+#[utoipa::path(
+    post,
+    path = "/v1/embeddings",
+    operation_id = "create_embeddings",
+    tag = "search",
+    summary = "Embed texts (OpenAI-compatible)",
+    request_body = EmbeddingsRequest,
+    responses(
+        (status = 200, description = "The embeddings", body = EmbeddingsResponse),
+        (status = 400, description = "`malformed_json`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`: not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+    ),
+)]
 pub async fn embeddings(
     State(app): State<AppState>,
     _tenant: Tenant,
     ApiJson(req): ApiJson<EmbeddingsRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EmbeddingsResponse>, ApiError> {
     let (model, dims) = app.engine.retrieval().embedding_model();
     let model = model.to_owned();
     if let Some(asked) = &req.model
@@ -115,16 +228,7 @@ pub async fn embeddings(
             format!("{model} produces {dims} dimensions"),
         ));
     }
-    let base64 = match req.encoding_format.as_deref() {
-        None | Some("float") => false,
-        Some("base64") => true,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "encoding_format",
-                format!("{other:?} is not float or base64"),
-            ));
-        }
-    };
+    let base64 = req.encoding_format == Some(EncodingFormat::Base64);
     let texts = match req.input {
         EmbeddingInput::One(s) => vec![s],
         EmbeddingInput::Many(v) => v,
@@ -149,25 +253,32 @@ pub async fn embeddings(
     }
     let tokens: usize = app.engine.retrieval().count_tokens(&texts)?.iter().sum();
     let vectors = app.engine.retrieval().embed_texts(texts).await?;
-    let data: Vec<Value> = vectors
+    let data: Vec<Embedding> = vectors
         .into_iter()
         .enumerate()
         .map(|(index, v)| {
             let embedding = if base64 {
                 let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+                Vector::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
             } else {
-                json!(v)
+                Vector::Float(v)
             };
-            json!({ "object": "embedding", "index": index, "embedding": embedding })
+            Embedding {
+                object: "embedding",
+                index,
+                embedding,
+            }
         })
         .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "model": model,
-        "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
-    })))
+    Ok(Json(EmbeddingsResponse {
+        object: "list",
+        data,
+        model,
+        usage: EmbeddingUsage {
+            prompt_tokens: tokens,
+            total_tokens: tokens,
+        },
+    }))
 }
 
 #[cfg(test)]

@@ -410,3 +410,56 @@ async fn database_stats_and_optimize() {
     );
     s.stop().await;
 }
+
+/// Found by the schemathesis run (scripts/fuzz-api): serde reads structs from arrays, the
+/// search cache's key folds duplicates and whitespace (so an invalid request could be
+/// answered from a valid twin's cache entry), and an f32 rounds a bound just past 1 to 1.
+#[tokio::test]
+async fn bodies_the_document_refuses_are_refused_even_when_a_twin_is_cached() {
+    let s = TestServer::start().await;
+    let id = "01a212e0-4342-7472-9d1f-3378d36fcc05";
+    // Valid twins first, so their answers are cached.
+    for body in [
+        json!({"query": "cats", "filter": {"document_ids": [id]}}),
+        json!({"query": "cats"}),
+    ] {
+        assert_eq!(s.post_json("/v1/search", body).await.status(), 200);
+    }
+    let long = format!("cats{}", " ".repeat(4096));
+    for (body, field) in [
+        (
+            json!({"query": "cats", "filter": {"document_ids": vec![id; 1001]}}),
+            "filter.document_ids",
+        ),
+        (json!({"query": long}), "query"),
+        (
+            json!({"query": "cats", "min_score": 1.000_000_000_000_000_2}),
+            "min_score",
+        ),
+        (json!({"query": "cats", "filter": []}), "filter"),
+        (json!(["cats", 10]), "body"),
+    ] {
+        let r = s.post_json("/v1/search", body.clone()).await;
+        assert_eq!(
+            assert_problem(r, 422, "validation_failed").await["field"],
+            field,
+            "{body}"
+        );
+    }
+    for (body, status, code) in [
+        ("[null, null]", 422, "validation_failed"),
+        ("\n", 400, "malformed_json"),
+        ("[", 400, "malformed_json"),
+    ] {
+        let r = s
+            .client
+            .post(s.url("/v1/performance/cache/clear"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(r, status, code).await;
+    }
+    s.stop().await;
+}

@@ -15,6 +15,7 @@ mod errors;
 mod helpers;
 mod isolation;
 mod jobs;
+mod openapi;
 mod pagination;
 mod process;
 mod roles;
