@@ -15,6 +15,7 @@ pub mod metrics;
 mod middleware;
 pub mod openapi;
 pub mod routes;
+mod stream_gzip;
 pub mod tls;
 pub mod warm;
 mod watch;

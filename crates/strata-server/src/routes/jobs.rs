@@ -4,9 +4,8 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::response::Response;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::Stream;
+use axum::response::{IntoResponse as _, Response};
 use serde::Deserialize;
 use serde_json::json;
 use strata_engine::jobs::JobEvent;
@@ -158,7 +157,8 @@ pub async fn events(
     State(app): State<AppState>,
     tenant: Tenant,
     ApiPath(id): ApiPath<String>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    accepts: Preconditions,
+) -> Result<Response, ApiError> {
     let id = JobId::parse_or_not_found(&id)?;
     // Subscribe before the first read so no change between the two is missed.
     let rx = app.engine.jobs().subscribe_jobs();
@@ -174,9 +174,13 @@ pub async fn events(
     };
     let stream = futures_util::stream::unfold(state, |mut s| async move {
         let event = s.next_event().await?;
-        Some((Ok(event), s))
+        Some((Ok::<_, Infallible>(event), s))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    let sse = Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));
+    Ok(crate::stream_gzip::frames(
+        sse.into_response(),
+        accepts.gzip,
+    ))
 }
 
 struct Follow {

@@ -408,3 +408,47 @@ async fn oversized_request_heads_get_431_and_nothing_hangs() {
     assert_eq!(raw_status(&s, fine).await, "200");
     s.stop().await;
 }
+
+/// The SSE job stream is gzip-compressed for a client that asks, flushed per event: the
+/// first event can be decoded while the stream is still open (the job waits in the queue,
+/// as no worker runs), and a client that does not ask gets plain text.
+#[tokio::test]
+async fn event_streams_are_compressed_with_a_flush_per_event() {
+    use std::io::Read as _;
+    let s = TestServer::start_with(|e| e.jobs.workers = 0).await;
+    let doc = s.create_text("The ocean is deep and blue.", &[]).await;
+    let job = doc["job_id"].as_str().unwrap().to_owned();
+    let mut r = s
+        .client
+        .get(s.url(&format!("/v1/jobs/{job}/events")))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let mut received = Vec::new();
+    let mut decoded = String::new();
+    while !decoded.contains("\n\n") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), r.chunk())
+            .await
+            .expect("the first event arrives while the job is still queued")
+            .unwrap()
+            .expect("the stream is still open");
+        received.extend_from_slice(&chunk);
+        decoded.clear();
+        // No trailer yet: the decoder stops with an unexpected end after what it has.
+        let _ = flate2::read::GzDecoder::new(&received[..]).read_to_string(&mut decoded);
+    }
+    assert!(decoded.starts_with("event: progress"), "{decoded}");
+    assert!(decoded.contains("\"status\":\"queued\""), "{decoded}");
+    drop(r);
+    let plain = s
+        .client
+        .get(s.url(&format!("/v1/jobs/{job}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    s.stop().await;
+}
