@@ -39,6 +39,12 @@ pub struct BatchSettings {
     pub max_wait: Duration,
     /// Most requests waiting before callers are turned away.
     pub queue: usize,
+    /// Longest a waiting caller's texts may expect to wait for the model before their pass
+    /// completes; a caller whose estimate is longer is turned away at once
+    /// ([`EmbedError::Overloaded`]). The estimate is the texts of waiting callers already
+    /// admitted (in the queue or the running pass), plus the caller's own, times the recent
+    /// cost of one text in a pass. `None`: only the queue's length bounds the wait.
+    pub max_queue_wait: Option<Duration>,
 }
 
 impl Default for BatchSettings {
@@ -49,6 +55,10 @@ impl Default for BatchSettings {
             // Enough to keep the model busy for several passes; beyond it a caller is better
             // told at once to retry than kept waiting behind hundreds of others.
             queue: 512,
+            // Several full passes (a 32-text pass of the local model takes tens of
+            // milliseconds on two cores): latency stays a small multiple of an unloaded
+            // search's while a burst is absorbed (BENCHMARKS.md, overload).
+            max_queue_wait: Some(Duration::from_millis(150)),
         }
     }
 }
@@ -68,13 +78,28 @@ enum Part {
     Head(usize),
 }
 
-/// What the model's thread has done, written by that thread only.
+/// What the model's thread has done, written by that thread only (and the waiting callers'
+/// texts, written by them).
 #[derive(Default)]
 struct Counters {
     passes: AtomicU64,
     texts: AtomicU64,
     failed_passes: AtomicU64,
     busy_nanos: AtomicU64,
+    /// Recent cost of one text in a pass: a moving average (weight 1/8) of pass time over
+    /// its texts.
+    nanos_per_text: AtomicU64,
+    /// Texts of admitted waiting callers not yet answered.
+    waiting_texts: AtomicU64,
+}
+
+/// Counts a caller's texts as waiting until it is answered or gives up.
+struct Waiting<'a>(&'a AtomicU64, u64);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
+    }
 }
 
 /// Handle to a batching task.
@@ -83,6 +108,7 @@ pub struct Batcher {
     tx: mpsc::Sender<Request>,
     bulk: mpsc::Sender<Request>,
     max_batch: usize,
+    max_queue_wait: Option<Duration>,
     counters: Arc<Counters>,
 }
 
@@ -109,6 +135,16 @@ impl Batcher {
                 let busy = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 counted.busy_nanos.fetch_add(busy, Ordering::Relaxed);
                 counted.passes.fetch_add(1, Ordering::Relaxed);
+                if !texts.is_empty() {
+                    let per_text = busy / texts.len() as u64;
+                    let old = counted.nanos_per_text.load(Ordering::Relaxed);
+                    let new = if old == 0 {
+                        per_text
+                    } else {
+                        old - old / 8 + per_text / 8
+                    };
+                    counted.nanos_per_text.store(new, Ordering::Relaxed);
+                }
                 match &pass {
                     Ok(_) => counted
                         .texts
@@ -141,6 +177,7 @@ impl Batcher {
             tx,
             bulk,
             max_batch: settings.max_batch.max(1),
+            max_queue_wait: settings.max_queue_wait,
             counters,
         }
     }
@@ -162,6 +199,19 @@ impl Batcher {
     /// sharing forward passes with concurrent callers. Large requests are queued one pass at
     /// a time, so they do not hold back the callers behind them.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let n = texts.len() as u64;
+        let c = &self.counters;
+        let waiting = c.waiting_texts.fetch_add(n, Ordering::Relaxed) + n;
+        let _waiting = Waiting(&c.waiting_texts, n);
+        // A caller with no one ahead is always admitted, however long its own texts take.
+        if let Some(max) = self.max_queue_wait
+            && waiting > n
+        {
+            let per_text = c.nanos_per_text.load(Ordering::Relaxed);
+            if Duration::from_nanos(waiting.saturating_mul(per_text)) > max {
+                return Err(EmbedError::Overloaded);
+            }
+        }
         if texts.len() <= self.max_batch {
             return self.submit(&self.tx, texts).await;
         }
@@ -386,6 +436,7 @@ mod tests {
                 max_batch: 8,
                 max_wait: Duration::from_millis(20),
                 queue: 100,
+                max_queue_wait: None,
             },
         );
         let mut handles = Vec::new();
@@ -453,6 +504,7 @@ mod tests {
             model.clone(),
             BatchSettings {
                 max_batch: 4,
+                max_queue_wait: None,
                 ..BatchSettings::default()
             },
         );
@@ -486,6 +538,7 @@ mod tests {
             Arc::new(model),
             BatchSettings {
                 max_batch,
+                max_queue_wait: None,
                 ..BatchSettings::default()
             },
         );
@@ -580,6 +633,7 @@ mod tests {
             Arc::new(model),
             BatchSettings {
                 max_batch: 4,
+                max_queue_wait: None,
                 ..BatchSettings::default()
             },
         );
@@ -650,6 +704,7 @@ mod tests {
                 max_batch: 1,
                 max_wait: Duration::ZERO,
                 queue: 1,
+                max_queue_wait: None,
             },
         );
         let b1 = b.clone();
@@ -662,5 +717,50 @@ mod tests {
         assert!(matches!(third, Err(EmbedError::Overloaded)), "{third:?}");
         assert!(first.await.unwrap().is_ok());
         assert!(second.await.unwrap().is_ok());
+    }
+
+    /// Past the wait budget a caller is turned away at once; within it, callers wait and are
+    /// answered; a caller with no one ahead is always admitted.
+    #[tokio::test]
+    async fn callers_who_would_wait_past_the_budget_are_turned_away_at_once() {
+        let b = Batcher::start(
+            Arc::new(Pass(|texts: &[String]| {
+                std::thread::sleep(Duration::from_millis(50));
+                Ok(texts.iter().map(|_| vec![1.0]).collect())
+            })),
+            BatchSettings {
+                max_batch: 1,
+                max_wait: Duration::ZERO,
+                queue: 100,
+                max_queue_wait: Some(Duration::from_millis(170)),
+            },
+        );
+        // Alone: admitted even though no cost is known yet; this also measures a text.
+        b.embed(vec!["first".into()]).await.unwrap();
+        let started = Instant::now();
+        let calls: Vec<_> = (0..10)
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(async move {
+                    let t = Instant::now();
+                    (b.embed(vec![format!("q{i}")]).await, t.elapsed())
+                })
+            })
+            .collect();
+        let mut admitted = 0;
+        for c in calls {
+            let (result, took) = c.await.unwrap();
+            match result {
+                Ok(_) => admitted += 1,
+                Err(EmbedError::Overloaded) => {
+                    assert!(took < Duration::from_millis(25), "refused after {took:?}")
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        // 50 ms a text, 170 ms of budget: three waiting texts fit (150 ms), a fourth would
+        // not; the three run one after another.
+        assert_eq!(admitted, 3, "admitted");
+        assert!(started.elapsed() < Duration::from_millis(400));
     }
 }

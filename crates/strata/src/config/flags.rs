@@ -281,6 +281,12 @@ pub struct AdmissionFlags {
     /// with Retry-After at once instead of waiting [default: 512].
     #[arg(long, env = "STRATA_SEARCH_QUEUE", global = true)]
     pub search_queue: Option<usize>,
+    /// Milliseconds a search may expect to wait for the local model (the texts of admitted
+    /// searches still waiting, times the recent cost of one text); a search that would wait
+    /// longer is answered 503 `overloaded` with Retry-After at once, so the ones admitted
+    /// stay fast under overload; 0 turns this off [default: 150].
+    #[arg(long, env = "STRATA_SEARCH_QUEUE_WAIT_MS", global = true)]
+    pub search_queue_wait_ms: Option<u64>,
 }
 
 layered!(AdmissionFlags {
@@ -289,7 +295,8 @@ layered!(AdmissionFlags {
     rate_burst,
     request_timeout_secs,
     upload_timeout_secs,
-    search_queue
+    search_queue,
+    search_queue_wait_ms
 });
 
 /// Where documents live: the database, its pool and the original files. `[storage]` in `strata.toml`.

@@ -85,6 +85,9 @@ impl Config {
         if let Some(q) = given.admission.search_queue {
             embedding.batch.queue = q.max(1);
         }
+        if let Some(ms) = given.admission.search_queue_wait_ms {
+            embedding.batch.max_queue_wait = (ms > 0).then(|| Duration::from_millis(ms));
+        }
         let mut storage = storage(&given.storage, &d.engine);
         storage.postgres.ef_search = u32::try_from(embedding.ann.expansion_search.min(1000))
             .unwrap_or(d.engine.postgres.ef_search);

@@ -242,6 +242,14 @@ fn the_help_states_the_owning_crates_defaults() {
         ),
         ("search_queue", d.engine.batch.queue.to_string()),
         (
+            "search_queue_wait_ms",
+            d.engine
+                .batch
+                .max_queue_wait
+                .map_or(0, |w| w.as_millis())
+                .to_string(),
+        ),
+        (
             "compress_min_bytes",
             d.server.compress_min_bytes.unwrap_or(0).to_string(),
         ),
