@@ -5,6 +5,7 @@
 
 mod cache;
 mod mixed;
+mod overload;
 mod scale;
 
 /// mimalloc: glibc malloc's consolidation and cross-thread frees were a measurable share of
@@ -110,6 +111,32 @@ enum Cmd {
         /// The `strata` binary to run (a process of its own, so its memory is measured alone).
         #[arg(long)]
         strata_bin: PathBuf,
+    },
+    /// Admission under overload: uncached searches through a real server at a quarter of and
+    /// at four times its measured capacity (open loop); accepted p99 against unloaded p99,
+    /// time to a rejection, timeouts.
+    Overload {
+        /// Sentences file.
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Sentences to ingest; the queries are the sentences after them.
+        #[arg(long, default_value_t = 2000)]
+        sentences: usize,
+        /// Seconds of each phase.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Alternated rounds (medians reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Data directory (created fresh).
+        #[arg(long)]
+        data: PathBuf,
+        /// The `strata` binary to run.
+        #[arg(long)]
+        strata_bin: PathBuf,
+        /// Extra arguments for `strata serve`, after `--` (the admission settings under test).
+        #[arg(last = true)]
+        extra: Vec<String>,
     },
     /// In-process cache engines under a Zipf(1.0) read-heavy workload on 2 threads: every
     /// miss inserts; capacity in bytes is a fraction of the working set.
@@ -441,6 +468,28 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             fraction,
             requests,
         } => cache::zipf(redis, keys, fraction, requests).await,
+        Cmd::Overload {
+            corpus,
+            sentences,
+            seconds,
+            rounds,
+            data,
+            strata_bin,
+            extra,
+        } => {
+            overload::run(
+                &strata_bin,
+                &corpus,
+                &data,
+                overload::OverloadRun {
+                    sentences,
+                    seconds,
+                    rounds,
+                    extra,
+                },
+            )
+            .await
+        }
         Cmd::Search {
             corpus,
             sentences,
