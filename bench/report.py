@@ -153,6 +153,16 @@ if so:
     row("  pooled connections held at most (pool size 10)", so.get("pool_connections_max"), "")
     row("  other connections (listener, blob locks) at most", so.get("other_connections_max"), "")
 
+ov = by.get("overload", [{}])[0]
+if ov:
+    lines.append(f"admission under overload: uncached searches, open loop ({ov.get('sentences')} sentences; "
+                 "medians over rounds):")
+    row("capacity (32 closed-loop clients)", ov.get("capacity_rps"), "req/s")
+    row("unloaded p99 (at capacity / 4)", ov.get("unloaded_p99_ms"), "ms", f"p50 {ov.get('unloaded_p50_ms', 0):.1f} ms")
+    row("at 4 x capacity: accepted p99", ov.get("overload_accepted_p99_ms"), "ms",
+        f"p50 {ov.get('overload_accepted_p50_ms', 0):.1f} ms, {ov.get('overload_accepted_rps', 0):.0f} req/s accepted")
+    row("at 4 x capacity: share rejected", ov.get("overload_rejected_share"), "")
+
 lines.append("targets (ratios measured in this run):")
 target("dynamic batching / batch 1", dyn / b1 if dyn and b1 else None, ">=", 3.0)
 target("ingestion / raw model", s.get("ingest_vs_raw"), ">=", 0.85)
@@ -193,6 +203,10 @@ if big:
 if so:
     target("pooled connections under 1,000 clients", so.get("pool_connections_max"), "<=", 10.0)
     target("failed requests under 1,000 clients", so.get("under_load", {}).get("errors"), "<=", 0.0)
+if ov:
+    target("overload: accepted p99 / unloaded p99", ov.get("accepted_p99_over_unloaded_p99"), "<=", 2.0)
+    target("overload: time to a rejection, p99 (ms)", ov.get("overload_rejected_p99_ms"), "<=", 5.0)
+    target("overload: timeouts", float(ov.get("overload_timeouts_total", 0)), "<=", 0.0)
 target("combined hit ratio after warm-up (Zipf)", z.get("combined_hit_ratio"), ">=", 0.9)
 for c in ("embedded", "postgres_redis"):
     runs = [r for r in mx.get("runs", []) if r["contender"] == c] if mx else []
