@@ -283,8 +283,9 @@ pub struct AdmissionFlags {
     pub search_queue: Option<usize>,
     /// Milliseconds a search may expect to wait for the local model (the texts of admitted
     /// searches still waiting, times the recent cost of one text); a search that would wait
-    /// longer is answered 503 `overloaded` with Retry-After at once, so the ones admitted
-    /// stay fast under overload; 0 turns this off [default: 150].
+    /// longer is answered 503 with Retry-After at once, so the ones admitted stay fast under
+    /// overload. Raise it to trade latency for throughput (fuller batches); 0 turns it off
+    /// [default: 15].
     #[arg(long, env = "STRATA_SEARCH_QUEUE_WAIT_MS", global = true)]
     pub search_queue_wait_ms: Option<u64>,
 }
