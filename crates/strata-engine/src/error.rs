@@ -32,6 +32,11 @@ pub enum EngineError {
         /// The limit in bytes.
         limit: u64,
     },
+    /// strata is at capacity for this kind of work (the embedding model's queue is full, or
+    /// the wait for it would pass its budget); retry shortly. Expected under overload, so
+    /// not an incident worth a log line each.
+    #[error("at capacity: {0}")]
+    Overloaded(&'static str),
     /// A dependency (database pool, disk) is temporarily unable to serve; retry later.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),

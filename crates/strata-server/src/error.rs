@@ -170,6 +170,7 @@ impl From<EngineError> for ApiError {
                 Code::PayloadTooLarge,
                 format!("the upload exceeds the limit of {limit} bytes"),
             ),
+            EngineError::Overloaded(why) => ApiError::new(Code::Overloaded, why).retry_after(1),
             EngineError::Unavailable(why) => {
                 tracing::warn!(%why, "dependency unavailable");
                 ApiError {

@@ -69,9 +69,9 @@ impl SearchService {
             embedder.embed(texts).await
         };
         result.map_err(|e| match e {
-            strata_embed::EmbedError::Overloaded => {
-                EngineError::Unavailable("the embedding queue is full".into())
-            }
+            strata_embed::EmbedError::Overloaded => EngineError::Overloaded(
+                "the embedding model has more work waiting than it can take now",
+            ),
             strata_embed::EmbedError::Closed => EngineError::Unavailable("shutting down".into()),
             strata_embed::EmbedError::Unavailable(why) => EngineError::Unavailable(why),
             other => EngineError::Internal(other.to_string()),

@@ -199,3 +199,41 @@ async fn instances_over_one_redis_share_a_tenants_rate() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Searches that would wait for the model past the wait budget are refused 503 `overloaded`
+/// at once with Retry-After; the one with no one ahead is always admitted and answered.
+#[tokio::test]
+async fn searches_past_the_models_wait_budget_are_refused_at_once() {
+    let s = TestServer::start_with(|e| {
+        e.jobs.workers = 0;
+        e.batch.max_batch = 1;
+        e.batch.max_queue_wait = Some(Duration::from_millis(1));
+    })
+    .await;
+    // One search alone: admitted, and it teaches the batcher what a text costs.
+    let first = s
+        .post_json("/v1/search", serde_json::json!({"query": "a first query"}))
+        .await;
+    assert_eq!(first.status(), 200);
+    let searches = (0..16).map(|i| {
+        s.post_json(
+            "/v1/search",
+            serde_json::json!({"query": format!("distinct query number {i}")}),
+        )
+    });
+    let (mut answered, mut refused) = (0, 0);
+    for r in futures_util::future::join_all(searches).await {
+        match r.status().as_u16() {
+            200 => answered += 1,
+            503 => {
+                assert_eq!(r.headers()["retry-after"], "1");
+                assert_problem(r, 503, "overloaded").await;
+                refused += 1;
+            }
+            other => panic!("status {other}"),
+        }
+    }
+    assert!(answered >= 1, "the first to arrive is alone, so admitted");
+    assert!(refused >= 1, "{answered} answered, none refused");
+    s.stop().await;
+}
