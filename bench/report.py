@@ -186,6 +186,10 @@ target("L1-hit search, gzip / ceiling serving the gzip body", gz_l1 / gz_ceil if
 edge = http_med("strata_l1_hit_edge", "requests_per_s")
 target("L1-hit with JWT + rate limit + gzip / gzip ceiling", edge / gz_ceil if edge and gz_ceil else None,
        ">=", 0.8)
+bare = http_med("bare_axum", "requests_per_s")
+row("(issue 19) L1-hit with strata's middleware / bare axum, no middleware", l1 / bare if l1 and bare else None, "",
+    f"same {http.get('body_bytes', '?')}-byte answer; the ceiling router / bare axum: "
+    f"{(ceil / bare) if ceil and bare else 0:.3f}")
 unread = http_med("ceiling_body_unread", "requests_per_s")
 row("(for reference) L1-hit / ceiling that leaves the body unread", l1 / unread if l1 and unread else None, "")
 paired = []

@@ -424,6 +424,20 @@ pub async fn http(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let unread_url = format!("http://{}/v1/search", listener.local_addr()?);
     let unread_task = tokio::spawn(async move { axum::serve(listener, unread).await });
+    // Bare axum: the same answer from a handler that reads the body, with no middleware at
+    // all (what a new user's first axum server is); strata's L1 hit is reported against it
+    // too (issue 19).
+    let bare_answer = answer.clone();
+    let bare = axum::Router::new().route(
+        "/v1/search",
+        axum::routing::post(move |_body: Bytes| {
+            let b = bare_answer.clone();
+            async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], b) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let bare_url = format!("http://{}/v1/search", listener.local_addr()?);
+    let bare_task = tokio::spawn(async move { axum::serve(listener, bare).await });
     let gz_ceiling = ceiling_router(answer_gz.clone(), true);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let gz_ceiling_url = format!("http://{}/v1/search", listener.local_addr()?);
@@ -457,6 +471,7 @@ pub async fn http(
         ));
     }
     contenders.push(("ceiling_body_unread", unread_url, script.clone()));
+    contenders.push(("bare_axum", bare_url, script.clone()));
     contenders.push(("ceiling_gzip", gz_ceiling_url, gzip_script.clone()));
     contenders.push((
         "strata_l1_hit_gzip",
@@ -541,6 +556,7 @@ pub async fn http(
     }
     ceiling_task.abort();
     unread_task.abort();
+    bare_task.abort();
     gz_ceiling_task.abort();
     drop(seeds);
     l1.stop().await?;

@@ -611,8 +611,16 @@ async fn model(
             }
         }
         "dynamic" => {
-            // 32 concurrent callers, each embedding one sentence at a time.
-            let batcher = Batcher::start(m.clone(), BatchSettings::default());
+            // 32 concurrent callers, each embedding one sentence at a time; the batcher's
+            // throughput, so no wait budget turns callers away (the overload section measures
+            // that).
+            let batcher = Batcher::start(
+                m.clone(),
+                BatchSettings {
+                    max_queue_wait: None,
+                    ..BatchSettings::default()
+                },
+            );
             let per = sentences.len().div_ceil(32);
             let mut tasks = Vec::new();
             for part in sentences.chunks(per) {
@@ -675,7 +683,11 @@ async fn dataset(
     std::fs::create_dir_all(out)?;
     let all = read_lines(corpus, 0, n + queries)?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let e = LocalEmbedder::load(files, LocalRuntime::Onnx, threads, BatchSettings::default())?;
+    let settings = BatchSettings {
+        max_queue_wait: None,
+        ..BatchSettings::default()
+    };
+    let e = LocalEmbedder::load(files, LocalRuntime::Onnx, threads, settings)?;
     let start = Instant::now();
     let mut vectors = Vec::with_capacity(all.len());
     for part in all.chunks(256) {

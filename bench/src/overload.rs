@@ -165,6 +165,25 @@ fn body(pool: &[String], counter: &AtomicU64) -> String {
     json!({"query": format!("{q} {n}"), "k": 10}).to_string()
 }
 
+/// One search with its body read: the status, 504 for a client-side timeout, 0 for any
+/// other failure.
+async fn search(client: &reqwest::Client, url: &str, body: String) -> u16 {
+    let r = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await;
+    match r {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            if r.bytes().await.is_ok() { status } else { 0 }
+        }
+        Err(e) if e.is_timeout() => 504,
+        Err(_) => 0,
+    }
+}
+
 /// Successes per second of `clients` closed-loop clients.
 async fn closed_loop(
     client: &reqwest::Client,
@@ -187,16 +206,7 @@ async fn closed_loop(
             );
             tokio::spawn(async move {
                 while Instant::now() < end {
-                    let r = client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body(&pool, &counter))
-                        .send()
-                        .await;
-                    if let Ok(r) = r
-                        && r.status().is_success()
-                        && r.bytes().await.is_ok()
-                    {
+                    if search(&client, &url, body(&pool, &counter)).await == 200 {
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -230,23 +240,7 @@ async fn open_loop(
         let (client, url, tx) = (client.clone(), format!("{base}/v1/search"), tx.clone());
         let b = body(pool, counter);
         tokio::spawn(async move {
-            let r = client
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(b)
-                .send()
-                .await;
-            let status = match r {
-                Ok(r) => {
-                    let s = r.status().as_u16();
-                    match r.bytes().await {
-                        Ok(_) => s,
-                        Err(_) => 0,
-                    }
-                }
-                Err(e) if e.is_timeout() => 504,
-                Err(_) => 0,
-            };
+            let status = search(&client, &url, b).await;
             let ms = due.elapsed().as_secs_f64() * 1000.0;
             let _ = tx.send((status, ms));
         });

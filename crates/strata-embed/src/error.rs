@@ -19,8 +19,9 @@ pub enum EmbedError {
     /// ONNX Runtime or the tokenizer failed.
     #[error("model runtime error: {0}")]
     Runtime(String),
-    /// Too many requests are queued; retry later.
-    #[error("the embedding queue is full")]
+    /// Too many requests are queued, or the wait for the model would pass its budget;
+    /// retry shortly.
+    #[error("the embedding model has more work waiting than it may take now")]
     Overloaded,
     /// A remote embedder is unreachable or its circuit is open; retry later.
     #[error("{0}")]

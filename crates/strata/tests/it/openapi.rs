@@ -13,15 +13,7 @@ const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 #[tokio::test]
 async fn every_documented_operation_is_routed_and_no_other_method_is() {
     let s = TestServer::start_with(|e| e.jobs.workers = 0).await;
-    let doc: Value = s
-        .client
-        .get(s.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = s.get_json("/openapi.json").await;
     assert_eq!(doc["openapi"].as_str().map(|v| &v[..3]), Some("3.1"));
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.len() >= 20, "{} paths", paths.len());
@@ -75,15 +67,7 @@ async fn every_documented_operation_is_routed_and_no_other_method_is() {
 #[tokio::test]
 async fn operations_are_complete_and_every_error_code_is_listed() {
     let s = TestServer::start_with(|e| e.jobs.workers = 0).await;
-    let doc: Value = s
-        .client
-        .get(s.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = s.get_json("/openapi.json").await;
     let mut ids = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in METHODS {
