@@ -90,7 +90,7 @@ fn missing_files_name_the_fix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_embedder_agrees_with_direct_calls() {
-    let e = LocalEmbedder::load(&files(), LocalRuntime::Onnx, 2, BatchSettings::default()).unwrap();
+    let e = LocalEmbedder::load(&files(), LocalRuntime::Onnx, 2, unbounded()).unwrap();
     let direct = OnnxMiniLm::load(&files(), 1).unwrap();
     let texts: Vec<String> = (0..40)
         .map(|i| format!("sentence number {i} about cats"))
@@ -149,8 +149,7 @@ fn candle_f32_reference_agrees_with_the_int8_onnx_model() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn candle_runtime_serves_as_the_local_embedder() {
-    let e =
-        LocalEmbedder::load(&files(), LocalRuntime::Candle, 2, BatchSettings::default()).unwrap();
+    let e = LocalEmbedder::load(&files(), LocalRuntime::Candle, 2, unbounded()).unwrap();
     let v = e.embed(vec!["A man is eating food.".into()]).await.unwrap();
     assert_eq!(v[0].len(), 384);
     assert!(e.tokenizer().is_some());
@@ -180,8 +179,7 @@ fn the_rewritten_lookups_give_the_published_graph_s_vectors() {
 #[tokio::test]
 async fn a_model_loaded_on_first_use_embeds_as_the_eager_one_does() {
     let lazy =
-        LocalEmbedder::load_on_first_use(&files(), LocalRuntime::Onnx, 1, BatchSettings::default())
-            .unwrap();
+        LocalEmbedder::load_on_first_use(&files(), LocalRuntime::Onnx, 1, unbounded()).unwrap();
     assert_eq!((lazy.model(), lazy.dims()), ("all-MiniLM-L6-v2", 384));
     assert!(
         lazy.tokenizer().is_some(),
@@ -203,9 +201,19 @@ async fn a_missing_model_fails_its_first_pass_not_the_start() {
         &ModelFiles::at(dir.path()),
         LocalRuntime::Onnx,
         1,
-        BatchSettings::default(),
+        unbounded(),
     )
     .expect("starts without the weights");
     let err = lazy.embed(vec!["x".to_owned()]).await.unwrap_err();
     assert!(err.to_string().contains("could not be loaded"), "{err}");
+}
+
+/// Default batching without the wait budget: these tests check what the model computes,
+/// and concurrent callers on a busy machine could otherwise be turned away (the batcher's
+/// own tests cover admission).
+fn unbounded() -> BatchSettings {
+    BatchSettings {
+        max_queue_wait: None,
+        ..BatchSettings::default()
+    }
 }

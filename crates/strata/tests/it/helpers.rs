@@ -142,6 +142,9 @@ impl TestServer {
         settings.load_model = strata_engine::ModelLoad::OnFirstUse;
         settings.jobs.poll_interval = Duration::from_millis(100);
         settings.jobs.backoff_base = Duration::from_millis(100);
+        // Concurrent searches on a busy CI machine could pass the model's wait budget and be
+        // turned away; the tests that are about admission set it themselves.
+        settings.batch.max_queue_wait = None;
         configure(&mut settings);
         let engine = Engine::open(settings).await.expect("engine opens");
         let mut server = ServerSettings {
