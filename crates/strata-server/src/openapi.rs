@@ -66,7 +66,8 @@ pub fn access(path: &str) -> Access {
 }
 
 /// Completes the document the router assembled: the bearer security scheme, each operation's
-/// security requirement and the edge's error responses (401, 429, 503, 504, 500).
+/// security requirement, the problem body of every error response, and the edge's error
+/// responses (401, 429, 503, 504, 500).
 pub fn finish(mut doc: OpenApi) -> OpenApi {
     let components = doc.components.get_or_insert_with(Components::new);
     components.add_security_scheme(
@@ -106,8 +107,18 @@ pub fn finish(mut doc: OpenApi) -> OpenApi {
     doc
 }
 
-/// Adds the responses any operation of `access` can give whatever its handler does.
+/// Gives every error response a handler declared without a body the problem body (the
+/// handlers name the status and the codes; the body is always the same), then adds the
+/// responses any operation of `access` can give whatever its handler does.
 fn edge_responses(op: &mut Operation, access: Access) {
+    for (status, response) in op.responses.responses.iter_mut() {
+        if let RefOr::T(response) = response
+            && response.content.is_empty()
+            && status.parse::<u16>().is_ok_and(|s| s >= 400)
+        {
+            *response = problem_response(&response.description);
+        }
+    }
     let mut add = |code: Code, why: &str| {
         let status = code.status().as_u16().to_string();
         op.responses

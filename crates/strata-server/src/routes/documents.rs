@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use strata_engine::model::{Document, DocumentFilter, DocumentPatch, DocumentStatus};
 use strata_engine::{DocumentId, IngestOutcome, ListDocuments, UploadMeta};
 
-use crate::error::{ApiError, Code, Problem};
+use crate::error::{ApiError, Code};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Preconditions, Tenant};
 use crate::{AppState, cached};
 
@@ -128,10 +128,10 @@ pub struct UploadResponse {
          headers(("location" = String, description = "The document's URL"))),
         (status = 200, description = "The tenant already has this content", body = UploadResponse,
          headers(("location" = String, description = "The document's URL"))),
-        (status = 400, description = "`malformed_json` or `malformed_multipart`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`: neither multipart nor JSON, or a file strata cannot extract", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`malformed_json` or `malformed_multipart`"),
+        (status = 413, description = "`payload_too_large`"),
+        (status = 415, description = "`unsupported_media_type`: neither multipart nor JSON, or a file strata cannot extract"),
+        (status = 422, description = "`validation_failed`"),
     ),
 )]
 pub async fn upload(
@@ -338,8 +338,8 @@ pub struct DocumentPage {
     responses(
         (status = 200, description = "A page", body = DocumentPage, headers(("etag" = String))),
         (status = 304, description = "Unchanged since the given ETag"),
-        (status = 400, description = "`validation_failed`: an unknown query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`: a bad limit, cursor, status or field", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`validation_failed`: an unknown query parameter"),
+        (status = 422, description = "`validation_failed`: a bad limit, cursor, status or field"),
     ),
 )]
 pub async fn list(
@@ -397,9 +397,9 @@ pub struct GetQuery {
     responses(
         (status = 200, description = "The document", body = crate::openapi::DocumentSelection, headers(("etag" = String))),
         (status = 304, description = "Unchanged since the given ETag"),
-        (status = 400, description = "`validation_failed`: an unknown query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`: an unknown field", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`validation_failed`: an unknown query parameter"),
+        (status = 404, description = "`not_found`"),
+        (status = 422, description = "`validation_failed`: an unknown field"),
     ),
 )]
 pub async fn get(
@@ -433,11 +433,11 @@ pub async fn get(
     request_body = DocumentPatch,
     responses(
         (status = 200, description = "The updated document", body = Document),
-        (status = 400, description = "`malformed_json`", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`: not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`malformed_json`"),
+        (status = 404, description = "`not_found`"),
+        (status = 413, description = "`payload_too_large`"),
+        (status = 415, description = "`unsupported_media_type`: not JSON"),
+        (status = 422, description = "`validation_failed`"),
     ),
 )]
 pub async fn patch(
@@ -467,7 +467,7 @@ pub async fn patch(
     params(crate::openapi::DocumentPath),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`"),
     ),
 )]
 pub async fn delete(
@@ -497,7 +497,7 @@ pub async fn delete(
             ("application/pdf"), ("text/plain"), ("text/markdown"), ("text/html")),
          headers(("etag" = String, description = "The content's sha256"))),
         (status = 304, description = "Unchanged since the given ETag"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`"),
     ),
 )]
 pub async fn file(
@@ -605,9 +605,9 @@ pub struct TagList {
     params(crate::openapi::DocumentPath, ChunkQuery),
     responses(
         (status = 200, description = "A page of chunks", body = ChunkPage),
-        (status = 400, description = "`validation_failed`: an unknown or malformed query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`: a bad limit", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`validation_failed`: an unknown or malformed query parameter"),
+        (status = 404, description = "`not_found`"),
+        (status = 422, description = "`validation_failed`: a bad limit"),
     ),
 )]
 pub async fn chunks(

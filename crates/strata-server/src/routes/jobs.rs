@@ -13,7 +13,7 @@ use strata_engine::model::{Job, JobFilter, JobStatus};
 use strata_engine::{JobId, ListJobs, TenantId};
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery, Preconditions, Tenant};
 use crate::{AppState, cached};
 
@@ -80,8 +80,8 @@ pub struct JobEventFrame {
     responses(
         (status = 200, description = "A page", body = JobPage, headers(("etag" = String))),
         (status = 304, description = "Unchanged since the given ETag"),
-        (status = 400, description = "`validation_failed`: an unknown or malformed query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`: a bad limit, cursor or status", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`validation_failed`: an unknown or malformed query parameter"),
+        (status = 422, description = "`validation_failed`: a bad limit, cursor or status"),
     ),
 )]
 pub async fn list(
@@ -116,7 +116,7 @@ pub async fn list(
     responses(
         (status = 200, description = "The job", body = Job, headers(("etag" = String))),
         (status = 304, description = "Unchanged since the given ETag"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`"),
     ),
 )]
 pub async fn get(
@@ -150,7 +150,7 @@ const RESYNC: Duration = Duration::from_secs(1);
     params(crate::openapi::JobPath),
     responses(
         (status = 200, description = "The event stream", content_type = "text/event-stream", body = JobEventFrame),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`"),
     ),
 )]
 pub async fn events(

@@ -14,7 +14,7 @@ use strata_engine::TenantId;
 
 use crate::AppState;
 use crate::caller::{Admin, Caller};
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 
 /// `GET /v1/performance/cache/stats`: hits, misses, hit ratio, latency and bytes per kind,
 /// L1 size, evictions, expirations, invalidations.
@@ -76,10 +76,10 @@ pub struct ClearRequest {
     request_body(content = Option<ClearRequest>, content_type = "application/json"),
     responses(
         (status = 200, description = "What was removed", body = Object),
-        (status = 400, description = "`malformed_json`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the caller is not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`: an unknown kind, a bad tenant, or both given", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`malformed_json`"),
+        (status = 403, description = "`forbidden`: the caller is not an admin"),
+        (status = 413, description = "`payload_too_large`"),
+        (status = 422, description = "`validation_failed`: an unknown kind, a bad tenant, or both given"),
     ),
 )]
 pub async fn cache_clear(
@@ -168,7 +168,7 @@ pub async fn database_stats(
     summary = "Optimise the database (admin)",
     responses(
         (status = 200, description = "`backend`, the `statements` run and `elapsed_ms`", body = Object),
-        (status = 403, description = "`forbidden`: the caller is not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the caller is not an admin"),
     ),
 )]
 pub async fn database_optimize(

@@ -10,11 +10,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use strata_engine::search::{SearchHit, SearchRequest, SearchResults};
 
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::extract::{ApiJson, Preconditions, Tenant};
 use crate::{AppState, cached};
 
-/// `POST /v1/search` {query, k, filter{tags, document_ids}, min_score, stream}.
 #[utoipa::path(
     post,
     path = "/v1/search",
@@ -33,12 +32,13 @@ use crate::{AppState, cached};
             (SearchHit = "application/x-ndjson"),
         ), headers(("etag" = String))),
         (status = 304, description = "Unchanged since the given ETag"),
-        (status = 400, description = "`malformed_json`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`: not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`malformed_json`"),
+        (status = 413, description = "`payload_too_large`"),
+        (status = 415, description = "`unsupported_media_type`: not JSON"),
+        (status = 422, description = "`validation_failed`"),
     ),
 )]
+/// `POST /v1/search` {query, k, filter{tags, document_ids}, min_score, stream}.
 /// Cached per tenant by every parameter that changes the answer; any write of the tenant's
 /// invalidates it. With `stream: true` the answer is NDJSON, one hit per line.
 pub async fn search(
@@ -199,10 +199,10 @@ pub struct EmbeddingsResponse {
     request_body = EmbeddingsRequest,
     responses(
         (status = 200, description = "The embeddings", body = EmbeddingsResponse),
-        (status = 400, description = "`malformed_json`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`: not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`validation_failed`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`malformed_json`"),
+        (status = 413, description = "`payload_too_large`"),
+        (status = 415, description = "`unsupported_media_type`: not JSON"),
+        (status = 422, description = "`validation_failed`"),
     ),
 )]
 pub async fn embeddings(
