@@ -198,7 +198,7 @@ fn finish(
     mut resp: Response,
     etag: HeaderValue,
     x_cache: &'static str,
-    desc: &str,
+    desc: &'static str,
     elapsed: std::time::Duration,
 ) -> Response {
     let h = resp.headers_mut();
@@ -209,7 +209,7 @@ fn finish(
         HeaderValue::from_static("private, no-cache"),
     );
     h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-    crate::middleware::cache_timing(resp.headers_mut(), desc, elapsed);
+    crate::middleware::cache_timing(resp.extensions_mut(), desc, elapsed);
     resp
 }
 

@@ -11,6 +11,7 @@ mod cached;
 pub mod caller;
 pub mod error;
 pub mod extract;
+pub mod logging;
 pub mod metrics;
 mod middleware;
 pub mod openapi;
@@ -32,7 +33,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tracing::{info, warn};
 
 use crate::error::{ApiError, Code};
@@ -170,7 +171,8 @@ pub fn router_with(state: AppState, settings: &ServerSettings) -> Router {
 }
 
 /// The middleware every strata response passes through (Server-Timing and security headers,
-/// compression, panic to 500 problem, HTTP metrics, tracing, request ids). Public so
+/// compression, panic to 500 problem, HTTP metrics, tracing, the request's log context,
+/// request ids). Public so
 /// benchmarks can build a ceiling server with the same stack and none of strata's work.
 pub fn with_middleware(
     router: Router,
@@ -178,7 +180,7 @@ pub fn with_middleware(
     compress_min_bytes: Option<usize>,
 ) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    let router = router.layer(axum::middleware::from_fn(middleware::server_timing));
+    let router = router.layer(middleware::ServerTimingLayer);
     let router = match compress_min_bytes {
         Some(min) => router.layer(middleware::compression(min)),
         None => router,
@@ -187,8 +189,12 @@ pub fn with_middleware(
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(http_metrics)
         .layer(middleware::trace_layer())
+        .layer(logging::RequestContextLayer)
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(
+            request_id,
+            middleware::MakeRequestId,
+        ))
 }
 
 /// Serves `app` on `listener` until `shutdown`, then drains in-flight requests for up to

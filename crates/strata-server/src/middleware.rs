@@ -2,12 +2,13 @@
 //! containment.
 
 use std::any::Any;
-use std::time::Instant;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Response, header};
-use axum::middleware::Next;
 use axum::response::IntoResponse;
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::{MakeSpan, TraceLayer};
@@ -33,31 +34,143 @@ const SECURITY_HEADERS: [(HeaderName, HeaderValue); 4] = [
     ),
 ];
 
-/// Writes `Server-Timing`: the entry a handler already put there (a cached read's
-/// `cache;desc=...;dur=...`, see [`cache_timing`]), then `app;dur=<ms>` (time spent inside
-/// strata), as one header value; and the [`SECURITY_HEADERS`].
-pub(crate) async fn server_timing(req: Request, next: Next) -> axum::response::Response {
-    use std::fmt::Write as _;
-    let start = Instant::now();
-    let mut resp = next.run(req).await;
-    let mut value = String::with_capacity(64);
-    if let Some(cache) = resp
-        .headers()
-        .get(SERVER_TIMING)
-        .and_then(|v| v.to_str().ok())
-    {
-        value.push_str(cache);
-        value.push_str(", ");
+/// Writes `Server-Timing`: a cached read's `cache;desc=...;dur=...` (the [`CacheTiming`] its
+/// handler left in the response's extensions, see [`cache_timing`]), then `app;dur=<ms>`
+/// (time spent inside strata), as one header value; and the [`SECURITY_HEADERS`].
+///
+/// A hand-written layer rather than `axum::middleware::from_fn`, which clones and boxes the
+/// inner service and boxes its future on every request; the value is formatted into a stack
+/// buffer with integer arithmetic (together a few percent of a cache hit).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ServerTimingLayer;
+
+impl<S> tower::Layer<S> for ServerTimingLayer {
+    type Service = ServerTiming<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ServerTiming { inner }
     }
-    let _ = write!(value, "app;dur={}", Millis(start.elapsed()));
+}
+
+/// See [`ServerTimingLayer`].
+#[derive(Clone, Debug)]
+pub(crate) struct ServerTiming<S> {
+    inner: S,
+}
+
+impl<S, B, R> tower::Service<Request<B>> for ServerTiming<S>
+where
+    S: tower::Service<Request<B>, Response = Response<R>>,
+{
+    type Response = Response<R>;
+    type Error = S::Error;
+    type Future = Timed<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        Timed {
+            start: Instant::now(),
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response future that stamps [`ServerTimingLayer`]'s headers on its response.
+    pub(crate) struct Timed<F> {
+        start: Instant,
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F, R, E> Future for Timed<F>
+where
+    F: Future<Output = Result<Response<R>, E>>,
+{
+    type Output = Result<Response<R>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut resp = std::task::ready!(this.inner.poll(cx))?;
+        stamp(&mut resp, this.start.elapsed());
+        Poll::Ready(Ok(resp))
+    }
+}
+
+/// Writes the `Server-Timing` value and the security headers onto `resp`.
+fn stamp<R>(resp: &mut Response<R>, app: Duration) {
+    let mut v = Stack::default();
+    if let Some(c) = resp.extensions().get::<CacheTiming>() {
+        v.push(b"cache;desc=");
+        v.push(c.desc.as_bytes());
+        v.push(b";dur=");
+        v.millis(c.dur);
+        v.push(b", ");
+    }
+    v.push(b"app;dur=");
+    v.millis(app);
     let headers = resp.headers_mut();
-    if let Ok(v) = HeaderValue::try_from(value) {
-        headers.insert(SERVER_TIMING, v);
+    if let Ok(value) = HeaderValue::from_bytes(v.as_bytes()) {
+        headers.insert(SERVER_TIMING, value);
     }
     for (name, value) in SECURITY_HEADERS {
         headers.entry(name).or_insert(value);
     }
-    resp
+}
+
+/// A small byte buffer on the stack (longer input is cut, never a panic).
+struct Stack {
+    buf: [u8; 96],
+    len: usize,
+}
+
+impl Default for Stack {
+    fn default() -> Self {
+        Self {
+            buf: [0; 96],
+            len: 0,
+        }
+    }
+}
+
+impl Stack {
+    fn push(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+    }
+
+    /// `d` in milliseconds with three decimals (`12.345`).
+    fn millis(&mut self, d: Duration) {
+        let micros = d.as_micros().min(u128::from(u64::MAX)) as u64;
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut whole = micros / 1000;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (whole % 10) as u8;
+            whole /= 10;
+            if whole == 0 {
+                break;
+            }
+        }
+        self.push(&digits[i..]);
+        let frac = micros % 1000;
+        self.push(&[
+            b'.',
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ]);
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 /// Compression of responses from `min` bytes on, negotiated from `Accept-Encoding` with its
@@ -131,28 +244,22 @@ pub(crate) fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
 
 const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
-/// A cached read's `Server-Timing` entry: `desc` is `l1-hit`, `l2-hit`, `miss`,
-/// `coalesced` or `bypass`; `dur` the time spent in the lookup (and the computation on a
-/// miss). [`server_timing`] appends strata's total.
-pub(crate) fn cache_timing(
-    headers: &mut axum::http::HeaderMap,
-    desc: &str,
-    dur: std::time::Duration,
-) {
-    if let Ok(v) = HeaderValue::try_from(format!("cache;desc={desc};dur={}", Millis(dur))) {
-        headers.insert(SERVER_TIMING, v);
-    }
+/// A cached read's `Server-Timing` entry, left in the response's extensions for
+/// [`ServerTimingLayer`]: `desc` is `l1-hit`, `l2-hit`, `miss`, `coalesced` or `bypass`;
+/// `dur` the time spent in the lookup (and the computation on a miss).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CacheTiming {
+    desc: &'static str,
+    dur: Duration,
 }
 
-/// A duration as milliseconds with three decimals, formatted with integer arithmetic
-/// (float formatting is a measurable share of a cache hit).
-pub(crate) struct Millis(pub(crate) std::time::Duration);
-
-impl std::fmt::Display for Millis {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let micros = self.0.as_micros();
-        write!(f, "{}.{:03}", micros / 1000, micros % 1000)
-    }
+/// Records a cached read's timing on its response (see [`CacheTiming`]).
+pub(crate) fn cache_timing(
+    extensions: &mut axum::http::Extensions,
+    desc: &'static str,
+    dur: Duration,
+) {
+    extensions.insert(CacheTiming { desc, dur });
 }
 
 /// A panic in a handler becomes a logged 500 problem, never a dropped connection.
@@ -170,6 +277,40 @@ pub(crate) fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response<Bod
     .into_response()
 }
 
+/// Request ids for requests that arrive without one: this process's random 64-bit prefix
+/// (so two instances never share an id) and a counter, as 32 hex digits. tower-http's
+/// `MakeRequestUuid` asks the kernel for 16 random bytes and formats a UUID through two
+/// allocations on every request; this formats into a stack buffer.
+#[derive(Clone, Copy)]
+pub(crate) struct MakeRequestId;
+
+impl tower_http::request_id::MakeRequestId for MakeRequestId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<tower_http::request_id::RequestId> {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        use std::sync::OnceLock;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static PREFIX: OnceLock<u64> = OnceLock::new();
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        // The standard library seeds every `RandomState` from the OS once per process.
+        let prefix = *PREFIX.get_or_init(|| std::hash::RandomState::new().build_hasher().finish());
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mut buf = [0u8; 32];
+        hex_into(&mut buf[..16], prefix);
+        hex_into(&mut buf[16..], n);
+        HeaderValue::from_bytes(&buf)
+            .ok()
+            .map(tower_http::request_id::RequestId::new)
+    }
+}
+
+/// `v` as 16 lowercase hex digits into `out`.
+fn hex_into(out: &mut [u8], v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = DIGITS[((v >> (60 - 4 * i)) & 0xf) as usize];
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct RequestSpan;
 
@@ -178,13 +319,13 @@ impl<B> MakeSpan<B> for RequestSpan {
         let route = req
             .extensions()
             .get::<MatchedPath>()
-            .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+            .map_or_else(|| req.uri().path(), |p| p.as_str());
         let id = req
             .headers()
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
-        tracing::info_span!("http", method = %req.method(), route, request_id = id)
+        tracing::debug_span!("http", method = %req.method(), route, request_id = id)
     }
 }
 

@@ -127,11 +127,17 @@ fn init_logging(config: &Config) {
             .layer()
             .with_filter(strata_engine::slowlog::filter()),
     );
+    // Lines written while serving a request carry its id, method and route (see
+    // strata_server::logging); the formats set ANSI themselves, since the line is written to
+    // a buffer first.
+    use strata_server::logging::WithRequest;
+    use tracing_subscriber::fmt::format;
     match config.log_format {
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .json()
+                    .fmt_fields(format::JsonFields::new())
+                    .event_format(WithRequest::json(format().json()))
                     .with_writer(std::io::stderr)
                     .with_filter(filter),
             )
@@ -139,6 +145,7 @@ fn init_logging(config: &Config) {
         LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
+                    .event_format(WithRequest::text(format().with_ansi(ansi)))
                     .with_ansi(ansi)
                     .with_writer(std::io::stderr)
                     .with_filter(filter),

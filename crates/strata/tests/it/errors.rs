@@ -299,9 +299,16 @@ async fn pdf_without_text_layer_fails_clearly() {
 #[tokio::test]
 async fn every_response_carries_request_id_and_server_timing() {
     let s = TestServer::start().await;
-    for path in ["/healthz", "/v1/documents", "/v1/nothing"] {
+    let mut ids = std::collections::HashSet::new();
+    for path in ["/healthz", "/v1/documents", "/v1/nothing", "/healthz"] {
         let r = s.get(path).await;
-        assert!(r.headers().contains_key("x-request-id"), "{path}");
+        // Made here: 32 hex digits, a different one for every request.
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{path}: {id}"
+        );
+        assert!(ids.insert(id), "{path}: a request id was given twice");
         let timing = r.headers()["server-timing"].to_str().unwrap().to_owned();
         assert!(timing.contains("app;dur="), "{timing}");
     }
