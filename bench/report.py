@@ -190,6 +190,19 @@ bare = http_med("bare_axum", "requests_per_s")
 row("(issue 19) L1-hit with strata's middleware / bare axum, no middleware", l1 / bare if l1 and bare else None, "",
     f"same {http.get('body_bytes', '?')}-byte answer; the ceiling router / bare axum: "
     f"{(ceil / bare) if ceil and bare else 0:.3f}")
+ceil_s, l1_s = http_med("ceiling_small", "requests_per_s"), http_med("strata_l1_hit_small", "requests_per_s")
+bare_s = http_med("bare_axum_small", "requests_per_s")
+small = http.get("small_body_bytes", "?")
+target(f"L1-hit search / ceiling, small ({small}-byte) answer", l1_s / ceil_s if l1_s and ceil_s else None,
+       ">=", 0.8)
+row(f"(issue 19) L1-hit / bare axum, small ({small}-byte) answer", l1_s / bare_s if l1_s and bare_s else None, "",
+    f"the ceiling router / bare axum: {(ceil_s / bare_s) if ceil_s and bare_s else 0:.3f}")
+bin_l1, bin_s = http_med("strata_binary_l1_hit", "requests_per_s"), http_med("strata_binary_l1_hit_small",
+                                                                              "requests_per_s")
+row("(issue 19) the shipped binary's L1 hit / ceiling", bin_l1 / ceil if bin_l1 and ceil else None, "",
+    "`strata serve` as it ships: default logging, admission and compression")
+row(f"(issue 19) the shipped binary's L1 hit / bare axum, small answer", bin_s / bare_s if bin_s and bare_s else None,
+    "", "the figure a new user sees (0.55-0.60x when the issue was filed)")
 unread = http_med("ceiling_body_unread", "requests_per_s")
 row("(for reference) L1-hit / ceiling that leaves the body unread", l1 / unread if l1 and unread else None, "")
 paired = []

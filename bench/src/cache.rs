@@ -260,21 +260,66 @@ fn ceiling_router(answer: Bytes, gzip: bool) -> axum::Router {
     )
 }
 
+/// What [`http`] runs.
+pub struct HttpRun {
+    /// Alternation rounds.
+    pub rounds: usize,
+    /// Seconds per wrk run.
+    pub seconds: f64,
+    /// Concurrent keep-alive connections.
+    pub connections: usize,
+    /// Sentences ingested into each server.
+    pub sentences: usize,
+    /// Connection counts of the scaling runs.
+    pub scale: Vec<usize>,
+    /// The `strata` binary: when given, it is started as a new user starts it (`strata
+    /// serve`, default settings and logging) and its L1 hit is measured too.
+    pub strata_bin: Option<std::path::PathBuf>,
+}
+
+/// Serves `router` on a free loopback port; the URL of its `/v1/search`.
+async fn serve_router(
+    router: axum::Router,
+) -> anyhow::Result<(String, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/v1/search", listener.local_addr()?);
+    Ok((
+        url,
+        tokio::spawn(async move { axum::serve(listener, router).await }),
+    ))
+}
+
+/// A router answering `POST /v1/search` with `answer` after reading the request body, with
+/// no middleware at all: what a new user's first axum server is.
+fn bare_router(answer: Bytes) -> axum::Router {
+    axum::Router::new().route(
+        "/v1/search",
+        axum::routing::post(move |_body: Bytes| {
+            let b = answer.clone();
+            async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], b) }
+        }),
+    )
+}
+
 /// Cached search over HTTP: the ceiling, strata serving from L1, strata serving from L2
-/// (an L1 too small to hold the answer, Redis holding it), alternated over `rounds`.
-#[allow(clippy::too_many_arguments)]
+/// (an L1 too small to hold the answer, Redis holding it), a bare axum server, the shipped
+/// binary, each with a k=10 answer and some with a small (k=1) one, alternated over rounds.
 pub async fn http(
     model_dir: &Path,
     corpus: &Path,
     data: &Path,
     redis: Option<String>,
-    rounds: usize,
-    seconds: f64,
-    connections: usize,
-    sentences: usize,
+    run: HttpRun,
     seed: Option<Seed>,
-    scale: &[usize],
 ) -> anyhow::Result<serde_json::Value> {
+    let HttpRun {
+        rounds,
+        seconds,
+        connections,
+        sentences,
+        scale,
+        strata_bin,
+    } = run;
     let (texts, bodies) = search_bodies(corpus, sentences)?;
     let (docs, queries) = texts.split_at(sentences);
     let l1 = start_strata(model_dir, &data.join("l1"), docs, None, |_| {}).await?;
@@ -402,10 +447,45 @@ pub async fn http(
         bail!("the edge contender answered {x:?}, encoding {enc:?}, rate limited {limited}");
     }
 
+    // Small answers (k=1) from the L1 contender: the size the issue's "new user" compared.
+    let small_bodies: Vec<String> = queries
+        .iter()
+        .map(|q| json!({"query": q, "k": 1}).to_string())
+        .collect();
+    let mut small_answer = Bytes::new();
+    for b in &small_bodies {
+        let a = post(&l1.base, b).await?.bytes().await?;
+        if small_answer.is_empty() {
+            small_answer = a;
+        }
+    }
+    // The shipped binary, started as a new user starts it: `strata serve` with the default
+    // settings and logging (no auth, so one local tenant; rate limits and compression as
+    // they ship), the same documents, every answer cached once.
+    let binary = match &strata_bin {
+        Some(bin) => {
+            let model = model_dir.to_string_lossy();
+            let dir = data.join("binary");
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
+            let inst = crate::scale::launch(bin, &dir, &["--model-dir", &model]).await?;
+            crate::ingest(&client, &inst.base, docs, 0, Duration::from_secs(600)).await?;
+            for b in bodies.iter().chain(&small_bodies) {
+                post(&inst.base, b).await?.bytes().await?;
+            }
+            let x = x_cache(&post(&inst.base, &small_bodies[1]).await?);
+            if x != "HIT-L1" {
+                bail!("the binary answered {x:?}, not HIT-L1");
+            }
+            Some(inst)
+        }
+        None => None,
+    };
+
     // The ceiling: the same middleware, a precomputed body of the same size.
     // It reads the request body, as any handler of a POST must (without parsing it); a
     // second ceiling that leaves the body unread is measured too, for reference.
-    let ceiling = ceiling_router(answer.clone(), false);
     let precomputed = answer.clone();
     let unread = strata_server::with_middleware(
         axum::Router::new().route(
@@ -418,33 +498,23 @@ pub async fn http(
         strata_server::metrics::Metrics::new(None).layer(),
         ServerSettings::default().compress_min_bytes,
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let ceiling_url = format!("http://{}/v1/search", listener.local_addr()?);
-    let ceiling_task = tokio::spawn(async move { axum::serve(listener, ceiling).await });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let unread_url = format!("http://{}/v1/search", listener.local_addr()?);
-    let unread_task = tokio::spawn(async move { axum::serve(listener, unread).await });
-    // Bare axum: the same answer from a handler that reads the body, with no middleware at
-    // all (what a new user's first axum server is); strata's L1 hit is reported against it
-    // too (issue 19).
-    let bare_answer = answer.clone();
-    let bare = axum::Router::new().route(
-        "/v1/search",
-        axum::routing::post(move |_body: Bytes| {
-            let b = bare_answer.clone();
-            async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], b) }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let bare_url = format!("http://{}/v1/search", listener.local_addr()?);
-    let bare_task = tokio::spawn(async move { axum::serve(listener, bare).await });
-    let gz_ceiling = ceiling_router(answer_gz.clone(), true);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let gz_ceiling_url = format!("http://{}/v1/search", listener.local_addr()?);
-    let gz_ceiling_task = tokio::spawn(async move { axum::serve(listener, gz_ceiling).await });
+    let mut tasks = Vec::new();
+    let mut url = |(u, t): (String, tokio::task::JoinHandle<std::io::Result<()>>)| {
+        tasks.push(t);
+        u
+    };
+    let ceiling_url = url(serve_router(ceiling_router(answer.clone(), false)).await?);
+    let ceiling_small_url = url(serve_router(ceiling_router(small_answer.clone(), false)).await?);
+    let unread_url = url(serve_router(unread).await?);
+    // Bare axum: the same answers with no middleware at all; strata's L1 hit is reported
+    // against it too (issue 19).
+    let bare_url = url(serve_router(bare_router(answer.clone())).await?);
+    let bare_small_url = url(serve_router(bare_router(small_answer.clone())).await?);
+    let gz_ceiling_url = url(serve_router(ceiling_router(answer_gz.clone(), true)).await?);
 
     std::fs::create_dir_all(data)?;
     let script = post_script(&data.join("post.lua"), &bodies, &[])?;
+    let small_script = post_script(&data.join("post-small.lua"), &small_bodies, &[])?;
     let gzip_script = post_script(
         &data.join("post-gzip.lua"),
         &bodies,
@@ -472,6 +542,25 @@ pub async fn http(
     }
     contenders.push(("ceiling_body_unread", unread_url, script.clone()));
     contenders.push(("bare_axum", bare_url, script.clone()));
+    contenders.push(("ceiling_small", ceiling_small_url, small_script.clone()));
+    contenders.push((
+        "strata_l1_hit_small",
+        format!("{}/v1/search", l1.base),
+        small_script.clone(),
+    ));
+    contenders.push(("bare_axum_small", bare_small_url, small_script.clone()));
+    if let Some(b) = &binary {
+        contenders.push((
+            "strata_binary_l1_hit",
+            format!("{}/v1/search", b.base),
+            script.clone(),
+        ));
+        contenders.push((
+            "strata_binary_l1_hit_small",
+            format!("{}/v1/search", b.base),
+            small_script.clone(),
+        ));
+    }
     contenders.push(("ceiling_gzip", gz_ceiling_url, gzip_script.clone()));
     contenders.push((
         "strata_l1_hit_gzip",
@@ -520,7 +609,7 @@ pub async fn http(
     // Connection scaling: the ceiling and strata's L1 hit at each count of keep-alive
     // connections (every one opened at the start and kept for the whole run).
     let mut scaling = Vec::new();
-    for &c in scale {
+    for &c in &scale {
         for (name, url, script) in contenders.iter().take(2) {
             let (script, url, name) = (script.clone(), url.clone(), *name);
             let w = tokio::task::spawn_blocking(move || wrk(&url, &script, seconds, c)).await??;
@@ -554,11 +643,11 @@ pub async fn http(
                    "coalesced": kind["joined"], "misses": kind["misses"]}),
         );
     }
-    ceiling_task.abort();
-    unread_task.abort();
-    bare_task.abort();
-    gz_ceiling_task.abort();
+    for t in tasks {
+        t.abort();
+    }
     drop(seeds);
+    drop(binary);
     l1.stop().await?;
     edge.stop().await?;
     if let Some(s) = l2 {
@@ -567,6 +656,7 @@ pub async fn http(
     Ok(json!({
         "body_bytes": answer.len(),
         "body_bytes_gzip": answer_gz.len(),
+        "small_body_bytes": small_answer.len(),
         "answers_identity_bytes": identity_bytes,
         "answers_gzip_bytes": gzip_bytes,
         "answers": bodies.len(),

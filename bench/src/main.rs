@@ -192,6 +192,10 @@ enum Cmd {
         /// the fd limit must allow them.
         #[arg(long, value_delimiter = ',')]
         scale: Vec<usize>,
+        /// The `strata` binary, started as a new user starts it and measured beside the
+        /// in-process servers.
+        #[arg(long)]
+        strata_bin: Option<PathBuf>,
     },
     /// Hit ratios of L1 and L1 + L2 (Redis) on a Zipf(1.0) workload over distinct requests,
     /// L1 sized to a fraction of them.
@@ -400,6 +404,7 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             seed_database_url,
             seed_workers,
             scale,
+            strata_bin,
         } => {
             let seed = match (seed_python, &redis) {
                 (Some(python), Some(redis_url)) => Some(cache::Seed {
@@ -417,12 +422,15 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
                 &corpus,
                 &data,
                 redis,
-                rounds,
-                seconds,
-                connections,
-                sentences,
+                cache::HttpRun {
+                    rounds,
+                    seconds,
+                    connections,
+                    sentences,
+                    scale,
+                    strata_bin,
+                },
                 seed,
-                &scale,
             )
             .await
         }
