@@ -4,8 +4,8 @@
 //! the first user after a restart or a write gets a hit.
 //!
 //! Tracking is a bounded map per tenant, sampled (see [`Warmer::record`]) and updated under
-//! `try_lock` (a busy map skips the sample rather than making a request wait); counts halve on every scheduled pass, so
-//! "frequent" means frequent lately. The list survives restarts in the data directory.
+//! `try_lock` (a busy map skips the sample rather than making a request wait); counts halve
+//! on every scheduled pass, so "frequent" means frequent lately. The list survives restarts in the data directory.
 //!
 //! Owns: the hot-query list and the warming task. Must not import: route handlers other
 //! than search's cached path.
@@ -35,10 +35,20 @@ const SAMPLE: u32 = 16;
 /// Queries a thread remembers having recorded (forgotten all at once when full).
 const SEEN_PER_THREAD: usize = 4096;
 
+/// What one thread knows of the searches it served (see [`Warmer::record`]).
+#[derive(Default)]
+struct Seen {
+    /// Searches of queries this thread had already recorded.
+    calls: u32,
+    /// Hashes `recorded`'s keys. One per thread and kept: a hash builder made per call is
+    /// seeded afresh, so the same query would hash differently every time.
+    hasher: FastHashBuilder,
+    /// The queries (hashed with their tenant) this thread has recorded.
+    recorded: HashSet<u64>,
+}
+
 thread_local! {
-    /// Per thread: searches of already recorded queries, and which queries (hashed with
-    /// their tenant) this thread has recorded.
-    static SEEN: std::cell::RefCell<(u32, HashSet<u64>)> = std::cell::RefCell::default();
+    static SEEN: std::cell::RefCell<Seen> = std::cell::RefCell::default();
 }
 
 /// Wait after a write before warming, so a burst of writes warms once.
@@ -133,22 +143,20 @@ impl Warmer {
         if !self.enabled() {
             return;
         }
-        let key = {
-            let mut h = FastHashBuilder::default().build_hasher();
+        let weight = SEEN.with_borrow_mut(|seen| {
+            let mut h = seen.hasher.build_hasher();
             tenant.as_str().hash(&mut h);
             material.hash(&mut h);
-            h.finish()
-        };
-        let weight = SEEN.with_borrow_mut(|(calls, seen)| {
-            if seen.insert(key) {
-                if seen.len() > SEEN_PER_THREAD {
-                    seen.clear();
-                    seen.insert(key);
+            let key = h.finish();
+            if seen.recorded.insert(key) {
+                if seen.recorded.len() > SEEN_PER_THREAD {
+                    seen.recorded.clear();
+                    seen.recorded.insert(key);
                 }
                 return Some(1);
             }
-            *calls = calls.wrapping_add(1);
-            calls.is_multiple_of(SAMPLE).then_some(SAMPLE)
+            seen.calls = seen.calls.wrapping_add(1);
+            seen.calls.is_multiple_of(SAMPLE).then_some(SAMPLE)
         });
         let Some(weight) = weight else {
             return;
@@ -388,6 +396,8 @@ mod tests {
                 w.record(&t, q.as_bytes(), &req(q));
             }
         }
+        let count = |q: &str| w.hot.lock().unwrap()[&t][q.as_bytes()].count;
+        assert_eq!((count("a"), count("b"), count("c")), (145, 1, 49));
         let top: Vec<String> = w.top(&t).into_iter().map(|r| r.query).collect();
         assert_eq!(top, ["a", "c"]);
         w.decay();
