@@ -172,14 +172,13 @@ pub fn router_with(state: AppState, settings: &ServerSettings) -> Router {
 
 /// The middleware every strata response passes through (Server-Timing and security headers,
 /// compression, panic to 500 problem, HTTP metrics, tracing, the request's log context,
-/// request ids). Public so
-/// benchmarks can build a ceiling server with the same stack and none of strata's work.
+/// request ids). Public so benchmarks can build a ceiling server with the same stack and
+/// none of strata's work.
 pub fn with_middleware(
     router: Router,
     http_metrics: metrics::HttpMetricsLayer,
     compress_min_bytes: Option<usize>,
 ) -> Router {
-    let request_id = HeaderName::from_static("x-request-id");
     let router = router.layer(middleware::ServerTimingLayer);
     let router = match compress_min_bytes {
         Some(min) => router.layer(middleware::compression(min)),
@@ -190,9 +189,9 @@ pub fn with_middleware(
         .layer(http_metrics)
         .layer(middleware::trace_layer())
         .layer(logging::RequestContextLayer)
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(PropagateRequestIdLayer::new(middleware::REQUEST_ID))
         .layer(SetRequestIdLayer::new(
-            request_id,
+            middleware::REQUEST_ID,
             middleware::MakeRequestId,
         ))
 }

@@ -67,7 +67,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let info = RequestInfo {
-            id: req.headers().get("x-request-id").cloned(),
+            id: req.headers().get(crate::middleware::REQUEST_ID).cloned(),
             method: req.method().clone(),
             route: req.extensions().get::<MatchedPath>().cloned(),
         };

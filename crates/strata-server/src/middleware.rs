@@ -228,14 +228,14 @@ pub(crate) fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 header::IF_NONE_MATCH,
-                HeaderName::from_static("x-request-id"),
+                REQUEST_ID,
             ])
             .expose_headers([
                 header::ETAG,
                 header::RETRY_AFTER,
                 header::WWW_AUTHENTICATE,
                 HeaderName::from_static("x-cache"),
-                HeaderName::from_static("x-request-id"),
+                REQUEST_ID,
                 SERVER_TIMING,
             ])
             .max_age(std::time::Duration::from_secs(600)),
@@ -243,6 +243,9 @@ pub(crate) fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
 }
 
 const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
+/// The header a request's id travels in, both ways.
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A cached read's `Server-Timing` entry, left in the response's extensions for
 /// [`ServerTimingLayer`]: `desc` is `l1-hit`, `l2-hit`, `miss`, `coalesced` or `bypass`;
@@ -322,7 +325,7 @@ impl<B> MakeSpan<B> for RequestSpan {
             .map_or_else(|| req.uri().path(), |p| p.as_str());
         let id = req
             .headers()
-            .get("x-request-id")
+            .get(REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
         tracing::debug_span!("http", method = %req.method(), route, request_id = id)
