@@ -949,22 +949,30 @@ async fn search(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_rest = server.memory_mb("VmRSS");
 
-    // Uncached search latency, one client, distinct queries.
-    let mut lat = Vec::with_capacity(query_text.len());
-    for q in query_text {
-        let t = Instant::now();
-        let r = client
-            .post(format!("{base}/v1/search"))
-            .json(&json!({"query": q, "k": 10}))
-            .send()
-            .await?;
-        if !r.status().is_success() {
-            bail!("search failed: {}", r.status());
+    // Uncached search latency, one client, distinct queries, each in every mode (the order
+    // rotating from query to query, so no mode always runs first on a fresh query).
+    const MODES: [&str; 3] = ["hybrid", "semantic", "lexical"];
+    let mut lat: [Vec<f64>; 3] = Default::default();
+    for (n, q) in query_text.iter().enumerate() {
+        for i in 0..MODES.len() {
+            let m = (n + i) % MODES.len();
+            let t = Instant::now();
+            let r = client
+                .post(format!("{base}/v1/search"))
+                .json(&json!({"query": q, "k": 10, "mode": MODES[m]}))
+                .send()
+                .await?;
+            if !r.status().is_success() {
+                bail!("{} search failed: {}", MODES[m], r.status());
+            }
+            let _ = r.bytes().await?;
+            lat[m].push(t.elapsed().as_secs_f64() * 1000.0);
         }
-        let _ = r.bytes().await?;
-        lat.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    lat.sort_by(f64::total_cmp);
+    for l in &mut lat {
+        l.sort_by(f64::total_cmp);
+    }
+    let [lat, semantic_lat, lexical_lat] = lat;
     let rss_load = server.memory_mb("VmRSS");
     let rss_peak = server.memory_mb("VmHWM");
     drop(server);
@@ -987,6 +995,10 @@ async fn search(
         "search_ms_p50": percentile(&lat, 0.50),
         "search_ms_p95": percentile(&lat, 0.95),
         "search_ms_p99": percentile(&lat, 0.99),
+        "semantic_search_ms_p50": percentile(&semantic_lat, 0.50),
+        "semantic_search_ms_p95": percentile(&semantic_lat, 0.95),
+        "lexical_search_ms_p50": percentile(&lexical_lat, 0.50),
+        "lexical_search_ms_p95": percentile(&lexical_lat, 0.95),
         // The server's own process: its resident memory with the model loaded, the vector
         // index and SQLite's caches.
         "rss_mb_at_rest": rss_rest,

@@ -344,3 +344,9 @@ pub struct JobFilter {
     /// Only jobs in this state.
     pub status: Option<JobStatus>,
 }
+
+/// The title of a document uploaded without a title or file name: `untitled-` and the first
+/// 8 hex digits of its content hash.
+pub fn generated_title(sha256: &str) -> String {
+    format!("untitled-{}", &sha256[..8.min(sha256.len())])
+}

@@ -347,6 +347,8 @@ fn search_material(req: &SearchRequest, engine: &str) -> Vec<u8> {
         tags: Vec<&'a str>,
         document_ids: Vec<DocumentId>,
         min_score: Option<u32>,
+        mode: &'a str,
+        fusion: Option<(u64, &'a str)>,
     }
     let mut tags: Vec<&str> = req.filter.tags.iter().map(|t| t.trim()).collect();
     tags.sort_unstable();
@@ -361,6 +363,10 @@ fn search_material(req: &SearchRequest, engine: &str) -> Vec<u8> {
         tags,
         document_ids,
         min_score: req.min_score.map(|m| (m as f32).to_bits()),
+        mode: req.effective_mode().as_str(),
+        fusion: req
+            .effective_fusion()
+            .map(|(ratio, fusion)| (ratio.to_bits(), fusion.as_str())),
     })
     .unwrap_or_default()
 }
@@ -387,6 +393,9 @@ mod tests {
             json!({"query": "cats", "k": 5, "filter": {"tags": ["a"], "document_ids": ["01a212e0-4342-7472-9d1f-3378d36fcc05"]}, "min_score": 0.2}),
             json!({"query": "cats", "k": 5, "filter": {"tags": ["a"]}, "min_score": 0.3}),
             json!({"query": "cats", "k": 5, "filter": {"tags": ["a"]}}),
+            json!({"query": "cats", "k": 5, "filter": {"tags": ["a"]}, "min_score": 0.2, "mode": "semantic"}),
+            json!({"query": "cats", "k": 5, "filter": {"tags": ["a"]}, "min_score": 0.2, "semantic_ratio": 0.7}),
+            json!({"query": "cats", "k": 5, "filter": {"tags": ["a"]}, "min_score": 0.2, "fusion": "rrf"}),
         ] {
             assert_ne!(
                 m,
@@ -400,6 +409,11 @@ mod tests {
     fn equivalent_requests_share_the_key() {
         let a = json!({"query": " cats ", "filter": {"tags": ["b", "a", "a"]}, "stream": true});
         let b = json!({"query": "cats", "k": 10, "filter": {"tags": ["a", "b"]}});
+        assert_eq!(search_material(&req(a), "m"), search_material(&req(b), "m"));
+        // The defaults, named or not, are the same request.
+        let a = json!({"query": "cats"});
+        let b =
+            json!({"query": "cats", "mode": "hybrid", "semantic_ratio": 0.5, "fusion": "blend"});
         assert_eq!(search_material(&req(a), "m"), search_material(&req(b), "m"));
     }
 }

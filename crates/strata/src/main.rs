@@ -50,23 +50,8 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
     },
-    /// Search the library semantically, without a server, and print the best chunks.
-    Search {
-        /// What to look for.
-        query: String,
-        /// How many hits (1-100).
-        #[arg(short, long, default_value_t = 10)]
-        k: usize,
-        /// Only documents carrying this tag (repeatable: any of them).
-        #[arg(long = "tag", short = 't')]
-        tags: Vec<String>,
-        /// Drop hits scoring below this cosine similarity.
-        #[arg(long)]
-        min_score: Option<f64>,
-        /// Print the results as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Search the library without a server (hybrid by default) and print the best chunks.
+    Search(SearchArgs),
     /// Create or upgrade the database schema, then exit.
     Migrate,
     /// Print a bearer token signed with the configured --jwt-secret (HS256), for a tenant.
@@ -184,13 +169,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             tags,
             no_wait,
         } => ingest(config, paths, tags, no_wait).await,
-        Command::Search {
-            query,
-            k,
-            tags,
-            min_score,
-            json,
-        } => search(config, query, k, tags, min_score, json).await,
+        Command::Search(args) => search(config, args).await,
     }
 }
 
@@ -297,31 +276,57 @@ async fn ingest(
     Ok(())
 }
 
-async fn search(
-    config: Config,
+/// `strata search`.
+#[derive(Debug, clap::Args)]
+struct SearchArgs {
+    /// What to look for.
     query: String,
+    /// How many hits (1-100).
+    #[arg(short, long, default_value_t = 10)]
     k: usize,
+    /// Only documents carrying this tag (repeatable: any of them).
+    #[arg(long = "tag", short = 't')]
     tags: Vec<String>,
+    /// hybrid: both rankings fused (default); semantic: nearest embeddings; lexical: BM25
+    /// over titles and text, without the model.
+    #[arg(long)]
+    mode: Option<strata_engine::search::SearchMode>,
+    /// Hybrid mode: weight of the semantic ranking, 0 (lexical only) to 1 (semantic only)
+    /// [default: 0.5].
+    #[arg(long)]
+    semantic_ratio: Option<f64>,
+    /// Hybrid mode: blend (normalised scores, default) or rrf (reciprocal rank fusion).
+    #[arg(long)]
+    fusion: Option<strata_engine::search::Fusion>,
+    /// Drop hits whose cosine similarity is below this (not in lexical mode).
+    #[arg(long)]
     min_score: Option<f64>,
+    /// Print the results as JSON.
+    #[arg(long)]
     json: bool,
-) -> anyhow::Result<()> {
+}
+
+async fn search(config: Config, args: SearchArgs) -> anyhow::Result<()> {
     let engine = Engine::open(config.engine)
         .await
         .context("opening the store")?;
     let req = strata_engine::search::SearchRequest {
-        query,
-        k: Some(k),
+        query: args.query,
+        k: Some(args.k),
         filter: strata_engine::search::SearchFilter {
-            tags,
+            tags: args.tags,
             document_ids: Vec::new(),
         },
-        min_score,
+        min_score: args.min_score,
         stream: false,
+        mode: args.mode,
+        semantic_ratio: args.semantic_ratio,
+        fusion: args.fusion,
     };
     let results = engine.retrieval().search(&TenantId::local(), req).await;
     engine.close().await;
     let results = results?;
-    if json {
+    if args.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
         return Ok(());
     }
@@ -330,12 +335,17 @@ async fn search(
     }
     for (i, hit) in results.hits.iter().enumerate() {
         let text: String = hit.text.chars().take(300).collect();
+        let semantic = hit
+            .semantic_score
+            .map(|s| format!("{s:.3}"))
+            .unwrap_or_else(|| "-".into());
         println!(
-            "{:>2}. {:.3}  {} (chunk {})\n    {}\n",
+            "{:>2}. {:.3}  {} (chunk {})  [semantic {semantic}, lexical {:.2}]\n    {}\n",
             i + 1,
             hit.score,
             hit.title,
             hit.chunk_ordinal,
+            hit.lexical_score,
             text.replace('\n', " ")
         );
     }

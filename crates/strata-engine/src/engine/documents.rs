@@ -178,7 +178,7 @@ impl DocumentService {
         let title = match (&meta.title, &filename) {
             (Some(t), _) => validate::title(t)?,
             (None, Some(f)) => validate::title(f)?,
-            (None, None) => format!("untitled-{}", &staged.sha256[..8]),
+            (None, None) => crate::model::generated_title(&staged.sha256),
         };
         Ok(NewDocument {
             owner: owner.clone(),

@@ -1,4 +1,4 @@
-//! The retrieval service: semantic search over a tenant's chunks, query embeddings through
+//! The retrieval service: hybrid, semantic and lexical search over a tenant's chunks, query embeddings through
 //! the cache, and the model's own facts (id, dimensions, token counts, statistics).
 //!
 //! Holds only what it uses: the store (candidates and stored vectors), the nearest-neighbour
@@ -13,7 +13,7 @@ use crate::ann::Ann;
 use crate::error::{EngineError, Result};
 use crate::ids::TenantId;
 use crate::policy::CachePolicy;
-use crate::search::{SearchRequest, SearchResults};
+use crate::search::{Corpus, SearchMode, SearchRequest, SearchResults};
 use crate::store::Store;
 
 /// Search and embeddings (see the module doc). Cheap to clone.
@@ -27,20 +27,20 @@ pub struct SearchService {
 }
 
 impl SearchService {
-    /// Semantic search over the owner's chunks.
+    /// Hybrid, semantic or lexical search over the owner's chunks (see [`crate::search`]).
     pub async fn search(&self, owner: &TenantId, req: SearchRequest) -> Result<SearchResults> {
         let plan = req.validate()?;
-        let query = self.embed_query(&plan.query).await?;
-        crate::search::run(
-            self.store.as_ref(),
-            &self.ann,
-            self.exact_limit,
-            self.embedder.model(),
-            owner,
-            &plan,
-            &query,
-        )
-        .await
+        let query = match plan.mode {
+            SearchMode::Lexical => None,
+            SearchMode::Semantic | SearchMode::Hybrid => Some(self.embed_query(&plan.query).await?),
+        };
+        let corpus = Corpus {
+            store: self.store.as_ref(),
+            ann: &self.ann,
+            exact_limit: self.exact_limit,
+            model: self.embedder.model(),
+        };
+        crate::search::run(&corpus, owner, &plan, query.as_deref()).await
     }
 
     /// A query's embedding, from the cache when this model embedded this exact text before.

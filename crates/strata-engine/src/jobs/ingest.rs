@@ -28,7 +28,7 @@ use crate::chunk::{Tokenizer, chunk};
 use crate::error::EngineError;
 use crate::extract::{Extracted, extract};
 use crate::ids::{DocumentId, JobId, TenantId};
-use crate::model::{DocumentStatus, Stage, StageProgress};
+use crate::model::{DocumentStatus, Stage, StageProgress, generated_title};
 use crate::policy::{CachePolicy, Changed};
 use crate::store::documents::document_subject;
 use crate::store::{Abandoned, ClaimedJob, JobOutcome, NewChunk, NewJob, Store};
@@ -50,6 +50,21 @@ pub fn new_job(id: JobId, owner: &TenantId, document: DocumentId, max_attempts: 
         max_attempts,
         run_after: chrono::Utc::now(),
     }
+}
+
+/// Longest title prefixed to a chunk for the model, in characters.
+const MAX_TITLE_CHARS: usize = 200;
+
+/// What the model embeds for a chunk: its document's title (at most [`MAX_TITLE_CHARS`]),
+/// a blank line, then its text, so a query naming the document finds its chunks (the
+/// title-and-text input BEIR evaluates with).
+pub(crate) fn embedding_input(title: &str, text: &str) -> String {
+    let title = title.trim();
+    if title.is_empty() {
+        return text.to_owned();
+    }
+    let title: String = title.chars().take(MAX_TITLE_CHARS).collect();
+    format!("{title}\n\n{text}")
 }
 
 /// The document a job's payload names.
@@ -149,7 +164,7 @@ impl JobKind for IngestDocument {
 }
 
 impl IngestDocument {
-    /// The vectors of a group of written chunks (id, text, text hash), by text hash: those
+    /// The vectors of a group of written chunks (id, embedding input, its hash), by hash: those
     /// `known` already, those stored for the model before, and the rest from the model (each
     /// distinct text once).
     async fn embed_group(
@@ -249,15 +264,26 @@ impl IngestDocument {
             .ok_or(JobError::LeaseLost)?;
         self.vectors.remove(stale).await?;
         let batch = self.settings.chunk_batch.max(1);
+        // A generated title (`untitled-...`) says nothing the model could use.
+        let given_title = if doc.title == generated_title(&doc.sha256) {
+            ""
+        } else {
+            doc.title.as_str()
+        };
         let mut written: Vec<(u64, String, String)> = Vec::with_capacity(pieces.len());
         for (b, group) in pieces.chunks(batch).enumerate() {
             checkpoint()?;
+            let inputs: Vec<String> = group
+                .iter()
+                .map(|p| embedding_input(given_title, &p.text))
+                .collect();
             let rows: Vec<NewChunk> = group
                 .iter()
+                .zip(&inputs)
                 .enumerate()
-                .map(|(i, p)| NewChunk {
+                .map(|(i, (p, input))| NewChunk {
                     ordinal: (b * batch + i) as u32,
-                    text_sha256: hex::encode(Sha256::digest(p.text.as_bytes())),
+                    text_sha256: hex::encode(Sha256::digest(input.as_bytes())),
                     text: p.text.clone(),
                     token_count: p.token_count,
                 })
@@ -269,8 +295,9 @@ impl IngestDocument {
                 .ok_or(JobError::LeaseLost)?;
             written.extend(
                 ids.into_iter()
+                    .zip(inputs)
                     .zip(rows)
-                    .map(|(id, r)| (id, r.text, r.text_sha256)),
+                    .map(|((id, input), r)| (id, input, r.text_sha256)),
             );
             stages[1].done = written.len() as u64;
             attempt.progress(Stage::Chunk.as_str(), &stages).await?;

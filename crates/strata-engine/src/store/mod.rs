@@ -39,6 +39,7 @@ pub fn vector_from_bytes(b: &[u8]) -> Option<Vec<f32>> {
 
 pub mod chunks;
 pub mod documents;
+pub mod lexical;
 pub mod meta;
 pub mod meter;
 pub mod postgres;
@@ -48,6 +49,7 @@ pub mod sqlite;
 
 pub use chunks::ChunkStore;
 pub use documents::DocumentStore;
+pub use lexical::{LexicalQuery, LexicalStore};
 pub use meta::StoreMeta;
 pub use queue::{Abandoned, ClaimedJob, JobOutcome, JobQueue, Lease, NewJob};
 
@@ -78,7 +80,8 @@ pub struct NewChunk {
     pub text: String,
     /// Token count.
     pub token_count: u32,
-    /// Hex sha256 of the text.
+    /// Hex sha256 of what the model embeds for it (title and text: identical inputs share
+    /// one vector).
     pub text_sha256: String,
 }
 
@@ -189,7 +192,7 @@ pub struct IndexStats {
 
 /// Persistence for documents, chunks and jobs.
 #[async_trait]
-pub trait Store: JobQueue + DocumentStore + ChunkStore + StoreMeta {
+pub trait Store: JobQueue + DocumentStore + ChunkStore + LexicalStore + StoreMeta {
     /// Which backend this is (`sqlite`, `postgres`), for logs and stats.
     fn backend(&self) -> &'static str;
 

@@ -23,6 +23,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow}
 use sqlx::{ConnectOptions, Executor, Postgres, QueryBuilder, Row, Transaction};
 use tokio::io::AsyncReadExt;
 
+use super::lexical::{LexicalQuery, LexicalStore};
 use super::meter::{PoolMeter, PoolStats};
 use super::{ChunkFilter, Store, StoreChange, TableStats};
 use crate::blobs::{BlobLock, SharedBlobs};
@@ -308,6 +309,105 @@ super::documents::documents_sql!(
 );
 
 super::meta::meta_sql!(PostgresStore);
+
+/// BM25 as FTS5 computes it (see [`super::lexical`]) of the owner's embedded chunks that
+/// match any word of the query: N and the mean length from `lexical_stats`, each term's
+/// document frequency from the GIN index, its frequency in a chunk from the positions the
+/// chunk's tsvector keeps. Returns the builder inside the `matched` CTE's `WHERE`, for the
+/// caller to add conditions on `c` and then [`lexical_finish`].
+fn lexical_select<'a>(
+    query: &LexicalQuery,
+    owner: &'a TenantId,
+    model: &'a str,
+) -> QueryBuilder<'a, Postgres> {
+    let mut qb = QueryBuilder::new(
+        "WITH stats AS ( \
+           SELECT GREATEST(sum(chunks), 1)::float8 AS n, \
+                  GREATEST(sum(tokens)::float8 / GREATEST(sum(chunks), 1), 1) AS avgdl \
+           FROM lexical_stats), \
+         terms AS ( \
+           SELECT t.lexeme, (SELECT count(*) FROM chunks x \
+                             WHERE x.lexemes @@ quote_literal(t.lexeme)::tsquery)::float8 AS df \
+           FROM unnest(to_tsvector('strata_english', ",
+    );
+    qb.push_bind(query.text()).push(
+        ")) t), \
+         idf AS ( \
+           SELECT lexeme, GREATEST(ln((s.n - df + 0.5) / (df + 0.5)), 1e-6) AS idf \
+           FROM terms, stats s), \
+         matched AS ( \
+           SELECT c.id, c.lexemes, c.lexeme_count FROM chunks c \
+           WHERE c.lexemes @@ (SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery \
+                               FROM terms) \
+             AND c.embedding IS NOT NULL AND c.owner = ",
+    );
+    qb.push_bind(owner.as_str())
+        .push(" AND c.model = ")
+        .push_bind(model);
+    qb
+}
+
+/// Closes the `matched` CTE and scores its chunks; the caller appends order and limit.
+fn lexical_finish(qb: &mut QueryBuilder<'_, Postgres>) {
+    qb.push(
+        ") SELECT m.id, sum(i.idf * array_length(u.positions, 1) * 2.2 \
+             / (array_length(u.positions, 1) \
+                + 1.2 * (0.25 + 0.75 * m.lexeme_count / s.avgdl)))::float8 AS score \
+         FROM matched m CROSS JOIN stats s CROSS JOIN LATERAL unnest(m.lexemes) u \
+         JOIN idf i ON i.lexeme = u.lexeme \
+         GROUP BY m.id",
+    );
+}
+
+#[async_trait]
+impl LexicalStore for PostgresStore {
+    async fn lexical(
+        &self,
+        owner: &TenantId,
+        model: &str,
+        query: &LexicalQuery,
+        filter: &ChunkFilter,
+        limit: usize,
+    ) -> Result<Vec<(u64, f32)>> {
+        if query.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut qb = lexical_select(query, owner, model);
+        super::push_chunk_filter(&mut qb, filter);
+        lexical_finish(&mut qb);
+        qb.push(" ORDER BY score DESC, m.id LIMIT ")
+            .push_bind(limit as i64);
+        scored(qb.build().fetch_all(&mut *self.conn().await?).await?)
+    }
+
+    async fn lexical_scores(
+        &self,
+        owner: &TenantId,
+        model: &str,
+        query: &LexicalQuery,
+        ids: &[u64],
+    ) -> Result<Vec<(u64, f32)>> {
+        if query.is_empty() || ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb = lexical_select(query, owner, model);
+        super::push_chunk_ids(&mut qb, ids);
+        lexical_finish(&mut qb);
+        scored(qb.build().fetch_all(&mut *self.conn().await?).await?)
+    }
+}
+
+/// `(id, score)` rows.
+fn scored(rows: Vec<PgRow>) -> Result<Vec<(u64, f32)>> {
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<i64, _>("id")? as u64,
+                r.try_get::<f64, _>("score")? as f32,
+            ))
+        })
+        .collect()
+}
 
 #[async_trait]
 impl Store for PostgresStore {

@@ -12,11 +12,13 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Row, Sqlite, Transaction};
+use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite, Transaction};
 
+use super::lexical::{LexicalQuery, LexicalStore};
 use super::rows::corrupt;
-use super::{IndexStats, Store, TableStats, vector_from_bytes, vector_to_bytes};
+use super::{ChunkFilter, IndexStats, Store, TableStats, vector_from_bytes, vector_to_bytes};
 use crate::error::{EngineError, Result};
+use crate::ids::TenantId;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -132,6 +134,73 @@ super::documents::documents_sql!(
 
 super::meta::meta_sql!(SqliteStore);
 
+/// `SELECT id, score` of the owner's embedded chunks matching the FTS5 query `?1`, best
+/// first by FTS5's BM25 (negated: FTS5 ranks lower as better).
+fn lexical_select<'a>(
+    query: &'a LexicalQuery,
+    owner: &'a TenantId,
+    model: &'a str,
+) -> QueryBuilder<'a, Sqlite> {
+    let mut qb = QueryBuilder::new(
+        "SELECT c.id, -bm25(chunks_fts) AS score FROM chunks_fts f \
+         JOIN chunks c ON c.id = f.rowid WHERE chunks_fts MATCH ",
+    );
+    qb.push_bind(query.fts5())
+        .push(" AND c.embedding IS NOT NULL AND c.owner = ")
+        .push_bind(owner.as_str())
+        .push(" AND c.model = ")
+        .push_bind(model);
+    qb
+}
+
+/// `(id, score)` rows.
+fn scored(rows: Vec<SqliteRow>) -> Result<Vec<(u64, f32)>> {
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<i64, _>("id")? as u64,
+                r.try_get::<f64, _>("score")? as f32,
+            ))
+        })
+        .collect()
+}
+
+#[async_trait]
+impl LexicalStore for SqliteStore {
+    async fn lexical(
+        &self,
+        owner: &TenantId,
+        model: &str,
+        query: &LexicalQuery,
+        filter: &ChunkFilter,
+        limit: usize,
+    ) -> Result<Vec<(u64, f32)>> {
+        if query.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut qb = lexical_select(query, owner, model);
+        super::push_chunk_filter(&mut qb, filter);
+        qb.push(" ORDER BY bm25(chunks_fts), c.id LIMIT ")
+            .push_bind(limit as i64);
+        scored(qb.build().fetch_all(&mut *self.conn().await?).await?)
+    }
+
+    async fn lexical_scores(
+        &self,
+        owner: &TenantId,
+        model: &str,
+        query: &LexicalQuery,
+        ids: &[u64],
+    ) -> Result<Vec<(u64, f32)>> {
+        if query.is_empty() || ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb = lexical_select(query, owner, model);
+        super::push_chunk_ids(&mut qb, ids);
+        scored(qb.build().fetch_all(&mut *self.conn().await?).await?)
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -189,6 +258,8 @@ impl Store for SqliteStore {
         for sql in [
             "ANALYZE",
             "PRAGMA optimize",
+            // Merges the lexical index's segments into one.
+            "INSERT INTO chunks_fts (chunks_fts) VALUES ('optimize')",
             "PRAGMA wal_checkpoint(TRUNCATE)",
         ] {
             sqlx::query(sql).execute(&mut *conn).await?;

@@ -123,6 +123,9 @@ async fn another_tenants_rows_are_invisible() {
         filter: Default::default(),
         min_score: None,
         stream: false,
+        mode: None,
+        semantic_ratio: None,
+        fusion: None,
     };
     assert_eq!(
         e.retrieval()

@@ -19,11 +19,16 @@ use crate::{AppState, cached};
     path = "/v1/search",
     operation_id = "search",
     tag = "search",
-    summary = "Semantic search over the tenant's chunks",
-    description = "Embeds the query and returns the nearest chunks, best first. Cached per \
-                   tenant by every parameter that changes the answer; any write of the tenant's \
-                   invalidates it. With `stream: true` the answer is NDJSON, one hit per line, \
-                   and `x-search-exhaustive` says whether every candidate was scored.",
+    summary = "Hybrid, semantic or lexical search over the tenant's chunks",
+    description = "Returns the tenant's best chunks for the query. `mode`: `hybrid` (default) \
+                   fuses the nearest embeddings with BM25 over titles and text, weighted by \
+                   `semantic_ratio` and combined by `fusion`; `semantic` ranks by cosine \
+                   similarity only; `lexical` by BM25 only, without the model. Every hit \
+                   reports `semantic_score` and `lexical_score` beside the `score` it is \
+                   ranked by. Cached per tenant by every parameter that changes the answer; \
+                   any write of the tenant's invalidates it. With `stream: true` the answer \
+                   is NDJSON, one hit per line, and `x-search-exhaustive` says whether every \
+                   candidate was scored.",
     request_body = SearchRequest,
     params(crate::openapi::IfNoneMatch),
     responses(
@@ -38,7 +43,8 @@ use crate::{AppState, cached};
         (status = 422, description = "`validation_failed`"),
     ),
 )]
-/// `POST /v1/search` {query, k, filter{tags, document_ids}, min_score, stream}.
+/// `POST /v1/search` {query, k, filter{tags, document_ids}, min_score, stream, mode,
+/// semantic_ratio, fusion}.
 /// Cached per tenant by every parameter that changes the answer; any write of the tenant's
 /// invalidates it. With `stream: true` the answer is NDJSON, one hit per line.
 pub async fn search(

@@ -13,6 +13,7 @@ mod documents;
 mod edge;
 mod errors;
 mod helpers;
+mod hybrid;
 mod isolation;
 mod jobs;
 mod openapi;
