@@ -1009,7 +1009,8 @@ async fn search(
     }))
 }
 
-/// Up to `want` chunk texts of the server's first documents, in document order.
+/// Up to `want` chunks of the server's documents as its model embedded them (title and
+/// text), whole documents spread over the list.
 async fn chunk_sample(
     client: &reqwest::Client,
     base: &str,
@@ -1021,14 +1022,23 @@ async fn chunk_sample(
     let chunks_of = |id: &str| {
         let url = format!("{base}/v1/documents/{id}/chunks?limit=500");
         let client = client.clone();
+        let doc_url = format!("{base}/v1/documents/{id}");
         async move {
             let page: serde_json::Value = client.get(url).send().await?.json().await?;
+            let doc: serde_json::Value = client.get(doc_url).send().await?.json().await?;
+            let title = doc["title"].as_str().unwrap_or_default().to_owned();
+            // What the server's model embedded for each chunk: its title, then its text.
             anyhow::Ok(
                 page["items"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .map(|c| c["text"].as_str().unwrap_or_default().to_owned())
+                    .map(|c| {
+                        strata_engine::jobs::ingest::embedding_input(
+                            &title,
+                            c["text"].as_str().unwrap_or_default(),
+                        )
+                    })
                     .collect::<Vec<String>>(),
             )
         }

@@ -58,7 +58,7 @@ const MAX_TITLE_CHARS: usize = 200;
 /// What the model embeds for a chunk: its document's title (at most [`MAX_TITLE_CHARS`]),
 /// a blank line, then its text, so a query naming the document finds its chunks (the
 /// title-and-text input BEIR evaluates with).
-pub(crate) fn embedding_input(title: &str, text: &str) -> String {
+pub fn embedding_input(title: &str, text: &str) -> String {
     let title = title.trim();
     if title.is_empty() {
         return text.to_owned();

@@ -16,7 +16,7 @@ use strata_engine::store::{ChunkFilter, InsertOutcome, JobOutcome, NewChunk, New
 use strata_engine::{DocumentId, JobId, TenantId};
 
 /// The kinds these tests claim.
-const KINDS: &[&str] = &[INGEST_DOCUMENT];
+pub(crate) const KINDS: &[&str] = &[INGEST_DOCUMENT];
 
 fn new_doc(owner: &TenantId, n: u32, tags: &[&str]) -> NewDocument {
     NewDocument {
@@ -94,7 +94,7 @@ impl FreshPostgres {
     }
 }
 
-fn unit(i: usize) -> Vec<f32> {
+pub(crate) fn unit(i: usize) -> Vec<f32> {
     let mut v = vec![0.0f32; 8];
     v[i % 8] = 1.0;
     v

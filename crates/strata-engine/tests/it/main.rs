@@ -7,6 +7,7 @@
 )]
 
 mod backends;
+mod lexical;
 mod queue;
 
 use std::time::Duration;
