@@ -142,6 +142,7 @@ def main():
     ap.add_argument("--work", required=True, help="scratch directory (emptied)")
     ap.add_argument("--limit-docs", type=int, default=0, help="smoke runs: only this many documents")
     ap.add_argument("--limit-queries", type=int, default=0)
+    ap.add_argument("--dump", help="write every hybrid hit's components here (JSON lines), for studying fusions")
     args = ap.parse_args()
 
     corpus = read_jsonl(os.path.join(args.data, "corpus.jsonl"))
@@ -201,6 +202,7 @@ def main():
         log(f"ingested in {ingest_s:.1f} s")
 
         results = {}
+        dump = open(args.dump, "w") if args.dump else None
         qids = sorted(qrels)
         latencies = {name: [] for name, _ in CONFIGS}
         runs = {name: {} for name, _ in CONFIGS}
@@ -216,6 +218,10 @@ def main():
                     for d in by_doc.get(hit["document_id"], []):
                         scores[d] = max(scores.get(d, -math.inf), hit["score"])
                 runs[name][q] = scores
+                if dump and name == "hybrid":
+                    dump.write(json.dumps({"query": q, "hits": [
+                        [by_doc.get(h["document_id"], []), h["semantic_score"], h["lexical_score"]]
+                        for h in r["hits"]]}) + "\n")
             if (n + 1) % 200 == 0:
                 log(f"{n + 1}/{len(qids)} queries")
         for name, _ in CONFIGS:

@@ -335,17 +335,15 @@ async fn search(config: Config, args: SearchArgs) -> anyhow::Result<()> {
     }
     for (i, hit) in results.hits.iter().enumerate() {
         let text: String = hit.text.chars().take(300).collect();
-        let semantic = hit
-            .semantic_score
-            .map(|s| format!("{s:.3}"))
-            .unwrap_or_else(|| "-".into());
+        let shown = |v: Option<f32>| v.map_or_else(|| "-".into(), |s| format!("{s:.3}"));
         println!(
-            "{:>2}. {:.3}  {} (chunk {})  [semantic {semantic}, lexical {:.2}]\n    {}\n",
+            "{:>2}. {:.3}  {} (chunk {})  [semantic {}, lexical {}]\n    {}\n",
             i + 1,
             hit.score,
             hit.title,
             hit.chunk_ordinal,
-            hit.lexical_score,
+            shown(hit.semantic_score),
+            shown(hit.lexical_score),
             text.replace('\n', " ")
         );
     }

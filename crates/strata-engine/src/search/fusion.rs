@@ -1,15 +1,17 @@
 //! Fusing the semantic and lexical rankings of one search's candidates into one.
 //!
-//! Every candidate carries both components, computed exactly (its cosine similarity from
-//! its stored vector, its BM25 score from the lexical index, 0 when it matches no word), so
-//! fusion never guesses a missing score. Two methods:
+//! Every candidate carries its cosine similarity (computed exactly from its stored vector
+//! when only the lexical side proposed it) and, when the lexical side proposed it, its BM25
+//! score; a candidate outside the lexical side's best N has no BM25 here (it is below the
+//! N-th best, possibly 0) and counts as 0, as Weaviate, Elasticsearch and Meilisearch count
+//! a document one side did not return. Two methods:
 //!
 //! - [`Fusion::Blend`]: each component normalised over the candidates (cosine by min-max,
 //!   BM25 divided by the best BM25 so that "no match" stays 0), then
 //!   `ratio * semantic + (1 - ratio) * lexical`; the fused score is in 0..1.
 //! - [`Fusion::Rrf`]: reciprocal rank fusion, `ratio / (60 + semantic rank) + (1 - ratio) /
 //!   (60 + lexical rank)`, ranks from 1 over the candidates, and no lexical term for a
-//!   candidate that matches no word.
+//!   candidate without a BM25 score.
 //!
 //! Ties are broken by chunk id, so a ranking is a pure function of its inputs.
 //!
@@ -58,8 +60,8 @@ pub(crate) struct Candidate {
     pub(crate) id: u64,
     /// Cosine similarity to the query.
     pub(crate) semantic: f32,
-    /// BM25 score (0: matches no word).
-    pub(crate) lexical: f32,
+    /// BM25 score, when the lexical side proposed it.
+    pub(crate) lexical: Option<f32>,
 }
 
 /// The candidates with their fused scores, best first (ties by id).
@@ -83,7 +85,9 @@ fn blend(candidates: &[Candidate], ratio: f32) -> Vec<f32> {
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), c| {
             (lo.min(c.semantic), hi.max(c.semantic))
         });
-    let best_lexical = candidates.iter().fold(0.0f32, |m, c| m.max(c.lexical));
+    let best_lexical = candidates
+        .iter()
+        .fold(0.0f32, |m, c| m.max(c.lexical.unwrap_or(0.0)));
     candidates
         .iter()
         .map(|c| {
@@ -94,7 +98,7 @@ fn blend(candidates: &[Candidate], ratio: f32) -> Vec<f32> {
                 1.0
             };
             let lexical = if best_lexical > 0.0 {
-                c.lexical / best_lexical
+                c.lexical.unwrap_or(0.0) / best_lexical
             } else {
                 0.0
             };
@@ -105,13 +109,13 @@ fn blend(candidates: &[Candidate], ratio: f32) -> Vec<f32> {
 
 fn rrf(candidates: &[Candidate], ratio: f32) -> Vec<f32> {
     let semantic = ranks(candidates, |c| c.semantic);
-    let lexical = ranks(candidates, |c| c.lexical);
+    let lexical = ranks(candidates, |c| c.lexical.unwrap_or(f32::NEG_INFINITY));
     candidates
         .iter()
         .enumerate()
         .map(|(i, c)| {
             let mut score = ratio / (RRF_K + semantic[i] as f32);
-            if c.lexical > 0.0 {
+            if c.lexical.is_some() {
                 score += (1.0 - ratio) / (RRF_K + lexical[i] as f32);
             }
             score
@@ -142,7 +146,7 @@ mod tests {
         Candidate {
             id,
             semantic,
-            lexical,
+            lexical: (lexical > 0.0).then_some(lexical),
         }
     }
 
@@ -179,7 +183,7 @@ mod tests {
     }
 
     #[test]
-    fn rrf_gives_no_lexical_credit_without_a_match() {
+    fn rrf_gives_no_lexical_credit_without_a_bm25_score() {
         let fused = fuse(vec![c(1, 0.5, 0.0), c(2, 0.4, 0.0)], 0.5, Fusion::Rrf);
         assert_eq!(fused[0].1, 0.5 / 61.0);
         assert_eq!(fused[1].1, 0.5 / 62.0);

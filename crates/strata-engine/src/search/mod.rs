@@ -7,10 +7,10 @@
 //! path if the index returns fewer hits than exist. The response says which path answered
 //! (`exhaustive`). The lexical side is always exact.
 //!
-//! Hybrid search takes each side's best [`hybrid_candidates`] chunks, completes every
-//! candidate's missing component exactly (the cosine from its stored vector, the BM25 score
-//! from the lexical index) and fuses the two rankings ([`fusion`]). Every hit reports its
-//! components beside the score it was ranked by.
+//! Hybrid search takes each side's best [`hybrid_candidates`] chunks at once, computes the
+//! cosine of the chunks only the lexical side proposed from their stored vectors, and fuses
+//! the two rankings ([`fusion`]). Every hit reports the components it was ranked by beside
+//! its score.
 
 use std::collections::HashMap;
 
@@ -147,8 +147,9 @@ pub struct SearchHit {
     /// Cosine similarity to the query, -1..1 (null in lexical mode, which does not embed
     /// the query).
     pub semantic_score: Option<f32>,
-    /// BM25 score, 0 (no query word occurs) and up.
-    pub lexical_score: f32,
+    /// BM25 score (above 0): null in semantic mode, and in hybrid mode for a chunk outside
+    /// the lexical side's best candidates (its BM25 is below theirs; fusion counts it as 0).
+    pub lexical_score: Option<f32>,
 }
 
 /// The results.
@@ -322,19 +323,13 @@ pub(crate) async fn run(
             if let Some(min) = plan.min_score {
                 nearest.retain(|(_, s)| *s >= min);
             }
-            let ids: Vec<u64> = nearest.iter().map(|(id, _)| *id).collect();
-            let lexical: HashMap<u64, f32> = store
-                .lexical_scores(owner, model, &plan.words, &ids)
-                .await?
-                .into_iter()
-                .collect();
             let ranked = nearest
                 .into_iter()
                 .map(|(id, s)| {
                     let c = Candidate {
                         id,
                         semantic: s,
-                        lexical: lexical.get(&id).copied().unwrap_or(0.0),
+                        lexical: None,
                     };
                     (c, s)
                 })
@@ -351,7 +346,7 @@ pub(crate) async fn run(
                     let c = Candidate {
                         id,
                         semantic: f32::NAN,
-                        lexical: l,
+                        lexical: Some(l),
                     };
                     (c, l)
                 })
@@ -365,45 +360,35 @@ pub(crate) async fn run(
                 semantic(corpus, owner, plan, query, n),
                 store.lexical(owner, model, &plan.words, &plan.filter, n),
             )?;
-            let mut cands: HashMap<u64, Candidate> = HashMap::with_capacity(2 * n);
-            for &(id, s) in &nearest {
-                cands.insert(
-                    id,
-                    Candidate {
+            let mut cands: HashMap<u64, Candidate> = nearest
+                .iter()
+                .map(|&(id, s)| {
+                    let c = Candidate {
                         id,
                         semantic: s,
-                        lexical: 0.0,
-                    },
-                );
-            }
+                        lexical: None,
+                    };
+                    (id, c)
+                })
+                .collect();
+            // The cosine of the chunks only the lexical side proposed, from their vectors.
             let lexical_only: Vec<u64> = best
                 .iter()
                 .map(|(id, _)| *id)
                 .filter(|id| !cands.contains_key(id))
                 .collect();
-            let semantic_only: Vec<u64> = nearest
-                .iter()
-                .map(|(id, _)| *id)
-                .filter(|id| !best.iter().any(|(b, _)| b == id))
-                .collect();
-            // Complete the components each side did not compute.
-            let (vectors, lexical) = tokio::try_join!(
-                store.vectors_of(owner, model, &lexical_only),
-                store.lexical_scores(owner, model, &plan.words, &semantic_only),
-            )?;
+            let vectors = store.vectors_of(owner, model, &lexical_only).await?;
             for (id, s) in crate::vectors::exact_top_k(query, &vectors, usize::MAX) {
-                cands.insert(
+                let c = Candidate {
                     id,
-                    Candidate {
-                        id,
-                        semantic: s,
-                        lexical: 0.0,
-                    },
-                );
+                    semantic: s,
+                    lexical: None,
+                };
+                cands.insert(id, c);
             }
-            for (id, l) in best.into_iter().chain(lexical) {
+            for (id, l) in best {
                 if let Some(c) = cands.get_mut(&id) {
-                    c.lexical = l;
+                    c.lexical = Some(l);
                 }
             }
             let mut cands: Vec<Candidate> = cands.into_values().collect();

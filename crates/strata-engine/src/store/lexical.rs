@@ -222,16 +222,6 @@ pub trait LexicalStore: Send + Sync + 'static {
         filter: &ChunkFilter,
         limit: usize,
     ) -> Result<Vec<(u64, f32)>>;
-
-    /// The BM25 scores of the owner's chunks among `ids` (a chunk matching no word, or not
-    /// the owner's, is left out: its score is 0).
-    async fn lexical_scores(
-        &self,
-        owner: &TenantId,
-        model: &str,
-        query: &LexicalQuery,
-        ids: &[u64],
-    ) -> Result<Vec<(u64, f32)>>;
 }
 
 #[cfg(test)]

@@ -379,22 +379,6 @@ impl LexicalStore for PostgresStore {
             .push_bind(limit as i64);
         scored(qb.build().fetch_all(&mut *self.conn().await?).await?)
     }
-
-    async fn lexical_scores(
-        &self,
-        owner: &TenantId,
-        model: &str,
-        query: &LexicalQuery,
-        ids: &[u64],
-    ) -> Result<Vec<(u64, f32)>> {
-        if query.is_empty() || ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut qb = lexical_select(query, owner, model);
-        super::push_chunk_ids(&mut qb, ids);
-        lexical_finish(&mut qb);
-        scored(qb.build().fetch_all(&mut *self.conn().await?).await?)
-    }
 }
 
 /// `(id, score)` rows.

@@ -20,10 +20,12 @@ const TEXTS: &[&str] = &[
 
 /// BM25 of `text` (tokens already as the index sees them) for `terms`, over a corpus of
 /// documents given by their token lists, as FTS5 computes it.
-fn bm25(doc: &[&str], corpus: &[Vec<&str>], terms: &[&str]) -> f64 {
+/// `extra` tokens are counted in every row's length (SQLite's FTS5 counts the row's scope
+/// token: its length is the whole row's).
+fn bm25(doc: &[&str], corpus: &[Vec<&str>], terms: &[&str], extra: f64) -> f64 {
     let n = corpus.len() as f64;
-    let avgdl = corpus.iter().map(Vec::len).sum::<usize>() as f64 / n;
-    let dl = doc.len() as f64;
+    let avgdl = corpus.iter().map(Vec::len).sum::<usize>() as f64 / n + extra;
+    let dl = doc.len() as f64 + extra;
     terms
         .iter()
         .map(|t| {
@@ -89,11 +91,17 @@ async fn contract(s: Arc<dyn Store>) {
         .collect();
 
     let all = ChunkFilter::default();
+    let extra = if s.backend() == "sqlite" { 1.0 } else { 0.0 };
     let q = LexicalQuery::parse("Apples and cherries?");
     let found = s.lexical(&alice, "m", &q, &all, 10).await.unwrap();
     let expected: Vec<(u64, f64)> = {
         let mut e: Vec<(u64, f64)> = (0..3)
-            .map(|i| (ids[i], bm25(&corpus[i], &corpus, &["apple", "cherry"])))
+            .map(|i| {
+                (
+                    ids[i],
+                    bm25(&corpus[i], &corpus, &["apple", "cherry"], extra),
+                )
+            })
             .collect();
         e.sort_by(|a, b| b.1.total_cmp(&a.1));
         e
@@ -139,17 +147,6 @@ async fn contract(s: Arc<dyn Store>) {
     };
     let one = s.lexical(&alice, "m", &q, &by_doc, 10).await.unwrap();
     assert_eq!(one.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [ids[2]]);
-    // The scores of given chunks: those that match, with the same values.
-    let some = s
-        .lexical_scores(&alice, "m", &q, &[ids[0], ids[3], ids[4]])
-        .await
-        .unwrap();
-    assert_eq!(some.len(), 1, "{some:?}");
-    assert_eq!(
-        some[0],
-        found.iter().find(|(id, _)| *id == ids[0]).copied().unwrap()
-    );
-
     // The title is indexed, and follows a rename.
     let by_title = s
         .lexical(&alice, "m", &LexicalQuery::parse("doc 3"), &all, 10)
