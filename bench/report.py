@@ -79,6 +79,10 @@ for p in ("p50", "p95", "p99"):
 for mode in ("semantic", "lexical"):
     for p in ("p50", "p95"):
         row(f"{mode} search latency {p}", s.get(f"{mode}_search_ms_{p}"), "ms")
+sizes = by.get("search_sizes", [{}])[0]
+if sizes:
+    row("lexical index on disk at this size", sizes["lexical_index_bytes"] / 2**20, "MiB",
+        f"of a {sizes['database_bytes'] / 2**20:.1f} MiB database")
 q = by.get("quality", [{}])[0]
 if q:
     pub = q.get("published", {})

@@ -37,9 +37,8 @@ PUBLISHED = {"minilm_ndcg10": 0.645, "bm25_ndcg10_low": 0.665, "bm25_ndcg10_high
 CONFIGS = [
     ("semantic", {"mode": "semantic"}),
     ("lexical", {"mode": "lexical"}),
-    ("hybrid", {}),  # the defaults, as a user gets them
+    ("hybrid", {}),  # the defaults (blend, ratio 0.5), as a user gets them
     ("hybrid_rrf", {"mode": "hybrid", "fusion": "rrf"}),
-    ("hybrid_blend", {"mode": "hybrid", "fusion": "blend"}),
     ("hybrid_blend_r0.3", {"mode": "hybrid", "fusion": "blend", "semantic_ratio": 0.3}),
     ("hybrid_blend_r0.7", {"mode": "hybrid", "fusion": "blend", "semantic_ratio": 0.7}),
 ]

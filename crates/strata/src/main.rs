@@ -335,11 +335,16 @@ async fn search(config: Config, args: SearchArgs) -> anyhow::Result<()> {
     }
     for (i, hit) in results.hits.iter().enumerate() {
         let text: String = hit.text.chars().take(300).collect();
-        let shown = |v: Option<f32>| v.map_or_else(|| "-".into(), |s| format!("{s:.3}"));
+        // BM25 can be tiny (a word in half of a small library has an idf near 0).
+        let shown = |v: Option<f32>| match v {
+            None => "-".to_owned(),
+            Some(s) if s != 0.0 && s.abs() < 0.001 => format!("{s:.1e}"),
+            Some(s) => format!("{s:.3}"),
+        };
         println!(
-            "{:>2}. {:.3}  {} (chunk {})  [semantic {}, lexical {}]\n    {}\n",
+            "{:>2}. {}  {} (chunk {})  [semantic {}, lexical {}]\n    {}\n",
             i + 1,
-            hit.score,
+            shown(Some(hit.score)),
             hit.title,
             hit.chunk_ordinal,
             shown(hit.semantic_score),

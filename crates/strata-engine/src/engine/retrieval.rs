@@ -13,7 +13,7 @@ use crate::ann::Ann;
 use crate::error::{EngineError, Result};
 use crate::ids::TenantId;
 use crate::policy::CachePolicy;
-use crate::search::{Corpus, SearchMode, SearchRequest, SearchResults};
+use crate::search::{Corpus, SearchRequest, SearchResults};
 use crate::store::Store;
 
 /// Search and embeddings (see the module doc). Cheap to clone.
@@ -30,17 +30,15 @@ impl SearchService {
     /// Hybrid, semantic or lexical search over the owner's chunks (see [`crate::search`]).
     pub async fn search(&self, owner: &TenantId, req: SearchRequest) -> Result<SearchResults> {
         let plan = req.validate()?;
-        let query = match plan.mode {
-            SearchMode::Lexical => None,
-            SearchMode::Semantic | SearchMode::Hybrid => Some(self.embed_query(&plan.query).await?),
-        };
         let corpus = Corpus {
             store: self.store.as_ref(),
             ann: &self.ann,
             exact_limit: self.exact_limit,
             model: self.embedder.model(),
         };
-        crate::search::run(&corpus, owner, &plan, query.as_deref()).await
+        // Polled only by the modes that use it: lexical search never waits for the model.
+        let embed = self.embed_query(&plan.query);
+        crate::search::run(&corpus, owner, &plan, embed).await
     }
 
     /// A query's embedding, from the cache when this model embedded this exact text before.

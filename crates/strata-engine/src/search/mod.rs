@@ -303,23 +303,20 @@ pub(crate) struct Corpus<'a> {
     pub(crate) model: &'a str,
 }
 
-/// Runs a validated plan for `owner`; `query` is the query's embedding, which every mode
-/// but lexical needs.
+/// Runs a validated plan for `owner`; `embed` yields the query's embedding, which every
+/// mode but lexical awaits (hybrid mode while its lexical side runs).
 pub(crate) async fn run(
     corpus: &Corpus<'_>,
     owner: &TenantId,
     plan: &Plan,
-    query: Option<&[f32]>,
+    embed: impl std::future::Future<Output = Result<Vec<f32>>>,
 ) -> Result<SearchResults> {
     let (store, model) = (corpus.store, corpus.model);
-    let embedding = || {
-        query.ok_or_else(|| EngineError::Internal("a semantic search without its embedding".into()))
-    };
     // (candidate, the score it is ranked by), best first.
     let (ranked, exhaustive): (Vec<(Candidate, f32)>, bool) = match plan.mode {
         SearchMode::Semantic => {
-            let (mut nearest, exhaustive) =
-                semantic(corpus, owner, plan, embedding()?, plan.k).await?;
+            let query = embed.await?;
+            let (mut nearest, exhaustive) = semantic(corpus, owner, plan, &query, plan.k).await?;
             if let Some(min) = plan.min_score {
                 nearest.retain(|(_, s)| *s >= min);
             }
@@ -354,12 +351,17 @@ pub(crate) async fn run(
             (ranked, true)
         }
         SearchMode::Hybrid => {
-            let query = embedding()?;
             let n = hybrid_candidates(plan.k);
-            let ((nearest, exhaustive), best) = tokio::try_join!(
-                semantic(corpus, owner, plan, query, n),
+            // The lexical side needs no embedding: it runs while the model embeds the query.
+            let ((query, (nearest, exhaustive)), best) = tokio::try_join!(
+                async {
+                    let query = embed.await?;
+                    let nearest = semantic(corpus, owner, plan, &query, n).await?;
+                    Ok::<_, EngineError>((query, nearest))
+                },
                 store.lexical(owner, model, &plan.words, &plan.filter, n),
             )?;
+            let query = query.as_slice();
             let mut cands: HashMap<u64, Candidate> = nearest
                 .iter()
                 .map(|&(id, s)| {

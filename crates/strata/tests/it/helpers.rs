@@ -124,6 +124,26 @@ impl TestServer {
         Self::start_custom(dir, configure, |_| {}).await
     }
 
+    /// Starts a server whose tenants are named by the `x-tenant` header (as behind an
+    /// authenticating proxy), `admins` holding the admin role.
+    pub async fn with_tenant_header(admins: &[&str]) -> Self {
+        let admins: std::collections::HashSet<strata_engine::TenantId> = admins
+            .iter()
+            .map(|a| strata_engine::TenantId::parse(a).unwrap())
+            .collect();
+        Self::start_custom(
+            tempfile::tempdir().expect("tempdir"),
+            |_| {},
+            |srv| {
+                srv.identity = strata_server::caller::Identity::Header {
+                    name: strata_server::HeaderName::from_static("x-tenant"),
+                    admins: std::sync::Arc::new(admins),
+                }
+            },
+        )
+        .await
+    }
+
     /// Starts a server with both the engine's and the HTTP layer's settings adjusted.
     pub async fn start_custom(
         dir: TempDir,

@@ -48,19 +48,7 @@ async fn load(s: &TestServer, tenant: &str, docs: &[(&str, &str, &[&str])]) -> V
 
 /// A server whose tenants are named by the `x-tenant` header; `acme` is an admin.
 async fn start() -> TestServer {
-    TestServer::start_custom(
-        tempfile::tempdir().unwrap(),
-        |_| {},
-        |srv| {
-            srv.identity = strata_server::caller::Identity::Header {
-                name: strata_server::HeaderName::from_static("x-tenant"),
-                admins: std::sync::Arc::new(
-                    [strata_engine::TenantId::parse("acme").unwrap()].into(),
-                ),
-            }
-        },
-    )
-    .await
+    TestServer::with_tenant_header(&["acme"]).await
 }
 
 async fn post_as(s: &TestServer, tenant: &str, path: &str, body: Value) -> reqwest::Response {

@@ -15,19 +15,7 @@ const ADMIN_ENDPOINTS: &[(&str, &str)] = &[
 ];
 
 async fn header_server() -> TestServer {
-    TestServer::start_custom(
-        tempfile::tempdir().unwrap(),
-        |_| {},
-        |srv| {
-            srv.identity = strata_server::caller::Identity::Header {
-                name: strata_server::HeaderName::from_static("x-tenant"),
-                admins: std::sync::Arc::new(
-                    [strata_engine::TenantId::parse("ops").unwrap()].into(),
-                ),
-            }
-        },
-    )
-    .await
+    TestServer::with_tenant_header(&["ops"]).await
 }
 
 async fn send(
