@@ -141,6 +141,8 @@ def main():
     ap.add_argument("--work", required=True, help="scratch directory (emptied)")
     ap.add_argument("--limit-docs", type=int, default=0, help="smoke runs: only this many documents")
     ap.add_argument("--limit-queries", type=int, default=0)
+    ap.add_argument("--database-url", help="run strata over this database (e.g. a fresh PostgreSQL one)")
+    ap.add_argument("--configs", help="comma list of the configurations to run (default: all)")
     ap.add_argument("--dump", help="write every hybrid hit's components here (JSON lines), for studying fusions")
     args = ap.parse_args()
 
@@ -157,6 +159,7 @@ def main():
     elif args.limit_queries:
         qrels = {q: qrels[q] for q in sorted(qrels)[: args.limit_queries]}
 
+    configs = [c for c in CONFIGS if not args.configs or c[0] in args.configs.split(",")]
     shutil.rmtree(args.work, ignore_errors=True)
     os.makedirs(args.work)
     port = free_port()
@@ -167,7 +170,8 @@ def main():
         [args.strata_bin, "serve", "--data-dir", os.path.join(args.work, "data"),
          "--listen", f"127.0.0.1:{port}", "--model-dir", args.model_dir,
          # Every query is measured uncached: the cache is not what this run is about.
-         "--cache-ttl", "search_results=0"],
+         "--cache-ttl", "search_results=0"]
+        + (["--database-url", args.database_url] if args.database_url else []),
         stdout=subprocess.DEVNULL, stderr=server_log, env=env)
     try:
         client = None
@@ -203,11 +207,11 @@ def main():
         results = {}
         dump = open(args.dump, "w") if args.dump else None
         qids = sorted(qrels)
-        latencies = {name: [] for name, _ in CONFIGS}
-        runs = {name: {} for name, _ in CONFIGS}
+        latencies = {name: [] for name, _ in configs}
+        runs = {name: {} for name, _ in configs}
         # Configurations alternate within each query, so a noisy minute touches all alike.
         for n, q in enumerate(qids):
-            order = CONFIGS[n % len(CONFIGS):] + CONFIGS[: n % len(CONFIGS)]
+            order = configs[n % len(configs):] + configs[: n % len(configs)]
             for name, params in order:
                 t = time.time()
                 r = client.call("POST", "/v1/search", dict(params, query=queries[q], k=100))
@@ -223,7 +227,7 @@ def main():
                         for h in r["hits"]]}) + "\n")
             if (n + 1) % 200 == 0:
                 log(f"{n + 1}/{len(qids)} queries")
-        for name, _ in CONFIGS:
+        for name, _ in configs:
             ndcg, recall = [], []
             for q in qids:
                 scores = runs[name].get(q, {})
@@ -245,7 +249,8 @@ def main():
             "configs": results,
             "published": PUBLISHED,
         }
-        out.update(lexical_index_bytes(os.path.join(args.work, "data", "strata.db")))
+        if not args.database_url:
+            out.update(lexical_index_bytes(os.path.join(args.work, "data", "strata.db")))
         print(json.dumps(out))
     finally:
         server.terminate()
