@@ -313,8 +313,10 @@ super::meta::meta_sql!(PostgresStore);
 /// BM25 as FTS5 computes it (see [`super::lexical`]) of the owner's embedded chunks that
 /// match any word of the query: N and the mean length from `lexical_stats`, each term's
 /// document frequency from the GIN index, its frequency in a chunk from the positions the
-/// chunk's tsvector keeps. Returns the builder inside the `matched` CTE's `WHERE`, for the
-/// caller to add conditions on `c` and then [`lexical_finish`].
+/// chunk's tsvector keeps, after cutting it down to the query's lexemes (`setweight` marks
+/// them, `ts_filter` keeps them: unnesting whole tsvectors made the query 2.8x slower).
+/// Returns the builder inside the `matched` CTE's `WHERE`, for the caller to add conditions
+/// on `c` and then [`lexical_finish`].
 fn lexical_select<'a>(
     query: &LexicalQuery,
     owner: &'a TenantId,
@@ -336,7 +338,10 @@ fn lexical_select<'a>(
            SELECT lexeme, GREATEST(ln((s.n - df + 0.5) / (df + 0.5)), 1e-6) AS idf \
            FROM terms, stats s), \
          matched AS ( \
-           SELECT c.id, c.lexemes, c.lexeme_count FROM chunks c \
+           SELECT c.id, c.lexeme_count, \
+                  ts_filter(setweight(c.lexemes, 'A', (SELECT array_agg(lexeme) FROM terms)), \
+                            '{a}') AS lexemes \
+           FROM chunks c \
            WHERE c.lexemes @@ (SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery \
                                FROM terms) \
              AND c.embedding IS NOT NULL AND c.owner = ",
