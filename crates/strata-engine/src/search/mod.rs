@@ -272,6 +272,7 @@ impl SearchRequest {
 
     pub(crate) fn validate(self) -> Result<Plan> {
         let tags = self.checked_tags()?;
+        let mode = self.effective_mode();
         let (ratio, fusion) = self
             .effective_fusion()
             .unwrap_or((DEFAULT_SEMANTIC_RATIO, DEFAULT_FUSION));
@@ -286,7 +287,7 @@ impl SearchRequest {
             k,
             filter: ChunkFilter { tags, document_ids },
             min_score: self.min_score.map(|m| m as f32),
-            mode: self.mode.unwrap_or(DEFAULT_MODE),
+            mode,
             ratio: ratio as f32,
             fusion,
         })

@@ -221,6 +221,24 @@ pub trait LexicalStore: Send + Sync + 'static {
         query: &LexicalQuery,
         filter: &ChunkFilter,
         limit: usize,
+    ) -> Result<Vec<(u64, f32)>> {
+        if query.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut best = self.bm25_top(owner, model, query, filter, limit).await?;
+        best.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok(best)
+    }
+
+    /// The backend's half of [`LexicalStore::lexical`]: the same `limit` best chunks, in any
+    /// order; called only with at least one word and a limit above 0.
+    async fn bm25_top(
+        &self,
+        owner: &TenantId,
+        model: &str,
+        query: &LexicalQuery,
+        filter: &ChunkFilter,
+        limit: usize,
     ) -> Result<Vec<(u64, f32)>>;
 }
 

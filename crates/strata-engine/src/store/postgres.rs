@@ -366,7 +366,7 @@ fn lexical_finish(qb: &mut QueryBuilder<'_, Postgres>) {
 
 #[async_trait]
 impl LexicalStore for PostgresStore {
-    async fn lexical(
+    async fn bm25_top(
         &self,
         owner: &TenantId,
         model: &str,
@@ -374,28 +374,14 @@ impl LexicalStore for PostgresStore {
         filter: &ChunkFilter,
         limit: usize,
     ) -> Result<Vec<(u64, f32)>> {
-        if query.is_empty() || limit == 0 {
-            return Ok(Vec::new());
-        }
         let mut qb = lexical_select(query, owner, model);
         super::push_chunk_filter(&mut qb, filter);
         lexical_finish(&mut qb);
         qb.push(" ORDER BY score DESC, m.id LIMIT ")
             .push_bind(limit as i64);
-        scored(qb.build().fetch_all(&mut *self.conn().await?).await?)
+        let rows = qb.build().fetch_all(&mut *self.conn().await?).await?;
+        rows.iter().map(super::rows::scored_of).collect()
     }
-}
-
-/// `(id, score)` rows.
-fn scored(rows: Vec<PgRow>) -> Result<Vec<(u64, f32)>> {
-    rows.iter()
-        .map(|r| {
-            Ok((
-                r.try_get::<i64, _>("id")? as u64,
-                r.try_get::<f64, _>("score")? as f32,
-            ))
-        })
-        .collect()
 }
 
 #[async_trait]

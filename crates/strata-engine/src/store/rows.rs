@@ -25,6 +25,20 @@ pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> EngineError {
     EngineError::Internal(format!("corrupt {what} in database: {e}"))
 }
 
+/// The `id` and `score` columns of a ranked row.
+pub(crate) fn scored_of<'r, R>(row: &'r R) -> Result<(u64, f32)>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    f64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok((
+        row.try_get::<i64, _>("id")? as u64,
+        row.try_get::<f64, _>("score")? as f32,
+    ))
+}
+
 /// The `owner` column of a row, validated.
 pub(crate) fn owner_of<'r, R>(row: &'r R) -> Result<TenantId>
 where

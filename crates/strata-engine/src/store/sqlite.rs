@@ -148,7 +148,7 @@ fn fts5_match(owner: &TenantId, model: &str, words: &LexicalQuery) -> String {
 
 #[async_trait]
 impl LexicalStore for SqliteStore {
-    async fn lexical(
+    async fn bm25_top(
         &self,
         owner: &TenantId,
         model: &str,
@@ -156,42 +156,20 @@ impl LexicalStore for SqliteStore {
         filter: &ChunkFilter,
         limit: usize,
     ) -> Result<Vec<(u64, f32)>> {
-        if query.is_empty() || limit == 0 {
-            return Ok(Vec::new());
-        }
-        let matching = fts5_match(owner, model, query);
         // FTS5 ranks inside the index (the tenant is part of the match); a filter joins the
         // chunks row by row, FTS5 first (CROSS JOIN fixes the order: the other way round
         // SQLite probed the index once per chunk, seconds per query).
-        let mut qb = if filter.is_empty() {
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "SELECT rowid AS id, -rank AS score FROM chunks_fts WHERE chunks_fts MATCH ",
-            );
-            qb.push_bind(matching).push(" ORDER BY rank LIMIT ");
-            qb
-        } else {
-            let mut qb = QueryBuilder::<Sqlite>::new(
-                "SELECT f.rowid AS id, -f.rank AS score FROM chunks_fts f \
-                 CROSS JOIN chunks c ON c.id = f.rowid WHERE chunks_fts MATCH ",
-            );
-            qb.push_bind(matching);
-            super::push_chunk_filter(&mut qb, filter);
-            qb.push(" ORDER BY f.rank LIMIT ");
-            qb
-        };
-        qb.push_bind(limit as i64);
+        let mut qb =
+            QueryBuilder::<Sqlite>::new("SELECT f.rowid AS id, -f.rank AS score FROM chunks_fts f");
+        if !filter.is_empty() {
+            qb.push(" CROSS JOIN chunks c ON c.id = f.rowid");
+        }
+        qb.push(" WHERE chunks_fts MATCH ")
+            .push_bind(fts5_match(owner, model, query));
+        super::push_chunk_filter(&mut qb, filter);
+        qb.push(" ORDER BY f.rank LIMIT ").push_bind(limit as i64);
         let rows = qb.build().fetch_all(&mut *self.conn().await?).await?;
-        let mut out = rows
-            .iter()
-            .map(|r| {
-                Ok((
-                    r.try_get::<i64, _>("id")? as u64,
-                    r.try_get::<f64, _>("score")? as f32,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        Ok(out)
+        rows.iter().map(super::rows::scored_of).collect()
     }
 }
 

@@ -317,6 +317,20 @@ impl TestServer {
     }
 }
 
+/// Asserts a search answer's hits are best first (scores never rise).
+pub fn assert_best_first(res: &Value) {
+    let scores: Vec<f64> = res["hits"]
+        .as_array()
+        .expect("hits")
+        .iter()
+        .map(|h| h["score"].as_f64().expect("score"))
+        .collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "best first: {scores:?}"
+    );
+}
+
 /// A page of documents as (id, title) pairs, in the page's order.
 pub fn ids_and_titles(page: &Value) -> Vec<(String, String)> {
     page["items"]

@@ -122,13 +122,7 @@ async fn every_mode_reports_both_components_and_names_find_their_documents() {
         let score = hit["score"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&score), "blend scores are 0..1: {hit}");
     }
-    let scores: Vec<f64> = res["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["score"].as_f64().unwrap())
-        .collect();
-    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    crate::helpers::assert_best_first(&res);
 
     let lexical = search_as(&s, "acme", json!({"query": "XR-7720", "mode": "lexical"})).await;
     assert_eq!(titles(&lexical), ["Pump maintenance"], "{lexical}");

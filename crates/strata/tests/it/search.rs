@@ -109,16 +109,7 @@ async fn paraphrased_questions_rank_the_right_document_first() {
         assert_eq!(top["title"], *expected, "{question} -> {res}");
         assert!(top["score"].as_f64().unwrap() > 0.2, "{top}");
         assert_eq!(res["model"], "all-MiniLM-L6-v2");
-        let scores: Vec<f64> = res["hits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h["score"].as_f64().unwrap())
-            .collect();
-        assert!(
-            scores.windows(2).all(|w| w[0] >= w[1]),
-            "best first: {scores:?}"
-        );
+        crate::helpers::assert_best_first(&res);
     }
     s.stop().await;
 }
