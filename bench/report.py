@@ -81,8 +81,8 @@ for mode in ("semantic", "lexical"):
         row(f"{mode} search latency {p}", s.get(f"{mode}_search_ms_{p}"), "ms")
 sizes = by.get("search_sizes", [{}])[0]
 if sizes:
-    row("lexical index on disk at this size", sizes["lexical_index_bytes"] / 2**20, "MiB",
-        f"of a {sizes['database_bytes'] / 2**20:.1f} MiB database")
+    row("lexical index in memory at this size", (s.get("lexical_index_bytes") or 0) / 2**20, "MiB",
+        f"beside a {sizes['database_bytes'] / 2**20:.1f} MiB database")
 q = by.get("quality", [{}])[0]
 if q:
     pub = q.get("published", {})
@@ -92,7 +92,7 @@ if q:
     for name, c in q.get("configs", {}).items():
         row(f"{name} nDCG@10", c.get("ndcg_at_10"), "",
             f"recall@100 {c.get('recall_at_100', 0):.3f}, p95 {c.get('search_ms_p95', 0):.1f} ms")
-    row("lexical index on disk", (q.get("lexical_index_bytes") or 0) / 2**20 if q.get("lexical_index_bytes") else None,
+    row("lexical index in memory", (q.get("lexical_index_bytes") or 0) / 2**20 if q.get("lexical_index_bytes") else None,
         "MiB", f"database {(q.get('database_bytes') or 0) / 2**20:.1f} MiB")
 row("resident memory after ingestion (server + model)", s.get("rss_mb_at_rest"), "MiB")
 row("resident memory after the search load", s.get("rss_mb_after_search"), "MiB")

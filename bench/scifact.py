@@ -15,7 +15,7 @@ scores nDCG@10 and recall@100 as BEIR does with pytrec_eval:
 - every query with judgements counts, one with no hits scoring 0.
 
 Prints one JSON object: the figures per configuration, MTEB's published figures on the
-test split beside them, and the lexical index's size on disk. Standard library only.
+test split beside them, and the lexical index's size in memory. Standard library only.
 """
 
 import argparse
@@ -118,19 +118,19 @@ def percentile(sorted_values, p):
     return sorted_values[i]
 
 
-def lexical_index_bytes(db_path):
-    """Bytes of the FTS5 table's shadow tables, read with SQLite's dbstat."""
+def index_sizes(client, db_path):
+    """The in-process lexical index's heap (from the server's database stats) and the
+    database's pages (SQLite's dbstat)."""
+    stats = client.call("GET", "/v1/performance/database/stats")["database"]
+    out = {"lexical_index_bytes": (stats.get("lexical_index") or {}).get("heap_bytes"),
+           "lexical_index": stats.get("lexical_index")}
     try:
         con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-        rows = con.execute(
-            "SELECT name, sum(pgsize) FROM dbstat WHERE name LIKE 'chunks_fts%' GROUP BY name"
-        ).fetchall()
-        total = con.execute("SELECT sum(pgsize) FROM dbstat").fetchone()[0]
+        out["database_bytes"] = con.execute("SELECT sum(pgsize) FROM dbstat").fetchone()[0]
         con.close()
-        return {"lexical_index_bytes": sum(r[1] for r in rows), "database_bytes": total,
-                "lexical_tables": dict(rows)}
     except sqlite3.Error as e:  # dbstat missing from this SQLite build
-        return {"lexical_index_bytes": None, "why": str(e)}
+        out["database_bytes_error"] = str(e)
+    return out
 
 
 def main():
@@ -250,7 +250,7 @@ def main():
             "published": PUBLISHED,
         }
         if not args.database_url:
-            out.update(lexical_index_bytes(os.path.join(args.work, "data", "strata.db")))
+            out.update(index_sizes(client, os.path.join(args.work, "data", "strata.db")))
         print(json.dumps(out))
     finally:
         server.terminate()

@@ -975,6 +975,12 @@ async fn search(
     let [lat, semantic_lat, lexical_lat] = lat;
     let rss_load = server.memory_mb("VmRSS");
     let rss_peak = server.memory_mb("VmHWM");
+    let db: serde_json::Value = client
+        .get(format!("{base}/v1/performance/database/stats"))
+        .send()
+        .await?
+        .json()
+        .await?;
     drop(server);
 
     let median_of = |key: &str| {
@@ -1004,6 +1010,8 @@ async fn search(
         "rss_mb_at_rest": rss_rest,
         "rss_mb_after_search": rss_load,
         "rss_mb_peak": rss_peak,
+        // The in-process lexical index's heap, as the server estimates it.
+        "lexical_index_bytes": db["database"]["lexical_index"]["heap_bytes"],
         // The weights the server loads (int8 ONNX), for the bar of 300 MB plus them.
         "model_weights_bytes": std::fs::metadata(model_dir.join(strata_embed::MODEL_ONNX.0))?.len(),
     }))
@@ -1034,7 +1042,7 @@ async fn chunk_sample(
                     .into_iter()
                     .flatten()
                     .map(|c| {
-                        strata_engine::jobs::ingest::embedding_input(
+                        strata_engine::model::embedding_input(
                             &title,
                             c["text"].as_str().unwrap_or_default(),
                         )

@@ -11,6 +11,7 @@
 
 mod ann;
 pub mod blobs;
+pub mod bm25;
 pub mod chunk;
 pub mod cursor;
 mod engine;
@@ -19,6 +20,7 @@ pub mod extract;
 pub mod heap;
 pub mod ids;
 pub mod jobs;
+mod lexical;
 pub mod model;
 pub mod policy;
 pub mod search;

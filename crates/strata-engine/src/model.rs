@@ -350,3 +350,28 @@ pub struct JobFilter {
 pub fn generated_title(sha256: &str) -> String {
     format!("untitled-{}", &sha256[..8.min(sha256.len())])
 }
+
+/// Longest title prefixed to a chunk for the model, in characters.
+const MAX_TITLE_CHARS: usize = 200;
+
+/// What the model embeds for a chunk: its document's title (at most [`MAX_TITLE_CHARS`]),
+/// a blank line, then its text, so a query naming the document finds its chunks (the
+/// title-and-text input BEIR evaluates with).
+pub fn embedding_input(title: &str, text: &str) -> String {
+    let title = title.trim();
+    if title.is_empty() {
+        return text.to_owned();
+    }
+    let title: String = title.chars().take(MAX_TITLE_CHARS).collect();
+    format!("{title}\n\n{text}")
+}
+
+/// The title a document's chunks are embedded and indexed with: its own, or none when it
+/// was generated (`untitled-...` says nothing a model or a query could use).
+pub fn given_title<'a>(title: &'a str, sha256: &str) -> &'a str {
+    if title == generated_title(sha256) {
+        ""
+    } else {
+        title
+    }
+}

@@ -1,12 +1,14 @@
 //! The administration service: the database's statistics (the pool, tables and indexes,
 //! the slowest recent statements), its optimisation, and whether it answers.
 //!
-//! Holds only what it uses: the store, the slow statement log and the writes tracker.
+//! Holds only what it uses: the store, the slow statement log, the writes tracker and the
+//! lexical index (for its size).
 
 use std::sync::Arc;
 
 use super::{DatabaseStats, Writes};
 use crate::error::Result;
+use crate::lexical::Lexical;
 use crate::slowlog::SlowLog;
 use crate::store::Store;
 
@@ -16,6 +18,7 @@ pub struct AdminService {
     pub(super) store: Arc<dyn Store>,
     pub(super) slow_log: SlowLog,
     pub(super) writes: Arc<Writes>,
+    pub(super) lexical: Lexical,
 }
 
 impl AdminService {
@@ -28,6 +31,7 @@ impl AdminService {
             pool: store.pool_stats(),
             tables: store.table_stats().await?,
             slow_statements: self.slow_log.recent(),
+            lexical_index: self.lexical.stats(),
         })
     }
 

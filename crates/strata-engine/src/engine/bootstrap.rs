@@ -17,6 +17,7 @@ use crate::blobs::BlobStore;
 use crate::chunk::Tokenizer;
 use crate::error::{EngineError, Result};
 use crate::jobs::Runner;
+use crate::lexical::Lexical;
 use crate::policy::{CachePolicy, Scopes};
 use crate::store::Store;
 use crate::store::postgres::PostgresStore;
@@ -68,7 +69,7 @@ impl Engine {
         };
         let (embedder, tokenizer) = load_embedder(&settings).await?;
         let blob_dir = settings.data_dir.join("blobs");
-        let (blobs, ann) = match postgres {
+        let (blobs, ann, lexical) = match postgres {
             // Shared state lives in the database: files in `blobs`, vectors in pgvector;
             // the data directory holds only this process's upload staging.
             Some(pg) => {
@@ -82,7 +83,8 @@ impl Engine {
                 let shared: Arc<dyn crate::blobs::SharedBlobs> = Arc::new(pg.clone());
                 (
                     BlobStore::open_shared(blob_dir, shared).await?,
-                    Ann::Postgres(Box::new(pg)),
+                    Ann::Postgres(Box::new(pg.clone())),
+                    Lexical::Postgres(Box::new(pg)),
                 )
             }
             None => {
@@ -96,6 +98,7 @@ impl Engine {
                 (
                     BlobStore::open(blob_dir).await?,
                     Ann::Local(Arc::new(index)),
+                    Lexical::build(store.as_ref(), embedder.model()).await?,
                 )
             }
         };
@@ -133,6 +136,7 @@ impl Engine {
             tokenizer,
             embedder: embedder.clone(),
             vectors: ann.clone(),
+            lexical: lexical.clone(),
             policy: policy.clone(),
             settings: settings.jobs.clone(),
         };
@@ -146,7 +150,7 @@ impl Engine {
         // The model's load and an index rebuild free much of what they allocated.
         crate::heap::release_free_memory();
         info!(backend = store.backend(), data_dir = %settings.data_dir.display(),
-              model = embedder.model(), vectors = ann.len(), "engine open");
+              model = embedder.model(), vectors = ann.len(), lexical = lexical.len(), "engine open");
         let writes = Arc::new(Writes::default());
         let wake = runner.wake.clone();
         Ok(Self {
@@ -156,6 +160,7 @@ impl Engine {
                     blobs,
                     policy: policy.clone(),
                     ann: ann.clone(),
+                    lexical: lexical.clone(),
                     wake,
                     writes: writes.clone(),
                     max_upload_bytes: settings.max_upload_bytes,
@@ -164,6 +169,7 @@ impl Engine {
                 search: SearchService {
                     store: store.clone(),
                     ann: ann.clone(),
+                    lexical: lexical.clone(),
                     embedder,
                     policy: policy.clone(),
                     exact_limit: settings.ann.exact_limit,
@@ -177,6 +183,7 @@ impl Engine {
                     store: store.clone(),
                     slow_log: settings.slow_log.clone(),
                     writes: writes.clone(),
+                    lexical: lexical.clone(),
                 },
                 policy,
                 ann,

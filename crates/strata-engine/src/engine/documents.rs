@@ -16,6 +16,7 @@ use crate::blobs::{BlobStore, BlobWriter, StagedBlob};
 use crate::error::{EngineError, Result};
 use crate::extract::sniff;
 use crate::ids::{DocumentId, IdKind, JobId, TenantId};
+use crate::lexical::Lexical;
 use crate::model::{
     Chunk, Document, DocumentFilter, DocumentPatch, DocumentStatus, NewDocument, Page, TagCount,
 };
@@ -66,6 +67,7 @@ pub struct DocumentService {
     pub(super) blobs: BlobStore,
     pub(super) policy: CachePolicy,
     pub(super) ann: Ann,
+    pub(super) lexical: Lexical,
     pub(super) wake: Arc<Notify>,
     pub(super) writes: Arc<Writes>,
     pub(super) max_upload_bytes: u64,
@@ -246,6 +248,12 @@ impl DocumentService {
         self.writes
             .detach(async move {
                 let updated = this.store.update_document(&owner, id, &patch).await?;
+                if updated.is_some() && patch.title.is_some() {
+                    // The title is indexed with each chunk.
+                    this.lexical
+                        .refresh_document(this.store.as_ref(), id)
+                        .await?;
+                }
                 if updated.is_some() {
                     // Titles appear in search hits; tags and metadata do not.
                     let what = if patch.title.is_some() {
@@ -278,7 +286,8 @@ impl DocumentService {
             .delete_document(owner, id)
             .await?
             .ok_or_else(|| EngineError::not_found(IdKind::Document, id))?;
-        self.ann.remove(deleted.chunk_ids).await?;
+        self.ann.remove(deleted.chunk_ids.clone()).await?;
+        self.lexical.remove(deleted.chunk_ids).await?;
         self.policy.changed(owner, Changed::Everything).await;
         if self.store.count_sha256_refs(&deleted.sha256).await? == 0 {
             self.blobs.remove(&deleted.sha256).await?;

@@ -108,6 +108,9 @@ pub struct DatabaseStats {
     pub tables: Vec<TableStats>,
     /// The slowest recent statements, newest first.
     pub slow_statements: Vec<crate::slowlog::SlowStatement>,
+    /// The in-process lexical index of the embedded default (null on PostgreSQL, whose
+    /// index is among its tables').
+    pub lexical_index: Option<crate::bm25::Bm25Stats>,
 }
 
 impl Default for EngineSettings {

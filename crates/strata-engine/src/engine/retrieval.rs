@@ -2,7 +2,7 @@
 //! the cache, and the model's own facts (id, dimensions, token counts, statistics).
 //!
 //! Holds only what it uses: the store (candidates and stored vectors), the nearest-neighbour
-//! index, the embedder and the cache policy.
+//! and lexical indexes, the embedder and the cache policy.
 
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use crate::INTERACTIVE_TEXTS;
 use crate::ann::Ann;
 use crate::error::{EngineError, Result};
 use crate::ids::TenantId;
+use crate::lexical::Lexical;
 use crate::policy::CachePolicy;
 use crate::search::{Corpus, SearchRequest, SearchResults};
 use crate::store::Store;
@@ -21,6 +22,7 @@ use crate::store::Store;
 pub struct SearchService {
     pub(super) store: Arc<dyn Store>,
     pub(super) ann: Ann,
+    pub(super) lexical: Lexical,
     pub(super) embedder: Arc<dyn Embedder>,
     pub(super) policy: CachePolicy,
     pub(super) exact_limit: u64,
@@ -33,6 +35,7 @@ impl SearchService {
         let corpus = Corpus {
             store: self.store.as_ref(),
             ann: &self.ann,
+            lexical: &self.lexical,
             exact_limit: self.exact_limit,
             model: self.embedder.model(),
         };

@@ -28,7 +28,7 @@ use crate::chunk::{Tokenizer, chunk};
 use crate::error::EngineError;
 use crate::extract::{Extracted, extract};
 use crate::ids::{DocumentId, JobId, TenantId};
-use crate::model::{DocumentStatus, Stage, StageProgress, generated_title};
+use crate::model::{DocumentStatus, Stage, StageProgress, embedding_input, given_title};
 use crate::policy::{CachePolicy, Changed};
 use crate::store::documents::document_subject;
 use crate::store::{Abandoned, ClaimedJob, JobOutcome, NewChunk, NewJob, Store};
@@ -52,21 +52,6 @@ pub fn new_job(id: JobId, owner: &TenantId, document: DocumentId, max_attempts: 
     }
 }
 
-/// Longest title prefixed to a chunk for the model, in characters.
-const MAX_TITLE_CHARS: usize = 200;
-
-/// What the model embeds for a chunk: its document's title (at most [`MAX_TITLE_CHARS`]),
-/// a blank line, then its text, so a query naming the document finds its chunks (the
-/// title-and-text input BEIR evaluates with).
-pub fn embedding_input(title: &str, text: &str) -> String {
-    let title = title.trim();
-    if title.is_empty() {
-        return text.to_owned();
-    }
-    let title: String = title.chars().take(MAX_TITLE_CHARS).collect();
-    format!("{title}\n\n{text}")
-}
-
 /// The document a job's payload names.
 fn document_of(payload: &serde_json::Value) -> Result<DocumentId, EngineError> {
     payload["document_id"]
@@ -85,6 +70,7 @@ pub(crate) struct IngestDocument {
     pub(crate) tokenizer: Arc<dyn Tokenizer>,
     pub(crate) embedder: Arc<dyn Embedder>,
     pub(crate) vectors: Ann,
+    pub(crate) lexical: crate::lexical::Lexical,
     pub(crate) policy: CachePolicy,
     pub(crate) settings: JobSettings,
 }
@@ -262,14 +248,10 @@ impl IngestDocument {
             .clear_chunks(lease, doc.id)
             .await?
             .ok_or(JobError::LeaseLost)?;
-        self.vectors.remove(stale).await?;
+        self.vectors.remove(stale.clone()).await?;
+        self.lexical.remove(stale).await?;
         let batch = self.settings.chunk_batch.max(1);
-        // A generated title (`untitled-...`) says nothing the model could use.
-        let given_title = if doc.title == generated_title(&doc.sha256) {
-            ""
-        } else {
-            doc.title.as_str()
-        };
+        let given_title = given_title(&doc.title, &doc.sha256);
         let mut written: Vec<(u64, String, String)> = Vec::with_capacity(pieces.len());
         for (b, group) in pieces.chunks(batch).enumerate() {
             checkpoint()?;
@@ -363,6 +345,10 @@ impl IngestDocument {
             stages[3].done += n;
             attempt.progress(Stage::Index.as_str(), &stages).await?;
         }
+        checkpoint()?;
+        self.lexical
+            .refresh_document(self.store.as_ref(), doc.id)
+            .await?;
         Ok(pieces.len() as u32)
     }
 }

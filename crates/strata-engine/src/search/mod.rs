@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::ann::Ann;
 use crate::error::{EngineError, Result};
 use crate::ids::{DocumentId, TenantId};
+use crate::lexical::Lexical;
 use crate::store::{ChunkFilter, LexicalQuery, Store};
 use crate::validate;
 
@@ -298,6 +299,7 @@ impl SearchRequest {
 pub(crate) struct Corpus<'a> {
     pub(crate) store: &'a dyn Store,
     pub(crate) ann: &'a Ann,
+    pub(crate) lexical: &'a Lexical,
     /// Filters matching at most this many chunks are searched exactly.
     pub(crate) exact_limit: u64,
     /// The embedding model's id.
@@ -335,8 +337,9 @@ pub(crate) async fn run(
             (ranked, exhaustive)
         }
         SearchMode::Lexical => {
-            let best = store
-                .lexical(owner, model, &plan.words, &plan.filter, plan.k)
+            let best = corpus
+                .lexical
+                .top(store, owner, model, &plan.words, &plan.filter, plan.k)
                 .await?;
             let ranked = best
                 .into_iter()
@@ -360,7 +363,9 @@ pub(crate) async fn run(
                     let nearest = semantic(corpus, owner, plan, &query, n).await?;
                     Ok::<_, EngineError>((query, nearest))
                 },
-                store.lexical(owner, model, &plan.words, &plan.filter, n),
+                corpus
+                    .lexical
+                    .top(store, owner, model, &plan.words, &plan.filter, n),
             )?;
             let query = query.as_slice();
             let mut cands: HashMap<u64, Candidate> = nearest
@@ -447,6 +452,7 @@ async fn semantic(
         ann,
         exact_limit,
         model,
+        ..
     } = *corpus;
     let filter = &plan.filter;
     let known = if filter.is_empty() {

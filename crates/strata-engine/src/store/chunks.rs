@@ -74,6 +74,17 @@ pub trait ChunkStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<(u64, TenantId)>>;
 
+    /// Up to `limit` embedded chunks with id greater than `after`, of one document when
+    /// given: (id, owner, the text they are indexed by: the given title and the chunk's
+    /// text, as [`crate::model::embedding_input`] joins them).
+    async fn scan_texts(
+        &self,
+        model: &str,
+        after: u64,
+        limit: u32,
+        document: Option<DocumentId>,
+    ) -> Result<Vec<(u64, TenantId, String)>>;
+
     /// How many of the owner's embedded chunks pass the filter.
     async fn count_candidates(
         &self,
@@ -339,6 +350,50 @@ macro_rules! chunks_sql {
                         Ok((
                             r.try_get::<i64, _>("id")? as u64,
                             $crate::store::rows::owner_of(r)?,
+                        ))
+                    })
+                    .collect()
+            }
+
+            async fn scan_texts(
+                &self,
+                model: &str,
+                after: u64,
+                limit: u32,
+                document: Option<$crate::ids::DocumentId>,
+            ) -> $crate::error::Result<Vec<(u64, $crate::ids::TenantId, String)>> {
+                use sqlx::Row as _;
+                // Two statements, so each has its index (one document's chunks, or by id).
+                let sql = if document.is_some() {
+                    "SELECT c.id, c.owner, d.title, d.sha256, c.text \
+                     FROM chunks c JOIN documents d ON d.id = c.document_id \
+                     WHERE c.model = $1 AND c.embedding IS NOT NULL AND c.id > $2 \
+                     AND c.document_id = $4 ORDER BY c.id LIMIT $3"
+                } else {
+                    "SELECT c.id, c.owner, d.title, d.sha256, c.text \
+                     FROM chunks c JOIN documents d ON d.id = c.document_id \
+                     WHERE c.model = $1 AND c.embedding IS NOT NULL AND c.id > $2 \
+                     AND $4 IS NULL ORDER BY c.id LIMIT $3"
+                };
+                let rows = sqlx::query(sql)
+                    .bind(model)
+                    .bind(after as i64)
+                    .bind(i64::from(limit))
+                    .bind(document.map(|d| d.to_string()))
+                    .fetch_all(&mut *self.conn().await?)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        let title: String = r.try_get("title")?;
+                        let sha256: String = r.try_get("sha256")?;
+                        let text: String = r.try_get("text")?;
+                        Ok((
+                            r.try_get::<i64, _>("id")? as u64,
+                            $crate::store::rows::owner_of(r)?,
+                            $crate::model::embedding_input(
+                                $crate::model::given_title(&title, &sha256),
+                                &text,
+                            ),
                         ))
                     })
                     .collect()

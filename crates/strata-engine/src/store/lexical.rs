@@ -1,16 +1,15 @@
-//! The lexical index: BM25 over each chunk's document title and text, on both backends.
+//! Lexical queries, and BM25 retrieval in the database.
 //!
-//! SQLite keeps it in an FTS5 table (porter stemming, Unicode case and diacritic folding)
-//! and ranks with FTS5's own `bm25()`; PostgreSQL keeps a `tsvector` per chunk (English
-//! Snowball stemming, `unaccent`) under a GIN index and computes the same BM25 in SQL from
-//! per-term document frequencies and the corpus totals its triggers maintain (`ts_rank` is
-//! not BM25). Both use k1 = 1.2, b = 0.75 and FTS5's idf, `ln((N - n + 0.5) / (n + 0.5))`
-//! floored at 1e-6, with N and n counted over the whole index (as a search engine's shard
-//! statistics are): a score reveals how common a word is overall, never whose text has it.
-//! The tenant, model and filter are conditions of the same statement that matches.
-//!
-//! Queries are reduced to plain words before either engine sees them ([`LexicalQuery`]), so
-//! no operator syntax of FTS5 or `tsquery` can be injected and every query is valid.
+//! [`LexicalQuery`] reduces a query to plain words before any engine sees it, so no operator
+//! syntax (`tsquery`'s) can be injected and every query is valid. The embedded default ranks
+//! them in process ([`crate::bm25`]); PostgreSQL, whose rows every instance shares, keeps a
+//! `tsvector` per chunk (English Snowball stemming, `unaccent`) under a GIN index and
+//! computes BM25 in SQL ([`LexicalStore`]) from per-term document frequencies and the corpus
+//! totals its triggers maintain (`ts_rank` is not BM25). Both use k1 = 1.2, b = 0.75 and the
+//! idf `ln((N - n + 0.5) / (n + 0.5))` floored at 1e-6, with N and n counted over the whole
+//! index (as a search engine's shard statistics are): a score reveals how common a word is
+//! overall, never whose text has it. The tenant, model and filter are conditions of the same
+//! statement that matches.
 //!
 //! Must not import: HTTP types, the cache, the embedder.
 
@@ -27,7 +26,7 @@ pub const MAX_QUERY_WORDS: usize = 32;
 const MAX_WORD_CHARS: usize = 64;
 
 /// English stop words (PostgreSQL's and Snowball's list): they carry no ranking weight, and
-/// left in an FTS5 query they would make it score nearly every chunk.
+/// left in a query they would make it score nearly every chunk.
 const STOP_WORDS: &[&str] = &[
     "a",
     "about",
@@ -158,6 +157,11 @@ const STOP_WORDS: &[&str] = &[
     "yourselves",
 ];
 
+/// Whether `word` (lower case) is an English stop word.
+pub(crate) fn is_stop_word(word: &str) -> bool {
+    STOP_WORDS.binary_search(&word).is_ok()
+}
+
 /// A query reduced to the words the lexical index matches: runs of letters and digits,
 /// lower-cased, stop words dropped, each once, at most [`MAX_QUERY_WORDS`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -174,7 +178,7 @@ impl LexicalQuery {
                 continue;
             }
             let word = run.to_lowercase();
-            if STOP_WORDS.binary_search(&word.as_str()).is_ok() || words.contains(&word) {
+            if is_stop_word(&word) || words.contains(&word) {
                 continue;
             }
             words.push(word);
@@ -193,13 +197,6 @@ impl LexicalQuery {
     /// The words.
     pub fn words(&self) -> &[String] {
         &self.words
-    }
-
-    /// An FTS5 query matching any of the words, each a quoted string (quotes cannot occur:
-    /// words are letters and digits).
-    pub fn fts5(&self) -> String {
-        let quoted: Vec<String> = self.words.iter().map(|w| format!("\"{w}\"")).collect();
-        quoted.join(" OR ")
     }
 
     /// The words as one text for `to_tsvector`, which stems and folds them as it did the
@@ -255,10 +252,6 @@ mod tests {
     fn queries_become_plain_distinct_words() {
         let q = LexicalQuery::parse("What is the role of IL-6 in \"sepsis\"? OR NEAR(x) il");
         assert_eq!(q.words(), ["role", "il", "6", "sepsis", "near", "x"]);
-        assert_eq!(
-            q.fts5(),
-            "\"role\" OR \"il\" OR \"6\" OR \"sepsis\" OR \"near\" OR \"x\""
-        );
         assert_eq!(q.text(), "role il 6 sepsis near x");
     }
 

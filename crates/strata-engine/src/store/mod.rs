@@ -192,7 +192,7 @@ pub struct IndexStats {
 
 /// Persistence for documents, chunks and jobs.
 #[async_trait]
-pub trait Store: JobQueue + DocumentStore + ChunkStore + LexicalStore + StoreMeta {
+pub trait Store: JobQueue + DocumentStore + ChunkStore + StoreMeta {
     /// Which backend this is (`sqlite`, `postgres`), for logs and stats.
     fn backend(&self) -> &'static str;
 

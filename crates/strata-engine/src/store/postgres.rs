@@ -310,7 +310,7 @@ super::documents::documents_sql!(
 
 super::meta::meta_sql!(PostgresStore);
 
-/// BM25 as FTS5 computes it (see [`super::lexical`]) of the owner's embedded chunks that
+/// BM25 (see [`super::lexical`]) of the owner's embedded chunks that
 /// match any word of the query: N and the mean length from `lexical_stats`, each term's
 /// document frequency from the GIN index, its frequency in a chunk from the positions the
 /// chunk's tsvector keeps, after cutting it down to the query's lexemes (`setweight` marks

@@ -12,13 +12,11 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{ConnectOptions, Row, Sqlite, Transaction};
 
-use super::lexical::{LexicalQuery, LexicalStore};
 use super::rows::corrupt;
-use super::{ChunkFilter, IndexStats, Store, TableStats, vector_from_bytes, vector_to_bytes};
+use super::{IndexStats, Store, TableStats, vector_from_bytes, vector_to_bytes};
 use crate::error::{EngineError, Result};
-use crate::ids::TenantId;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -134,45 +132,6 @@ super::documents::documents_sql!(
 
 super::meta::meta_sql!(SqliteStore);
 
-/// The FTS5 query for `words` among the chunks of `owner` embedded by `model` (see the
-/// `scope` column in the migration).
-fn fts5_match(owner: &TenantId, model: &str, words: &LexicalQuery) -> String {
-    let hex = |s: &str| hex::encode_upper(s.as_bytes());
-    format!(
-        "scope : \"s{}x{}\" AND body : ({})",
-        hex(owner.as_str()),
-        hex(model),
-        words.fts5()
-    )
-}
-
-#[async_trait]
-impl LexicalStore for SqliteStore {
-    async fn bm25_top(
-        &self,
-        owner: &TenantId,
-        model: &str,
-        query: &LexicalQuery,
-        filter: &ChunkFilter,
-        limit: usize,
-    ) -> Result<Vec<(u64, f32)>> {
-        // FTS5 ranks inside the index (the tenant is part of the match); a filter joins the
-        // chunks row by row, FTS5 first (CROSS JOIN fixes the order: the other way round
-        // SQLite probed the index once per chunk, seconds per query).
-        let mut qb =
-            QueryBuilder::<Sqlite>::new("SELECT f.rowid AS id, -f.rank AS score FROM chunks_fts f");
-        if !filter.is_empty() {
-            qb.push(" CROSS JOIN chunks c ON c.id = f.rowid");
-        }
-        qb.push(" WHERE chunks_fts MATCH ")
-            .push_bind(fts5_match(owner, model, query));
-        super::push_chunk_filter(&mut qb, filter);
-        qb.push(" ORDER BY f.rank LIMIT ").push_bind(limit as i64);
-        let rows = qb.build().fetch_all(&mut *self.conn().await?).await?;
-        rows.iter().map(super::rows::scored_of).collect()
-    }
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -230,8 +189,6 @@ impl Store for SqliteStore {
         for sql in [
             "ANALYZE",
             "PRAGMA optimize",
-            // Merges the lexical index's segments into one.
-            "INSERT INTO chunks_fts (chunks_fts) VALUES ('optimize')",
             "PRAGMA wal_checkpoint(TRUNCATE)",
         ] {
             sqlx::query(sql).execute(&mut *conn).await?;

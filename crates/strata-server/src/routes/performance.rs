@@ -140,8 +140,9 @@ pub async fn cache_clear(
     tag = "performance",
     summary = "Database statistics",
     description = "`database`: the backend and its pool (size, idle, in use, waiters, acquire \
-                   latency); admins also get tables and indexes with sizes and use, and recent \
-                   slow statements.",
+                   latency); admins also get tables and indexes with sizes and use, recent \
+                   slow statements, and on the embedded default the in-process lexical index's \
+                   size (`lexical_index`: texts, terms, postings, heap_bytes).",
     responses((status = 200, description = "The statistics", body = Object)),
 )]
 pub async fn database_stats(

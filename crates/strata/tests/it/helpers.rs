@@ -127,12 +127,17 @@ impl TestServer {
     /// Starts a server whose tenants are named by the `x-tenant` header (as behind an
     /// authenticating proxy), `admins` holding the admin role.
     pub async fn with_tenant_header(admins: &[&str]) -> Self {
+        Self::with_tenant_header_in(tempfile::tempdir().expect("tempdir"), admins).await
+    }
+
+    /// [`TestServer::with_tenant_header`] over an existing directory (a restart).
+    pub async fn with_tenant_header_in(dir: TempDir, admins: &[&str]) -> Self {
         let admins: std::collections::HashSet<strata_engine::TenantId> = admins
             .iter()
             .map(|a| strata_engine::TenantId::parse(a).unwrap())
             .collect();
         Self::start_custom(
-            tempfile::tempdir().expect("tempdir"),
+            dir,
             |_| {},
             |srv| {
                 srv.identity = strata_server::caller::Identity::Header {

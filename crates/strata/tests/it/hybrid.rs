@@ -253,6 +253,24 @@ async fn the_lexical_index_follows_writes_and_keeps_tenants_and_filters_inside()
     // The database's own optimisation copes with the lexical index.
     let r = post_as(&s, "acme", "/v1/performance/database/optimize", json!({})).await;
     assert!(r.status().is_success(), "{:?}", r.text().await);
+
+    // After a restart the index is what the database holds: the new title, not the deleted
+    // document, and each tenant's own chunks.
+    let dir = s.stop_keep().await;
+    let s = TestServer::with_tenant_header_in(dir, &["acme"]).await;
+    let res = search_as(&s, "acme", json!({"query": "kestrel", "mode": "lexical"})).await;
+    assert_eq!(titles(&res), ["Kestrel figures"], "{res}");
+    for query in ["impeller", "quarterly"] {
+        let res = search_as(&s, "acme", json!({"query": query, "mode": "lexical"})).await;
+        assert!(res["hits"].as_array().unwrap().is_empty(), "{query}: {res}");
+    }
+    let res = search_as(
+        &s,
+        "globex",
+        json!({"query": "XR-7720 pump", "mode": "lexical"}),
+    )
+    .await;
+    assert_eq!(titles(&res), ["Globex pumps"], "{res}");
     s.stop().await;
 }
 
@@ -293,7 +311,7 @@ async fn modes_are_validated_and_cached_apart() {
     // Queries with nothing to match lexically are valid and find nothing lexically.
     let res = search_as(&s, "acme", json!({"query": "?!", "mode": "lexical"})).await;
     assert!(res["hits"].as_array().unwrap().is_empty());
-    // FTS5 syntax in a query is text, not syntax.
+    // Query syntax (FTS5's, tsquery's) in a query is text, not syntax.
     let res = search_as(
         &s,
         "acme",
