@@ -25,8 +25,9 @@
 //!
 //! Must not import: HTTP types, the cache, the store, the embedder.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{OnceLock, RwLock};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::{Mutex, OnceLock, RwLock};
 
 use rust_stemmers::{Algorithm, Stemmer};
 use unicode_normalization::UnicodeNormalization;
@@ -116,6 +117,36 @@ struct Inner {
 #[derive(Default)]
 pub struct Bm25Index {
     inner: RwLock<Inner>,
+    scratch: Mutex<Vec<Scratch>>,
+}
+
+/// Accumulators kept for reuse (more searches at once allocate their own).
+const SCRATCH_KEPT: usize = 4;
+
+/// One search's accumulator: a score per slot (all zero between searches) and the slots
+/// scored.
+#[derive(Default)]
+struct Scratch {
+    acc: Vec<f32>,
+    touched: Vec<u32>,
+}
+
+/// A scored text; greater is better: a higher score, then a lower id.
+#[derive(Clone, Copy, PartialEq)]
+struct Ranked(f32, u64);
+
+impl Eq for Ranked {}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0).then(other.1.cmp(&self.1))
+    }
 }
 
 /// The size of an index.
@@ -270,8 +301,8 @@ impl Bm25Index {
             gate
         });
         let mut seen: HashSet<u32> = HashSet::new();
-        let mut acc = vec![0f32; shard.ids.len()];
-        let mut touched: Vec<u32> = Vec::new();
+        let mut scratch = self.take_scratch(shard.ids.len());
+        let Scratch { acc, touched } = &mut scratch;
         for word in terms {
             let Some(&tid) = inner.terms.get(word.as_str()) else {
                 continue;
@@ -298,17 +329,47 @@ impl Bm25Index {
                 acc[slot] += s;
             }
         }
-        let mut hits: Vec<(u64, f32)> = touched
-            .into_iter()
-            .map(|s| (shard.ids[s as usize], acc[s as usize]))
-            .collect();
-        let order = |a: &(u64, f32), b: &(u64, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        if hits.len() > limit {
-            hits.select_nth_unstable_by(limit - 1, order);
-            hits.truncate(limit);
+        // The best `limit` in a min-heap (its top the worst kept), then best first.
+        let mut best: BinaryHeap<Reverse<Ranked>> = BinaryHeap::with_capacity(limit + 1);
+        for &slot in touched.iter() {
+            let hit = Ranked(acc[slot as usize], shard.ids[slot as usize]);
+            acc[slot as usize] = 0.0;
+            if best.len() < limit {
+                best.push(Reverse(hit));
+            } else if best.peek().is_some_and(|w| hit > w.0) {
+                best.pop();
+                best.push(Reverse(hit));
+            }
         }
-        hits.sort_unstable_by(order);
+        touched.clear();
+        self.return_scratch(scratch);
+        let mut hits: Vec<(u64, f32)> = best.into_iter().map(|Reverse(r)| (r.1, r.0)).collect();
+        hits.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         hits
+    }
+
+    /// A zeroed accumulator of at least `len` slots, from the pool when one is free. Searches
+    /// reuse them: a fresh shard-sized array per search, freed on whichever blocking thread
+    /// ran it, left the allocator holding tens of MiB across threads.
+    fn take_scratch(&self, len: usize) -> Scratch {
+        let mut scratch = self
+            .scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        if scratch.acc.len() < len {
+            scratch.acc.resize(len, 0.0);
+        }
+        scratch
+    }
+
+    /// Returns an accumulator (zeroed again by the caller) to the pool.
+    fn return_scratch(&self, scratch: Scratch) {
+        let mut pool = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < SCRATCH_KEPT {
+            pool.push(scratch);
+        }
     }
 
     /// How big the index is.
