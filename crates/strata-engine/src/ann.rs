@@ -8,7 +8,6 @@
 //!
 //! Must not import: HTTP types, the cache.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::error::{EngineError, Result};
@@ -107,17 +106,7 @@ impl Ann {
                 blocking(move || Ok(exact_top_k(&query, &rows, k))).await
             }
             Self::Local(index) => {
-                let allowed: Option<HashSet<u64>> = if filter.is_empty() {
-                    None
-                } else {
-                    Some(
-                        store
-                            .candidate_ids(owner, model, filter)
-                            .await?
-                            .into_iter()
-                            .collect(),
-                    )
-                };
+                let allowed = store.allowed_ids(owner, model, filter).await?;
                 // The index stores 8-bit vectors: it proposes candidates, and the stored
                 // f32 vectors rank them (the same scores the exact path gives).
                 let ids = {
@@ -136,11 +125,11 @@ impl Ann {
     }
 }
 
-/// Runs index work on the blocking pool.
-async fn blocking<T: Send + 'static>(
+/// Runs index work on the blocking pool (the lexical index's too).
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| EngineError::Internal(format!("vector index task failed: {e}")))?
+        .map_err(|e| EngineError::Internal(format!("index task failed: {e}")))?
 }

@@ -12,14 +12,14 @@
 //!
 //! Must not import: HTTP types, the cache.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
 use tracing::info;
 
+use crate::ann::blocking;
 use crate::bm25::Bm25Index;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::ids::{DocumentId, TenantId};
 use crate::store::postgres::PostgresStore;
 use crate::store::{ChunkFilter, LexicalQuery, LexicalStore, Store};
@@ -151,29 +151,10 @@ impl Lexical {
                 if terms.is_empty() || limit == 0 || model != local.model {
                     return Ok(Vec::new());
                 }
-                let allowed: Option<HashSet<u64>> = if filter.is_empty() {
-                    None
-                } else {
-                    Some(
-                        store
-                            .candidate_ids(owner, model, filter)
-                            .await?
-                            .into_iter()
-                            .collect(),
-                    )
-                };
+                let allowed = store.allowed_ids(owner, model, filter).await?;
                 let (l, owner) = (local.clone(), owner.clone());
                 blocking(move || Ok(l.index.search(&owner, &terms, limit, allowed.as_ref()))).await
             }
         }
     }
-}
-
-/// Runs index work on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| EngineError::Internal(format!("lexical index task failed: {e}")))?
 }

@@ -11,7 +11,7 @@
 //!
 //! Must not import: HTTP types, the cache, the job runner.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 
@@ -117,6 +117,21 @@ pub trait ChunkStore: Send + Sync + 'static {
         model: &str,
         filter: &ChunkFilter,
     ) -> Result<Vec<u64>>;
+
+    /// The chunks an in-process index may return under `filter`: `None` (any of the
+    /// owner's) without one, else [`ChunkStore::candidate_ids`] as a set.
+    async fn allowed_ids(
+        &self,
+        owner: &TenantId,
+        model: &str,
+        filter: &ChunkFilter,
+    ) -> Result<Option<HashSet<u64>>> {
+        if filter.is_empty() {
+            return Ok(None);
+        }
+        let ids = self.candidate_ids(owner, model, filter).await?;
+        Ok(Some(ids.into_iter().collect()))
+    }
 
     /// The owner's chunks with these ids, with their documents' titles.
     async fn hit_rows(&self, owner: &TenantId, ids: &[u64]) -> Result<Vec<HitRow>>;
