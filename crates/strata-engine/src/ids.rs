@@ -16,6 +16,8 @@ pub enum IdKind {
     Document,
     /// A background job.
     Job,
+    /// A memory.
+    Memory,
 }
 
 impl fmt::Display for IdKind {
@@ -23,6 +25,7 @@ impl fmt::Display for IdKind {
         f.write_str(match self {
             IdKind::Document => "document",
             IdKind::Job => "job",
+            IdKind::Memory => "memory",
         })
     }
 }
@@ -82,6 +85,11 @@ uuid_id!(
     /// Identifies a background job.
     JobId,
     IdKind::Job
+);
+uuid_id!(
+    /// Identifies a memory.
+    MemoryId,
+    IdKind::Memory
 );
 
 /// The tenant that owns a row. Until JWT auth lands, development mode uses [`TenantId::local`].

@@ -21,6 +21,7 @@ pub mod heap;
 pub mod ids;
 pub mod jobs;
 mod lexical;
+pub mod memory;
 pub mod model;
 pub mod policy;
 pub mod search;
@@ -35,7 +36,7 @@ pub use engine::{
     MAX_PAGE, ModelLoad, SearchService, UploadMeta,
 };
 pub use error::{EngineError, Result};
-pub use ids::{DocumentId, IdKind, JobId, TenantId};
+pub use ids::{DocumentId, IdKind, JobId, MemoryId, TenantId};
 pub use policy::{
     KIND_DOCUMENT, KIND_DOCUMENT_LIST, KIND_EMBEDDING, KIND_JOB, KIND_SEARCH, KIND_TAGS, Scopes,
     default_cache_kinds,

@@ -40,6 +40,7 @@ pub fn vector_from_bytes(b: &[u8]) -> Option<Vec<f32>> {
 pub mod chunks;
 pub mod documents;
 pub mod lexical;
+pub mod memories;
 pub mod meta;
 pub mod meter;
 pub mod postgres;
@@ -50,6 +51,7 @@ pub mod sqlite;
 pub use chunks::ChunkStore;
 pub use documents::DocumentStore;
 pub use lexical::{LexicalQuery, LexicalStore};
+pub use memories::{MemoryStore, Replace};
 pub use meta::StoreMeta;
 pub use queue::{Abandoned, ClaimedJob, JobOutcome, JobQueue, Lease, NewJob};
 
@@ -192,7 +194,7 @@ pub struct IndexStats {
 
 /// Persistence for documents, chunks and jobs.
 #[async_trait]
-pub trait Store: JobQueue + DocumentStore + ChunkStore + StoreMeta {
+pub trait Store: JobQueue + DocumentStore + ChunkStore + MemoryStore + StoreMeta {
     /// Which backend this is (`sqlite`, `postgres`), for logs and stats.
     fn backend(&self) -> &'static str;
 

@@ -308,6 +308,12 @@ super::documents::documents_sql!(
         "(SELECT json_agg(tag ORDER BY tag)::text FROM document_tags t WHERE t.document_id = d.id)"
 );
 
+super::memories::memories_sql!(
+    PostgresStore,
+    sqlx::Postgres,
+    vector_param = "$11::real[]::vector"
+);
+
 super::meta::meta_sql!(PostgresStore);
 
 /// BM25 (see [`super::lexical`]) of the owner's embedded chunks that

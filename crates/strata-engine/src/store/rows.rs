@@ -9,6 +9,7 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::error::{EngineError, Result};
 use crate::ids::TenantId;
+use crate::memory::Memory;
 use crate::model::{Document, DocumentStatus, Job, JobStatus, MediaType};
 
 pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
@@ -88,6 +89,39 @@ where
             .transpose()?,
         created_at: from_ms(row.try_get("created_at")?)?,
         updated_at: from_ms(row.try_get("updated_at")?)?,
+    })
+}
+
+pub(crate) fn memory_from_row<'r, R>(row: &'r R) -> Result<Memory>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+    f64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let id: String = row.try_get("id")?;
+    let metadata: String = row.try_get("metadata")?;
+    let superseded_by: Option<String> = row.try_get("superseded_by")?;
+    let occurred_at: Option<i64> = row.try_get("occurred_at")?;
+    let last_accessed_at: Option<i64> = row.try_get("last_accessed_at")?;
+    Ok(Memory {
+        id: id.parse().map_err(|e| corrupt("memory id", e))?,
+        text: row.try_get("text")?,
+        importance: row.try_get::<f64, _>("importance")? as f32,
+        metadata: serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", e))?,
+        session: row.try_get("session")?,
+        key: row.try_get("key")?,
+        occurred_at: occurred_at.map(from_ms).transpose()?,
+        created_at: from_ms(row.try_get("created_at")?)?,
+        updated_at: from_ms(row.try_get("updated_at")?)?,
+        superseded_by: superseded_by
+            .map(|s| s.parse().map_err(|e| corrupt("memory id", e)))
+            .transpose()?,
+        access_count: row.try_get::<i64, _>("access_count")? as u64,
+        last_accessed_at: last_accessed_at.map(from_ms).transpose()?,
     })
 }
 

@@ -8,6 +8,7 @@
 
 mod backends;
 mod lexical;
+mod memories;
 mod queue;
 
 use std::time::Duration;

@@ -1,0 +1,285 @@
+//! The memories aggregate: a tenant's memories, their replacement history and their
+//! embeddings; its SQL written once for both backends (see [`super::queue`] for how). What
+//! differs is how a vector is bound (`vector_param`, as the chunks aggregate's).
+//!
+//! Replacement is one transaction: the replaced memory is marked `superseded_by` the new one
+//! (only if it is still the owner's current memory) before the new row goes in, so the
+//! unique index on an owner's current keys never sees two. A memory's history is the chain of
+//! memories it replaced, read with a recursive query; deleting a memory deletes that chain
+//! (a user who deletes a fact wants its earlier versions gone too).
+//!
+//! Must not import: HTTP types, the cache, the job runner.
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::ids::{MemoryId, TenantId};
+use crate::memory::{Inserted, Memory, MemoryFilter, NewMemory};
+
+/// Columns of a memory row, in the order [`super::rows::memory_from_row`] reads them.
+macro_rules! memory_columns {
+    () => {
+        "m.id, m.text, m.importance, m.metadata, m.session, m.key, m.occurred_at, \
+         m.created_at, m.updated_at, m.superseded_by, m.access_count, m.last_accessed_at"
+    };
+}
+
+pub(crate) use memory_columns;
+
+/// The ids of a memory (`$2`, of owner `$1`) and of every memory it replaced, directly or
+/// through others.
+macro_rules! history_chain {
+    () => {
+        "WITH RECURSIVE chain(id) AS ( \
+           SELECT id FROM memories WHERE owner = $1 AND id = $2 \
+           UNION ALL \
+           SELECT m.id FROM memories m JOIN chain c ON m.superseded_by = c.id \
+           WHERE m.owner = $1) "
+    };
+}
+
+pub(crate) use history_chain;
+
+/// Which earlier memory an insert replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replace {
+    /// None.
+    Nothing,
+    /// This one, which must be the owner's and current.
+    Memory(MemoryId),
+    /// The owner's current memory with the new memory's key, if there is one.
+    Key,
+}
+
+/// Memories and their history.
+#[async_trait]
+pub trait MemoryStore: Send + Sync + 'static {
+    /// Inserts a memory, replacing another as `replace` says, in one transaction. `None`
+    /// (and nothing written) when `Replace::Memory` names no current memory of the owner.
+    async fn insert_memory(&self, new: &NewMemory, replace: Replace) -> Result<Option<Inserted>>;
+
+    /// One memory of the owner's (current or superseded).
+    async fn get_memory(&self, owner: &TenantId, id: MemoryId) -> Result<Option<Memory>>;
+
+    /// Up to `limit` of the owner's memories passing `filter`, newest first, strictly older
+    /// than `before`.
+    async fn list_memories(
+        &self,
+        owner: &TenantId,
+        filter: &MemoryFilter,
+        before: Option<MemoryId>,
+        limit: u32,
+    ) -> Result<Vec<Memory>>;
+
+    /// The memory and every memory it replaced, newest first; `None` when the owner has no
+    /// such memory.
+    async fn memory_history(&self, owner: &TenantId, id: MemoryId) -> Result<Option<Vec<Memory>>>;
+
+    /// Deletes a memory with its history; the integer keys of the rows deleted (for the
+    /// in-process indexes), `None` when the owner has no such memory.
+    async fn delete_memory(&self, owner: &TenantId, id: MemoryId) -> Result<Option<Vec<u64>>>;
+}
+
+/// [`MemoryStore`] over one backend's store type (`conn()` and `begin()`).
+macro_rules! memories_sql {
+    ($store:ty, $db:ty, vector_param = $vector_param:literal) => {
+        #[async_trait::async_trait]
+        impl $crate::store::memories::MemoryStore for $store {
+            async fn insert_memory(
+                &self,
+                new: &$crate::memory::NewMemory,
+                replace: $crate::store::memories::Replace,
+            ) -> $crate::error::Result<Option<$crate::memory::Inserted>> {
+                use $crate::memory::Inserted;
+                use $crate::store::memories::Replace;
+                let mut tx = self.begin().await?;
+                let now = $crate::store::rows::ms(chrono::Utc::now());
+                let id = new.id.to_string();
+                let owner = new.owner.as_str();
+                // Mark the replaced memory first: the new row may take its key.
+                let replaced: Option<String> = match (replace, &new.key) {
+                    (Replace::Nothing, _) | (Replace::Key, None) => None,
+                    (Replace::Memory(old), _) => {
+                        let old = old.to_string();
+                        let done = sqlx::query(
+                            "UPDATE memories SET superseded_by = $1, updated_at = $2 \
+                             WHERE owner = $3 AND id = $4 AND superseded_by IS NULL",
+                        )
+                        .bind(&id)
+                        .bind(now)
+                        .bind(owner)
+                        .bind(&old)
+                        .execute(&mut *tx)
+                        .await?;
+                        if done.rows_affected() == 0 {
+                            return Ok(None);
+                        }
+                        Some(old)
+                    }
+                    (Replace::Key, Some(key)) => {
+                        sqlx::query_scalar(
+                            "UPDATE memories SET superseded_by = $1, updated_at = $2 \
+                             WHERE owner = $3 AND key = $4 AND superseded_by IS NULL \
+                             RETURNING id",
+                        )
+                        .bind(&id)
+                        .bind(now)
+                        .bind(owner)
+                        .bind(key)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                    }
+                };
+                sqlx::query(concat!(
+                    "INSERT INTO memories (id, owner, text, importance, metadata, session, key, \
+                     occurred_at, created_at, updated_at, model, embedding) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, ",
+                    $vector_param,
+                    ")"
+                ))
+                .bind(&id)
+                .bind(owner)
+                .bind(&new.text)
+                .bind(f64::from(new.importance))
+                .bind(new.metadata.to_string())
+                .bind(&new.session)
+                .bind(&new.key)
+                .bind(new.occurred_at.map($crate::store::rows::ms))
+                .bind(now)
+                .bind(&new.model)
+                .bind(vector_value(&new.embedding))
+                .execute(&mut *tx)
+                .await?;
+                let sql = concat!(
+                    "SELECT ",
+                    $crate::store::memories::memory_columns!(),
+                    " FROM memories m WHERE m.owner = $1 AND m.id = $2"
+                );
+                let row = sqlx::query(sql)
+                    .bind(owner)
+                    .bind(&id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let memory = $crate::store::rows::memory_from_row(&row)?;
+                tx.commit().await?;
+                Ok(Some(match replaced {
+                    None => Inserted::Created(memory),
+                    Some(old) => Inserted::Superseded(
+                        memory,
+                        old.parse()
+                            .map_err(|e| $crate::store::rows::corrupt("memory id", e))?,
+                    ),
+                }))
+            }
+
+            async fn get_memory(
+                &self,
+                owner: &$crate::ids::TenantId,
+                id: $crate::ids::MemoryId,
+            ) -> $crate::error::Result<Option<$crate::memory::Memory>> {
+                let sql = concat!(
+                    "SELECT ",
+                    $crate::store::memories::memory_columns!(),
+                    " FROM memories m WHERE m.owner = $1 AND m.id = $2"
+                );
+                let row = sqlx::query(sql)
+                    .bind(owner.as_str())
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *self.conn().await?)
+                    .await?;
+                row.as_ref()
+                    .map($crate::store::rows::memory_from_row)
+                    .transpose()
+            }
+
+            async fn list_memories(
+                &self,
+                owner: &$crate::ids::TenantId,
+                filter: &$crate::memory::MemoryFilter,
+                before: Option<$crate::ids::MemoryId>,
+                limit: u32,
+            ) -> $crate::error::Result<Vec<$crate::memory::Memory>> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(concat!(
+                    "SELECT ",
+                    $crate::store::memories::memory_columns!(),
+                    " FROM memories m WHERE m.owner = "
+                ));
+                qb.push_bind(owner.as_str());
+                if !filter.include_superseded {
+                    qb.push(" AND m.superseded_by IS NULL");
+                }
+                if let Some(session) = &filter.session {
+                    qb.push(" AND m.session = ").push_bind(session.clone());
+                }
+                if let Some(key) = &filter.key {
+                    qb.push(" AND m.key = ").push_bind(key.clone());
+                }
+                if let Some(since) = filter.since {
+                    qb.push(" AND COALESCE(m.occurred_at, m.created_at) >= ")
+                        .push_bind($crate::store::rows::ms(since));
+                }
+                if let Some(until) = filter.until {
+                    qb.push(" AND COALESCE(m.occurred_at, m.created_at) < ")
+                        .push_bind($crate::store::rows::ms(until));
+                }
+                if let Some(before) = before {
+                    qb.push(" AND m.id < ").push_bind(before.to_string());
+                }
+                qb.push(" ORDER BY m.id DESC LIMIT ")
+                    .push_bind(i64::from(limit));
+                let rows = qb.build().fetch_all(&mut *self.conn().await?).await?;
+                rows.iter()
+                    .map($crate::store::rows::memory_from_row)
+                    .collect()
+            }
+
+            async fn memory_history(
+                &self,
+                owner: &$crate::ids::TenantId,
+                id: $crate::ids::MemoryId,
+            ) -> $crate::error::Result<Option<Vec<$crate::memory::Memory>>> {
+                let sql = concat!(
+                    $crate::store::memories::history_chain!(),
+                    "SELECT ",
+                    $crate::store::memories::memory_columns!(),
+                    " FROM memories m JOIN chain c ON c.id = m.id ORDER BY m.id DESC"
+                );
+                let rows = sqlx::query(sql)
+                    .bind(owner.as_str())
+                    .bind(id.to_string())
+                    .fetch_all(&mut *self.conn().await?)
+                    .await?;
+                if rows.is_empty() {
+                    return Ok(None);
+                }
+                rows.iter()
+                    .map($crate::store::rows::memory_from_row)
+                    .collect::<$crate::error::Result<Vec<_>>>()
+                    .map(Some)
+            }
+
+            async fn delete_memory(
+                &self,
+                owner: &$crate::ids::TenantId,
+                id: $crate::ids::MemoryId,
+            ) -> $crate::error::Result<Option<Vec<u64>>> {
+                let sql = concat!(
+                    $crate::store::memories::history_chain!(),
+                    "DELETE FROM memories WHERE owner = $1 AND id IN (SELECT id FROM chain) \
+                     RETURNING num"
+                );
+                let nums: Vec<i64> = sqlx::query_scalar(sql)
+                    .bind(owner.as_str())
+                    .bind(id.to_string())
+                    .fetch_all(&mut *self.conn().await?)
+                    .await?;
+                if nums.is_empty() {
+                    return Ok(None);
+                }
+                Ok(Some(nums.into_iter().map(|n| n as u64).collect()))
+            }
+        }
+    };
+}
+
+pub(crate) use memories_sql;
