@@ -75,6 +75,27 @@ pub trait MemoryStore: Send + Sync + 'static {
     /// such memory.
     async fn memory_history(&self, owner: &TenantId, id: MemoryId) -> Result<Option<Vec<Memory>>>;
 
+    /// The owner's memories passing `filter` embedded by `model`, as (integer key, vector),
+    /// for exact scoring.
+    async fn memory_vectors(
+        &self,
+        owner: &TenantId,
+        model: &str,
+        filter: &MemoryFilter,
+    ) -> Result<Vec<(u64, Vec<f32>)>>;
+
+    /// The owner's memories with these integer keys (others' and deleted ones left out).
+    async fn memories_by_num(&self, owner: &TenantId, nums: &[u64]) -> Result<Vec<(u64, Memory)>>;
+
+    /// Counts searches that returned these memories of the owner's, `(id, times)`, and
+    /// stamps them accessed `at`; one transaction for the batch. Unknown ids are skipped.
+    async fn record_access(
+        &self,
+        owner: &TenantId,
+        hits: &[(MemoryId, u32)],
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()>;
+
     /// Deletes a memory with its history; the integer keys of the rows deleted (for the
     /// in-process indexes), `None` when the owner has no such memory.
     async fn delete_memory(&self, owner: &TenantId, id: MemoryId) -> Result<Option<Vec<u64>>>;
@@ -82,7 +103,33 @@ pub trait MemoryStore: Send + Sync + 'static {
 
 /// [`MemoryStore`] over one backend's store type (`conn()` and `begin()`).
 macro_rules! memories_sql {
-    ($store:ty, $db:ty, vector_param = $vector_param:literal) => {
+    ($store:ty, $db:ty, vector_param = $vector_param:literal, embedding = $embedding:literal) => {
+        /// Appends the owner and `filter` as conditions on `m` (after a `WHERE`).
+        fn push_memory_filter<'a>(
+            qb: &mut sqlx::QueryBuilder<'a, $db>,
+            owner: &'a $crate::ids::TenantId,
+            filter: &'a $crate::memory::MemoryFilter,
+        ) {
+            qb.push("m.owner = ").push_bind(owner.as_str());
+            if !filter.include_superseded {
+                qb.push(" AND m.superseded_by IS NULL");
+            }
+            if let Some(session) = &filter.session {
+                qb.push(" AND m.session = ").push_bind(session.as_str());
+            }
+            if let Some(key) = &filter.key {
+                qb.push(" AND m.key = ").push_bind(key.as_str());
+            }
+            if let Some(since) = filter.since {
+                qb.push(" AND COALESCE(m.occurred_at, m.created_at) >= ")
+                    .push_bind($crate::store::rows::ms(since));
+            }
+            if let Some(until) = filter.until {
+                qb.push(" AND COALESCE(m.occurred_at, m.created_at) < ")
+                    .push_bind($crate::store::rows::ms(until));
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::memories::MemoryStore for $store {
             async fn insert_memory(
@@ -202,26 +249,9 @@ macro_rules! memories_sql {
                 let mut qb = sqlx::QueryBuilder::<$db>::new(concat!(
                     "SELECT ",
                     $crate::store::memories::memory_columns!(),
-                    " FROM memories m WHERE m.owner = "
+                    " FROM memories m WHERE "
                 ));
-                qb.push_bind(owner.as_str());
-                if !filter.include_superseded {
-                    qb.push(" AND m.superseded_by IS NULL");
-                }
-                if let Some(session) = &filter.session {
-                    qb.push(" AND m.session = ").push_bind(session.clone());
-                }
-                if let Some(key) = &filter.key {
-                    qb.push(" AND m.key = ").push_bind(key.clone());
-                }
-                if let Some(since) = filter.since {
-                    qb.push(" AND COALESCE(m.occurred_at, m.created_at) >= ")
-                        .push_bind($crate::store::rows::ms(since));
-                }
-                if let Some(until) = filter.until {
-                    qb.push(" AND COALESCE(m.occurred_at, m.created_at) < ")
-                        .push_bind($crate::store::rows::ms(until));
-                }
+                push_memory_filter(&mut qb, owner, filter);
                 if let Some(before) = before {
                     qb.push(" AND m.id < ").push_bind(before.to_string());
                 }
@@ -256,6 +286,86 @@ macro_rules! memories_sql {
                     .map($crate::store::rows::memory_from_row)
                     .collect::<$crate::error::Result<Vec<_>>>()
                     .map(Some)
+            }
+
+            async fn memory_vectors(
+                &self,
+                owner: &$crate::ids::TenantId,
+                model: &str,
+                filter: &$crate::memory::MemoryFilter,
+            ) -> $crate::error::Result<Vec<(u64, Vec<f32>)>> {
+                use sqlx::Row as _;
+                let mut qb = sqlx::QueryBuilder::<$db>::new(concat!(
+                    "SELECT m.num, ",
+                    $embedding,
+                    " FROM memories m WHERE "
+                ));
+                push_memory_filter(&mut qb, owner, filter);
+                qb.push(" AND m.model = ").push_bind(model);
+                let rows = qb.build().fetch_all(&mut *self.conn().await?).await?;
+                rows.iter()
+                    .map(|r| Ok((r.try_get::<i64, _>("num")? as u64, embedding_of(r)?)))
+                    .collect()
+            }
+
+            async fn memories_by_num(
+                &self,
+                owner: &$crate::ids::TenantId,
+                nums: &[u64],
+            ) -> $crate::error::Result<Vec<(u64, $crate::memory::Memory)>> {
+                use sqlx::Row as _;
+                if nums.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut qb = sqlx::QueryBuilder::<$db>::new(concat!(
+                    "SELECT m.num, ",
+                    $crate::store::memories::memory_columns!(),
+                    " FROM memories m WHERE m.owner = "
+                ));
+                qb.push_bind(owner.as_str()).push(" AND m.num IN (");
+                let mut list = qb.separated(", ");
+                for n in nums {
+                    list.push_bind(*n as i64);
+                }
+                qb.push(")");
+                let rows = qb.build().fetch_all(&mut *self.conn().await?).await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok((
+                            r.try_get::<i64, _>("num")? as u64,
+                            $crate::store::rows::memory_from_row(r)?,
+                        ))
+                    })
+                    .collect()
+            }
+
+            async fn record_access(
+                &self,
+                owner: &$crate::ids::TenantId,
+                hits: &[($crate::ids::MemoryId, u32)],
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::error::Result<()> {
+                if hits.is_empty() {
+                    return Ok(());
+                }
+                let at = $crate::store::rows::ms(at);
+                let mut tx = self.begin().await?;
+                for (id, times) in hits {
+                    sqlx::query(
+                        "UPDATE memories SET access_count = access_count + $1, \
+                         last_accessed_at = CASE WHEN last_accessed_at IS NULL \
+                         OR last_accessed_at < $2 THEN $2 ELSE last_accessed_at END \
+                         WHERE owner = $3 AND id = $4",
+                    )
+                    .bind(i64::from(*times))
+                    .bind(at)
+                    .bind(owner.as_str())
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn delete_memory(

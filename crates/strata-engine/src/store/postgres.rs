@@ -311,7 +311,8 @@ super::documents::documents_sql!(
 super::memories::memories_sql!(
     PostgresStore,
     sqlx::Postgres,
-    vector_param = "$11::real[]::vector"
+    vector_param = "$11::real[]::vector",
+    embedding = "m.embedding::real[] AS embedding"
 );
 
 super::meta::meta_sql!(PostgresStore);

@@ -130,7 +130,12 @@ super::documents::documents_sql!(
     tags_json = "(SELECT json_group_array(tag) FROM (SELECT tag FROM document_tags t WHERE t.document_id = d.id ORDER BY tag))"
 );
 
-super::memories::memories_sql!(SqliteStore, sqlx::Sqlite, vector_param = "$11");
+super::memories::memories_sql!(
+    SqliteStore,
+    sqlx::Sqlite,
+    vector_param = "$11",
+    embedding = "m.embedding"
+);
 
 super::meta::meta_sql!(SqliteStore);
 

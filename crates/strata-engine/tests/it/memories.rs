@@ -157,6 +157,43 @@ async fn contract(s: Arc<dyn Store>) {
     };
     assert_eq!(ids(&list(recent, None, 10).await), [e.id, b.id]);
 
+    // Vectors of the current memories for exact scoring, and the rows behind their keys.
+    let vectors = s.memory_vectors(&alice, "m", &all).await.unwrap();
+    let mut found: Vec<Vec<f32>> = vectors.iter().map(|(_, v)| v.clone()).collect();
+    found.sort_by(|x, y| y.partial_cmp(x).unwrap());
+    assert_eq!(found, [unit(2), unit(7)]);
+    assert!(
+        s.memory_vectors(&alice, "other", &all)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let nums: Vec<u64> = vectors.iter().map(|(n, _)| *n).collect();
+    let mut rows: Vec<MemoryId> = s
+        .memories_by_num(&alice, &nums)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, m)| m.id)
+        .collect();
+    rows.sort();
+    let mut want = vec![b.id, e.id];
+    want.sort();
+    assert_eq!(rows, want);
+    assert!(s.memories_by_num(&bob, &nums).await.unwrap().is_empty());
+
+    // Access: counted per batch, the latest time kept, only the owner's.
+    let t1 = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+    s.record_access(&alice, &[(b.id, 2), (MemoryId::new(), 1)], t1)
+        .await
+        .unwrap();
+    s.record_access(&alice, &[(b.id, 1)], t1 - chrono::Duration::days(1))
+        .await
+        .unwrap();
+    s.record_access(&bob, &[(b.id, 5)], t1).await.unwrap();
+    let b_now = s.get_memory(&alice, b.id).await.unwrap().unwrap();
+    assert_eq!((b_now.access_count, b_now.last_accessed_at), (3, Some(t1)));
+
     // History: the chain a memory replaced, newest first; only the owner's.
     let history = s.memory_history(&alice, b.id).await.unwrap().unwrap();
     assert_eq!(ids(&history), [b.id, a.id]);
