@@ -93,3 +93,49 @@ pub enum Inserted {
     /// A new memory that replaced this current one (now its history).
     Superseded(Memory, MemoryId),
 }
+
+/// An in-place change to a current memory (a merged near-duplicate or a patch); absent
+/// fields stay as they are.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryChange {
+    /// A new text with the model and embedding of it.
+    pub text: Option<(String, String, Vec<f32>)>,
+    /// A new importance.
+    pub importance: Option<f32>,
+    /// New metadata (replaces the old object).
+    pub metadata: Option<serde_json::Value>,
+    /// A new session, or none.
+    pub session: Option<Option<String>>,
+    /// A new time of occurrence, or none.
+    pub occurred_at: Option<Option<DateTime<Utc>>>,
+    /// Why it changed, recorded with the earlier state: `merged` or `patched`.
+    pub reason: &'static str,
+}
+
+/// A memory's state before an in-place change.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct MemoryVersion {
+    /// The memory it belongs to.
+    pub memory_id: MemoryId,
+    /// Its text then.
+    pub text: String,
+    /// Its importance then.
+    pub importance: f32,
+    /// Its metadata then.
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+    /// When that state was replaced.
+    pub replaced_at: DateTime<Utc>,
+    /// Why: `merged` or `patched`.
+    pub reason: String,
+}
+
+/// A memory's history: it and the memories it replaced (newest first), and their earlier
+/// in-place states (newest first).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct MemoryHistory {
+    /// The memory, then each memory it replaced, directly or through others.
+    pub chain: Vec<Memory>,
+    /// Earlier states of the memories in `chain`.
+    pub versions: Vec<MemoryVersion>,
+}

@@ -25,3 +25,16 @@ CREATE UNIQUE INDEX memories_owner_key ON memories (owner, key)
     WHERE key IS NOT NULL AND superseded_by IS NULL;
 CREATE INDEX memories_owner_session ON memories (owner, session, id) WHERE session IS NOT NULL;
 CREATE INDEX memories_superseded_by ON memories (superseded_by) WHERE superseded_by IS NOT NULL;
+
+-- A memory's earlier states, written when it changes in place (a merged near-duplicate, a
+-- patch): the state before the change and why it changed. Deleted with the memory.
+CREATE TABLE memory_versions (
+    memory_id   TEXT NOT NULL,
+    owner       TEXT NOT NULL,
+    replaced_at INTEGER NOT NULL,
+    reason      TEXT NOT NULL,
+    text        TEXT NOT NULL,
+    importance  REAL NOT NULL,
+    metadata    TEXT NOT NULL
+);
+CREATE INDEX memory_versions_memory ON memory_versions (memory_id, replaced_at);

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::ids::{MemoryId, TenantId};
-use crate::memory::{Inserted, Memory, MemoryFilter, NewMemory};
+use crate::memory::{Inserted, Memory, MemoryChange, MemoryFilter, MemoryHistory, NewMemory};
 
 /// Columns of a memory row, in the order [`super::rows::memory_from_row`] reads them.
 macro_rules! memory_columns {
@@ -71,9 +71,19 @@ pub trait MemoryStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Memory>>;
 
-    /// The memory and every memory it replaced, newest first; `None` when the owner has no
-    /// such memory.
-    async fn memory_history(&self, owner: &TenantId, id: MemoryId) -> Result<Option<Vec<Memory>>>;
+    /// The memory, every memory it replaced, and their earlier states; `None` when the
+    /// owner has no such memory.
+    async fn memory_history(&self, owner: &TenantId, id: MemoryId)
+    -> Result<Option<MemoryHistory>>;
+
+    /// Changes a current memory of the owner's in place, keeping its earlier state as a
+    /// version; `None` when the owner has no such current memory.
+    async fn change_memory(
+        &self,
+        owner: &TenantId,
+        id: MemoryId,
+        change: &MemoryChange,
+    ) -> Result<Option<Memory>>;
 
     /// The owner's memories passing `filter` embedded by `model`, as (integer key, vector),
     /// for exact scoring.
@@ -103,7 +113,13 @@ pub trait MemoryStore: Send + Sync + 'static {
 
 /// [`MemoryStore`] over one backend's store type (`conn()` and `begin()`).
 macro_rules! memories_sql {
-    ($store:ty, $db:ty, vector_param = $vector_param:literal, embedding = $embedding:literal) => {
+    (
+        $store:ty,
+        $db:ty,
+        vector_param = $vector_param:literal,
+        vector_cast = $vector_cast:literal,
+        embedding = $embedding:literal
+    ) => {
         /// Appends the owner and `filter` as conditions on `m` (after a `WHERE`).
         fn push_memory_filter<'a>(
             qb: &mut sqlx::QueryBuilder<'a, $db>,
@@ -267,7 +283,9 @@ macro_rules! memories_sql {
                 &self,
                 owner: &$crate::ids::TenantId,
                 id: $crate::ids::MemoryId,
-            ) -> $crate::error::Result<Option<Vec<$crate::memory::Memory>>> {
+            ) -> $crate::error::Result<Option<$crate::memory::MemoryHistory>> {
+                use sqlx::Row as _;
+                let mut conn = self.conn().await?;
                 let sql = concat!(
                     $crate::store::memories::history_chain!(),
                     "SELECT ",
@@ -277,15 +295,112 @@ macro_rules! memories_sql {
                 let rows = sqlx::query(sql)
                     .bind(owner.as_str())
                     .bind(id.to_string())
-                    .fetch_all(&mut *self.conn().await?)
+                    .fetch_all(&mut *conn)
                     .await?;
                 if rows.is_empty() {
                     return Ok(None);
                 }
-                rows.iter()
+                let chain = rows
+                    .iter()
                     .map($crate::store::rows::memory_from_row)
-                    .collect::<$crate::error::Result<Vec<_>>>()
-                    .map(Some)
+                    .collect::<$crate::error::Result<Vec<_>>>()?;
+                let sql = concat!(
+                    $crate::store::memories::history_chain!(),
+                    "SELECT v.memory_id, v.text, v.importance, v.metadata, v.replaced_at, v.reason \
+                     FROM memory_versions v JOIN chain c ON c.id = v.memory_id \
+                     WHERE v.owner = $1 ORDER BY v.replaced_at DESC, v.memory_id DESC"
+                );
+                let rows = sqlx::query(sql)
+                    .bind(owner.as_str())
+                    .bind(id.to_string())
+                    .fetch_all(&mut *conn)
+                    .await?;
+                let versions = rows
+                    .iter()
+                    .map(|r| {
+                        let id: String = r.try_get("memory_id")?;
+                        let metadata: String = r.try_get("metadata")?;
+                        Ok($crate::memory::MemoryVersion {
+                            memory_id: id
+                                .parse()
+                                .map_err(|e| $crate::store::rows::corrupt("memory id", e))?,
+                            text: r.try_get("text")?,
+                            importance: r.try_get::<f64, _>("importance")? as f32,
+                            metadata: serde_json::from_str(&metadata)
+                                .map_err(|e| $crate::store::rows::corrupt("metadata", e))?,
+                            replaced_at: $crate::store::rows::from_ms(r.try_get("replaced_at")?)?,
+                            reason: r.try_get("reason")?,
+                        })
+                    })
+                    .collect::<$crate::error::Result<Vec<_>>>()?;
+                Ok(Some($crate::memory::MemoryHistory { chain, versions }))
+            }
+
+            async fn change_memory(
+                &self,
+                owner: &$crate::ids::TenantId,
+                id: $crate::ids::MemoryId,
+                change: &$crate::memory::MemoryChange,
+            ) -> $crate::error::Result<Option<$crate::memory::Memory>> {
+                let mut tx = self.begin().await?;
+                let now = $crate::store::rows::ms(chrono::Utc::now());
+                let id = id.to_string();
+                // The state being replaced becomes a version, only of a current memory.
+                let kept = sqlx::query(
+                    "INSERT INTO memory_versions \
+                     (memory_id, owner, replaced_at, reason, text, importance, metadata) \
+                     SELECT id, owner, $1, $2, text, importance, metadata FROM memories \
+                     WHERE owner = $3 AND id = $4 AND superseded_by IS NULL",
+                )
+                .bind(now)
+                .bind(change.reason)
+                .bind(owner.as_str())
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+                if kept.rows_affected() == 0 {
+                    return Ok(None);
+                }
+                let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE memories SET updated_at = ");
+                qb.push_bind(now);
+                if let Some((text, model, embedding)) = &change.text {
+                    qb.push(", text = ").push_bind(text.as_str());
+                    qb.push(", model = ").push_bind(model.as_str());
+                    qb.push(", embedding = ")
+                        .push_bind(vector_value(embedding))
+                        .push($vector_cast);
+                }
+                if let Some(importance) = change.importance {
+                    qb.push(", importance = ").push_bind(f64::from(importance));
+                }
+                if let Some(metadata) = &change.metadata {
+                    qb.push(", metadata = ").push_bind(metadata.to_string());
+                }
+                if let Some(session) = &change.session {
+                    qb.push(", session = ").push_bind(session.as_deref());
+                }
+                if let Some(at) = change.occurred_at {
+                    qb.push(", occurred_at = ")
+                        .push_bind(at.map($crate::store::rows::ms));
+                }
+                qb.push(" WHERE owner = ")
+                    .push_bind(owner.as_str())
+                    .push(" AND id = ")
+                    .push_bind(&id);
+                qb.build().execute(&mut *tx).await?;
+                let sql = concat!(
+                    "SELECT ",
+                    $crate::store::memories::memory_columns!(),
+                    " FROM memories m WHERE m.owner = $1 AND m.id = $2"
+                );
+                let row = sqlx::query(sql)
+                    .bind(owner.as_str())
+                    .bind(&id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let memory = $crate::store::rows::memory_from_row(&row)?;
+                tx.commit().await?;
+                Ok(Some(memory))
             }
 
             async fn memory_vectors(
@@ -378,14 +493,26 @@ macro_rules! memories_sql {
                     "DELETE FROM memories WHERE owner = $1 AND id IN (SELECT id FROM chain) \
                      RETURNING num"
                 );
+                let mut tx = self.begin().await?;
+                let versions = concat!(
+                    $crate::store::memories::history_chain!(),
+                    "DELETE FROM memory_versions WHERE owner = $1 \
+                     AND memory_id IN (SELECT id FROM chain)"
+                );
+                sqlx::query(versions)
+                    .bind(owner.as_str())
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
                 let nums: Vec<i64> = sqlx::query_scalar(sql)
                     .bind(owner.as_str())
                     .bind(id.to_string())
-                    .fetch_all(&mut *self.conn().await?)
+                    .fetch_all(&mut *tx)
                     .await?;
                 if nums.is_empty() {
                     return Ok(None);
                 }
+                tx.commit().await?;
                 Ok(Some(nums.into_iter().map(|n| n as u64).collect()))
             }
         }

@@ -312,6 +312,7 @@ super::memories::memories_sql!(
     PostgresStore,
     sqlx::Postgres,
     vector_param = "$11::real[]::vector",
+    vector_cast = "::real[]::vector",
     embedding = "m.embedding::real[] AS embedding"
 );
 

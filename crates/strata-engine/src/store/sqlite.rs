@@ -134,6 +134,7 @@ super::memories::memories_sql!(
     SqliteStore,
     sqlx::Sqlite,
     vector_param = "$11",
+    vector_cast = "",
     embedding = "m.embedding"
 );
 

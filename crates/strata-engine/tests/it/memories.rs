@@ -9,7 +9,7 @@ use chrono::{TimeZone, Utc};
 use serde_json::json;
 use strata_engine::TenantId;
 use strata_engine::ids::MemoryId;
-use strata_engine::memory::{Inserted, Memory, MemoryFilter, NewMemory};
+use strata_engine::memory::{Inserted, Memory, MemoryChange, MemoryFilter, NewMemory};
 use strata_engine::store::{Replace, Store};
 
 use crate::backends::{on_postgres, on_sqlite, unit};
@@ -196,12 +196,88 @@ async fn contract(s: Arc<dyn Store>) {
 
     // History: the chain a memory replaced, newest first; only the owner's.
     let history = s.memory_history(&alice, b.id).await.unwrap().unwrap();
-    assert_eq!(ids(&history), [b.id, a.id]);
+    assert_eq!(ids(&history.chain), [b.id, a.id]);
+    assert!(history.versions.is_empty());
     assert_eq!(
-        ids(&s.memory_history(&alice, a.id).await.unwrap().unwrap()),
+        ids(&s.memory_history(&alice, a.id).await.unwrap().unwrap().chain),
         [a.id]
     );
     assert!(s.memory_history(&bob, b.id).await.unwrap().is_none());
+
+    // In-place changes keep the earlier state as a version; history is immutable.
+    let merged = MemoryChange {
+        text: Some(("works at the city library".into(), "m".into(), unit(3))),
+        importance: Some(0.9),
+        reason: "merged",
+        ..Default::default()
+    };
+    let e2 = s
+        .change_memory(&alice, e.id, &merged)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (e2.text.as_str(), e2.importance),
+        ("works at the city library", 0.9)
+    );
+    assert_eq!(
+        (e2.created_at, e2.metadata.clone()),
+        (e.created_at, e.metadata.clone())
+    );
+    let patched = MemoryChange {
+        metadata: Some(json!({"source": "chat"})),
+        session: Some(Some("s2".into())),
+        reason: "patched",
+        ..Default::default()
+    };
+    let e3 = s
+        .change_memory(&alice, e.id, &patched)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e3.text, e2.text);
+    assert_eq!(
+        (e3.metadata.clone(), e3.session.as_deref()),
+        (json!({"source": "chat"}), Some("s2"))
+    );
+    assert!(
+        s.change_memory(&alice, a.id, &patched)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.change_memory(&bob, e.id, &patched)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let vectors = s.memory_vectors(&alice, "m", &all).await.unwrap();
+    assert!(
+        vectors.iter().any(|(_, v)| *v == unit(3)),
+        "the merged text's vector"
+    );
+    let h = s.memory_history(&alice, e.id).await.unwrap().unwrap();
+    assert_eq!(ids(&h.chain), [e.id, d.id]);
+    let reasons: Vec<(&str, &str)> = h
+        .versions
+        .iter()
+        .map(|v| (v.reason.as_str(), v.text.as_str()))
+        .collect();
+    assert!(
+        reasons
+            == [
+                ("patched", "works at the city library"),
+                ("merged", "works at the library")
+            ]
+            || reasons
+                == [
+                    ("merged", "works at the library"),
+                    ("patched", "works at the city library")
+                ],
+        "{reasons:?}"
+    );
+    assert!(h.versions.iter().all(|v| v.memory_id == e.id));
 
     // Deleting takes the history with it; another tenant cannot delete.
     assert!(s.delete_memory(&bob, b.id).await.unwrap().is_none());
