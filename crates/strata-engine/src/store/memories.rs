@@ -120,6 +120,27 @@ macro_rules! memories_sql {
         vector_cast = $vector_cast:literal,
         embedding = $embedding:literal
     ) => {
+        /// One memory of the owner's, read on `conn` (inside a transaction or not).
+        async fn memory_in(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            owner: &str,
+            id: &str,
+        ) -> $crate::error::Result<Option<$crate::memory::Memory>> {
+            let sql = concat!(
+                "SELECT ",
+                $crate::store::memories::memory_columns!(),
+                " FROM memories m WHERE m.owner = $1 AND m.id = $2"
+            );
+            let row = sqlx::query(sql)
+                .bind(owner)
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            row.as_ref()
+                .map($crate::store::rows::memory_from_row)
+                .transpose()
+        }
+
         /// Appends the owner and `filter` as conditions on `m` (after a `WHERE`).
         fn push_memory_filter<'a>(
             qb: &mut sqlx::QueryBuilder<'a, $db>,
@@ -213,17 +234,9 @@ macro_rules! memories_sql {
                 .bind(vector_value(&new.embedding))
                 .execute(&mut *tx)
                 .await?;
-                let sql = concat!(
-                    "SELECT ",
-                    $crate::store::memories::memory_columns!(),
-                    " FROM memories m WHERE m.owner = $1 AND m.id = $2"
-                );
-                let row = sqlx::query(sql)
-                    .bind(owner)
-                    .bind(&id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let memory = $crate::store::rows::memory_from_row(&row)?;
+                let memory = memory_in(&mut tx, owner, &id).await?.ok_or_else(|| {
+                    $crate::error::EngineError::Internal("inserted memory vanished".into())
+                })?;
                 tx.commit().await?;
                 Ok(Some(match replaced {
                     None => Inserted::Created(memory),
@@ -240,19 +253,7 @@ macro_rules! memories_sql {
                 owner: &$crate::ids::TenantId,
                 id: $crate::ids::MemoryId,
             ) -> $crate::error::Result<Option<$crate::memory::Memory>> {
-                let sql = concat!(
-                    "SELECT ",
-                    $crate::store::memories::memory_columns!(),
-                    " FROM memories m WHERE m.owner = $1 AND m.id = $2"
-                );
-                let row = sqlx::query(sql)
-                    .bind(owner.as_str())
-                    .bind(id.to_string())
-                    .fetch_optional(&mut *self.conn().await?)
-                    .await?;
-                row.as_ref()
-                    .map($crate::store::rows::memory_from_row)
-                    .transpose()
+                memory_in(&mut *self.conn().await?, owner.as_str(), &id.to_string()).await
             }
 
             async fn list_memories(
@@ -388,19 +389,9 @@ macro_rules! memories_sql {
                     .push(" AND id = ")
                     .push_bind(&id);
                 qb.build().execute(&mut *tx).await?;
-                let sql = concat!(
-                    "SELECT ",
-                    $crate::store::memories::memory_columns!(),
-                    " FROM memories m WHERE m.owner = $1 AND m.id = $2"
-                );
-                let row = sqlx::query(sql)
-                    .bind(owner.as_str())
-                    .bind(&id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let memory = $crate::store::rows::memory_from_row(&row)?;
+                let memory = memory_in(&mut tx, owner.as_str(), &id).await?;
                 tx.commit().await?;
-                Ok(Some(memory))
+                Ok(memory)
             }
 
             async fn memory_vectors(
