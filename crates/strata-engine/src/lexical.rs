@@ -34,6 +34,22 @@ pub(crate) struct LocalLexical {
     changes: Mutex<()>,
 }
 
+impl LocalLexical {
+    /// Indexes the embedded chunks the database holds now, of one document or of all, page
+    /// by page.
+    async fn load(self: &Arc<Self>, store: &dyn Store, document: Option<DocumentId>) -> Result<()> {
+        let mut after = 0;
+        loop {
+            let rows = store.scan_texts(&self.model, after, PAGE, document).await?;
+            let Some(last) = rows.last() else { break };
+            after = last.0;
+            let this = self.clone();
+            blocking(move || this.index.add(&rows)).await?;
+        }
+        Ok(())
+    }
+}
+
 /// The lexical search of one engine.
 #[derive(Clone)]
 pub(crate) enum Lexical {
@@ -52,14 +68,7 @@ impl Lexical {
             model: model.to_owned(),
             changes: Mutex::new(()),
         });
-        let mut after = 0;
-        loop {
-            let rows = store.scan_texts(model, after, PAGE, None).await?;
-            let Some(last) = rows.last() else { break };
-            after = last.0;
-            let l = local.clone();
-            blocking(move || l.index.add(&rows)).await?;
-        }
+        local.load(store, None).await?;
         let stats = local.index.stats();
         info!(
             texts = stats.texts,
@@ -83,17 +92,7 @@ impl Lexical {
             return Ok(());
         };
         let _order = local.changes.lock().await;
-        let mut after = 0;
-        loop {
-            let rows = store
-                .scan_texts(&local.model, after, PAGE, Some(document))
-                .await?;
-            let Some(last) = rows.last() else { break };
-            after = last.0;
-            let l = local.clone();
-            blocking(move || l.index.add(&rows)).await?;
-        }
-        Ok(())
+        local.load(store, Some(document)).await
     }
 
     /// Forgets chunks that were deleted.
