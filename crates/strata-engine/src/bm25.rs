@@ -106,10 +106,9 @@ struct Inner {
     /// Owner -> its shard's index in `shards`.
     owners: HashMap<TenantId, u32>,
     shards: Vec<Shard>,
-    /// Id -> shard index << 32 | slot.
+    /// Id -> shard index << 32 | slot: one entry per live text.
     slots: HashMap<u64, u64>,
-    /// Live texts and the sum of their lengths.
-    texts: u64,
+    /// The sum of the live texts' lengths.
     tokens: u64,
 }
 
@@ -240,7 +239,6 @@ impl Bm25Index {
                     .push((slot << TF_BITS) | n.min(255));
             }
             slots.insert(id, (u64::from(s) << 32) | u64::from(slot));
-            inner.texts += 1;
             inner.tokens += u64::from(len);
         }
         Ok(())
@@ -283,10 +281,10 @@ impl Bm25Index {
             return Vec::new();
         };
         let shard = &inner.shards[s as usize];
-        if limit == 0 || inner.texts == 0 {
+        if limit == 0 || inner.slots.is_empty() {
             return Vec::new();
         }
-        let n = inner.texts as f32;
+        let n = inner.slots.len() as f32;
         let avgdl = (inner.tokens as f32 / n).max(f32::MIN_POSITIVE);
         // Allowed slots, from the allowed ids this owner holds.
         let gate: Option<Vec<bool>> = allowed.map(|ids| {
@@ -392,7 +390,7 @@ impl Bm25Index {
                 + shard.lens.capacity() * 4;
         }
         Bm25Stats {
-            texts: inner.texts,
+            texts: inner.slots.len() as u64,
             terms: inner.terms.len(),
             postings,
             heap_bytes: heap,
@@ -405,7 +403,6 @@ fn remove_locked(inner: &mut Inner, ids: &[u64]) {
         df,
         shards,
         slots,
-        texts,
         tokens,
         ..
     } = inner;
@@ -418,7 +415,6 @@ fn remove_locked(inner: &mut Inner, ids: &[u64]) {
         let shard = &mut shards[s as usize];
         let len = std::mem::replace(&mut shard.lens[slot as usize], DEAD);
         shard.dead += 1;
-        *texts -= 1;
         *tokens -= u64::from(len);
         touched.insert(s);
     }
