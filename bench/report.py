@@ -181,6 +181,24 @@ if ov:
         f"p50 {ov.get('overload_accepted_p50_ms', 0):.1f} ms, {ov.get('overload_accepted_rps', 0):.0f} req/s accepted")
     row("at 4 x capacity: share rejected", ov.get("overload_rejected_share"), "")
 
+mem = by.get("memories", [{}])[0]
+if mem:
+    lines.append(f"memories: {mem.get('users')} tenants x {mem.get('memories_per_user')} memories "
+                 "(seed 002's figures beside strata's):")
+    row("search, uncached (fresh process, new query) p50", mem.get("search_uncached_p50_ms"), "ms",
+        f"p95 {mem.get('search_uncached_p95_ms', 0):.1f} ms")
+    row("preload per tenant p50", mem.get("preload_p50_ms"), "ms",
+        f"p95 {mem.get('preload_p95_ms', 0):.1f} ms; seed 002: 8.78 ms")
+    row("search after preload, new query p50", mem.get("search_after_preload_new_query_p50_ms"), "ms",
+        f"p95 {mem.get('search_after_preload_new_query_p95_ms', 0):.1f} ms")
+    row("search after preload, frequent query p50", mem.get("search_after_preload_frequent_query_p50_ms"), "ms",
+        f"p95 {mem.get('search_after_preload_frequent_query_p95_ms', 0):.1f} ms")
+    row("ranking of 50 memories, in process", mem.get("rank_50_in_process_us"), "us", "seed 002: 7,340 us")
+    row("search of a 50-memory tenant over HTTP p50", mem.get("search_50_memories_p50_ms"), "ms",
+        "the whole request, cached query embedding")
+    row("mixed memory workload", mem.get("mixed_ops_per_sec"), "ops/s", "seed 002: 12,014 (target 15,000)")
+    row("adds", mem.get("adds_per_sec"), "adds/s", f"raw model {mem.get('raw_model_per_sec', 0):.0f}/s")
+
 lines.append("targets (ratios measured in this run):")
 target("dynamic batching / batch 1", dyn / b1 if dyn and b1 else None, ">=", 3.0)
 target("ingestion / raw model", s.get("ingest_vs_raw"), ">=", 0.85)
@@ -248,6 +266,11 @@ if ov:
     target("overload: accepted p99 / unloaded p99", ov.get("accepted_p99_over_unloaded_p99"), "<=", 2.0)
     target("overload: time to a rejection, p99 (ms)", ov.get("overload_rejected_p99_ms"), "<=", 5.0)
     target("overload: timeouts", float(ov.get("overload_timeouts_total", 0)), "<=", 0.0)
+if mem:
+    r50 = mem.get("rank_50_in_process_us")
+    target("memories: ranking of 50 (ms)", r50 / 1000 if r50 is not None else None, "<=", 1.0)
+    target("memories: adds / raw model", mem.get("adds_over_raw_model"), ">=", 0.85)
+    target("memories: mixed ops/s / seed 002's 15,000 target", (mem.get("mixed_ops_per_sec") or 0) / 15000, ">=", 1.0)
 target("combined hit ratio after warm-up (Zipf)", z.get("combined_hit_ratio"), ">=", 0.9)
 for c in ("embedded", "postgres_redis"):
     runs = [r for r in mx.get("runs", []) if r["contender"] == c] if mx else []

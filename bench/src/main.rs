@@ -4,6 +4,7 @@
 //! Every load loop here is bounded in count and time, and talks only to loopback.
 
 mod cache;
+mod memories;
 mod mixed;
 mod overload;
 mod scale;
@@ -137,6 +138,40 @@ enum Cmd {
         /// Extra arguments for `strata serve`, after `--` (the admission settings under test).
         #[arg(last = true)]
         extra: Vec<String>,
+    },
+    /// Memories at scale: search uncached and after preload, preload per tenant, ranking of
+    /// 50, a mixed workload's operations per second, adds against the raw model.
+    Memories {
+        /// Sentences file (the data set's texts, then queries and texts to add).
+        #[arg(long)]
+        corpus: PathBuf,
+        /// The ANN data set of the same corpus (its base vectors are the memories').
+        #[arg(long)]
+        dataset: PathBuf,
+        /// Data directory (created fresh).
+        #[arg(long)]
+        data: PathBuf,
+        /// The `strata` binary to run.
+        #[arg(long)]
+        strata_bin: PathBuf,
+        /// Tenants.
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        /// Memories per tenant.
+        #[arg(long, default_value_t = 10_000)]
+        per_user: usize,
+        /// Seconds of the mixed workload per round.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Concurrent clients of the mixed workload.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Texts per add-rate measurement.
+        #[arg(long, default_value_t = 640)]
+        adds: usize,
+        /// Alternated rounds.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// In-process cache engines under a Zipf(1.0) read-heavy workload on 2 threads: every
     /// miss inserts; capacity in bytes is a fraction of the working set.
@@ -494,6 +529,35 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
                     seconds,
                     rounds,
                     extra,
+                },
+            )
+            .await
+        }
+        Cmd::Memories {
+            corpus,
+            dataset,
+            data,
+            strata_bin,
+            users,
+            per_user,
+            seconds,
+            connections,
+            adds,
+            rounds,
+        } => {
+            memories::run(
+                &strata_bin,
+                &files,
+                &corpus,
+                &dataset,
+                &data,
+                memories::MemoryRun {
+                    users,
+                    per_user,
+                    seconds,
+                    connections,
+                    adds,
+                    rounds,
                 },
             )
             .await

@@ -32,7 +32,7 @@ pub use candle::CandleMiniLm;
 pub use error::EmbedError;
 pub use files::{MODEL_ONNX, ModelFiles};
 pub use http::{BreakerState, HttpEmbedder, HttpSettings};
-pub use onnx::OnnxMiniLm;
+pub use onnx::{MODEL_ID, OnnxMiniLm};
 pub use tokenizer::TextTokenizer;
 
 /// Something that turns texts into unit-length vectors.

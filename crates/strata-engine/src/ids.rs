@@ -18,6 +18,8 @@ pub enum IdKind {
     Job,
     /// A memory.
     Memory,
+    /// A session.
+    Session,
 }
 
 impl fmt::Display for IdKind {
@@ -26,6 +28,7 @@ impl fmt::Display for IdKind {
             IdKind::Document => "document",
             IdKind::Job => "job",
             IdKind::Memory => "memory",
+            IdKind::Session => "session",
         })
     }
 }

@@ -1,6 +1,6 @@
 //! strata's domain: documents, chunks, tags, a generic durable job queue (ingestion is one
-//! kind) and semantic search, as services ([`DocumentService`], [`SearchService`],
-//! [`JobService`], [`AdminService`]) wired once by [`Engine::open`], over storage by
+//! kind), hybrid search and agents' memories, as services ([`DocumentService`],
+//! [`SearchService`], [`JobService`], [`MemoryService`], [`AdminService`]) wired once by [`Engine::open`], over storage by
 //! aggregate ([`store`]: SQLite or PostgreSQL, the SQL of each aggregate written once), a
 //! content-addressed blob directory, an embedder (`strata-embed`) and a vector index.
 //!
@@ -25,21 +25,24 @@ pub mod memory;
 pub mod model;
 pub mod policy;
 pub mod search;
+pub mod session;
 pub mod slowlog;
 pub mod store;
 pub mod validate;
 pub mod vectors;
 
 pub use engine::{
-    AdminService, DEFAULT_MODEL_DIR, DEFAULT_PAGE, DatabaseStats, DocumentService, Engine,
-    EngineSettings, INTERACTIVE_TEXTS, IngestOutcome, JobService, ListDocuments, ListJobs,
-    MAX_PAGE, ModelLoad, SearchService, UploadMeta,
+    AccessRecorder, AdminService, DEFAULT_MEMORY_K, DEFAULT_MODEL_DIR, DEFAULT_PAGE, DatabaseStats,
+    DocumentService, Engine, EngineSettings, INTERACTIVE_TEXTS, IngestOutcome, JobService,
+    ListDocuments, ListJobs, ListMemories, MAX_MEMORY_BATCH, MAX_PAGE, MemoryService,
+    MemorySettings, ModelLoad, SearchService, SessionEvent, SessionService, SessionView,
+    StartSession, UploadMeta,
 };
 pub use error::{EngineError, Result};
 pub use ids::{DocumentId, IdKind, JobId, MemoryId, TenantId};
 pub use policy::{
-    KIND_DOCUMENT, KIND_DOCUMENT_LIST, KIND_EMBEDDING, KIND_JOB, KIND_SEARCH, KIND_TAGS, Scopes,
-    default_cache_kinds,
+    KIND_DOCUMENT, KIND_DOCUMENT_LIST, KIND_EMBEDDING, KIND_JOB, KIND_MEMORY, KIND_SEARCH,
+    KIND_TAGS, KIND_USER_SESSION, Scopes, default_cache_kinds,
 };
 pub use strata_cache::{
     Cache, CacheSettings, KindSpec, Lookup, RedisSettings, SecretUrl, Source, redact_url,

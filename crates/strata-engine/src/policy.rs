@@ -41,6 +41,9 @@ pub fn default_cache_kinds() -> Vec<strata_cache::KindSpec> {
         k(KIND_DOCUMENT_LIST, 300, 300, false),
         k(KIND_TAGS, 300, 300, false),
         k(KIND_JOB, 60, 60, false),
+        k(KIND_MEMORY, 300, 300, false),
+        // Seed 003's TTL; every change to a tenant's sessions invalidates them.
+        k(KIND_USER_SESSION, 3600, 3600, false),
     ]
 }
 
@@ -57,6 +60,12 @@ pub const KIND_TAGS: &str = "tag_counts";
 /// Job status and job lists.
 pub const KIND_JOB: &str = "job_status";
 
+/// One memory, a page of memories, or a memory's history.
+pub const KIND_MEMORY: &str = "memory";
+
+/// A session, or a page of sessions.
+pub const KIND_USER_SESSION: &str = "user_session";
+
 /// Cache scopes of one store's tenants. A scope is the tenant hashed with the store's id:
 /// no tenant name can collide with the key layout, processes over the same database share
 /// cached entries, and processes over different databases never do, even through one Redis.
@@ -69,7 +78,7 @@ pub struct Scopes {
 }
 
 /// A tenant's scopes: search answers, the catalogue (document metadata, list pages, tag
-/// counts) and job statuses. Each has its own generation, so a write bumps only what it can
+/// counts), job statuses and memories. Each has its own generation, so a write bumps only what it can
 /// change: a tags- or metadata-only PATCH leaves search answers without a tag filter cached
 /// (hits carry titles, never tags or metadata).
 #[derive(Debug, Clone)]
@@ -77,6 +86,8 @@ struct ScopeSet {
     search: Arc<str>,
     catalog: Arc<str>,
     jobs: Arc<str>,
+    memories: Arc<str>,
+    sessions: Arc<str>,
 }
 
 const MEMO_LIMIT: usize = 100_000;
@@ -110,6 +121,8 @@ impl Scopes {
             search: Arc::from(tenant.as_str()),
             catalog: Arc::from(format!("{tenant}c")),
             jobs: Arc::from(format!("{tenant}j")),
+            memories: Arc::from(format!("{tenant}m")),
+            sessions: Arc::from(format!("{tenant}s")),
         };
         let picked = pick(&set);
         let mut memo = self.memo.write().unwrap_or_else(|p| p.into_inner());
@@ -142,6 +155,16 @@ impl Scopes {
     pub fn jobs(&self, owner: &TenantId) -> Arc<str> {
         self.with(owner, |s| s.jobs.clone())
     }
+
+    /// The tenant's memories: their reads and the in-process working set follow it.
+    pub fn memories(&self, owner: &TenantId) -> Arc<str> {
+        self.with(owner, |s| s.memories.clone())
+    }
+
+    /// The tenant's sessions.
+    pub fn sessions(&self, owner: &TenantId) -> Arc<str> {
+        self.with(owner, |s| s.sessions.clone())
+    }
 }
 
 /// One cached read: what the cache needs to find or compute it.
@@ -166,6 +189,13 @@ pub enum Changed {
     Catalog,
     /// A job's state or progress.
     Jobs,
+    /// A memory's content, history or existence.
+    Memories,
+    /// A session's start, end or activity.
+    Sessions,
+    /// A document came or went with its job: search answers, the catalogue and job
+    /// statuses (not memories).
+    Library,
     /// Anything of the tenant's (an operator's clear).
     Everything,
 }
@@ -289,6 +319,30 @@ impl CachePolicy {
         }
     }
 
+    /// The scope of the tenant's memories, whose generation a working set is checked against.
+    pub fn memory_scope(&self, owner: &TenantId) -> Arc<str> {
+        self.scopes.memories(owner)
+    }
+
+    /// One memory, a page of memories, or a history: `parts` name the read and its
+    /// parameters (the route's canonical query).
+    pub fn memory(&self, owner: &TenantId, parts: &[&str]) -> Read {
+        Read {
+            kind: KIND_MEMORY,
+            scope: self.scopes.memories(owner),
+            material: canonical(parts),
+        }
+    }
+
+    /// A session or a page of sessions: `parts` name the read and its parameters.
+    pub fn session(&self, owner: &TenantId, parts: &[&str]) -> Read {
+        Read {
+            kind: KIND_USER_SESSION,
+            scope: self.scopes.sessions(owner),
+            material: canonical(parts),
+        }
+    }
+
     /// A query's embedding by `model`: content-addressed, shared by every tenant, never
     /// invalidated.
     pub(crate) fn query_embedding(model: &str, text: &str) -> Read {
@@ -311,10 +365,24 @@ impl CachePolicy {
             Changed::Documents => self.cache.invalidate_all(&s.documents(owner)).await,
             Changed::Catalog => self.cache.invalidate(&s.catalog(owner)).await,
             Changed::Jobs => self.cache.invalidate(&s.jobs(owner)).await,
-            Changed::Everything => {
+            Changed::Memories => self.cache.invalidate(&s.memories(owner)).await,
+            Changed::Sessions => self.cache.invalidate(&s.sessions(owner)).await,
+            Changed::Library => {
                 let [search, catalog] = s.documents(owner);
                 self.cache
                     .invalidate_all(&[search, catalog, s.jobs(owner)])
+                    .await
+            }
+            Changed::Everything => {
+                let [search, catalog] = s.documents(owner);
+                self.cache
+                    .invalidate_all(&[
+                        search,
+                        catalog,
+                        s.jobs(owner),
+                        s.memories(owner),
+                        s.sessions(owner),
+                    ])
                     .await
             }
         }

@@ -99,6 +99,17 @@ where
     T::deserialize(serde_json::Value::Object(map)).map_err(serde::de::Error::custom)
 }
 
+/// Deserializes a field that may be absent (`None`), null (`Some(None)`) or a value
+/// (`Some(Some(v))`); use with `#[serde(default)]`.
+pub fn nullable<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    use serde::Deserialize as _;
+    Option::<T>::deserialize(d).map(Some)
+}
+
 /// Checks a page size: 1..=`max`, default `default`.
 pub fn limit(raw: Option<u32>, default: u32, max: u32) -> Result<u32> {
     match raw {

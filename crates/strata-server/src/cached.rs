@@ -100,6 +100,11 @@ fn gzip(body: &[u8]) -> Option<Vec<u8>> {
     enc.finish().ok()
 }
 
+/// The identity JSON body of a sealed value.
+pub(crate) fn json_body(value: Bytes) -> Bytes {
+    unseal(value).body
+}
+
 /// A sealed value taken apart.
 struct Unsealed {
     tag: HeaderValue,

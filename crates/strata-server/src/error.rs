@@ -129,6 +129,11 @@ impl ApiError {
     pub fn code(&self) -> Code {
         self.code
     }
+
+    /// What went wrong, as the problem's `detail` says it.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
 }
 
 impl IntoResponse for ApiError {

@@ -38,6 +38,8 @@ const BEARER: &str = "bearer";
         (name = "documents", description = "Upload, list, read, update and delete documents"),
         (name = "jobs", description = "Background jobs and their live progress"),
         (name = "search", description = "Semantic search and OpenAI-compatible embeddings"),
+        (name = "memories", description = "Agents' long-term memories: add, recall, history, preload, MCP"),
+        (name = "sessions", description = "Visits with an idle timeout learned from each tenant's pace"),
         (name = "performance", description = "Cache, model and database statistics and operations"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )

@@ -9,8 +9,8 @@ use tokio::sync::broadcast;
 use tracing::info;
 
 use super::{
-    AdminService, DocumentService, Engine, EngineSettings, Inner, JobService, ModelLoad,
-    SearchService, Writes,
+    AdminService, DocumentService, Engine, EngineSettings, Inner, JobService, MemoryService,
+    ModelLoad, SearchService, SessionService, Writes,
 };
 use crate::ann::Ann;
 use crate::blobs::BlobStore;
@@ -153,6 +153,21 @@ impl Engine {
               model = embedder.model(), vectors = ann.len(), lexical = lexical.len(), "engine open");
         let writes = Arc::new(Writes::default());
         let wake = runner.wake.clone();
+        let sessions = SessionService {
+            store: store.clone(),
+            policy: policy.clone(),
+            settings: settings.sessions,
+            events: broadcast::channel(256).0,
+            writes: writes.clone(),
+        };
+        let search = SearchService {
+            store: store.clone(),
+            ann: ann.clone(),
+            lexical: lexical.clone(),
+            embedder,
+            policy: policy.clone(),
+            exact_limit: settings.ann.exact_limit,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 documents: DocumentService {
@@ -166,19 +181,27 @@ impl Engine {
                     max_upload_bytes: settings.max_upload_bytes,
                     max_attempts: settings.jobs.max_attempts,
                 },
-                search: SearchService {
+                search: search.clone(),
+                memories: MemoryService {
                     store: store.clone(),
-                    ann: ann.clone(),
-                    lexical: lexical.clone(),
-                    embedder,
+                    retrieval: search,
                     policy: policy.clone(),
-                    exact_limit: settings.ann.exact_limit,
+                    sets: Arc::new(crate::memory::working::WorkingSets::new(
+                        settings.memory.working_set_bytes,
+                    )),
+                    access: Default::default(),
+                    queries: Default::default(),
+                    loading: Default::default(),
+                    writes: writes.clone(),
+                    settings: settings.memory.clone(),
+                    sessions: sessions.clone(),
                 },
                 jobs: JobService {
                     store: store.clone(),
                     runner,
                     events,
                 },
+                sessions,
                 admin: AdminService {
                     store: store.clone(),
                     slow_log: settings.slow_log.clone(),

@@ -131,7 +131,7 @@ impl DocumentService {
             .await?;
         Ok(match outcome {
             InsertOutcome::Created(d) => {
-                self.policy.changed(owner, Changed::Everything).await;
+                self.policy.changed(owner, Changed::Library).await;
                 self.wake.notify_one();
                 if let Err(e) = self.store.announce(StoreChange::JobQueued).await {
                     tracing::debug!(error = %e, "could not announce the queued job");
@@ -288,7 +288,7 @@ impl DocumentService {
             .ok_or_else(|| EngineError::not_found(IdKind::Document, id))?;
         self.ann.remove(deleted.chunk_ids.clone()).await?;
         self.lexical.remove(deleted.chunk_ids).await?;
-        self.policy.changed(owner, Changed::Everything).await;
+        self.policy.changed(owner, Changed::Library).await;
         if self.store.count_sha256_refs(&deleted.sha256).await? == 0 {
             self.blobs.remove(&deleted.sha256).await?;
         }

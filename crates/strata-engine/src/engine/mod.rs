@@ -1,16 +1,18 @@
 //! [`Engine`]: the domain, as a few services built once by [`Engine::open`] (in
 //! `bootstrap.rs`, the only place that wires backends, model, index, cache and runner):
 //! [`DocumentService`] (the library), [`SearchService`] (retrieval and embeddings),
-//! [`JobService`] (jobs and their live changes) and [`AdminService`] (the database's
-//! statistics and maintenance). Each holds only the handles it uses; memories and the
-//! gateway will be services beside them. The engine itself only hands the services out
+//! [`JobService`] (jobs and their live changes), [`MemoryService`] (agents' long-term
+//! memories) and [`AdminService`] (the database's statistics and maintenance). Each holds
+//! only the handles it uses; the gateway will be a service beside them. The engine itself only hands the services out
 //! and runs the background work (workers, the listener, the index's periodic save).
 //! Built once, cheap to clone, never mutated.
 
 mod admin;
 mod bootstrap;
 mod documents;
+mod memories;
 mod retrieval;
+mod sessions;
 mod work;
 
 use std::path::PathBuf;
@@ -22,7 +24,12 @@ use tracing::info;
 
 pub use admin::AdminService;
 pub use documents::{DocumentService, IngestOutcome, ListDocuments, UploadMeta};
+pub use memories::{
+    AccessRecorder, DEFAULT_K as DEFAULT_MEMORY_K, ListMemories, MAX_BATCH as MAX_MEMORY_BATCH,
+    MemoryService, MemorySettings,
+};
 pub use retrieval::SearchService;
+pub use sessions::{SessionEvent, SessionService, SessionView, StartSession};
 pub use work::{JobService, ListJobs};
 
 use crate::ann::Ann;
@@ -83,6 +90,10 @@ pub struct EngineSettings {
     pub slow_log: crate::slowlog::SlowLog,
     /// When the local model's weights load.
     pub load_model: ModelLoad,
+    /// Memory merging and working sets.
+    pub memory: MemorySettings,
+    /// Sessions' adaptive timeout.
+    pub sessions: crate::session::SessionSettings,
 }
 
 /// When the local embedding model's weights load.
@@ -135,6 +146,8 @@ impl Default for EngineSettings {
             },
             slow_log: crate::slowlog::SlowLog::default(),
             load_model: ModelLoad::default(),
+            memory: MemorySettings::default(),
+            sessions: crate::session::SessionSettings::default(),
         }
     }
 }
@@ -149,6 +162,8 @@ struct Inner {
     documents: DocumentService,
     search: SearchService,
     jobs: JobService,
+    memories: MemoryService,
+    sessions: SessionService,
     admin: AdminService,
     policy: CachePolicy,
     ann: Ann,
@@ -175,6 +190,16 @@ impl Engine {
         &self.inner.jobs
     }
 
+    /// Agents' long-term memories.
+    pub fn memories(&self) -> &MemoryService {
+        &self.inner.memories
+    }
+
+    /// Sessions and their adaptive timeouts.
+    pub fn sessions(&self) -> &SessionService {
+        &self.inner.sessions
+    }
+
     /// The database's statistics and maintenance.
     pub fn admin(&self) -> &AdminService {
         &self.inner.admin
@@ -199,6 +224,10 @@ impl Engine {
     /// `tracker`; they stop when `shutdown` fires.
     pub fn spawn_workers(&self, tracker: &TaskTracker, shutdown: &CancellationToken) {
         self.inner.jobs.runner.spawn_workers(tracker, shutdown);
+        let m = &self.inner.memories;
+        m.access
+            .spawn(self.inner.store.clone(), m.sets.clone(), tracker, shutdown);
+        self.inner.sessions.spawn_sweeper(tracker, shutdown);
         self.spawn_listener(tracker, shutdown);
         let this = self.clone();
         let shutdown = shutdown.clone();
@@ -261,6 +290,7 @@ impl Engine {
     /// Waits for writes in flight, saves the vector index and closes the store's pool.
     pub async fn close(&self) {
         self.inner.writes.finish().await;
+        self.inner.memories.flush_access().await;
         match self.save_vectors().await {
             Ok(true) => info!(vectors = self.inner.ann.len(), "vector index saved"),
             Ok(false) => {}
@@ -290,6 +320,12 @@ impl Writes {
             .spawn(write)
             .await
             .map_err(|e| EngineError::Internal(format!("write task failed: {e}")))?
+    }
+
+    /// Runs a write nobody waits for (it still finishes before [`Engine::close`] closes the
+    /// pool).
+    fn spawn(&self, write: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.0.spawn(write);
     }
 
     /// Waits for every write in flight.

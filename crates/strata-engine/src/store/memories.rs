@@ -85,17 +85,13 @@ pub trait MemoryStore: Send + Sync + 'static {
         change: &MemoryChange,
     ) -> Result<Option<Memory>>;
 
-    /// The owner's memories passing `filter` embedded by `model`, as (integer key, vector),
-    /// for exact scoring.
-    async fn memory_vectors(
+    /// Every memory of the owner's (current and superseded), oldest first, each with its
+    /// embedding when `model` made it: what a tenant's in-process working set is built from.
+    async fn memory_set(
         &self,
         owner: &TenantId,
         model: &str,
-        filter: &MemoryFilter,
-    ) -> Result<Vec<(u64, Vec<f32>)>>;
-
-    /// The owner's memories with these integer keys (others' and deleted ones left out).
-    async fn memories_by_num(&self, owner: &TenantId, nums: &[u64]) -> Result<Vec<(u64, Memory)>>;
+    ) -> Result<Vec<(Memory, Option<Vec<f32>>)>>;
 
     /// Counts searches that returned these memories of the owner's, `(id, times)`, and
     /// stamps them accessed `at`; one transaction for the batch. Unknown ids are skipped.
@@ -106,9 +102,9 @@ pub trait MemoryStore: Send + Sync + 'static {
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<()>;
 
-    /// Deletes a memory with its history; the integer keys of the rows deleted (for the
-    /// in-process indexes), `None` when the owner has no such memory.
-    async fn delete_memory(&self, owner: &TenantId, id: MemoryId) -> Result<Option<Vec<u64>>>;
+    /// Deletes a memory with its history; the ids of the memories deleted (for the
+    /// in-process working sets), `None` when the owner has no such memory.
+    async fn delete_memory(&self, owner: &TenantId, id: MemoryId) -> Result<Option<Vec<MemoryId>>>;
 }
 
 /// [`MemoryStore`] over one backend's store type (`conn()` and `begin()`).
@@ -394,53 +390,32 @@ macro_rules! memories_sql {
                 Ok(memory)
             }
 
-            async fn memory_vectors(
+            async fn memory_set(
                 &self,
                 owner: &$crate::ids::TenantId,
                 model: &str,
-                filter: &$crate::memory::MemoryFilter,
-            ) -> $crate::error::Result<Vec<(u64, Vec<f32>)>> {
+            ) -> $crate::error::Result<Vec<($crate::memory::Memory, Option<Vec<f32>>)>> {
                 use sqlx::Row as _;
-                let mut qb = sqlx::QueryBuilder::<$db>::new(concat!(
-                    "SELECT m.num, ",
+                let sql = concat!(
+                    "SELECT m.model, ",
                     $embedding,
-                    " FROM memories m WHERE "
-                ));
-                push_memory_filter(&mut qb, owner, filter);
-                qb.push(" AND m.model = ").push_bind(model);
-                let rows = qb.build().fetch_all(&mut *self.conn().await?).await?;
-                rows.iter()
-                    .map(|r| Ok((r.try_get::<i64, _>("num")? as u64, embedding_of(r)?)))
-                    .collect()
-            }
-
-            async fn memories_by_num(
-                &self,
-                owner: &$crate::ids::TenantId,
-                nums: &[u64],
-            ) -> $crate::error::Result<Vec<(u64, $crate::memory::Memory)>> {
-                use sqlx::Row as _;
-                if nums.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let mut qb = sqlx::QueryBuilder::<$db>::new(concat!(
-                    "SELECT m.num, ",
+                    ", ",
                     $crate::store::memories::memory_columns!(),
-                    " FROM memories m WHERE m.owner = "
-                ));
-                qb.push_bind(owner.as_str()).push(" AND m.num IN (");
-                let mut list = qb.separated(", ");
-                for n in nums {
-                    list.push_bind(*n as i64);
-                }
-                qb.push(")");
-                let rows = qb.build().fetch_all(&mut *self.conn().await?).await?;
+                    " FROM memories m WHERE m.owner = $1 ORDER BY m.id"
+                );
+                let rows = sqlx::query(sql)
+                    .bind(owner.as_str())
+                    .fetch_all(&mut *self.conn().await?)
+                    .await?;
                 rows.iter()
                     .map(|r| {
-                        Ok((
-                            r.try_get::<i64, _>("num")? as u64,
-                            $crate::store::rows::memory_from_row(r)?,
-                        ))
+                        let memory = $crate::store::rows::memory_from_row(r)?;
+                        let vector = if r.try_get::<&str, _>("model")? == model {
+                            Some(embedding_of(r)?)
+                        } else {
+                            None
+                        };
+                        Ok((memory, vector))
                     })
                     .collect()
             }
@@ -478,11 +453,11 @@ macro_rules! memories_sql {
                 &self,
                 owner: &$crate::ids::TenantId,
                 id: $crate::ids::MemoryId,
-            ) -> $crate::error::Result<Option<Vec<u64>>> {
+            ) -> $crate::error::Result<Option<Vec<$crate::ids::MemoryId>>> {
                 let sql = concat!(
                     $crate::store::memories::history_chain!(),
                     "DELETE FROM memories WHERE owner = $1 AND id IN (SELECT id FROM chain) \
-                     RETURNING num"
+                     RETURNING id"
                 );
                 let mut tx = self.begin().await?;
                 let versions = concat!(
@@ -495,16 +470,22 @@ macro_rules! memories_sql {
                     .bind(id.to_string())
                     .execute(&mut *tx)
                     .await?;
-                let nums: Vec<i64> = sqlx::query_scalar(sql)
+                let ids: Vec<String> = sqlx::query_scalar(sql)
                     .bind(owner.as_str())
                     .bind(id.to_string())
                     .fetch_all(&mut *tx)
                     .await?;
-                if nums.is_empty() {
+                if ids.is_empty() {
                     return Ok(None);
                 }
                 tx.commit().await?;
-                Ok(Some(nums.into_iter().map(|n| n as u64).collect()))
+                ids.iter()
+                    .map(|id| {
+                        id.parse()
+                            .map_err(|e| $crate::store::rows::corrupt("memory id", e))
+                    })
+                    .collect::<$crate::error::Result<Vec<_>>>()
+                    .map(Some)
             }
         }
     };

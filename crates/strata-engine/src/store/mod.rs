@@ -46,6 +46,7 @@ pub mod meter;
 pub mod postgres;
 pub mod queue;
 mod rows;
+pub mod sessions;
 pub mod sqlite;
 
 pub use chunks::ChunkStore;
@@ -54,6 +55,7 @@ pub use lexical::{LexicalQuery, LexicalStore};
 pub use memories::{MemoryStore, Replace};
 pub use meta::StoreMeta;
 pub use queue::{Abandoned, ClaimedJob, JobOutcome, JobQueue, Lease, NewJob};
+pub use sessions::SessionStore;
 
 /// Result of inserting a document whose content may already exist for this owner.
 #[derive(Debug, Clone)]
@@ -194,7 +196,9 @@ pub struct IndexStats {
 
 /// Persistence for documents, chunks and jobs.
 #[async_trait]
-pub trait Store: JobQueue + DocumentStore + ChunkStore + MemoryStore + StoreMeta {
+pub trait Store:
+    JobQueue + DocumentStore + ChunkStore + MemoryStore + SessionStore + StoreMeta
+{
     /// Which backend this is (`sqlite`, `postgres`), for logs and stats.
     fn backend(&self) -> &'static str;
 

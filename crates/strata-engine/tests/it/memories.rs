@@ -157,30 +157,28 @@ async fn contract(s: Arc<dyn Store>) {
     };
     assert_eq!(ids(&list(recent, None, 10).await), [e.id, b.id]);
 
-    // Vectors of the current memories for exact scoring, and the rows behind their keys.
-    let vectors = s.memory_vectors(&alice, "m", &all).await.unwrap();
-    let mut found: Vec<Vec<f32>> = vectors.iter().map(|(_, v)| v.clone()).collect();
-    found.sort_by(|x, y| y.partial_cmp(x).unwrap());
-    assert_eq!(found, [unit(2), unit(7)]);
+    // The working set: every memory of the owner's, oldest first, with the vectors of
+    // the asked model only.
+    let set = s.memory_set(&alice, "m").await.unwrap();
+    let mut want: Vec<MemoryId> = vec![a.id, b.id, d.id, e.id];
+    want.sort();
+    assert_eq!(set.iter().map(|(m, _)| m.id).collect::<Vec<_>>(), want);
+    let vector_of = |id: MemoryId| set.iter().find(|(m, _)| m.id == id).unwrap().1.clone();
+    assert_eq!(vector_of(b.id), Some(unit(2)));
     assert!(
-        s.memory_vectors(&alice, "other", &all)
+        s.memory_set(&alice, "other")
             .await
             .unwrap()
-            .is_empty()
+            .iter()
+            .all(|(_, v)| v.is_none())
     );
-    let nums: Vec<u64> = vectors.iter().map(|(n, _)| *n).collect();
-    let mut rows: Vec<MemoryId> = s
-        .memories_by_num(&alice, &nums)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(_, m)| m.id)
-        .collect();
-    rows.sort();
-    let mut want = vec![b.id, e.id];
-    want.sort();
-    assert_eq!(rows, want);
-    assert!(s.memories_by_num(&bob, &nums).await.unwrap().is_empty());
+    assert!(
+        s.memory_set(&bob, "m")
+            .await
+            .unwrap()
+            .iter()
+            .all(|(m, _)| m.id == c.id)
+    );
 
     // Access: counted per batch, the latest time kept, only the owner's.
     let t1 = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
@@ -252,9 +250,9 @@ async fn contract(s: Arc<dyn Store>) {
             .unwrap()
             .is_none()
     );
-    let vectors = s.memory_vectors(&alice, "m", &all).await.unwrap();
+    let set = s.memory_set(&alice, "m").await.unwrap();
     assert!(
-        vectors.iter().any(|(_, v)| *v == unit(3)),
+        set.iter().any(|(m, v)| m.id == e.id && *v == Some(unit(3))),
         "the merged text's vector"
     );
     let h = s.memory_history(&alice, e.id).await.unwrap().unwrap();

@@ -6,9 +6,12 @@
 pub mod documents;
 pub mod health;
 pub mod jobs;
+pub mod mcp;
+pub mod memories;
 pub mod metrics;
 pub mod performance;
 pub mod search;
+pub mod sessions;
 
 use axum::extract::DefaultBodyLimit;
 use utoipa_axum::router::OpenApiRouter;
@@ -34,6 +37,15 @@ pub fn api(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::list))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::events))
+        .routes(routes!(memories::add, memories::list))
+        .routes(routes!(memories::get, memories::patch, memories::delete))
+        .routes(routes!(memories::history))
+        .routes(routes!(memories::search))
+        .routes(routes!(memories::preload))
+        .routes(routes!(mcp::post, mcp::stream))
+        .routes(routes!(sessions::start, sessions::list))
+        .routes(routes!(sessions::events))
+        .routes(routes!(sessions::get, sessions::end))
         .routes(routes!(search::search))
         .routes(routes!(search::embeddings))
         .routes(routes!(performance::cache_stats))

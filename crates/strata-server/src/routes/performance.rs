@@ -32,7 +32,14 @@ use crate::error::ApiError;
 pub async fn cache_stats(State(app): State<AppState>, caller: Caller) -> Json<Value> {
     let cache = app.engine.cache_policy().cache().stats();
     if caller.is_admin() {
-        return Json(json!({ "cache": cache, "warming": app.warmer.stats() }));
+        let memories = app.engine.memories();
+        let (dropped, written) = memories.access_counts();
+        return Json(json!({
+            "cache": cache,
+            "warming": app.warmer.stats(),
+            "memory_working_sets": memories.working_set_stats(),
+            "memory_access": { "recorded": written, "dropped_batches": dropped },
+        }));
     }
     Json(json!({ "cache": cache }))
 }
@@ -122,6 +129,9 @@ pub async fn cache_clear(
         return Ok(Json(json!({ "invalidated_tenant": t })));
     }
     let removed = cache.clear(req.kind.as_deref()).await;
+    if req.kind.is_none() || req.kind.as_deref() == Some(strata_engine::KIND_MEMORY) {
+        app.engine.memories().clear_working_sets();
+    }
     Ok(Json(json!({
         "removed_entries": removed.l1 + removed.l2,
         "removed_l1": removed.l1,

@@ -132,6 +132,23 @@ impl Config {
             ("search_ef", e.ann.expansion_search.to_string()),
             ("search_exact_limit", e.ann.exact_limit.to_string()),
             (
+                "memory_merge_threshold",
+                e.memory.merge_threshold.to_string(),
+            ),
+            (
+                "memory_working_set_mb",
+                (e.memory.working_set_bytes >> 20).to_string(),
+            ),
+            (
+                "session_timeout",
+                format!(
+                    "{} s until learned, then {}-{} s",
+                    e.sessions.default.as_secs(),
+                    e.sessions.min.as_secs(),
+                    e.sessions.max.as_secs()
+                ),
+            ),
+            (
                 "cache_warm",
                 format!(
                     "{} queries per tenant every {} s",

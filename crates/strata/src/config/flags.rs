@@ -1,4 +1,5 @@
-//! The settings, by section (server, auth, admission, storage, cache, embedding and search, jobs): one type
+//! The settings, by section (server, auth, admission, storage, cache, embedding and search, jobs,
+//! memories): one type
 //! per section serves as its flags (with their `STRATA_*` variables, grouped in `--help` under
 //! the section's heading) and as its table in `strata.toml`. Each flag's doc comment is its
 //! help; the `[default: ...]` it states is the owning crate's value (a test checks it).
@@ -52,6 +53,10 @@ pub struct Overrides {
     #[command(flatten)]
     #[serde(flatten)]
     pub jobs: JobFlags,
+    /// `[memories]`.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub memories: MemoryFlags,
 }
 
 impl Overrides {
@@ -66,13 +71,14 @@ impl Overrides {
             cache: self.cache.layered_over(lower.cache),
             embedding: self.embedding.layered_over(lower.embedding),
             jobs: self.jobs.layered_over(lower.jobs),
+            memories: self.memories.layered_over(lower.memories),
         }
     }
 }
 
 /// The file's table for each section, with the flags that belong to it: the names a
 /// `[section]` table of `strata.toml` may hold.
-pub(super) fn sections() -> [(&'static str, clap::Command); 7] {
+pub(super) fn sections() -> [(&'static str, clap::Command); 8] {
     let flags = |cmd: fn(clap::Command) -> clap::Command| cmd(clap::Command::new("section"));
     [
         ("server", flags(ServerFlags::augment_args)),
@@ -82,6 +88,7 @@ pub(super) fn sections() -> [(&'static str, clap::Command); 7] {
         ("cache", flags(CacheFlags::augment_args)),
         ("embedding", flags(EmbeddingFlags::augment_args)),
         ("jobs", flags(JobFlags::augment_args)),
+        ("memories", flags(MemoryFlags::augment_args)),
     ]
 }
 
@@ -489,6 +496,45 @@ layered!(EmbeddingFlags {
     embed_max_wait_ms,
     search_ef,
     search_exact_limit
+});
+
+/// Agents' memories and sessions. `[memories]` in `strata.toml`.
+#[derive(Clone, Default, Args, Deserialize)]
+#[command(next_help_heading = "Memories and sessions")]
+#[serde(default)]
+pub struct MemoryFlags {
+    /// A memory add whose embedding has at least this cosine similarity to a current memory
+    /// of the tenant (with the same key, when it has one) updates that memory instead of
+    /// adding a near-duplicate [default: 0.95]. 1 merges only identical embeddings.
+    #[arg(long, env = "STRATA_MEMORY_MERGE_THRESHOLD", global = true)]
+    pub memory_merge_threshold: Option<f32>,
+
+    /// MiB of tenants' memories (texts and vectors) kept in process for memory search; the
+    /// least recently used tenants' are dropped past it and read again on their next search
+    /// [default: 1024].
+    #[arg(long, env = "STRATA_MEMORY_WORKING_SET_MB", global = true)]
+    pub memory_working_set_mb: Option<u64>,
+
+    /// Shortest idle timeout a session can learn, in seconds [default: 300].
+    #[arg(long, env = "STRATA_SESSION_TIMEOUT_MIN_SECS", global = true)]
+    pub session_timeout_min_secs: Option<u64>,
+
+    /// Longest idle timeout a session can learn, in seconds [default: 14400].
+    #[arg(long, env = "STRATA_SESSION_TIMEOUT_MAX_SECS", global = true)]
+    pub session_timeout_max_secs: Option<u64>,
+
+    /// Idle timeout of a tenant's sessions until five gaps between its requests are known,
+    /// in seconds [default: 1800]. After that it is learned from the tenant's own pace.
+    #[arg(long, env = "STRATA_SESSION_TIMEOUT_SECS", global = true)]
+    pub session_timeout_secs: Option<u64>,
+}
+
+layered!(MemoryFlags {
+    memory_merge_threshold,
+    memory_working_set_mb,
+    session_timeout_min_secs,
+    session_timeout_max_secs,
+    session_timeout_secs
 });
 
 /// Background ingestion: workers, leases, retries and chunking. `[jobs]` in `strata.toml`.

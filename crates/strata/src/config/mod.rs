@@ -15,8 +15,8 @@ use strata_server::admission::{AdmissionSettings, RateLimit};
 use strata_server::auth::{AuthSettings, Authenticator, Secret};
 
 pub use flags::{
-    AdmissionFlags, AuthFlags, CacheFlags, EmbeddingFlags, JobFlags, LogFormat, Overrides, Runtime,
-    StorageFlags,
+    AdmissionFlags, AuthFlags, CacheFlags, EmbeddingFlags, JobFlags, LogFormat, MemoryFlags,
+    Overrides, Runtime, StorageFlags,
 };
 use strata_engine::chunk::ChunkConfig;
 use strata_engine::jobs::JobSettings;
@@ -110,6 +110,8 @@ impl Config {
             cache: cache(&given.cache, &d.engine.cache)?,
             slow_log: strata_engine::slowlog::SlowLog::default(),
             load_model: strata_engine::ModelLoad::AtStart,
+            memory: memory(&given.memories, &d.engine.memory)?,
+            sessions: sessions(&given.memories, &d.engine.sessions)?,
         };
         let auth = auth(&given.auth);
         let s = &given.server;
@@ -226,6 +228,47 @@ fn jobs(s: &JobFlags, d: &JobSettings) -> anyhow::Result<JobSettings> {
             s.chunk_overlap.unwrap_or(d.chunk.overlap),
         )?,
         ..d.clone()
+    })
+}
+
+fn sessions(
+    s: &MemoryFlags,
+    d: &strata_engine::session::SessionSettings,
+) -> anyhow::Result<strata_engine::session::SessionSettings> {
+    let secs = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs);
+    let min = secs(s.session_timeout_min_secs, d.min);
+    let max = secs(s.session_timeout_max_secs, d.max);
+    let default = secs(s.session_timeout_secs, d.default);
+    if min.is_zero() || min > max || default < min || default > max {
+        bail!(
+            "session timeouts must satisfy 0 < min <= default <= max (got min {} s, default {} s, \
+             max {} s)",
+            min.as_secs(),
+            default.as_secs(),
+            max.as_secs()
+        );
+    }
+    Ok(strata_engine::session::SessionSettings {
+        min,
+        max,
+        default,
+        ..*d
+    })
+}
+
+fn memory(
+    s: &MemoryFlags,
+    d: &strata_engine::MemorySettings,
+) -> anyhow::Result<strata_engine::MemorySettings> {
+    let merge_threshold = s.memory_merge_threshold.unwrap_or(d.merge_threshold);
+    if !(merge_threshold > 0.0 && merge_threshold <= 1.0) {
+        bail!("memory_merge_threshold must be above 0 and at most 1 (got {merge_threshold})");
+    }
+    Ok(strata_engine::MemorySettings {
+        merge_threshold,
+        working_set_bytes: s.memory_working_set_mb.map_or(d.working_set_bytes, |mb| {
+            (mb as usize).saturating_mul(1 << 20)
+        }),
     })
 }
 

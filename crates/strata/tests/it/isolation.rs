@@ -1,7 +1,8 @@
 //! Tenant isolation through the cache: random interleavings of two tenants' writes and reads
-//! through the HTTP API (L1 and Redis L2 both on), checked against a model, with tenants
-//! named by a trusted header and with tenants of bearer JWTs. No read may return the other
-//! tenant's data, nor data older than a write the server already acknowledged.
+//! of documents and memories through the HTTP API (L1 and Redis L2 both on, memories' working
+//! sets in process), checked against a model, with tenants named by a trusted header and
+//! with tenants of bearer JWTs. No read or search may return the other tenant's data, nor
+//! data older than a write the server already acknowledged.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +22,11 @@ enum Op {
     Get(usize),
     GetOthers(usize),
     Tags,
+    Remember,
+    Forget(usize),
+    Recall,
+    ListMemories,
+    GetOthersMemory(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -32,11 +38,21 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..100).prop_map(Op::Get),
         1 => (0usize..100).prop_map(Op::GetOthers),
         2 => Just(Op::Tags),
+        2 => Just(Op::Remember),
+        1 => (0usize..100).prop_map(Op::Forget),
+        2 => Just(Op::Recall),
+        1 => Just(Op::ListMemories),
+        1 => (0usize..100).prop_map(Op::GetOthersMemory),
     ]
 }
 
-/// What one tenant has, as acknowledged by the server: id -> (title, tag).
-type Model = BTreeMap<String, (String, String)>;
+/// What one tenant has, as acknowledged by the server: documents, id -> (title, tag), and
+/// memories, id -> text.
+#[derive(Debug, Clone, Default)]
+struct Model {
+    docs: BTreeMap<String, (String, String)>,
+    memories: BTreeMap<String, String>,
+}
 
 struct Client<'a> {
     s: &'a TestServer,
@@ -96,7 +112,7 @@ impl Client<'_> {
     }
 }
 
-fn nth(model: &Model, i: usize) -> Option<String> {
+fn nth<V>(model: &BTreeMap<String, V>, i: usize) -> Option<String> {
     (!model.is_empty()).then(|| model.keys().nth(i % model.len()).unwrap().clone())
 }
 
@@ -115,13 +131,15 @@ async fn step(c: &Client<'_>, model: &mut Model, other: &Model, op: &Op, n: usiz
                 .await;
             assert_eq!(r.status(), 202);
             let d: Value = r.json().await.unwrap();
-            model.insert(
+            model.docs.insert(
                 d["document"]["id"].as_str().unwrap().to_owned(),
                 (title, tag),
             );
         }
         Op::Rename(i) => {
-            let Some(id) = nth(model, *i) else { return };
+            let Some(id) = nth(&model.docs, *i) else {
+                return;
+            };
             let title = format!("{who} renamed {n}");
             let r = c
                 .send(
@@ -131,10 +149,12 @@ async fn step(c: &Client<'_>, model: &mut Model, other: &Model, op: &Op, n: usiz
                 )
                 .await;
             assert_eq!(r.status(), 200);
-            model.get_mut(&id).unwrap().0 = title;
+            model.docs.get_mut(&id).unwrap().0 = title;
         }
         Op::Delete(i) => {
-            let Some(id) = nth(model, *i) else { return };
+            let Some(id) = nth(&model.docs, *i) else {
+                return;
+            };
             let r = c
                 .send(
                     reqwest::Method::DELETE,
@@ -143,7 +163,7 @@ async fn step(c: &Client<'_>, model: &mut Model, other: &Model, op: &Op, n: usiz
                 )
                 .await;
             assert_eq!(r.status(), 204);
-            model.remove(&id);
+            model.docs.remove(&id);
         }
         Op::List => {
             let r = c
@@ -152,11 +172,12 @@ async fn step(c: &Client<'_>, model: &mut Model, other: &Model, op: &Op, n: usiz
             let page: Value = r.json().await.unwrap();
             let seen: BTreeMap<String, String> = ids_and_titles(&page).into_iter().collect();
             let want: BTreeMap<String, String> = model
+                .docs
                 .iter()
                 .map(|(k, (t, _))| (k.clone(), t.clone()))
                 .collect();
             assert!(
-                seen.keys().all(|k| !other.contains_key(k)),
+                seen.keys().all(|k| !other.docs.contains_key(k)),
                 "{who} saw the other tenant's documents"
             );
             assert_eq!(
@@ -165,16 +186,20 @@ async fn step(c: &Client<'_>, model: &mut Model, other: &Model, op: &Op, n: usiz
             );
         }
         Op::Get(i) => {
-            let Some(id) = nth(model, *i) else { return };
+            let Some(id) = nth(&model.docs, *i) else {
+                return;
+            };
             let r = c
                 .send(reqwest::Method::GET, &format!("/v1/documents/{id}"), None)
                 .await;
             assert_eq!(r.status(), 200);
             let d: Value = r.json().await.unwrap();
-            assert_eq!(d["title"], model[&id].0, "{who} read a stale title");
+            assert_eq!(d["title"], model.docs[&id].0, "{who} read a stale title");
         }
         Op::GetOthers(i) => {
-            let Some(id) = nth(other, *i) else { return };
+            let Some(id) = nth(&other.docs, *i) else {
+                return;
+            };
             let r = c
                 .send(reqwest::Method::GET, &format!("/v1/documents/{id}"), None)
                 .await;
@@ -196,7 +221,7 @@ async fn step(c: &Client<'_>, model: &mut Model, other: &Model, op: &Op, n: usiz
                 .collect();
             seen.sort();
             let mut want: BTreeMap<String, u64> = BTreeMap::new();
-            for (_, tag) in model.values() {
+            for (_, tag) in model.docs.values() {
                 *want.entry(tag.clone()).or_default() += 1;
             }
             assert_eq!(
@@ -204,6 +229,96 @@ async fn step(c: &Client<'_>, model: &mut Model, other: &Model, op: &Op, n: usiz
                 want.into_iter().collect::<Vec<_>>(),
                 "{who}'s tag counts"
             );
+        }
+        Op::Remember => {
+            let text = format!("{who} remembers item {n}");
+            let r = c
+                .send(
+                    reqwest::Method::POST,
+                    "/v1/memories",
+                    Some(json!({"text": text, "metadata": {"n": n}})),
+                )
+                .await;
+            assert!(r.status().is_success(), "{}", r.status());
+            let a: Value = r.json().await.unwrap();
+            // A near-duplicate merges into the memory it duplicates, which takes the new text.
+            model.memories.insert(
+                a["memory"]["id"].as_str().unwrap().to_owned(),
+                a["memory"]["text"].as_str().unwrap().to_owned(),
+            );
+        }
+        Op::Forget(i) => {
+            let Some(id) = nth(&model.memories, *i) else {
+                return;
+            };
+            let r = c
+                .send(reqwest::Method::DELETE, &format!("/v1/memories/{id}"), None)
+                .await;
+            assert_eq!(r.status(), 204);
+            model.memories.remove(&id);
+        }
+        Op::Recall => {
+            let r = c
+                .send(
+                    reqwest::Method::POST,
+                    "/v1/memories/search",
+                    Some(json!({"query": format!("{who} remembers"), "k": 100, "record_access": false})),
+                )
+                .await;
+            assert_eq!(r.status(), 200);
+            let res: Value = r.json().await.unwrap();
+            let seen: BTreeMap<String, String> = res["hits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| {
+                    (
+                        h["memory"]["id"].as_str().unwrap().to_owned(),
+                        h["memory"]["text"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            assert!(
+                seen.keys().all(|k| !other.memories.contains_key(k)),
+                "{who} recalled the other tenant's memory"
+            );
+            assert_eq!(
+                seen, model.memories,
+                "{who}'s recall is not what the server acknowledged"
+            );
+        }
+        Op::ListMemories => {
+            let r = c
+                .send(reqwest::Method::GET, "/v1/memories?limit=500", None)
+                .await;
+            let page: Value = r.json().await.unwrap();
+            let seen: BTreeMap<String, String> = page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    (
+                        m["id"].as_str().unwrap().to_owned(),
+                        m["text"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                seen, model.memories,
+                "{who}'s memories are not what the server acknowledged"
+            );
+        }
+        Op::GetOthersMemory(i) => {
+            let Some(id) = nth(&other.memories, *i) else {
+                return;
+            };
+            for (method, path) in [
+                (reqwest::Method::GET, format!("/v1/memories/{id}")),
+                (reqwest::Method::GET, format!("/v1/memories/{id}/history")),
+            ] {
+                let r = c.send(method, &path, None).await;
+                assert_eq!(r.status(), 404, "{who} read the other tenant's memory");
+            }
         }
     }
 }
@@ -234,7 +349,7 @@ async fn run_case(mode: Mode, ops: Vec<(Op, Op)>) {
         credential: credential(mode, tenant),
     };
     let (a, b) = (client(TENANTS[0]), client(TENANTS[1]));
-    let (mut ma, mut mb) = (Model::new(), Model::new());
+    let (mut ma, mut mb) = (Model::default(), Model::default());
     for (n, (oa, ob)) in ops.iter().enumerate() {
         // Each tenant's operations are sequential (its model is exact); the two tenants'
         // run concurrently, so one's writes interleave with the other's reads.

@@ -1,0 +1,720 @@
+//! The memory service: a tenant's long-term memories for agents. Adds are embedded (no LLM)
+//! and, against the tenant's working set, either create a memory, merge into a near-duplicate
+//! or supersede another; searches are hybrid recall over the working set ranked by
+//! [`crate::memory::rank`]; reads, pages and histories come from the store through the cache.
+//!
+//! Holds only what it uses: the store, the retrieval service (embeddings through the cache),
+//! the cache policy (invalidation, and the generation a working set is checked against), the
+//! working sets, the access recorder, the frequent queries, the session service (an add or
+//! search naming a session touches it), and the tracker of writes that must finish even if
+//! their caller goes away.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+
+use super::{SearchService, Writes, paged};
+use crate::error::{EngineError, Result};
+use crate::ids::{IdKind, MemoryId, TenantId};
+use crate::memory::rank::{self, Signals};
+use crate::memory::working::{TenantSet, WorkingSets};
+use crate::memory::{
+    AddMemory, AddStatus, Added, Inserted, Memory, MemoryChange, MemoryFilter, MemoryHistory,
+    MemoryHit, MemoryPatch, MemorySearch, MemorySearchResults, NewMemory, Preloaded,
+};
+use crate::model::Page;
+use crate::policy::{CachePolicy, Changed};
+use crate::store::{Replace, Store};
+use crate::validate;
+
+mod access;
+mod queries;
+
+pub use access::AccessRecorder;
+use queries::FrequentQueries;
+
+/// Longest memory text, in characters.
+pub const MAX_MEMORY_CHARS: usize = 4000;
+/// Longest memory query, in characters.
+pub const MAX_QUERY_CHARS: usize = 2000;
+/// Most memories one add request may carry.
+pub const MAX_BATCH: usize = 100;
+/// Most hits a search returns.
+pub const MAX_K: usize = 100;
+/// Hits a search returns by default.
+pub const DEFAULT_K: usize = 10;
+/// Candidates each side (vector, lexical) proposes, at least.
+const MIN_CANDIDATES: usize = 50;
+
+/// Tunables of the memory service.
+#[derive(Debug, Clone)]
+pub struct MemorySettings {
+    /// An add whose cosine similarity to a current memory of the tenant (with the same key,
+    /// when it has one) is at least this merges into it.
+    pub merge_threshold: f32,
+    /// Bytes of working sets kept in process.
+    pub working_set_bytes: usize,
+}
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        Self {
+            merge_threshold: 0.95,
+            working_set_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Listing parameters for memories.
+#[derive(Debug, Clone, Default)]
+pub struct ListMemories {
+    /// Page size (default 50, max 500).
+    pub limit: Option<u32>,
+    /// Cursor from the previous page.
+    pub cursor: Option<String>,
+    /// Row filter.
+    pub filter: MemoryFilter,
+}
+
+/// The memory service (see the module doc). Cheap to clone.
+#[derive(Clone)]
+pub struct MemoryService {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) retrieval: SearchService,
+    pub(super) policy: CachePolicy,
+    pub(super) sets: Arc<WorkingSets>,
+    pub(super) access: AccessRecorder,
+    pub(super) queries: Arc<FrequentQueries>,
+    pub(super) loading: Arc<Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<()>>>>>,
+    pub(super) writes: Arc<Writes>,
+    pub(super) settings: MemorySettings,
+    pub(super) sessions: super::SessionService,
+}
+
+/// An add after validation.
+struct Valid {
+    text: String,
+    importance: f32,
+    metadata: Option<serde_json::Value>,
+    session: Option<String>,
+    occurred_at: Option<chrono::DateTime<Utc>>,
+    key: Option<String>,
+    supersedes: Option<MemoryId>,
+}
+
+impl MemoryService {
+    /// The settings in force.
+    pub fn settings(&self) -> &MemorySettings {
+        &self.settings
+    }
+
+    /// Adds memories in order (one embedding call for all of them); each answer says whether
+    /// it created, merged or superseded.
+    pub async fn add(&self, owner: &TenantId, items: Vec<AddMemory>) -> Result<Vec<Added>> {
+        if items.is_empty() || items.len() > MAX_BATCH {
+            return Err(EngineError::invalid(
+                "memories",
+                format!("send 1 to {MAX_BATCH} memories"),
+            ));
+        }
+        let many = items.len() > 1;
+        let valid = items
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| {
+                validate_add(m).map_err(|e| match e {
+                    EngineError::Invalid { field, message } if many => {
+                        EngineError::invalid(format!("memories[{i}].{field}"), message)
+                    }
+                    other => other,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut named: Vec<&str> = valid.iter().filter_map(|v| v.session.as_deref()).collect();
+        named.sort_unstable();
+        named.dedup();
+        for session in named {
+            self.sessions.touch(owner, session);
+        }
+        let texts: Vec<String> = valid.iter().map(|v| v.text.clone()).collect();
+        let vectors = self.retrieval.embed_texts(texts).await?;
+        let (this, owner) = (self.clone(), owner.clone());
+        self.writes
+            .detach(async move {
+                let mut out = Vec::with_capacity(valid.len());
+                for (v, vector) in valid.into_iter().zip(vectors) {
+                    out.push(this.add_one(&owner, v, vector).await?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn add_one(&self, owner: &TenantId, v: Valid, vector: Vec<f32>) -> Result<Added> {
+        let set = self.set(owner).await?;
+        let _write = set.write.lock().await;
+        let g0 = set.generation();
+        let model = self.retrieval.embedding_model().0.to_owned();
+        if v.supersedes.is_none()
+            && let Some((id, similarity)) = set.nearest_current(&vector, v.key.as_deref())
+            && similarity >= self.settings.merge_threshold
+            && let Some(old) = set.get(id)
+        {
+            let memory = self.merge(owner, &set, old, v, vector, model).await?;
+            self.changed(owner, Some(&set), g0).await;
+            return Ok(Added {
+                status: AddStatus::Merged,
+                memory,
+                superseded: None,
+                similarity: Some(similarity),
+            });
+        }
+        let replace = match (v.supersedes, &v.key) {
+            (Some(old), key) => {
+                self.check_supersedes(owner, &set, old, key.as_deref())
+                    .await?;
+                Replace::Memory(old)
+            }
+            (None, Some(_)) => Replace::Key,
+            (None, None) => Replace::Nothing,
+        };
+        let new = NewMemory {
+            id: MemoryId::new(),
+            owner: owner.clone(),
+            text: v.text,
+            importance: v.importance,
+            metadata: v.metadata.unwrap_or_else(|| serde_json::json!({})),
+            session: v.session,
+            key: v.key,
+            occurred_at: v.occurred_at,
+            model,
+            embedding: vector,
+        };
+        let inserted = self
+            .insert(&new, replace)
+            .await?
+            .ok_or_else(|| match replace {
+                Replace::Memory(old) => {
+                    EngineError::invalid("supersedes", format!("memory {old} is no longer current"))
+                }
+                _ => EngineError::Internal("insert replaced nothing".into()),
+            })?;
+        let added = match inserted {
+            Inserted::Created(memory) => Added {
+                status: AddStatus::Created,
+                memory,
+                superseded: None,
+                similarity: None,
+            },
+            Inserted::Superseded(memory, old) => {
+                set.supersede(old, memory.id, memory.created_at);
+                Added {
+                    status: AddStatus::Superseded,
+                    memory,
+                    superseded: Some(old),
+                    similarity: None,
+                }
+            }
+        };
+        set.put(added.memory.clone(), Some(&new.embedding));
+        self.changed(owner, Some(&set), g0).await;
+        Ok(added)
+    }
+
+    /// Inserts, retrying when another process took the key between this one's read and its
+    /// write (the unique index on current keys refuses the second insert).
+    async fn insert(&self, new: &NewMemory, replace: Replace) -> Result<Option<Inserted>> {
+        let mut tries = 0;
+        loop {
+            match self.store.insert_memory(new, replace).await {
+                Err(EngineError::Database(sqlx::Error::Database(e)))
+                    if e.is_unique_violation() && replace == Replace::Key && tries < 3 =>
+                {
+                    tries += 1;
+                }
+                Err(EngineError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+                    return Err(EngineError::invalid(
+                        "key",
+                        "is held by another current memory; supersede that memory instead",
+                    ));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Refuses a `supersedes` that names no current memory of the owner's, or a key another
+    /// current memory holds.
+    async fn check_supersedes(
+        &self,
+        owner: &TenantId,
+        set: &TenantSet,
+        old: MemoryId,
+        key: Option<&str>,
+    ) -> Result<()> {
+        let current = match set.get(old) {
+            Some(m) => m,
+            None => self
+                .store
+                .get_memory(owner, old)
+                .await?
+                .ok_or_else(|| EngineError::not_found(IdKind::Memory, old))?,
+        };
+        if let Some(by) = current.superseded_by {
+            return Err(EngineError::invalid(
+                "supersedes",
+                format!("memory {old} was already superseded by {by}"),
+            ));
+        }
+        if let Some(key) = key
+            && current.key.as_deref() != Some(key)
+            && let Some(holder) = set.current_with_key(key)
+        {
+            return Err(EngineError::invalid(
+                "key",
+                format!("is held by current memory {holder}; supersede that one"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Folds a near-duplicate add into `old`: the newer text (and its vector), the higher
+    /// importance, the metadata merged (the add's fields win), the add's session and time
+    /// when it has them. Nothing is written when nothing would change.
+    async fn merge(
+        &self,
+        owner: &TenantId,
+        set: &TenantSet,
+        old: Memory,
+        v: Valid,
+        vector: Vec<f32>,
+        model: String,
+    ) -> Result<Memory> {
+        let mut change = MemoryChange {
+            reason: "merged",
+            ..Default::default()
+        };
+        if v.text != old.text {
+            change.text = Some((v.text, model, vector.clone()));
+        }
+        if v.importance > old.importance {
+            change.importance = Some(v.importance);
+        }
+        if let Some(serde_json::Value::Object(add)) = v.metadata {
+            let mut merged = old.metadata.as_object().cloned().unwrap_or_default();
+            let before = merged.clone();
+            merged.extend(add);
+            if merged != before {
+                change.metadata = Some(validate::metadata(serde_json::Value::Object(merged))?);
+            }
+        }
+        if v.session.is_some() && v.session != old.session {
+            change.session = Some(v.session);
+        }
+        if v.occurred_at.is_some() && v.occurred_at != old.occurred_at {
+            change.occurred_at = Some(v.occurred_at);
+        }
+        let unchanged = change.text.is_none()
+            && change.importance.is_none()
+            && change.metadata.is_none()
+            && change.session.is_none()
+            && change.occurred_at.is_none();
+        if unchanged {
+            return Ok(old);
+        }
+        let text_changed = change.text.is_some();
+        let memory = self
+            .store
+            .change_memory(owner, old.id, &change)
+            .await?
+            .ok_or_else(|| EngineError::Unavailable("the memory changed concurrently".into()))?;
+        set.put(memory.clone(), text_changed.then_some(vector.as_slice()));
+        Ok(memory)
+    }
+
+    /// After a write: bumps the memory scope (every process drops its cached reads and
+    /// working set), and keeps this process's set, updated in place, when the bump was the
+    /// only change since it was true.
+    async fn changed(&self, owner: &TenantId, set: Option<&TenantSet>, before: u64) {
+        self.policy.changed(owner, Changed::Memories).await;
+        let Some(set) = set else { return };
+        let now = self
+            .policy
+            .cache()
+            .generation(&self.policy.memory_scope(owner))
+            .await;
+        match now {
+            Some(g) if g == before + 1 => set.adopt(g),
+            _ => self.sets.forget(owner),
+        }
+    }
+
+    /// The owner's working set, current at the scope's generation: held, or built from the
+    /// store once however many callers ask at the same moment. With the generation unknowable
+    /// (Redis unreachable) it is built for this call only.
+    async fn set(&self, owner: &TenantId) -> Result<Arc<TenantSet>> {
+        let scope = self.policy.memory_scope(owner);
+        let cache = self.policy.cache();
+        let Some(g) = cache.generation(&scope).await else {
+            return Ok(Arc::new(self.load(owner, u64::MAX).await?));
+        };
+        if let Some(set) = self.sets.get(owner, g) {
+            return Ok(set);
+        }
+        let gate = {
+            let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+            loading.entry(owner.clone()).or_default().clone()
+        };
+        let _one = gate.lock().await;
+        // The generation is read before the rows: a write between the two makes it stale.
+        let g = cache.generation(&scope).await.unwrap_or(u64::MAX);
+        let result = match self.sets.get(owner, g) {
+            Some(set) => Ok(set),
+            None => {
+                let set = Arc::new(self.load(owner, g).await?);
+                if g != u64::MAX {
+                    self.sets.insert(owner, set.clone());
+                }
+                Ok(set)
+            }
+        };
+        let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        if Arc::strong_count(&gate) <= 2 {
+            loading.remove(owner);
+        }
+        result
+    }
+
+    async fn load(&self, owner: &TenantId, generation: u64) -> Result<TenantSet> {
+        let (model, dims) = self.retrieval.embedding_model();
+        let rows = self.store.memory_set(owner, model).await?;
+        let stale = rows.iter().filter(|(_, v)| v.is_none()).count();
+        if stale > 0 {
+            tracing::warn!(
+                stale,
+                "memories embedded by another model are found by their words only; \
+                 re-add them to embed them with {model}"
+            );
+        }
+        tokio::task::spawn_blocking(move || TenantSet::new(rows, dims, generation))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))
+    }
+
+    /// One memory of the owner's.
+    pub async fn get(&self, owner: &TenantId, id: MemoryId) -> Result<Memory> {
+        self.store
+            .get_memory(owner, id)
+            .await?
+            .ok_or_else(|| EngineError::not_found(IdKind::Memory, id))
+    }
+
+    /// A page of the owner's memories, newest first.
+    pub async fn list(&self, owner: &TenantId, q: ListMemories) -> Result<Page<Memory>> {
+        let f = &q.filter;
+        for (field, v, max) in [("session", &f.session, 128), ("key", &f.key, 256)] {
+            if let Some(v) = v {
+                bounded(field, v, max)?;
+            }
+        }
+        let since = f.since.map(|t| t.to_rfc3339());
+        let until = f.until.map(|t| t.to_rfc3339());
+        let fingerprint = [
+            f.session.as_deref().unwrap_or(""),
+            f.key.as_deref().unwrap_or(""),
+            since.as_deref().unwrap_or(""),
+            until.as_deref().unwrap_or(""),
+            if f.include_superseded { "all" } else { "" },
+        ];
+        paged(
+            q.limit,
+            q.cursor.as_deref(),
+            &fingerprint,
+            |before, limit| self.store.list_memories(owner, &q.filter, before, limit),
+            |m: &Memory| m.id.to_string(),
+        )
+        .await
+    }
+
+    /// A memory's history: the memories it replaced and its earlier states.
+    pub async fn history(&self, owner: &TenantId, id: MemoryId) -> Result<MemoryHistory> {
+        self.store
+            .memory_history(owner, id)
+            .await?
+            .ok_or_else(|| EngineError::not_found(IdKind::Memory, id))
+    }
+
+    /// Changes a current memory in place (its earlier state goes to its history).
+    pub async fn patch(&self, owner: &TenantId, id: MemoryId, p: MemoryPatch) -> Result<Memory> {
+        let text = p.text.map(|t| memory_text("text", t)).transpose()?;
+        let importance = p.importance.map(|i| importance(Some(i))).transpose()?;
+        let metadata = p.metadata.map(validate::metadata).transpose()?;
+        let session = p
+            .session
+            .map(|s| {
+                s.map(|s| bounded("session", &s, 128).map(|()| s))
+                    .transpose()
+            })
+            .transpose()?;
+        let vector = match &text {
+            Some(t) => Some(self.retrieval.embed_texts(vec![t.clone()]).await?.remove(0)),
+            None => None,
+        };
+        let model = self.retrieval.embedding_model().0.to_owned();
+        let change = MemoryChange {
+            text: text.zip(vector.clone()).map(|(t, v)| (t, model, v)),
+            importance,
+            metadata,
+            session,
+            occurred_at: p.occurred_at,
+            reason: "patched",
+        };
+        let (this, owner) = (self.clone(), owner.clone());
+        self.writes
+            .detach(async move {
+                let set = this.sets.held(&owner);
+                let _write = match &set {
+                    Some(s) => Some(s.write.lock().await),
+                    None => None,
+                };
+                let g0 = set.as_ref().map_or(0, |s| s.generation());
+                let Some(memory) = this.store.change_memory(&owner, id, &change).await? else {
+                    return Err(match this.store.get_memory(&owner, id).await? {
+                        Some(m) => EngineError::invalid(
+                            "id",
+                            format!(
+                                "memory {id} was superseded by {}; change the current one",
+                                m.superseded_by.map(|b| b.to_string()).unwrap_or_default()
+                            ),
+                        ),
+                        None => EngineError::not_found(IdKind::Memory, id),
+                    });
+                };
+                if let Some(s) = &set {
+                    s.put(memory.clone(), vector.as_deref());
+                }
+                this.changed(&owner, set.as_deref(), g0).await;
+                Ok(memory)
+            })
+            .await
+    }
+
+    /// Deletes a memory and its history.
+    pub async fn delete(&self, owner: &TenantId, id: MemoryId) -> Result<()> {
+        let (this, owner) = (self.clone(), owner.clone());
+        self.writes
+            .detach(async move {
+                let set = this.sets.held(&owner);
+                let _write = match &set {
+                    Some(s) => Some(s.write.lock().await),
+                    None => None,
+                };
+                let g0 = set.as_ref().map_or(0, |s| s.generation());
+                let gone = this
+                    .store
+                    .delete_memory(&owner, id)
+                    .await?
+                    .ok_or_else(|| EngineError::not_found(IdKind::Memory, id))?;
+                if let Some(s) = &set {
+                    s.remove(&gone);
+                }
+                this.changed(&owner, set.as_deref(), g0).await;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Hybrid recall over the owner's working set, ranked (see [`crate::memory::rank`]).
+    pub async fn search(&self, owner: &TenantId, req: MemorySearch) -> Result<MemorySearchResults> {
+        let query = req.query.trim();
+        if query.is_empty() || query.chars().count() > MAX_QUERY_CHARS {
+            return Err(EngineError::invalid(
+                "query",
+                format!("must be 1 to {MAX_QUERY_CHARS} characters"),
+            ));
+        }
+        let k = req.k.unwrap_or(DEFAULT_K);
+        if !(1..=MAX_K).contains(&k) {
+            return Err(EngineError::invalid(
+                "k",
+                format!("must be between 1 and {MAX_K}"),
+            ));
+        }
+        req.weights.validate()?;
+        if let Some(m) = req.min_score
+            && !(m.is_finite() && (0.0..=1.0).contains(&m))
+        {
+            return Err(EngineError::invalid("min_score", "must be between 0 and 1"));
+        }
+        let f = req.filter;
+        let session = match req.session {
+            Some(s) => {
+                bounded("session", &s, 128)?;
+                self.sessions.touch(owner, &s);
+                Some(s)
+            }
+            None => None,
+        };
+        let filter = MemoryFilter {
+            session,
+            key: f.key,
+            include_superseded: f.include_superseded,
+            since: f.since,
+            until: f.until,
+        };
+        let (set, vector) = tokio::try_join!(self.set(owner), self.retrieval.embed_query(query))?;
+        let terms: Vec<String> = {
+            let mut t: Vec<String> = crate::bm25::analyze(query).collect();
+            t.sort_unstable();
+            t.dedup();
+            t
+        };
+        let n = (k * 3).max(MIN_CANDIDATES);
+        let candidates = set.candidates(&vector, &terms, &filter, &f.metadata, n);
+        let now = Utc::now();
+        let by_id: HashMap<MemoryId, Memory> = candidates
+            .iter()
+            .map(|c| (c.memory.id, c.memory.clone()))
+            .collect();
+        let count = candidates.len();
+        let ranked = rank::rank(
+            candidates.into_iter().map(|c| {
+                let m = &c.memory;
+                (
+                    m.id,
+                    Signals {
+                        cosine: c.cosine,
+                        bm25: c.bm25,
+                        at: m.occurred_at.unwrap_or(m.created_at),
+                        importance: m.importance,
+                        access_count: m.access_count,
+                    },
+                )
+            }),
+            &req.weights,
+            now,
+            k,
+        );
+        let mut hits: Vec<MemoryHit> = ranked
+            .into_iter()
+            .filter(|(_, c)| req.min_score.is_none_or(|m| c.score >= m))
+            .filter_map(|(id, components)| {
+                by_id.get(&id).map(|m| MemoryHit {
+                    memory: m.clone(),
+                    score: components.score,
+                    components,
+                })
+            })
+            .collect();
+        hits.shrink_to_fit();
+        self.queries.note(owner, query);
+        if req.record_access && !hits.is_empty() {
+            self.access
+                .record(owner, hits.iter().map(|h| h.memory.id).collect(), now);
+        }
+        Ok(MemorySearchResults {
+            considered: set.len(),
+            hits,
+            candidates: count,
+            weights: req.weights,
+        })
+    }
+
+    /// Warms the owner's working set (memories and vectors) and the embeddings of the
+    /// owner's frequent queries, so the next searches need neither the store nor the model.
+    pub async fn preload(&self, owner: &TenantId, working: usize) -> Result<Preloaded> {
+        let before = self.sets.stats().loads;
+        let set = self.set(owner).await?;
+        let loaded = self.sets.stats().loads > before;
+        let mut queries_warmed = 0;
+        for q in self.queries.top(owner) {
+            self.retrieval.embed_query(&q).await?;
+            queries_warmed += 1;
+        }
+        Ok(Preloaded {
+            memories: set.len(),
+            bytes: set.bytes(),
+            loaded,
+            queries_warmed,
+            working: set.working_memories(working.min(MAX_K)),
+        })
+    }
+
+    /// The working sets' statistics.
+    pub fn working_set_stats(&self) -> crate::memory::working::WorkingSetStats {
+        self.sets.stats()
+    }
+
+    /// Drops every working set (an operator's cache clear).
+    pub fn clear_working_sets(&self) {
+        self.sets.clear();
+    }
+
+    /// Accesses dropped because the writer was behind (searches' hit lists), and written.
+    pub fn access_counts(&self) -> (u64, u64) {
+        self.access.counts()
+    }
+
+    /// Writes the access counts still buffered.
+    pub async fn flush_access(&self) {
+        self.access.flush(self.store.as_ref(), &self.sets).await;
+    }
+}
+
+fn validate_add(m: AddMemory) -> Result<Valid> {
+    let text = memory_text("text", m.text)?;
+    for (field, v, max) in [("session", &m.session, 128), ("key", &m.key, 256)] {
+        if let Some(v) = v {
+            bounded(field, v, max)?;
+        }
+    }
+    let supersedes = m
+        .supersedes
+        .map(|s| MemoryId::parse_or_not_found(&s))
+        .transpose()?;
+    Ok(Valid {
+        text,
+        importance: importance(m.importance)?,
+        metadata: m.metadata.map(validate::metadata).transpose()?,
+        session: m.session,
+        occurred_at: m.occurred_at,
+        key: m.key,
+        supersedes,
+    })
+}
+
+fn memory_text(field: &str, text: String) -> Result<String> {
+    let t = text.trim();
+    if t.is_empty() || t.chars().count() > MAX_MEMORY_CHARS {
+        return Err(EngineError::invalid(
+            field,
+            format!("must be 1 to {MAX_MEMORY_CHARS} characters"),
+        ));
+    }
+    Ok(t.to_owned())
+}
+
+fn importance(raw: Option<f32>) -> Result<f32> {
+    match raw {
+        None => Ok(0.5),
+        Some(i) if i.is_finite() && (0.0..=1.0).contains(&i) => Ok(i),
+        Some(_) => Err(EngineError::invalid(
+            "importance",
+            "must be between 0 and 1",
+        )),
+    }
+}
+
+fn bounded(field: &str, v: &str, max: usize) -> Result<()> {
+    let n = v.chars().count();
+    if n == 0 || n > max || v.trim() != v || v.chars().any(char::is_control) {
+        return Err(EngineError::invalid(
+            field,
+            format!(
+                "must be 1 to {max} characters, without surrounding spaces or control characters"
+            ),
+        ));
+    }
+    Ok(())
+}
