@@ -5,7 +5,7 @@
 //! Stateless: each `POST` carries one JSON-RPC message (or a batch) and a request is
 //! answered with one `application/json` response; notifications and responses are accepted
 //! with 202. No session id is issued and no server-initiated stream is offered (`GET`
-//! answers 405, as the transport allows). The caller is authenticated like every other
+//! is not routed, so it answers 405, as the transport allows). The caller is authenticated like every other
 //! route (bearer token or trusted header), so a tool acts for the caller's tenant only.
 //! Tools: `memory_add`, `memory_search`, `memory_delete` and `document_search`; their
 //! arguments are the HTTP API's request bodies, validated the same way, and a refused
@@ -100,24 +100,6 @@ pub async fn post(
         Some(r) => Json(r).into_response(),
         None => StatusCode::ACCEPTED.into_response(),
     })
-}
-
-/// `GET /mcp`
-#[utoipa::path(
-    get,
-    path = "/mcp",
-    operation_id = "mcp_stream",
-    tag = "memories",
-    summary = "Server-initiated MCP stream (not offered)",
-    description = "strata sends nothing unprompted, so it offers no stream: 405, as the \
-                   streamable HTTP transport allows.",
-    responses((status = 405, description = "`method_not_allowed`")),
-)]
-pub async fn stream(_tenant: Tenant) -> ApiError {
-    ApiError::new(
-        Code::MethodNotAllowed,
-        "strata offers no server-initiated stream; POST JSON-RPC messages",
-    )
 }
 
 /// Refuses a browser page of another origin (DNS rebinding): an `Origin`, when sent, must

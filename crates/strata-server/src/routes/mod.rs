@@ -42,7 +42,7 @@ pub fn api(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(memories::history))
         .routes(routes!(memories::search))
         .routes(routes!(memories::preload))
-        .routes(routes!(mcp::post, mcp::stream))
+        .routes(routes!(mcp::post))
         .routes(routes!(sessions::start, sessions::list))
         .routes(routes!(sessions::events))
         .routes(routes!(sessions::get, sessions::end))
