@@ -138,7 +138,7 @@ impl MemoryService {
             self.sessions.touch(owner, session);
         }
         let texts: Vec<String> = valid.iter().map(|v| v.text.clone()).collect();
-        let vectors = self.retrieval.embed_texts(texts).await?;
+        let vectors = self.retrieval.embed_for_storage(texts).await?;
         let (this, owner) = (self.clone(), owner.clone());
         self.writes
             .detach(async move {
@@ -458,7 +458,12 @@ impl MemoryService {
             })
             .transpose()?;
         let vector = match &text {
-            Some(t) => Some(self.retrieval.embed_texts(vec![t.clone()]).await?.remove(0)),
+            Some(t) => Some(
+                self.retrieval
+                    .embed_for_storage(vec![t.clone()])
+                    .await?
+                    .remove(0),
+            ),
             None => None,
         };
         let model = self.retrieval.embedding_model().0.to_owned();

@@ -69,14 +69,14 @@ impl SearchService {
         } else {
             embedder.embed(texts).await
         };
-        result.map_err(|e| match e {
-            strata_embed::EmbedError::Overloaded => EngineError::Overloaded(
-                "the embedding model has more work waiting than it can take now",
-            ),
-            strata_embed::EmbedError::Closed => EngineError::Unavailable("shutting down".into()),
-            strata_embed::EmbedError::Unavailable(why) => EngineError::Unavailable(why),
-            other => EngineError::Internal(other.to_string()),
-        })
+        result.map_err(embed_error)
+    }
+
+    /// Embeds texts to be stored (memory adds and edits): on the model's bulk queue, behind
+    /// every waiting query, in full passes, without the queries' wait budget; a write's
+    /// throughput is bounded by the model, not turned away because queries are waiting.
+    pub async fn embed_for_storage(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+        self.embedder.embed_bulk(texts).await.map_err(embed_error)
     }
 
     /// Tokens the model sees of each text (after truncation), for usage accounting.
@@ -96,5 +96,17 @@ impl SearchService {
     /// The embedding model's id and, when it runs in this process, its passes and busy time.
     pub fn model_stats(&self) -> (&str, Option<strata_embed::ModelStats>) {
         (self.embedder.model(), self.embedder.stats())
+    }
+}
+
+/// An embedding failure as the engine reports it.
+fn embed_error(e: strata_embed::EmbedError) -> EngineError {
+    match e {
+        strata_embed::EmbedError::Overloaded => EngineError::Overloaded(
+            "the embedding model has more work waiting than it can take now",
+        ),
+        strata_embed::EmbedError::Closed => EngineError::Unavailable("shutting down".into()),
+        strata_embed::EmbedError::Unavailable(why) => EngineError::Unavailable(why),
+        other => EngineError::Internal(other.to_string()),
     }
 }
