@@ -345,7 +345,7 @@ impl MemoryService {
             .generation(&self.policy.memory_scope(owner))
             .await;
         match now {
-            Some(g) if g == before + 1 => set.adopt(g),
+            Some(g) if before.checked_add(1) == Some(g) => set.adopt(g),
             _ => self.sets.forget(owner),
         }
     }

@@ -2,8 +2,9 @@
 //! frameworks and desktop assistants use strata as their memory and document search without
 //! glue code.
 //!
-//! Stateless: each `POST` carries one JSON-RPC message (or a batch) and a request is
-//! answered with one `application/json` response; notifications and responses are accepted
+//! Stateless: each `POST` carries one JSON-RPC message (batches, dropped from the transport
+//! in its 2025-06-18 revision, are refused with 400) and a request is answered with one
+//! `application/json` response; notifications and responses are accepted
 //! with 202. No session id is issued and no server-initiated stream is offered (`GET`
 //! is not routed, so it answers 405, as the transport allows). The caller is authenticated like every other
 //! route (bearer token or trusted header), so a tool acts for the caller's tenant only.
@@ -41,7 +42,7 @@ const INVALID_PARAMS: i64 = -32602;
     operation_id = "mcp",
     tag = "memories",
     summary = "Model Context Protocol (streamable HTTP)",
-    description = "One JSON-RPC 2.0 message per request (or a batch): `initialize`, `ping`, \
+    description = "One JSON-RPC 2.0 message per request: `initialize`, `ping`, \
                    `tools/list`, `tools/call` with the tools `memory_add`, `memory_search`, \
                    `memory_delete` and `document_search`, acting for the caller's tenant. \
                    Requests are answered with `application/json`; notifications and responses \
@@ -51,7 +52,7 @@ const INVALID_PARAMS: i64 = -32602;
     responses(
         (status = 200, description = "The JSON-RPC response", body = Object),
         (status = 202, description = "A notification or response, accepted"),
-        (status = 400, description = "Not JSON: a JSON-RPC parse error", body = Object),
+        (status = 400, description = "Not JSON, or not one JSON-RPC message: a JSON-RPC error", body = Object),
         (status = 403, description = "`forbidden`: an Origin other than this server's"),
         (status = 415, description = "`unsupported_media_type`: not JSON"),
     ),
@@ -84,19 +85,16 @@ pub async fn post(
             return Ok((StatusCode::BAD_REQUEST, Json(err)).into_response());
         }
     };
-    let answer = match message {
-        Value::Array(batch) if !batch.is_empty() => {
-            let mut out = Vec::new();
-            for m in batch {
-                if let Some(r) = handle(&app, &tenant.0, m).await {
-                    out.push(r);
-                }
-            }
-            (!out.is_empty()).then_some(Value::Array(out))
-        }
-        m => handle(&app, &tenant.0, m).await,
+    let Value::Object(message) = message else {
+        // Batches were dropped from the transport (2025-06-18); anything else is no message.
+        let err = rpc_error(
+            Value::Null,
+            INVALID_REQUEST,
+            "send one JSON-RPC message, an object",
+        );
+        return Ok((StatusCode::BAD_REQUEST, Json(err)).into_response());
     };
-    Ok(match answer {
+    Ok(match handle(&app, &tenant.0, message).await {
         Some(r) => Json(r).into_response(),
         None => StatusCode::ACCEPTED.into_response(),
     })
@@ -125,14 +123,11 @@ fn check_origin(headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Answers one message: `None` for a notification or a response.
-async fn handle(app: &AppState, tenant: &TenantId, m: Value) -> Option<Value> {
-    let Value::Object(m) = m else {
-        return Some(rpc_error(
-            Value::Null,
-            INVALID_REQUEST,
-            "not a JSON-RPC message",
-        ));
-    };
+async fn handle(
+    app: &AppState,
+    tenant: &TenantId,
+    m: serde_json::Map<String, Value>,
+) -> Option<Value> {
     let id = m.get("id").cloned();
     let Some(method) = m.get("method").and_then(Value::as_str) else {
         // A response to a request strata never sends, or garbage without an id.

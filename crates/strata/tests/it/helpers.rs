@@ -267,6 +267,24 @@ impl TestServer {
         }
     }
 
+    /// A request as a tenant named by the `x-tenant` header, with a JSON body when given.
+    pub async fn request_as(
+        &self,
+        tenant: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut r = self
+            .client
+            .request(method, self.url(path))
+            .header("x-tenant", tenant);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        r.send().await.expect("request")
+    }
+
     /// GET as a tenant named by the `x-tenant` header.
     pub async fn get_json_as(&self, path: &str, tenant: &str) -> Value {
         self.client

@@ -16,6 +16,7 @@ mod helpers;
 mod hybrid;
 mod isolation;
 mod jobs;
+mod mcp;
 mod memories;
 mod openapi;
 mod pagination;

@@ -19,22 +19,16 @@ async fn send(
     path: &str,
     body: Option<Value>,
 ) -> reqwest::Response {
-    let mut r = s
-        .client
-        .request(method, s.url(path))
-        .header("x-tenant", tenant);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    r.send().await.unwrap()
+    s.request_as(tenant, method, path, body).await
 }
 
 async fn post(s: &TestServer, tenant: &str, path: &str, body: Value) -> reqwest::Response {
-    send(s, tenant, reqwest::Method::POST, path, Some(body)).await
+    s.request_as(tenant, reqwest::Method::POST, path, Some(body))
+        .await
 }
 
 async fn get(s: &TestServer, tenant: &str, path: &str) -> reqwest::Response {
-    send(s, tenant, reqwest::Method::GET, path, None).await
+    s.request_as(tenant, reqwest::Method::GET, path, None).await
 }
 
 async fn add(s: &TestServer, tenant: &str, body: Value) -> Value {

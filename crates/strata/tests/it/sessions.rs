@@ -36,14 +36,7 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> reqwest::Response {
-    let mut r = s
-        .client
-        .request(method, s.url(path))
-        .header("x-tenant", tenant);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    r.send().await.unwrap()
+    s.request_as(tenant, method, path, body).await
 }
 
 async fn session(s: &TestServer, tenant: &str, id: &str) -> Value {
