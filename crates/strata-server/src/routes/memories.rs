@@ -35,6 +35,16 @@ pub enum AddBody {
     Batch(BatchAdd),
 }
 
+/// A 200 answer to an add: one merged memory, or a batch's results.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum AddAnswer {
+    /// One memory, merged into a near-duplicate.
+    One(Box<Added>),
+    /// `{"results": [...]}` for a batch.
+    Batch(BatchAdded),
+}
+
 /// The answer to a batch add.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct BatchAdded {
@@ -61,7 +71,7 @@ pub struct BatchAdded {
     request_body = AddBody,
     responses(
         (status = 201, description = "Created or superseded", body = Added),
-        (status = 200, description = "Merged into a near-duplicate, or a batch's results", body = BatchAdded),
+        (status = 200, description = "Merged into a near-duplicate, or a batch's results", body = AddAnswer),
         (status = 400, description = "`malformed_json`"),
         (status = 404, description = "`not_found`: `supersedes` names no memory of the tenant's"),
         (status = 413, description = "`payload_too_large`"),

@@ -177,14 +177,16 @@ pub async fn get(
     .await
 }
 
-/// `DELETE /v1/sessions/{id}`
+/// `POST /v1/sessions/{id}/end`
 #[utoipa::path(
-    delete,
-    path = "/v1/sessions/{id}",
+    post,
+    path = "/v1/sessions/{id}/end",
     operation_id = "end_session",
     tag = "sessions",
     summary = "End a session",
-    description = "Ends it now (`closed`); ending an ended session answers it as it is.",
+    description = "Ends it now (`closed`); ending an ended session answers it as it is. An ended \
+                   session stays readable (its requests, timeout and how it ended); it is not \
+                   deleted, which is why this is not a DELETE.",
     params(SessionPath),
     responses(
         (status = 200, description = "The ended session", body = SessionView),

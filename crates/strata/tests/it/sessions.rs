@@ -180,8 +180,8 @@ async fn a_session_learns_its_tenants_pace_and_ends_when_idle() {
     let r = call(
         &s,
         "ana",
-        reqwest::Method::DELETE,
-        &format!("/v1/sessions/{id}"),
+        reqwest::Method::POST,
+        &format!("/v1/sessions/{id}/end"),
         None,
     )
     .await;
