@@ -119,6 +119,27 @@ pub struct Bm25Index {
     scratch: Mutex<Vec<Scratch>>,
 }
 
+/// A text's id, owner, term frequencies and length.
+type Analysed<'a> = (u64, &'a TenantId, HashMap<String, u32>, u32);
+
+/// Each text's term frequencies and length.
+fn analyse(rows: &[(u64, TenantId, String)]) -> Vec<Analysed<'_>> {
+    rows.iter()
+        .map(|(id, owner, text)| {
+            let mut tf: HashMap<String, u32> = HashMap::new();
+            let mut len = 0u32;
+            for t in analyze(text) {
+                *tf.entry(t).or_default() += 1;
+                len += 1;
+            }
+            (*id, owner, tf, len)
+        })
+        .collect()
+}
+
+/// Batches this large are analysed on several threads.
+const PARALLEL_FROM: usize = 2048;
+
 /// Accumulators kept for reuse (more searches at once allocate their own).
 const SCRATCH_KEPT: usize = 4;
 
@@ -175,20 +196,25 @@ impl Bm25Index {
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Indexes texts (replacing what an id held before).
+    /// Indexes texts (replacing what an id held before). A large batch (a start-up build, a
+    /// tenant's memories) is analysed on every core before the index is locked once.
     pub fn add(&self, rows: &[(u64, TenantId, String)]) -> Result<()> {
-        let analysed: Vec<(u64, &TenantId, HashMap<String, u32>, u32)> = rows
-            .iter()
-            .map(|(id, owner, text)| {
-                let mut tf: HashMap<String, u32> = HashMap::new();
-                let mut len = 0u32;
-                for t in analyze(text) {
-                    *tf.entry(t).or_default() += 1;
-                    len += 1;
-                }
-                (*id, owner, tf, len)
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let analysed: Vec<Analysed<'_>> = if rows.len() < PARALLEL_FROM || cores < 2 {
+            analyse(rows)
+        } else {
+            let per = rows.len().div_ceil(cores);
+            std::thread::scope(|scope| {
+                let parts: Vec<_> = rows
+                    .chunks(per)
+                    .map(|part| scope.spawn(move || analyse(part)))
+                    .collect();
+                parts
+                    .into_iter()
+                    .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .collect()
             })
-            .collect();
+        };
         let mut inner = self.write();
         let replaced: Vec<u64> = rows
             .iter()

@@ -388,7 +388,9 @@ impl MemoryService {
 
     async fn load(&self, owner: &TenantId, generation: u64) -> Result<TenantSet> {
         let (model, dims) = self.retrieval.embedding_model();
+        let started = std::time::Instant::now();
         let rows = self.store.memory_set(owner, model).await?;
+        let read = started.elapsed();
         let stale = rows.iter().filter(|(_, v)| v.is_none()).count();
         if stale > 0 {
             tracing::warn!(
@@ -397,9 +399,16 @@ impl MemoryService {
                  re-add them to embed them with {model}"
             );
         }
-        tokio::task::spawn_blocking(move || TenantSet::new(rows, dims, generation))
+        let set = tokio::task::spawn_blocking(move || TenantSet::new(rows, dims, generation))
             .await
-            .map_err(|e| EngineError::Internal(e.to_string()))
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        tracing::debug!(
+            memories = set.len(),
+            read_ms = read.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "memory working set built"
+        );
+        Ok(set)
     }
 
     /// One memory of the owner's.
