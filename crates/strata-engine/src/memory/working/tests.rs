@@ -171,3 +171,57 @@ fn dot_is_the_plain_sum_of_products() {
     let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
     assert!((dot(&a, &b) - plain).abs() < 1e-3);
 }
+
+#[test]
+fn the_two_pass_scan_finds_the_exact_nearest_with_exact_cosines() {
+    // Pseudo-random unit vectors of the model's size.
+    let dims = 384;
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let mut unit = || {
+        let v: Vec<f32> = (0..dims).map(|_| next()).collect();
+        let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+        v.into_iter().map(|a| a / norm).collect::<Vec<f32>>()
+    };
+    let rows: Vec<(Memory, Option<Vec<f32>>)> = (0..3000)
+        .map(|_| (memory("x", None), Some(unit())))
+        .collect();
+    let vectors: Vec<(MemoryId, Vec<f32>)> = rows
+        .iter()
+        .map(|(m, v)| (m.id, v.clone().unwrap()))
+        .collect();
+    let set = TenantSet::new(rows, dims, 0);
+    for _ in 0..20 {
+        let q = unit();
+        let mut exact: Vec<(MemoryId, f32)> =
+            vectors.iter().map(|(id, v)| (*id, dot(v, &q))).collect();
+        exact.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let found = set.candidates(&q, &[], &MemoryFilter::default(), &MetadataMatch::new(), 20);
+        assert_eq!(found.len(), 20);
+        let mut got: Vec<(MemoryId, f32)> = found.iter().map(|c| (c.memory.id, c.cosine)).collect();
+        got.sort_by(|a, b| b.1.total_cmp(&a.1));
+        assert_eq!(got, exact[..20].to_vec());
+    }
+}
+
+#[test]
+fn codes_follow_their_vectors() {
+    let v: Vec<f32> = (0..40).map(|i| (i as f32 - 20.0) / 50.0).collect();
+    let mut codes = vec![0i8; 40];
+    let scale = quantize(&v, &mut codes);
+    for (c, x) in codes.iter().zip(&v) {
+        assert!((f32::from(*c) * scale - x).abs() <= scale / 2.0 + 1e-6);
+    }
+    assert_eq!(
+        dot_i8(&codes, &codes),
+        codes.iter().map(|c| i32::from(*c).pow(2)).sum::<i32>()
+    );
+    let mut zero = vec![1i8; 4];
+    assert_eq!(quantize(&[0.0; 4], &mut zero), 0.0);
+    assert_eq!(zero, [0; 4]);
+}
