@@ -75,6 +75,8 @@ pub struct ListMemories {
     pub cursor: Option<String>,
     /// Row filter.
     pub filter: MemoryFilter,
+    /// Only memories whose metadata has these fields with these values.
+    pub metadata: crate::memory::working::MetadataMatch,
 }
 
 /// The memory service (see the module doc). Cheap to clone.
@@ -429,18 +431,33 @@ impl MemoryService {
         }
         let since = f.since.map(|t| t.to_rfc3339());
         let until = f.until.map(|t| t.to_rfc3339());
+        let metadata = serde_json::Value::Object(q.metadata.clone()).to_string();
         let fingerprint = [
             f.session.as_deref().unwrap_or(""),
             f.key.as_deref().unwrap_or(""),
             since.as_deref().unwrap_or(""),
             until.as_deref().unwrap_or(""),
             if f.include_superseded { "all" } else { "" },
+            &metadata,
         ];
+        // A metadata filter is answered from the working set (which holds every memory and
+        // is as current as the cache), so pages stay full however few memories match.
+        let set = if q.metadata.is_empty() {
+            None
+        } else {
+            Some(self.set(owner).await?)
+        };
+        let (filter, metadata, set) = (&q.filter, &q.metadata, &set);
         paged(
             q.limit,
             q.cursor.as_deref(),
             &fingerprint,
-            |before, limit| self.store.list_memories(owner, &q.filter, before, limit),
+            |before, limit| async move {
+                match set {
+                    Some(set) => Ok(set.list(filter, metadata, before, limit as usize)),
+                    None => self.store.list_memories(owner, filter, before, limit).await,
+                }
+            },
             |m: &Memory| m.id.to_string(),
         )
         .await

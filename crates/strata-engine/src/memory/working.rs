@@ -191,6 +191,27 @@ impl TenantSet {
         best
     }
 
+    /// Up to `limit` memories passing the filters, newest first, strictly older than
+    /// `before`.
+    pub fn list(
+        &self,
+        filter: &MemoryFilter,
+        metadata: &MetadataMatch,
+        before: Option<MemoryId>,
+        limit: usize,
+    ) -> Vec<Memory> {
+        let s = self.read();
+        let mut out: Vec<&Memory> = s
+            .entries
+            .iter()
+            .filter(|e| e.alive && before.is_none_or(|b| e.memory.id < b))
+            .map(|e| &e.memory)
+            .filter(|m| passes(m, filter, metadata))
+            .collect();
+        out.sort_unstable_by_key(|m| std::cmp::Reverse(m.id));
+        out.into_iter().take(limit).cloned().collect()
+    }
+
     /// The current memory holding `key`, if any.
     pub fn current_with_key(&self, key: &str) -> Option<MemoryId> {
         let s = self.read();

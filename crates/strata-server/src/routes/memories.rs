@@ -130,6 +130,9 @@ pub struct ListQuery {
     until: Option<chrono::DateTime<chrono::Utc>>,
     /// Superseded memories too.
     include_superseded: Option<bool>,
+    /// Only memories whose metadata has these fields with these values: a JSON object, as
+    /// text (`{"topic":"travel"}`).
+    metadata: Option<String>,
 }
 
 /// A page of memories.
@@ -148,8 +151,8 @@ pub struct MemoryPage {
     operation_id = "list_memories",
     tag = "memories",
     summary = "List memories",
-    description = "Newest first, by cursor; filter by session, key and time; current memories \
-                   only unless `include_superseded`.",
+    description = "Newest first, by cursor; filter by session, key, time and metadata fields; \
+                   current memories only unless `include_superseded`.",
     params(ListQuery, crate::openapi::IfNoneMatch),
     responses(
         (status = 200, description = "A page", body = MemoryPage, headers(("etag" = String))),
@@ -169,6 +172,14 @@ pub async fn list(
     let until = q.until.map(|t| t.to_rfc3339()).unwrap_or_default();
     let all = q.include_superseded.unwrap_or(false);
     let cursor = q.cursor.filter(|c| !c.is_empty());
+    let metadata = match q.metadata.as_deref().filter(|m| !m.is_empty()) {
+        None => serde_json::Map::new(),
+        Some(raw) => match strata_engine::validate::metadata_str(raw)? {
+            Value::Object(m) => m,
+            _ => return Err(ApiError::invalid("metadata", "must be a JSON object")),
+        },
+    };
+    let metadata_key = Value::Object(metadata.clone()).to_string();
     let read = app.engine.cache_policy().memory(
         &tenant.0,
         &[
@@ -180,6 +191,7 @@ pub async fn list(
             &since,
             &until,
             if all { "all" } else { "" },
+            &metadata_key,
         ],
     );
     let query = ListMemories {
@@ -192,6 +204,7 @@ pub async fn list(
             since: q.since,
             until: q.until,
         },
+        metadata,
     };
     cached::json(&app, &inm, read, || async {
         let page = app.engine.memories().list(&tenant.0, query).await?;

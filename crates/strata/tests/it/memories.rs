@@ -282,6 +282,84 @@ async fn batches_pages_filters_and_bad_input() {
         .await
         .unwrap();
     assert_eq!(old["items"][0]["text"], "Kim likes jazz");
+    // Metadata filters, by equality of each given field; pages stay full.
+    let notes = [
+        ("Kim collects vinyl records", "music"),
+        ("Kim plays chess online at night", "games"),
+        ("Kim sings in a choir on Wednesdays", "music"),
+        ("Kim is learning the violin", "music"),
+    ];
+    for (i, (text, topic)) in notes.iter().enumerate() {
+        let a = add(
+            &s,
+            "kim",
+            json!({"text": text, "metadata": {"topic": topic, "i": i}}),
+        )
+        .await;
+        assert_eq!(a["status"], "created");
+    }
+    let music: Value = get(
+        &s,
+        "kim",
+        "/v1/memories?limit=2&metadata=%7B%22topic%22%3A%22music%22%7D",
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let texts_of = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["text"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        texts_of(&music),
+        [
+            "Kim is learning the violin",
+            "Kim sings in a choir on Wednesdays"
+        ]
+    );
+    let cursor = music["next_cursor"].as_str().unwrap();
+    let rest: Value = get(
+        &s,
+        "kim",
+        &format!("/v1/memories?limit=2&metadata=%7B%22topic%22%3A%22music%22%7D&cursor={cursor}"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(texts_of(&rest), ["Kim collects vinyl records"]);
+    assert!(rest["next_cursor"].is_null());
+    let r = get(&s, "kim", "/v1/memories?metadata=%5B1%5D").await;
+    assert_problem(r, 422, "validation_failed").await;
+    for i in 0..4 {
+        let id = get(
+            &s,
+            "kim",
+            &format!("/v1/memories?metadata=%7B%22i%22%3A{i}%7D"),
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["items"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let r = send(
+            &s,
+            "kim",
+            reqwest::Method::DELETE,
+            &format!("/v1/memories/{id}"),
+            None,
+        )
+        .await;
+        assert_eq!(r.status(), 204);
+    }
+
     // A session-scoped search sees only that session.
     let found = search(&s, "kim", json!({"query": "chess", "session": "s1"})).await;
     assert!(!texts(&found).iter().any(|t| t.contains("chess")));
