@@ -110,6 +110,21 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// Checks a caller's name for something (a session, a memory's key): 1 to `max` characters,
+/// no surrounding spaces, no control characters.
+pub fn label(field: &str, v: &str, max: usize) -> Result<()> {
+    let n = v.chars().count();
+    if n == 0 || n > max || v.trim() != v || v.chars().any(char::is_control) {
+        return Err(EngineError::invalid(
+            field,
+            format!(
+                "must be 1 to {max} characters, without surrounding spaces or control characters"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a page size: 1..=`max`, default `default`.
 pub fn limit(raw: Option<u32>, default: u32, max: u32) -> Result<u32> {
     match raw {

@@ -30,9 +30,11 @@ use crate::validate;
 
 mod access;
 mod queries;
+mod valid;
 
 pub use access::AccessRecorder;
 use queries::FrequentQueries;
+use valid::{Valid, importance, memory_text, validate_add};
 
 /// Longest memory text, in characters.
 pub const MAX_MEMORY_CHARS: usize = 4000;
@@ -79,6 +81,14 @@ pub struct ListMemories {
     pub metadata: crate::memory::working::MetadataMatch,
 }
 
+/// A write to a tenant's memories through this process: the tenant's working set when held,
+/// locked until the write is done, and the generation it was true at before.
+struct Writing {
+    set: Option<Arc<TenantSet>>,
+    _lock: Option<tokio::sync::OwnedMutexGuard<()>>,
+    before: u64,
+}
+
 /// The memory service (see the module doc). Cheap to clone.
 #[derive(Clone)]
 pub struct MemoryService {
@@ -92,17 +102,6 @@ pub struct MemoryService {
     pub(super) writes: Arc<Writes>,
     pub(super) settings: MemorySettings,
     pub(super) sessions: super::SessionService,
-}
-
-/// An add after validation.
-struct Valid {
-    text: String,
-    importance: f32,
-    metadata: Option<serde_json::Value>,
-    session: Option<String>,
-    occurred_at: Option<chrono::DateTime<Utc>>,
-    key: Option<String>,
-    supersedes: Option<MemoryId>,
 }
 
 impl MemoryService {
@@ -155,8 +154,7 @@ impl MemoryService {
 
     async fn add_one(&self, owner: &TenantId, v: Valid, vector: Vec<f32>) -> Result<Added> {
         let set = self.set(owner).await?;
-        let _write = set.write.lock().await;
-        let g0 = set.generation();
+        let writing = self.writing(Some(set.clone())).await;
         let model = self.retrieval.embedding_model().0.to_owned();
         if v.supersedes.is_none()
             && let Some((id, similarity)) = set.nearest_current(&vector, v.key.as_deref())
@@ -164,7 +162,7 @@ impl MemoryService {
             && let Some(old) = set.get(id)
         {
             let memory = self.merge(owner, &set, old, v, vector, model).await?;
-            self.changed(owner, Some(&set), g0).await;
+            self.changed(owner, writing).await;
             return Ok(Added {
                 status: AddStatus::Merged,
                 memory,
@@ -220,7 +218,7 @@ impl MemoryService {
             }
         };
         set.put(added.memory.clone(), Some(&new.embedding));
-        self.changed(owner, Some(&set), g0).await;
+        self.changed(owner, writing).await;
         Ok(added)
     }
 
@@ -335,19 +333,34 @@ impl MemoryService {
         Ok(memory)
     }
 
+    /// Starts a write through this process: locks the tenant's working set, when one is
+    /// held, for the write and notes the generation the set is true at.
+    async fn writing(&self, set: Option<Arc<TenantSet>>) -> Writing {
+        let lock = match &set {
+            Some(s) => Some(s.write.clone().lock_owned().await),
+            None => None,
+        };
+        let before = set.as_ref().map_or(0, |s| s.generation());
+        Writing {
+            set,
+            _lock: lock,
+            before,
+        }
+    }
+
     /// After a write: bumps the memory scope (every process drops its cached reads and
     /// working set), and keeps this process's set, updated in place, when the bump was the
-    /// only change since it was true.
-    async fn changed(&self, owner: &TenantId, set: Option<&TenantSet>, before: u64) {
+    /// only change since it was true; the set's lock is released after.
+    async fn changed(&self, owner: &TenantId, writing: Writing) {
         self.policy.changed(owner, Changed::Memories).await;
-        let Some(set) = set else { return };
+        let Some(set) = &writing.set else { return };
         let now = self
             .policy
             .cache()
             .generation(&self.policy.memory_scope(owner))
             .await;
         match now {
-            Some(g) if before.checked_add(1) == Some(g) => set.adopt(g),
+            Some(g) if writing.before.checked_add(1) == Some(g) => set.adopt(g),
             _ => self.sets.forget(owner),
         }
     }
@@ -426,7 +439,7 @@ impl MemoryService {
         let f = &q.filter;
         for (field, v, max) in [("session", &f.session, 128), ("key", &f.key, 256)] {
             if let Some(v) = v {
-                bounded(field, v, max)?;
+                validate::label(field, v, max)?;
             }
         }
         let since = f.since.map(|t| t.to_rfc3339());
@@ -479,7 +492,7 @@ impl MemoryService {
         let session = p
             .session
             .map(|s| {
-                s.map(|s| bounded("session", &s, 128).map(|()| s))
+                s.map(|s| validate::label("session", &s, 128).map(|()| s))
                     .transpose()
             })
             .transpose()?;
@@ -504,12 +517,7 @@ impl MemoryService {
         let (this, owner) = (self.clone(), owner.clone());
         self.writes
             .detach(async move {
-                let set = this.sets.held(&owner);
-                let _write = match &set {
-                    Some(s) => Some(s.write.lock().await),
-                    None => None,
-                };
-                let g0 = set.as_ref().map_or(0, |s| s.generation());
+                let writing = this.writing(this.sets.held(&owner)).await;
                 let Some(memory) = this.store.change_memory(&owner, id, &change).await? else {
                     return Err(match this.store.get_memory(&owner, id).await? {
                         Some(m) => EngineError::invalid(
@@ -522,10 +530,10 @@ impl MemoryService {
                         None => EngineError::not_found(IdKind::Memory, id),
                     });
                 };
-                if let Some(s) = &set {
+                if let Some(s) = &writing.set {
                     s.put(memory.clone(), vector.as_deref());
                 }
-                this.changed(&owner, set.as_deref(), g0).await;
+                this.changed(&owner, writing).await;
                 Ok(memory)
             })
             .await
@@ -536,21 +544,16 @@ impl MemoryService {
         let (this, owner) = (self.clone(), owner.clone());
         self.writes
             .detach(async move {
-                let set = this.sets.held(&owner);
-                let _write = match &set {
-                    Some(s) => Some(s.write.lock().await),
-                    None => None,
-                };
-                let g0 = set.as_ref().map_or(0, |s| s.generation());
+                let writing = this.writing(this.sets.held(&owner)).await;
                 let gone = this
                     .store
                     .delete_memory(&owner, id)
                     .await?
                     .ok_or_else(|| EngineError::not_found(IdKind::Memory, id))?;
-                if let Some(s) = &set {
+                if let Some(s) = &writing.set {
                     s.remove(&gone);
                 }
-                this.changed(&owner, set.as_deref(), g0).await;
+                this.changed(&owner, writing).await;
                 Ok(())
             })
             .await
@@ -581,7 +584,7 @@ impl MemoryService {
         let f = req.filter;
         let session = match req.session {
             Some(s) => {
-                bounded("session", &s, 128)?;
+                validate::label("session", &s, 128)?;
                 self.sessions.touch(owner, &s);
                 Some(s)
             }
@@ -604,13 +607,9 @@ impl MemoryService {
         let n = (k * 3).max(MIN_CANDIDATES);
         let candidates = set.candidates(&vector, &terms, &filter, &f.metadata, n);
         let now = Utc::now();
-        let by_id: HashMap<MemoryId, Memory> = candidates
-            .iter()
-            .map(|c| (c.memory.id, c.memory.clone()))
-            .collect();
         let count = candidates.len();
         let ranked = rank::rank(
-            candidates.into_iter().map(|c| {
+            candidates.iter().map(|c| {
                 let m = &c.memory;
                 (
                     m.id,
@@ -627,18 +626,21 @@ impl MemoryService {
             now,
             k,
         );
-        let mut hits: Vec<MemoryHit> = ranked
+        let mut by_id: HashMap<MemoryId, Memory> = candidates
+            .into_iter()
+            .map(|c| (c.memory.id, c.memory))
+            .collect();
+        let hits: Vec<MemoryHit> = ranked
             .into_iter()
             .filter(|(_, c)| req.min_score.is_none_or(|m| c.score >= m))
             .filter_map(|(id, components)| {
-                by_id.get(&id).map(|m| MemoryHit {
-                    memory: m.clone(),
+                by_id.remove(&id).map(|memory| MemoryHit {
+                    memory,
                     score: components.score,
                     components,
                 })
             })
             .collect();
-        hits.shrink_to_fit();
         self.queries.note(owner, query);
         if req.record_access && !hits.is_empty() {
             self.access
@@ -691,61 +693,4 @@ impl MemoryService {
     pub async fn flush_access(&self) {
         self.access.flush(self.store.as_ref(), &self.sets).await;
     }
-}
-
-fn validate_add(m: AddMemory) -> Result<Valid> {
-    let text = memory_text("text", m.text)?;
-    for (field, v, max) in [("session", &m.session, 128), ("key", &m.key, 256)] {
-        if let Some(v) = v {
-            bounded(field, v, max)?;
-        }
-    }
-    let supersedes = m
-        .supersedes
-        .map(|s| MemoryId::parse_or_not_found(&s))
-        .transpose()?;
-    Ok(Valid {
-        text,
-        importance: importance(m.importance)?,
-        metadata: m.metadata.map(validate::metadata).transpose()?,
-        session: m.session,
-        occurred_at: m.occurred_at,
-        key: m.key,
-        supersedes,
-    })
-}
-
-fn memory_text(field: &str, text: String) -> Result<String> {
-    let t = text.trim();
-    if t.is_empty() || t.chars().count() > MAX_MEMORY_CHARS {
-        return Err(EngineError::invalid(
-            field,
-            format!("must be 1 to {MAX_MEMORY_CHARS} characters"),
-        ));
-    }
-    Ok(t.to_owned())
-}
-
-fn importance(raw: Option<f32>) -> Result<f32> {
-    match raw {
-        None => Ok(0.5),
-        Some(i) if i.is_finite() && (0.0..=1.0).contains(&i) => Ok(i),
-        Some(_) => Err(EngineError::invalid(
-            "importance",
-            "must be between 0 and 1",
-        )),
-    }
-}
-
-fn bounded(field: &str, v: &str, max: usize) -> Result<()> {
-    let n = v.chars().count();
-    if n == 0 || n > max || v.trim() != v || v.chars().any(char::is_control) {
-        return Err(EngineError::invalid(
-            field,
-            format!(
-                "must be 1 to {max} characters, without surrounding spaces or control characters"
-            ),
-        ));
-    }
-    Ok(())
 }

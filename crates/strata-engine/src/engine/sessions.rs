@@ -78,14 +78,7 @@ impl SessionService {
     pub async fn start(&self, owner: &TenantId, req: StartSession) -> Result<SessionView> {
         let id = match req.id {
             Some(id) => {
-                let n = id.chars().count();
-                if n == 0 || n > 128 || id.trim() != id || id.chars().any(char::is_control) {
-                    return Err(EngineError::invalid(
-                        "id",
-                        "must be 1 to 128 characters, without surrounding spaces or control \
-                         characters",
-                    ));
-                }
+                validate::label("id", &id, 128)?;
                 id
             }
             None => uuid::Uuid::now_v7().to_string(),

@@ -58,7 +58,7 @@ pub struct TenantSet {
     generation: AtomicU64,
     /// Serialises this process's writes to the tenant's memories (a near-duplicate check and
     /// the write it decides on must not interleave with another's).
-    pub(crate) write: tokio::sync::Mutex<()>,
+    pub(crate) write: Arc<tokio::sync::Mutex<()>>,
     state: RwLock<State>,
 }
 
@@ -120,7 +120,7 @@ impl TenantSet {
         }
         Self {
             generation: AtomicU64::new(generation),
-            write: tokio::sync::Mutex::new(()),
+            write: Arc::default(),
             state: RwLock::new(state),
         }
     }
