@@ -475,6 +475,79 @@ impl Cache {
         }
     }
 
+    /// The cached value for (`kind`, `scope`, `material`), from L1 then L2, without computing
+    /// anything: for values that are produced elsewhere and stored with [`Cache::put`] (a
+    /// stream assembled while it was relayed). A miss is counted as one; `None` also when
+    /// the scope's generation cannot be known.
+    pub async fn get(
+        &self,
+        kind: &str,
+        scope: &str,
+        material: &[u8],
+    ) -> Result<Option<Lookup>, CacheError> {
+        let start = Instant::now();
+        let spec = self
+            .inner
+            .kinds
+            .get(kind)
+            .ok_or_else(|| CacheError::UnknownKind(kind.to_owned()))?;
+        let stats = self.inner.stats.kind(spec.name);
+        let Some(key) = self.key(spec.name, scope, material).await else {
+            stats.bypassed(start.elapsed());
+            return Ok(None);
+        };
+        if let Some(v) = self.inner.l1.get(&key) {
+            stats.hit_l1(start.elapsed());
+            return Ok(Some(lookup(v, Source::L1, start)));
+        }
+        if let Some(remote) = self
+            .inner
+            .remote
+            .as_ref()
+            .filter(|_| !spec.l2_ttl.is_zero())
+            && let Some(v) = remote.get(&key).await
+        {
+            if !spec.l1_ttl.is_zero() {
+                self.inner.l1.insert(key, v.clone(), spec.l1_ttl);
+            }
+            stats.hit_l2(start.elapsed());
+            return Ok(Some(lookup(v, Source::L2, start)));
+        }
+        stats.miss(start.elapsed(), 0);
+        Ok(None)
+    }
+
+    /// Stores `value` for (`kind`, `scope`, `material`) in every tier for the kind's TTLs;
+    /// nothing when the scope's generation cannot be known (it could be stale at once).
+    pub async fn put(
+        &self,
+        kind: &str,
+        scope: &str,
+        material: &[u8],
+        value: Bytes,
+    ) -> Result<(), CacheError> {
+        let spec = self
+            .inner
+            .kinds
+            .get(kind)
+            .ok_or_else(|| CacheError::UnknownKind(kind.to_owned()))?;
+        let Some(key) = self.key(spec.name, scope, material).await else {
+            return Ok(());
+        };
+        if let Some(remote) = self
+            .inner
+            .remote
+            .as_ref()
+            .filter(|_| !spec.l2_ttl.is_zero())
+        {
+            remote.set(&key, &value, spec.l2_ttl).await;
+        }
+        if !spec.l1_ttl.is_zero() {
+            self.inner.l1.insert(key, value, spec.l1_ttl);
+        }
+        Ok(())
+    }
+
     /// Removes every entry of `kind`, or of every kind when `None`, from L1 and L2.
     /// Generations are kept, so nothing stale can come back.
     pub async fn clear(&self, kind: Option<&str>) -> Cleared {

@@ -44,6 +44,10 @@ pub fn default_cache_kinds() -> Vec<strata_cache::KindSpec> {
         k(KIND_MEMORY, 300, 300, false),
         // Seed 003's TTL; every change to a tenant's sessions invalidates them.
         k(KIND_USER_SESSION, 3600, 3600, false),
+        // Seed 003's TTL; every reservation, settlement and limit change invalidates it.
+        k(KIND_BUDGET, 60, 60, false),
+        // DESIGN.md's 30 minutes; one upstream call per key across processes.
+        k(KIND_LLM_RESPONSE, 1800, 1800, true),
     ]
 }
 
@@ -65,6 +69,12 @@ pub const KIND_MEMORY: &str = "memory";
 
 /// A session, or a page of sessions.
 pub const KIND_USER_SESSION: &str = "user_session";
+
+/// A tenant's budget windows as `GET /v1/budget` shows them.
+pub const KIND_BUDGET: &str = "budget_status";
+
+/// The gateway's answers to chat completions.
+pub const KIND_LLM_RESPONSE: &str = "llm_response";
 
 /// Cache scopes of one store's tenants. A scope is the tenant hashed with the store's id:
 /// no tenant name can collide with the key layout, processes over the same database share
@@ -88,6 +98,8 @@ struct ScopeSet {
     jobs: Arc<str>,
     memories: Arc<str>,
     sessions: Arc<str>,
+    budget: Arc<str>,
+    gateway: Arc<str>,
 }
 
 const MEMO_LIMIT: usize = 100_000;
@@ -123,6 +135,8 @@ impl Scopes {
             jobs: Arc::from(format!("{tenant}j")),
             memories: Arc::from(format!("{tenant}m")),
             sessions: Arc::from(format!("{tenant}s")),
+            budget: Arc::from(format!("{tenant}b")),
+            gateway: Arc::from(format!("{tenant}g")),
         };
         let picked = pick(&set);
         let mut memo = self.memo.write().unwrap_or_else(|p| p.into_inner());
@@ -165,6 +179,17 @@ impl Scopes {
     pub fn sessions(&self, owner: &TenantId) -> Arc<str> {
         self.with(owner, |s| s.sessions.clone())
     }
+
+    /// The tenant's budget status.
+    pub fn budget(&self, owner: &TenantId) -> Arc<str> {
+        self.with(owner, |s| s.budget.clone())
+    }
+
+    /// The tenant's gateway answers: no write of the tenant's data changes them (only an
+    /// operator's clear does).
+    pub fn gateway(&self, owner: &TenantId) -> Arc<str> {
+        self.with(owner, |s| s.gateway.clone())
+    }
 }
 
 /// One cached read: what the cache needs to find or compute it.
@@ -193,6 +218,8 @@ pub enum Changed {
     Memories,
     /// A session's start, end or activity.
     Sessions,
+    /// A budget's limits, reservations or spend.
+    Budget,
     /// A document came or went with its job: search answers, the catalogue and job
     /// statuses (not memories).
     Library,
@@ -343,6 +370,37 @@ impl CachePolicy {
         }
     }
 
+    /// The tenant's budget status.
+    pub fn budget_status(&self, owner: &TenantId) -> Read {
+        Read {
+            kind: KIND_BUDGET,
+            scope: self.scopes.budget(owner),
+            material: canonical(&["budget"]),
+        }
+    }
+
+    /// A gateway answer of the tenant's: `material` is the canonical request (upstream model
+    /// and every parameter that shapes the answer; the gateway builds it).
+    pub fn llm_response(&self, owner: &TenantId, material: Vec<u8>) -> Read {
+        Read {
+            kind: KIND_LLM_RESPONSE,
+            scope: self.scopes.gateway(owner),
+            material,
+        }
+    }
+
+    /// `read`'s cached value, without computing it (see [`Cache::get`]).
+    pub async fn get(&self, read: &Read) -> Result<Option<Lookup>, CacheError> {
+        self.cache.get(read.kind, &read.scope, &read.material).await
+    }
+
+    /// Stores `value` as `read`'s (see [`Cache::put`]).
+    pub async fn put(&self, read: &Read, value: Bytes) -> Result<(), CacheError> {
+        self.cache
+            .put(read.kind, &read.scope, &read.material, value)
+            .await
+    }
+
     /// A query's embedding by `model`: content-addressed, shared by every tenant, never
     /// invalidated.
     pub(crate) fn query_embedding(model: &str, text: &str) -> Read {
@@ -367,6 +425,7 @@ impl CachePolicy {
             Changed::Jobs => self.cache.invalidate(&s.jobs(owner)).await,
             Changed::Memories => self.cache.invalidate(&s.memories(owner)).await,
             Changed::Sessions => self.cache.invalidate(&s.sessions(owner)).await,
+            Changed::Budget => self.cache.invalidate(&s.budget(owner)).await,
             Changed::Library => {
                 let [search, catalog] = s.documents(owner);
                 self.cache
@@ -382,6 +441,8 @@ impl CachePolicy {
                         s.jobs(owner),
                         s.memories(owner),
                         s.sessions(owner),
+                        s.budget(owner),
+                        s.gateway(owner),
                     ])
                     .await
             }

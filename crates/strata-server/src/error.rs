@@ -52,6 +52,11 @@ codes! {
     ServiceUnavailable => ("service_unavailable", SERVICE_UNAVAILABLE, "Temporarily unavailable; retry later"),
     Overloaded => ("overloaded", SERVICE_UNAVAILABLE, "The server is at capacity; retry shortly"),
     Timeout => ("timeout", GATEWAY_TIMEOUT, "The request took longer than its deadline"),
+    ModelNotFound => ("model_not_found", NOT_FOUND, "No upstream serves the model"),
+    BudgetExceeded => ("budget_exceeded", TOO_MANY_REQUESTS, "The tenant's budget has no room for the call"),
+    UpstreamError => ("upstream_error", BAD_GATEWAY, "The upstream's answer broke off"),
+    UpstreamUnavailable => ("upstream_unavailable", SERVICE_UNAVAILABLE, "No upstream could be reached"),
+    UpstreamTimeout => ("upstream_timeout", GATEWAY_TIMEOUT, "The upstream did not answer in time"),
     Internal => ("internal", INTERNAL_SERVER_ERROR, "Internal error"),
 }
 
@@ -63,6 +68,8 @@ pub struct ApiError {
     field: Option<String>,
     retry_after_secs: Option<u32>,
     challenge: Option<String>,
+    /// An upstream's own error, sent as it came (status, OpenAI-shaped JSON body).
+    passthrough: Option<Box<(StatusCode, bytes::Bytes)>>,
 }
 
 /// The body of every error: an RFC 9457 problem with strata's stable `code`.
@@ -93,6 +100,33 @@ impl ApiError {
             field: None,
             retry_after_secs: None,
             challenge: None,
+            passthrough: None,
+        }
+    }
+
+    /// An OpenAI-compatible upstream's refusal, passed through with its status: its body
+    /// when it is an OpenAI error object, otherwise one that says what the upstream
+    /// answered (never its raw text, which may echo anything).
+    pub fn passthrough(status: u16, body: bytes::Bytes) -> Self {
+        let status = StatusCode::from_u16(status)
+            .ok()
+            .filter(|s| s.is_client_error() || s.is_server_error())
+            .unwrap_or(StatusCode::BAD_GATEWAY);
+        let openai = serde_json::from_slice::<serde_json::Value>(&body)
+            .is_ok_and(|v| v.get("error").is_some_and(serde_json::Value::is_object));
+        let body = if openai {
+            body
+        } else {
+            bytes::Bytes::from(
+                serde_json::json!({"error": {
+                    "message": format!("the upstream answered {status} without an error object"),
+                    "type": "upstream_error", "param": null, "code": "upstream_error"}})
+                .to_string(),
+            )
+        };
+        Self {
+            passthrough: Some(Box::new((status, body))),
+            ..Self::new(Code::UpstreamError, "the upstream refused the request")
         }
     }
 
@@ -122,6 +156,7 @@ impl ApiError {
             field: Some(field),
             retry_after_secs: None,
             challenge: None,
+            passthrough: None,
         }
     }
 
@@ -138,6 +173,15 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Some(raw) = self.passthrough {
+            let (status, body) = *raw;
+            let mut resp = (status, body).into_response();
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return resp;
+        }
         let status = self.code.status();
         let body = Problem {
             type_: format!("urn:strata:problem:{}", self.code.as_str()),

@@ -14,6 +14,7 @@ pub mod extract;
 pub mod logging;
 pub mod metrics;
 mod middleware;
+pub mod openai;
 pub mod openapi;
 pub mod routes;
 mod stream_gzip;
@@ -62,6 +63,8 @@ pub struct ServerSettings {
     pub compress_min_bytes: Option<usize>,
     /// Serve HTTPS (HTTP/1.1 and h2 by ALPN) with this certificate and key.
     pub tls: Option<tls::TlsSettings>,
+    /// The LLM gateway's upstreams and timeouts.
+    pub gateway: strata_gateway::GatewaySettings,
 }
 
 impl Default for ServerSettings {
@@ -76,9 +79,15 @@ impl Default for ServerSettings {
             admission: admission::AdmissionSettings::default(),
             compress_min_bytes: Some(cached::GZIP_MIN),
             tls: None,
+            gateway: strata_gateway::GatewaySettings::default(),
         }
     }
 }
+
+/// One upstream of the gateway, as configured.
+pub use strata_gateway::{
+    GatewaySettings, Price as GatewayPrice, UpstreamSettings as GatewayUpstream,
+};
 
 /// The header type of [`caller::Identity::Header`].
 pub use axum::http::HeaderName;
@@ -101,6 +110,8 @@ pub struct AppInner {
     pub admission: Arc<admission::Admission>,
     /// The OpenAPI document `GET /openapi.json` serves.
     pub openapi: openapi::Served,
+    /// The LLM gateway.
+    pub gateway: strata_gateway::Gateway,
 }
 
 impl Deref for AppState {
@@ -119,7 +130,15 @@ pub fn state(engine: Engine, settings: &ServerSettings, shutdown: CancellationTo
         engine: engine.clone(),
         warmer: warmer.clone(),
     }));
+    let gateway = strata_gateway::Gateway::new(engine.clone(), settings.gateway.clone())
+        .unwrap_or_else(|e| {
+            // App::build refuses such settings; a router built directly gets no upstreams.
+            tracing::error!(error = %e, "gateway settings refused; the gateway has no upstreams");
+            strata_gateway::Gateway::new(engine.clone(), Default::default())
+                .expect("a gateway without upstreams always builds")
+        });
     AppState(Arc::new(AppInner {
+        gateway,
         engine,
         shutdown,
         warmer,
@@ -158,7 +177,8 @@ pub fn router_with(state: AppState, settings: &ServerSettings) -> Router {
         // Inside the caller layer, so it sees the caller; both run after routing, so they see
         // the matched route.
         .layer(state.admission.layer())
-        .layer(caller::CallerLayer::new(settings.identity.clone()));
+        .layer(caller::CallerLayer::new(settings.identity.clone()))
+        .layer(openai::OpenAiErrorsLayer);
     let api = match middleware::cors(&settings.cors_origins) {
         Some(cors) => api.layer(cors),
         None => api,
@@ -237,6 +257,8 @@ impl App {
             Some(t) => Some(tls::load(t).map_err(std::io::Error::other)?),
             None => None,
         };
+        strata_gateway::Gateway::new(engine.clone(), settings.gateway.clone())
+            .map_err(std::io::Error::other)?;
         let listener = TcpListener::bind(settings.listen).await?;
         Ok(Self {
             listener,

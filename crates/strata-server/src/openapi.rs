@@ -30,16 +30,19 @@ const BEARER: &str = "bearer";
         description = "Self-hostable retrieval backend: documents, semantic search, embeddings, \
                        caching and the operating surface.\n\nErrors are RFC 9457 problem+json \
                        documents whose `code` is a stable contract; every code is listed under \
-                       `Problem`.",
+                       `Problem`. The OpenAI-compatible routes (`/v1/chat/completions`, \
+                       `/v1/embeddings`, `/v1/models`) answer errors in OpenAI's shape \
+                       (`OpenAiError`) instead, with the same codes.",
         license(name = "MIT OR Apache-2.0"),
     ),
-    components(schemas(Problem)),
+    components(schemas(Problem, crate::openai::OpenAiError, crate::openai::OpenAiErrorBody)),
     tags(
         (name = "documents", description = "Upload, list, read, update and delete documents"),
         (name = "jobs", description = "Background jobs and their live progress"),
         (name = "search", description = "Semantic search and OpenAI-compatible embeddings"),
         (name = "memories", description = "Agents' long-term memories: add, recall, history, preload, MCP"),
         (name = "sessions", description = "Visits with an idle timeout learned from each tenant's pace"),
+        (name = "gateway", description = "OpenAI-compatible chat proxy with caching, budgets and usage"),
         (name = "performance", description = "Cache, model and database statistics and operations"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
@@ -93,6 +96,7 @@ pub fn finish(mut doc: OpenApi) -> OpenApi {
     }
     for (path, item) in doc.paths.paths.iter_mut() {
         let access = access(path);
+        let openai = crate::openai::ROUTES.contains(&path.as_str());
         for op in [
             &mut item.get,
             &mut item.post,
@@ -103,7 +107,7 @@ pub fn finish(mut doc: OpenApi) -> OpenApi {
         .into_iter()
         .flatten()
         {
-            edge_responses(op, access);
+            edge_responses(op, access, openai);
         }
     }
     doc
@@ -112,21 +116,33 @@ pub fn finish(mut doc: OpenApi) -> OpenApi {
 /// Gives every error response a handler declared without a body the problem body (the
 /// handlers name the status and the codes; the body is always the same), then adds the
 /// responses any operation of `access` can give whatever its handler does.
-fn edge_responses(op: &mut Operation, access: Access) {
+fn edge_responses(op: &mut Operation, access: Access, openai: bool) {
+    let error = |why: &str| {
+        if openai {
+            openai_error_response(why)
+        } else {
+            problem_response(why)
+        }
+    };
     for (status, response) in op.responses.responses.iter_mut() {
         if let RefOr::T(response) = response
             && response.content.is_empty()
             && status.parse::<u16>().is_ok_and(|s| s >= 400)
         {
-            *response = problem_response(&response.description);
+            *response = error(&response.description);
         }
     }
     let mut add = |code: Code, why: &str| {
-        let status = code.status().as_u16().to_string();
+        let status = match code.status().as_u16() {
+            // The OpenAI shape answers a bad field with 400.
+            422 if openai => 400,
+            s => s,
+        }
+        .to_string();
         op.responses
             .responses
             .entry(status)
-            .or_insert_with(|| RefOr::T(problem_response(why)));
+            .or_insert_with(|| RefOr::T(error(why)));
     };
     if access != Access::Public {
         add(
@@ -151,6 +167,19 @@ fn edge_responses(op: &mut Operation, access: Access) {
     if access != Access::Public {
         op.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
     }
+}
+
+/// A response whose body is an OpenAI error object.
+fn openai_error_response(description: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("OpenAiError")))
+                .build(),
+        )
+        .build()
 }
 
 /// A response whose body is a problem.

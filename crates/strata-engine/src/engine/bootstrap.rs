@@ -9,8 +9,8 @@ use tokio::sync::broadcast;
 use tracing::info;
 
 use super::{
-    AdminService, DocumentService, Engine, EngineSettings, Inner, JobService, MemoryService,
-    ModelLoad, SearchService, SessionService, Writes,
+    AdminService, BudgetService, DocumentService, Engine, EngineSettings, Inner, JobService,
+    MemoryService, ModelLoad, SearchService, SessionService, Writes,
 };
 use crate::ann::Ann;
 use crate::blobs::BlobStore;
@@ -202,6 +202,12 @@ impl Engine {
                     events,
                 },
                 sessions,
+                budgets: BudgetService {
+                    store: store.clone(),
+                    policy: policy.clone(),
+                    writes: writes.clone(),
+                    lease: super::budgets::DEFAULT_LEASE,
+                },
                 admin: AdminService {
                     store: store.clone(),
                     slow_log: settings.slow_log.clone(),

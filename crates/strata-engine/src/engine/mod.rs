@@ -9,6 +9,7 @@
 
 mod admin;
 mod bootstrap;
+mod budgets;
 mod documents;
 mod memories;
 mod retrieval;
@@ -23,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 pub use admin::AdminService;
+pub use budgets::{BudgetService, BudgetView, LimitSpec};
 pub use documents::{DocumentService, IngestOutcome, ListDocuments, UploadMeta};
 pub use memories::{
     AccessRecorder, DEFAULT_K as DEFAULT_MEMORY_K, ListMemories, MAX_BATCH as MAX_MEMORY_BATCH,
@@ -164,6 +166,7 @@ struct Inner {
     jobs: JobService,
     memories: MemoryService,
     sessions: SessionService,
+    budgets: BudgetService,
     admin: AdminService,
     policy: CachePolicy,
     ann: Ann,
@@ -200,6 +203,11 @@ impl Engine {
         &self.inner.sessions
     }
 
+    /// The gateway's budgets and usage ledger.
+    pub fn budgets(&self) -> &BudgetService {
+        &self.inner.budgets
+    }
+
     /// The database's statistics and maintenance.
     pub fn admin(&self) -> &AdminService {
         &self.inner.admin
@@ -228,6 +236,9 @@ impl Engine {
         m.access
             .spawn(self.inner.store.clone(), m.sets.clone(), tracker, shutdown);
         self.inner.sessions.spawn_sweeper(tracker, shutdown);
+        self.inner
+            .budgets
+            .spawn_sweeper(tracker, shutdown, std::time::Duration::from_secs(30));
         self.spawn_listener(tracker, shutdown);
         let this = self.clone();
         let shutdown = shutdown.clone();

@@ -37,6 +37,7 @@ pub fn vector_from_bytes(b: &[u8]) -> Option<Vec<f32>> {
     )
 }
 
+pub mod budgets;
 pub mod chunks;
 pub mod documents;
 pub mod lexical;
@@ -49,6 +50,7 @@ mod rows;
 pub mod sessions;
 pub mod sqlite;
 
+pub use budgets::{BudgetStore, UsageFilter};
 pub use chunks::ChunkStore;
 pub use documents::DocumentStore;
 pub use lexical::{LexicalQuery, LexicalStore};
@@ -197,7 +199,7 @@ pub struct IndexStats {
 /// Persistence for documents, chunks and jobs.
 #[async_trait]
 pub trait Store:
-    JobQueue + DocumentStore + ChunkStore + MemoryStore + SessionStore + StoreMeta
+    JobQueue + DocumentStore + ChunkStore + MemoryStore + SessionStore + BudgetStore + StoreMeta
 {
     /// Which backend this is (`sqlite`, `postgres`), for logs and stats.
     fn backend(&self) -> &'static str;

@@ -4,6 +4,7 @@
 //! router and its `#[utoipa::path]` description to the OpenAPI document together.
 
 pub mod documents;
+pub mod gateway;
 pub mod health;
 pub mod jobs;
 pub mod mcp;
@@ -49,8 +50,14 @@ pub fn api(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::end))
         .routes(routes!(search::search))
         .routes(routes!(search::embeddings))
+        .routes(routes!(gateway::chat))
+        .routes(routes!(gateway::models))
+        .routes(routes!(gateway::budget))
+        .routes(routes!(gateway::set_budget))
+        .routes(routes!(gateway::usage))
         .routes(routes!(performance::cache_stats))
         .routes(routes!(performance::model_stats))
+        .routes(routes!(performance::gateway_stats))
         .routes(routes!(performance::cache_clear))
         .routes(routes!(performance::database_stats))
         .routes(routes!(performance::database_optimize))

@@ -61,6 +61,23 @@ pub async fn model_stats(State(app): State<AppState>, _caller: Caller) -> Json<V
     Json(json!({ "model": model, "local": stats.is_some(), "stats": stats }))
 }
 
+/// `GET /v1/performance/gateway/stats`: the LLM gateway's counters in this process and each
+/// upstream's breaker.
+#[utoipa::path(
+    get,
+    path = "/v1/performance/gateway/stats",
+    operation_id = "gateway_stats",
+    tag = "performance",
+    summary = "LLM gateway statistics",
+    description = "Chat requests, cache hits, joined flights, upstream calls and failures, \
+                   broken and cancelled streams, budget refusals, calls in flight, and each \
+                   upstream's breaker (this process's counters).",
+    responses((status = 200, description = "The statistics", body = Object)),
+)]
+pub async fn gateway_stats(State(app): State<AppState>, _caller: Caller) -> Json<Value> {
+    Json(json!(app.gateway.stats()))
+}
+
 /// Body of `POST /v1/performance/cache/clear`; empty clears everything.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -208,6 +208,7 @@ pub struct EmbeddingsResponse {
         (status = 400, description = "`malformed_json`"),
         (status = 413, description = "`payload_too_large`"),
         (status = 415, description = "`unsupported_media_type`: not JSON"),
+        (status = 404, description = "`model_not_found`"),
         (status = 422, description = "`validation_failed`"),
     ),
 )]
@@ -221,8 +222,8 @@ pub async fn embeddings(
     if let Some(asked) = &req.model
         && asked != &model
     {
-        return Err(ApiError::invalid(
-            "model",
+        return Err(ApiError::new(
+            crate::error::Code::ModelNotFound,
             format!("unknown model {asked:?}; this server embeds with {model:?}"),
         ));
     }

@@ -57,6 +57,10 @@ pub struct Overrides {
     #[command(flatten)]
     #[serde(flatten)]
     pub memories: MemoryFlags,
+    /// `[gateway]`.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub gateway: GatewayFlags,
 }
 
 impl Overrides {
@@ -72,13 +76,14 @@ impl Overrides {
             embedding: self.embedding.layered_over(lower.embedding),
             jobs: self.jobs.layered_over(lower.jobs),
             memories: self.memories.layered_over(lower.memories),
+            gateway: self.gateway.layered_over(lower.gateway),
         }
     }
 }
 
 /// The file's table for each section, with the flags that belong to it: the names a
 /// `[section]` table of `strata.toml` may hold.
-pub(super) fn sections() -> [(&'static str, clap::Command); 8] {
+pub(super) fn sections() -> [(&'static str, clap::Command); 9] {
     let flags = |cmd: fn(clap::Command) -> clap::Command| cmd(clap::Command::new("section"));
     [
         ("server", flags(ServerFlags::augment_args)),
@@ -89,6 +94,7 @@ pub(super) fn sections() -> [(&'static str, clap::Command); 8] {
         ("embedding", flags(EmbeddingFlags::augment_args)),
         ("jobs", flags(JobFlags::augment_args)),
         ("memories", flags(MemoryFlags::augment_args)),
+        ("gateway", flags(GatewayFlags::augment_args)),
     ]
 }
 
@@ -536,6 +542,82 @@ layered!(MemoryFlags {
     session_timeout_max_secs,
     session_timeout_secs
 });
+
+/// The LLM gateway's upstreams: `POST /v1/chat/completions` is proxied to them, in order.
+/// `[gateway]` in `strata.toml`, where `[[gateway.upstreams]]` tables list several.
+#[derive(Clone, Default, Args, Deserialize)]
+#[command(next_help_heading = "Gateway")]
+#[serde(default)]
+pub struct GatewayFlags {
+    /// Base URL (up to and including `/v1`) of an OpenAI-compatible chat upstream, e.g. a
+    /// local llama.cpp server: `http://127.0.0.1:8080/v1` [default: none; the chat route
+    /// answers 404 model_not_found].
+    #[arg(long, env = "STRATA_UPSTREAM_URL", global = true)]
+    pub upstream_url: Option<String>,
+    /// API key sent to that upstream as `Authorization: Bearer <key>`; never printed.
+    #[arg(
+        long,
+        env = "STRATA_UPSTREAM_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub upstream_key: Option<String>,
+    /// Comma-separated models that upstream serves [default: any model asked for].
+    #[arg(long, env = "STRATA_UPSTREAM_MODELS", global = true)]
+    pub upstream_models: Option<String>,
+    /// Comma-separated `alias=model` names clients may use for its models.
+    #[arg(long, env = "STRATA_UPSTREAM_ALIASES", global = true)]
+    pub upstream_aliases: Option<String>,
+    /// Comma-separated `model=input/output` prices in dollars per million tokens (e.g.
+    /// `gpt-4o-mini=0.15/0.6`), for cost accounting and cost budgets [default: 0].
+    #[arg(long, env = "STRATA_UPSTREAM_PRICES", global = true)]
+    pub upstream_prices: Option<String>,
+    /// More upstreams, tried in order after --upstream-url: a JSON array of objects with
+    /// `name`, `base_url`, `api_key`, `models`, `aliases`, `prices` (or `[[gateway.upstreams]]`
+    /// tables in strata.toml).
+    #[arg(long, env = "STRATA_UPSTREAMS", global = true, hide_env_values = true)]
+    pub upstreams: Option<UpstreamList>,
+    /// Seconds to wait for an upstream's response headers [default: 60].
+    #[arg(long, env = "STRATA_UPSTREAM_FIRST_BYTE_TIMEOUT_SECS", global = true)]
+    pub upstream_first_byte_timeout_secs: Option<u64>,
+    /// Seconds to wait between two chunks of an upstream's answer [default: 60].
+    #[arg(long, env = "STRATA_UPSTREAM_IDLE_TIMEOUT_SECS", global = true)]
+    pub upstream_idle_timeout_secs: Option<u64>,
+    /// Seconds to wait for a connection to an upstream [default: 5].
+    #[arg(long, env = "STRATA_UPSTREAM_CONNECT_TIMEOUT_SECS", global = true)]
+    pub upstream_connect_timeout_secs: Option<u64>,
+    /// Retries per upstream before its first byte (connection errors, timeouts, 429, 5xx),
+    /// with exponential backoff, before the next upstream is tried [default: 2].
+    #[arg(long, env = "STRATA_UPSTREAM_RETRIES", global = true)]
+    pub upstream_retries: Option<u32>,
+}
+
+layered!(GatewayFlags {
+    upstream_url,
+    upstream_key,
+    upstream_models,
+    upstream_aliases,
+    upstream_prices,
+    upstreams,
+    upstream_first_byte_timeout_secs,
+    upstream_idle_timeout_secs,
+    upstream_connect_timeout_secs,
+    upstream_retries
+});
+
+/// Upstreams given as a JSON array (a flag or variable) or as tables (strata.toml).
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct UpstreamList(pub Vec<strata_server::GatewayUpstream>);
+
+impl std::str::FromStr for UpstreamList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        serde_json::from_str(s)
+            .map(Self)
+            .map_err(|e| format!("not a JSON array of upstreams: {e}"))
+    }
+}
 
 /// Background ingestion: workers, leases, retries and chunking. `[jobs]` in `strata.toml`.
 #[derive(Clone, Default, Args, Deserialize)]

@@ -31,17 +31,22 @@ async fn every_documented_operation_is_routed_and_no_other_method_is() {
                 .await
                 .unwrap();
             let status = r.status().as_u16();
-            let code = if r
-                .headers()
-                .get("content-type")
-                .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"))
-            {
-                r.json::<Value>().await.unwrap()["code"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned()
-            } else {
-                String::new()
+            let content_type = r.headers().get("content-type").cloned();
+            let code = match content_type.as_ref().map(|v| v.as_bytes()) {
+                Some(ct) if ct.starts_with(b"application/problem+json") => {
+                    r.json::<Value>().await.unwrap()["code"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                }
+                // The OpenAI-compatible routes answer errors in OpenAI's shape.
+                Some(ct) if status >= 400 && ct.starts_with(b"application/json") => {
+                    r.json::<Value>().await.unwrap()["error"]["code"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                }
+                _ => String::new(),
             };
             if item.get(method).is_some() {
                 operations += 1;

@@ -377,11 +377,19 @@ async fn embeddings_endpoint_speaks_openai() {
     assert_eq!(decoded.len(), 384);
     assert!(decoded.iter().zip(&a).all(|(x, y)| (x - y).abs() < 1e-4));
 
-    for (body, field) in [
-        (
+    // Errors in OpenAI's shape, with OpenAI's statuses: the official SDKs raise their typed
+    // errors with strata's message.
+    let r = s
+        .post_json(
+            "/v1/embeddings",
             json!({"input": "x", "model": "text-embedding-3-small"}),
-            "model",
-        ),
+        )
+        .await;
+    assert_eq!(r.status(), 404);
+    let e = r.json::<serde_json::Value>().await.unwrap();
+    assert_eq!(e["error"]["code"], "model_not_found", "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("text-embedding-3-small"));
+    for (body, field) in [
         (json!({"input": [[1, 2, 3]]}), "input"),
         (json!({"input": []}), "input"),
         (json!({"input": ["ok", ""]}), "input[1]"),
@@ -392,11 +400,10 @@ async fn embeddings_endpoint_speaks_openai() {
         ),
     ] {
         let r = s.post_json("/v1/embeddings", body.clone()).await;
-        assert_eq!(
-            assert_problem(r, 422, "validation_failed").await["field"],
-            field,
-            "{body}"
-        );
+        assert_eq!(r.status(), 400, "{body}");
+        let e = r.json::<serde_json::Value>().await.unwrap();
+        assert_eq!(e["error"]["type"], "invalid_request_error", "{body}");
+        assert_eq!(e["error"]["param"], field, "{body}");
     }
     s.stop().await;
 }

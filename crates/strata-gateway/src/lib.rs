@@ -1,0 +1,558 @@
+//! strata's LLM gateway: an OpenAI-compatible chat completions proxy with an exact answer
+//! cache, one upstream call for identical concurrent requests (a stream fans out chunk by
+//! chunk to every waiter), race-free per-tenant budgets and a usage ledger.
+//!
+//! A call: parse the request ([`request`]), answer from the tenant's cache if a complete
+//! answer is there ([`answer`]), otherwise reserve the estimate in the tenant's budget,
+//! join or lead the flight for the key ([`flight`]), and (leading) open the upstream in
+//! fallback order ([`upstream`]) in a task of its own that feeds the flight, stores a
+//! complete answer, settles the reservation with the real usage and records the ledger.
+//!
+//! Owns: upstream calls, answer caching and replay, fan-out, metering. Must not import: HTTP
+//! routing or response types (the server shapes responses and errors); SQL (budgets and the
+//! ledger are the engine's [`strata_engine::BudgetService`]).
+
+pub mod answer;
+pub mod error;
+pub mod flight;
+pub mod request;
+pub mod settings;
+pub mod sse;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use futures_util::stream::BoxStream;
+use serde_json::Value;
+use strata_engine::budget::{Reservation, Spend, UsageEntry};
+use strata_engine::policy::Read;
+use strata_engine::{Engine, Source, TenantId};
+use tracing::warn;
+
+pub use error::GatewayError;
+pub use request::{CacheControl, Chat};
+pub use settings::{GatewaySettings, Price, UpstreamSettings};
+
+use answer::{Answer, Usage};
+use flight::{End, Flight, Flights, Head, Joined, Next, Subscription};
+use upstream::{Opened, Upstreams};
+
+/// Where an answer came from, for `X-Cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// The in-process tier.
+    HitL1,
+    /// Redis.
+    HitL2,
+    /// The upstream, called for this request.
+    Miss,
+    /// The upstream, through a call an identical concurrent request started.
+    Joined,
+}
+
+impl CacheStatus {
+    /// The `X-Cache` value.
+    pub fn header(self) -> &'static str {
+        match self {
+            CacheStatus::HitL1 => "HIT-L1",
+            CacheStatus::HitL2 => "HIT-L2",
+            CacheStatus::Miss | CacheStatus::Joined => "MISS",
+        }
+    }
+}
+
+/// A gateway answer, for the server to send.
+pub enum Reply {
+    /// A `chat.completion` body.
+    Json {
+        /// The body.
+        body: Bytes,
+        /// Where it came from.
+        cache: CacheStatus,
+    },
+    /// Server-Sent Events, already framed, ending with `data: [DONE]` when complete.
+    Stream {
+        /// The events.
+        events: BoxStream<'static, Bytes>,
+        /// Where they come from.
+        cache: CacheStatus,
+    },
+}
+
+/// Counters of the gateway's work.
+#[derive(Debug, Default)]
+struct Counters {
+    requests: AtomicU64,
+    hits: AtomicU64,
+    joined: AtomicU64,
+    upstream_calls: AtomicU64,
+    upstream_failures: AtomicU64,
+    broken_streams: AtomicU64,
+    cancelled: AtomicU64,
+    budget_denials: AtomicU64,
+}
+
+/// What `GET /v1/performance/...` and metrics show of the gateway.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GatewayStats {
+    /// Chat requests answered or refused after parsing.
+    pub requests: u64,
+    /// Answered from the cache.
+    pub cache_hits: u64,
+    /// Answered by joining an identical call in flight.
+    pub joined: u64,
+    /// Upstream calls made.
+    pub upstream_calls: u64,
+    /// Upstream calls that did not answer with a success.
+    pub upstream_failures: u64,
+    /// Streams that broke off before they were complete.
+    pub broken_streams: u64,
+    /// Calls cancelled because every client went away.
+    pub cancelled: u64,
+    /// Requests refused by a budget.
+    pub budget_denials: u64,
+    /// Calls in flight now.
+    pub in_flight: usize,
+    /// Each upstream's breaker.
+    pub upstreams: Vec<upstream::UpstreamState>,
+}
+
+/// The gateway. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    upstreams: Upstreams,
+    flights: Flights,
+    settings: GatewaySettings,
+    counters: Counters,
+}
+
+/// A cached answer: when it was stored (Unix ms, 8 bytes LE), then [`Answer::encode`].
+fn wrap(answer: &Answer, usage: Usage) -> Bytes {
+    let now = chrono_ms();
+    let body = answer.encode(usage);
+    let mut out = Vec::with_capacity(8 + body.len());
+    out.extend_from_slice(&now.to_le_bytes());
+    out.extend_from_slice(&body);
+    Bytes::from(out)
+}
+
+fn unwrap_entry(bytes: &Bytes) -> Option<(i64, Answer, Usage)> {
+    let stored = i64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let (a, u) = Answer::decode(&bytes.slice(8..))?;
+    Some((stored, a, u))
+}
+
+fn chrono_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Gateway {
+    /// A gateway over `engine`'s cache and budgets, calling `settings.upstreams`.
+    pub fn new(engine: Engine, settings: GatewaySettings) -> Result<Self, String> {
+        Ok(Self {
+            inner: Arc::new(Inner {
+                upstreams: Upstreams::new(&settings)?,
+                engine,
+                flights: Flights::default(),
+                settings,
+                counters: Counters::default(),
+            }),
+        })
+    }
+
+    /// Whether any upstream is configured.
+    pub fn is_configured(&self) -> bool {
+        !self.inner.upstreams.is_empty()
+    }
+
+    /// Model ids clients may ask for, with the upstream serving each.
+    pub async fn models(&self) -> Vec<(String, String)> {
+        self.inner.upstreams.models().await
+    }
+
+    /// The gateway's counters and upstreams.
+    pub fn stats(&self) -> GatewayStats {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        GatewayStats {
+            requests: get(&c.requests),
+            cache_hits: get(&c.hits),
+            joined: get(&c.joined),
+            upstream_calls: get(&c.upstream_calls),
+            upstream_failures: get(&c.upstream_failures),
+            broken_streams: get(&c.broken_streams),
+            cancelled: get(&c.cancelled),
+            budget_denials: get(&c.budget_denials),
+            in_flight: self.inner.flights.len(),
+            upstreams: self.inner.upstreams.states(),
+        }
+    }
+
+    /// Answers a chat completion for `tenant` (see the crate doc).
+    pub async fn chat(&self, tenant: &TenantId, chat: Chat) -> Result<Reply, GatewayError> {
+        let inner = &self.inner;
+        inner.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let Some((_, upstream_model, price)) = inner.upstreams.route(&chat.model) else {
+            return Err(GatewayError::ModelNotFound(if inner.upstreams.is_empty() {
+                "the gateway has no upstream configured (see `strata serve --help`, --upstream-url)"
+                    .to_owned()
+            } else {
+                format!("no configured upstream serves the model {:?}", chat.model)
+            }));
+        };
+        let material = chat.key_material(&upstream_model);
+        let policy = inner.engine.cache_policy();
+        let read = policy.llm_response(tenant, material);
+        if !chat.cache.no_read
+            && let Some(hit) = policy.get(&read).await?
+            && let Some((stored, answer, usage)) = unwrap_entry(&hit.value)
+            && chat
+                .cache
+                .max_age
+                .is_none_or(|max| chrono_ms() - stored <= (max as i64).saturating_mul(1000))
+        {
+            inner.counters.hits.fetch_add(1, Ordering::Relaxed);
+            let cache = if hit.source == Source::L2 {
+                CacheStatus::HitL2
+            } else {
+                CacheStatus::HitL1
+            };
+            inner.engine.budgets().record(
+                tenant,
+                UsageEntry {
+                    model: upstream_model,
+                    prompt_tokens: usage.prompt,
+                    completion_tokens: usage.completion,
+                    cost_micros: price.micros(usage.prompt, usage.completion),
+                    cached: true,
+                },
+            );
+            return Ok(if chat.stream {
+                Reply::Stream {
+                    events: replay(answer.to_frames(chat.include_usage)),
+                    cache,
+                }
+            } else {
+                Reply::Json {
+                    body: answer.to_json(),
+                    cache,
+                }
+            });
+        }
+        // Reserve before joining: a follower gives its reservation straight back.
+        let (prompt, completion) = chat.estimate_tokens(inner.settings.default_completion_estimate);
+        let estimate = Spend {
+            tokens: prompt + completion,
+            cost_micros: price.micros(prompt, completion),
+        };
+        let reservation = match inner.engine.budgets().reserve(tenant, estimate).await? {
+            Reservation::Denied {
+                period,
+                resets_at_ms,
+            } => {
+                inner
+                    .counters
+                    .budget_denials
+                    .fetch_add(1, Ordering::Relaxed);
+                let secs = (resets_at_ms - chrono_ms()).max(0) as u64;
+                return Err(GatewayError::Budget {
+                    period: period.as_str(),
+                    retry_after_secs: secs.div_ceil(1000).max(1),
+                });
+            }
+            Reservation::Held(id) => Some(id),
+            Reservation::Unlimited => None,
+        };
+        let key =
+            *blake3::hash(&[tenant.as_str().as_bytes(), b"\0", &read.material].concat()).as_bytes();
+        let (mut sub, cache) = match inner.flights.join(key) {
+            Joined::Lead(flight, sub) => {
+                let call = Call {
+                    gateway: self.clone(),
+                    flight,
+                    key,
+                    tenant: tenant.clone(),
+                    read: chat.storable().then_some(read),
+                    reservation,
+                    stream: chat.stream,
+                    asked: chat.model.clone(),
+                    body: chat.upstream_body(),
+                };
+                tokio::spawn(call.run());
+                (sub, CacheStatus::Miss)
+            }
+            Joined::Follow(sub) => {
+                inner.counters.joined.fetch_add(1, Ordering::Relaxed);
+                if let Some(id) = reservation {
+                    inner.engine.budgets().settle(tenant, id, Spend::default());
+                }
+                (sub, CacheStatus::Joined)
+            }
+        };
+        match (sub.head().await, chat.stream) {
+            (Head::Failed(f), _) => Err(f.into()),
+            (Head::Stream, true) => Ok(Reply::Stream {
+                events: relay(sub, chat.include_usage),
+                cache,
+            }),
+            (Head::Stream, false) => match sub.collect().await {
+                (frames, End::Complete) => Ok(Reply::Json {
+                    body: Answer::Stream(frames).to_json(),
+                    cache,
+                }),
+                (_, End::Broken(why)) => Err(GatewayError::Broken(why)),
+            },
+            (Head::Json, stream) => match sub.collect().await {
+                (frames, End::Complete) => {
+                    let answer = Answer::Json(frames.into_iter().next().unwrap_or_default());
+                    Ok(if stream {
+                        Reply::Stream {
+                            events: replay(answer.to_frames(chat.include_usage)),
+                            cache,
+                        }
+                    } else {
+                        Reply::Json {
+                            body: answer.to_json(),
+                            cache,
+                        }
+                    })
+                }
+                (_, End::Broken(why)) => Err(GatewayError::Broken(why)),
+            },
+        }
+    }
+}
+
+/// A complete answer's frames as SSE events, then `[DONE]`.
+fn replay(frames: Vec<Bytes>) -> BoxStream<'static, Bytes> {
+    futures_util::stream::iter(
+        frames
+            .into_iter()
+            .map(|f| sse::frame(&f))
+            .chain(std::iter::once(sse::frame(sse::DONE))),
+    )
+    .boxed()
+}
+
+/// A flight's frames as SSE events as they arrive: `[DONE]` after a complete answer; after a
+/// broken one, an error event if the upstream did not send one itself.
+fn relay(sub: Subscription, include_usage: bool) -> BoxStream<'static, Bytes> {
+    futures_util::stream::unfold(Some((sub, false)), move |state| async move {
+        let (mut sub, mut saw_error) = state?;
+        loop {
+            match sub.next().await {
+                Next::Frame(f) => {
+                    if !include_usage && answer::is_usage_only(&f) {
+                        continue;
+                    }
+                    saw_error |= is_error(&f);
+                    return Some((sse::frame(&f), Some((sub, saw_error))));
+                }
+                Next::End(End::Complete) => return Some((sse::frame(sse::DONE), None)),
+                Next::End(End::Broken(_)) if saw_error => return None,
+                Next::End(End::Broken(why)) => {
+                    let e = serde_json::json!({"error": {"message": why, "type": "upstream_error", "param": null, "code": "upstream_stream_broken"}});
+                    return Some((sse::frame(e.to_string().as_bytes()), None));
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+/// Whether a stream payload is an error object (`{"error": ...}`).
+fn is_error(frame: &[u8]) -> bool {
+    frame.starts_with(b"{\"error\"")
+        || serde_json::from_slice::<Value>(frame)
+            .is_ok_and(|v| v.get("error").is_some_and(|e| !e.is_null()))
+}
+
+/// A leader's upstream call, run in a task of its own.
+struct Call {
+    gateway: Gateway,
+    flight: Arc<Flight>,
+    key: [u8; 32],
+    tenant: TenantId,
+    /// Where to store a complete answer, if it may be stored.
+    read: Option<Read>,
+    reservation: Option<String>,
+    stream: bool,
+    asked: String,
+    body: serde_json::Map<String, Value>,
+}
+
+impl Call {
+    async fn run(self) {
+        let inner = &self.gateway.inner;
+        let flight = self.flight.clone();
+        let outcome = tokio::select! {
+            () = flight.cancelled().cancelled() => None,
+            r = self.relay() => Some(r),
+        };
+        let budgets = inner.engine.budgets();
+        let cancelled = outcome.is_none();
+        let Some((answer, opened_model, price)) = outcome.flatten() else {
+            if cancelled {
+                inner.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+                flight.end(End::Broken("cancelled: every client went away".into()));
+            }
+            inner.flights.remove(&self.key, &self.flight);
+            if let Some(id) = self.reservation {
+                budgets.settle(&self.tenant, id, Spend::default());
+            }
+            return;
+        };
+        let usage = answer
+            .usage()
+            .unwrap_or_else(|| estimate_usage(&self.body, &answer));
+        if let Some(read) = &self.read {
+            let policy = inner.engine.cache_policy();
+            if let Err(e) = policy.put(read, wrap(&answer, usage)).await {
+                warn!(error = %e, "storing a gateway answer failed");
+            }
+        }
+        inner.flights.remove(&self.key, &self.flight);
+        let cost = price.micros(usage.prompt, usage.completion);
+        if let Some(id) = self.reservation {
+            budgets.settle(
+                &self.tenant,
+                id,
+                Spend {
+                    tokens: usage.prompt + usage.completion,
+                    cost_micros: cost,
+                },
+            );
+        }
+        budgets.record(
+            &self.tenant,
+            UsageEntry {
+                model: opened_model,
+                prompt_tokens: usage.prompt,
+                completion_tokens: usage.completion,
+                cost_micros: cost,
+                cached: false,
+            },
+        );
+    }
+
+    /// Opens the upstream and feeds the flight; the complete answer, or `None` when it
+    /// failed or broke off (the flight says how).
+    async fn relay(&self) -> Option<(Answer, String, Price)> {
+        let inner = &self.gateway.inner;
+        inner
+            .counters
+            .upstream_calls
+            .fetch_add(1, Ordering::Relaxed);
+        let mut body = self.body.clone();
+        body.insert("stream".into(), Value::Bool(self.stream));
+        let opened = match inner.upstreams.open(&self.asked, &body).await {
+            Ok(o) => o,
+            Err(f) => {
+                inner
+                    .counters
+                    .upstream_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                self.flight.begin(Head::Failed(f));
+                self.flight.end(End::Broken("no upstream answered".into()));
+                return None;
+            }
+        };
+        let Opened {
+            model,
+            price,
+            response,
+            ..
+        } = opened;
+        let idle = inner.upstreams.idle_timeout();
+        self.flight.begin(if self.stream {
+            Head::Stream
+        } else {
+            Head::Json
+        });
+        let mut bytes = response.bytes_stream();
+        let mut parser = sse::Parser::default();
+        let mut json = Vec::new();
+        let broken = loop {
+            let next = match tokio::time::timeout(idle, bytes.next()).await {
+                Err(_) => break format!("the upstream sent nothing for {idle:?}"),
+                Ok(None) => {
+                    if !self.stream {
+                        self.flight.push(Bytes::from(std::mem::take(&mut json)));
+                        self.flight.end(End::Complete);
+                        return Some((Answer::Json(self.flight.frames().remove(0)), model, price));
+                    }
+                    if let Some(last) = parser.finish()
+                        && last.as_ref() != sse::DONE
+                    {
+                        self.flight.push(last);
+                    }
+                    break "the upstream closed the stream before [DONE]".to_owned();
+                }
+                Ok(Some(Err(_))) => break "the upstream connection broke".to_owned(),
+                Ok(Some(Ok(b))) => b,
+            };
+            if !self.stream {
+                json.extend_from_slice(&next);
+                continue;
+            }
+            for data in parser.feed(&next) {
+                if data.as_ref() == sse::DONE {
+                    self.flight.end(End::Complete);
+                    return Some((Answer::Stream(self.flight.frames()), model, price));
+                }
+                let error = is_error(&data);
+                self.flight.push(data);
+                if error {
+                    inner
+                        .counters
+                        .broken_streams
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.flight
+                        .end(End::Broken("the upstream sent an error mid-stream".into()));
+                    return None;
+                }
+            }
+        };
+        inner
+            .counters
+            .broken_streams
+            .fetch_add(1, Ordering::Relaxed);
+        self.flight.end(End::Broken(broken));
+        None
+    }
+}
+
+/// Usage of an answer whose upstream reported none: about 4 characters a token.
+fn estimate_usage(body: &serde_json::Map<String, Value>, answer: &Answer) -> Usage {
+    let prompt = body
+        .get("messages")
+        .map_or(0, |m| m.to_string().len())
+        .div_ceil(4) as i64;
+    let text = answer.to_json();
+    let completion = serde_json::from_slice::<Value>(&text)
+        .ok()
+        .and_then(|v| {
+            Some(
+                v.get("choices")?
+                    .as_array()?
+                    .iter()
+                    .map(|c| c.get("message").map_or(0, |m| m.to_string().len()))
+                    .sum::<usize>(),
+            )
+        })
+        .unwrap_or(0);
+    Usage {
+        prompt,
+        completion: completion.div_ceil(4) as i64,
+    }
+}
