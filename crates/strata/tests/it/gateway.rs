@@ -562,3 +562,93 @@ async fn usage_is_accounted_with_what_the_cache_saved() {
     assert_eq!(r.status(), 422);
     s.stop().await;
 }
+
+/// Three `strata serve` processes over one PostgreSQL and one Redis, configured from the
+/// command line: 50 concurrent first requests spread over them against a budget that admits
+/// about 5 never spend past it.
+#[tokio::test]
+async fn budgets_hold_across_instances_over_postgres() {
+    let up = Upstream::start().await;
+    let redis = crate::helpers::redis_url();
+    let db = crate::helpers::fresh_postgres().await;
+    let root = tempfile::tempdir().unwrap();
+    let args = [
+        "--redis-url",
+        redis.as_str(),
+        "--redis-namespace",
+        crate::helpers::redis_namespace(),
+        "--database-url",
+        db.as_str(),
+        "--cache-warm-queries",
+        "0",
+        "--upstream-url",
+        up.base.as_str(),
+        "--upstream-models",
+        "mock-1",
+    ];
+    let mut procs = Vec::new();
+    for name in ["a", "b", "c"] {
+        procs.push(crate::process::Proc::start(&root.path().join(name), &args).await);
+    }
+    let client = reqwest::Client::new();
+    let r = client
+        .put(format!("{}/v1/budgets/local", procs[0].base))
+        .json(&json!({"limits": [{"period": "day", "max_tokens": 600}, {"period": "minute", "max_tokens": 100000}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let url = format!("{}/v1/chat/completions", procs[i % 3].base);
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"model": "mock-1", "max_tokens": 100,
+                "messages": [{"role": "user", "content": format!("fleet {i:02} [slow]")}]});
+            client
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            200 => ok += 1,
+            429 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!((1..=5).contains(&ok), "{ok} admitted");
+    assert_eq!(up.calls(), ok);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // Any instance reports the shared windows.
+        let b: Value = client
+            .get(format!("{}/v1/budget", procs[2].base))
+            .header("cache-control", "no-cache")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let day = b["windows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["period"] == "day")
+            .unwrap()
+            .clone();
+        if day["reserved_tokens"] == 0 && day["used_tokens"].as_i64().unwrap() > 0 {
+            assert!(day["used_tokens"].as_i64().unwrap() <= 600, "{b}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

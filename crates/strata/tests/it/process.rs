@@ -7,16 +7,16 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     log: std::path::PathBuf,
 }
 
 impl Proc {
     /// Starts `strata serve` on a port the OS picks, read back from its log (a port chosen
     /// here and released could be taken by another test before strata binds it).
-    async fn start(data_dir: &Path, extra: &[&str]) -> Self {
+    pub(crate) async fn start(data_dir: &Path, extra: &[&str]) -> Self {
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let log_path = data_dir.with_extension(format!("{n}.log"));

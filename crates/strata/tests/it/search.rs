@@ -388,7 +388,12 @@ async fn embeddings_endpoint_speaks_openai() {
     assert_eq!(r.status(), 404);
     let e = r.json::<serde_json::Value>().await.unwrap();
     assert_eq!(e["error"]["code"], "model_not_found", "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().contains("text-embedding-3-small"));
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("text-embedding-3-small")
+    );
     for (body, field) in [
         (json!({"input": [[1, 2, 3]]}), "input"),
         (json!({"input": []}), "input"),
