@@ -181,6 +181,25 @@ if ov:
         f"p50 {ov.get('overload_accepted_p50_ms', 0):.1f} ms, {ov.get('overload_accepted_rps', 0):.0f} req/s accepted")
     row("at 4 x capacity: share rejected", ov.get("overload_rejected_share"), "")
 
+gw = by.get("gateway", [{}])[0]
+if gw:
+    lines.append("LLM gateway against a local upstream (open loop; strata's percentile minus the direct call's):")
+    for a in gw.get("added_latency", []):
+        row(f"added latency at {a['rate']}/s, p50", a.get("added_p50_ms"), "ms",
+            f"direct {a.get('direct_p50_ms', 0):.2f} ms, via strata {a.get('strata_p50_ms', 0):.2f} ms")
+        row(f"added latency at {a['rate']}/s, p99", a.get("added_p99_ms"), "ms",
+            f"direct {a.get('direct_p99_ms', 0):.2f} ms, via strata {a.get('strata_p99_ms', 0):.2f} ms; "
+            f"{a.get('failed', 0)} failed")
+    c = gw.get("cached", {})
+    row("cached chat answer (L1 hit) / ceiling", c.get("ratio_to_ceiling"), "x",
+        f"{c.get('strata_rps', 0):,.0f} vs {c.get('ceiling_rps', 0):,.0f} req/s")
+    f = gw.get("fanout", {})
+    row(f"{f.get('streams')} identical streams: upstream calls", f.get("upstream_calls"), "",
+        f"{f.get('complete')} complete")
+    m = gw.get("memory", {})
+    row(f"resident memory under {m.get('streams')} streams", m.get("rss_peak_mb"), "MiB",
+        f"{m.get('rss_before_mb', 0):.0f} MiB before, {m.get('per_stream_kb', 0):.1f} KiB a stream, {m.get('complete')} complete")
+
 mem = by.get("memories", [{}])[0]
 if mem:
     lines.append(f"memories: {mem.get('users')} tenants x {mem.get('memories_per_user')} memories "
@@ -269,6 +288,12 @@ if ov:
     target("overload: accepted p99 / unloaded p99", ov.get("accepted_p99_over_unloaded_p99"), "<=", 2.0)
     target("overload: time to a rejection, p99 (ms)", ov.get("overload_rejected_p99_ms"), "<=", 5.0)
     target("overload: timeouts", float(ov.get("overload_timeouts_total", 0)), "<=", 0.0)
+if gw:
+    for a in gw.get("added_latency", []):
+        target(f"gateway: added p99 at {a['rate']}/s (ms)", a.get("added_p99_ms"), "<=", 1.0)
+    target("gateway: cached answer / ceiling", gw.get("cached", {}).get("ratio_to_ceiling"), ">=", 0.8)
+    f = gw.get("fanout", {})
+    target("gateway: upstream calls for identical streams", float(f.get("upstream_calls", 0)), "<=", 1.0)
 if mem:
     r50 = mem.get("rank_50_in_process_us")
     target("memories: ranking of 50 (ms)", r50 / 1000 if r50 is not None else None, "<=", 1.0)

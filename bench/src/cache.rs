@@ -202,7 +202,7 @@ fn search_bodies(corpus: &Path, sentences: usize) -> anyhow::Result<(Vec<String>
 
 /// Writes a wrk Lua script that POSTs `bodies` in turn (each thread from its own offset)
 /// with JSON and `headers`.
-fn post_script(
+pub(crate) fn post_script(
     path: &Path,
     bodies: &[String],
     headers: &[(&str, &str)],
@@ -234,10 +234,15 @@ fn post_script(
 /// handler of a POST must, without parsing it) and returns `answer`, precomputed (with
 /// `Content-Encoding: gzip` when `gzip`: the body is then the precompressed answer).
 fn ceiling_router(answer: Bytes, gzip: bool) -> axum::Router {
+    ceiling_router_at("/v1/search", answer, gzip)
+}
+
+/// [`ceiling_router`] answering POSTs at `path`.
+pub(crate) fn ceiling_router_at(path: &str, answer: Bytes, gzip: bool) -> axum::Router {
     use axum::http::{HeaderValue, header};
     strata_server::with_middleware(
         axum::Router::new().route(
-            "/v1/search",
+            path,
             axum::routing::post(move |_body: Bytes| {
                 let b = answer.clone();
                 async move {

@@ -4,6 +4,7 @@
 //! Every load loop here is bounded in count and time, and talks only to loopback.
 
 mod cache;
+mod gateway;
 mod memories;
 mod mixed;
 mod overload;
@@ -112,6 +113,35 @@ enum Cmd {
         /// The `strata` binary to run (a process of its own, so its memory is measured alone).
         #[arg(long)]
         strata_bin: PathBuf,
+    },
+    /// The LLM gateway against a local upstream: added latency over a direct call (open loop
+    /// at each rate), cached answers against the HTTP ceiling, identical concurrent streams
+    /// (upstream calls), resident memory under many concurrent streams.
+    Gateway {
+        /// Data directory (created fresh).
+        #[arg(long)]
+        data: PathBuf,
+        /// The `strata` binary to run.
+        #[arg(long)]
+        strata_bin: PathBuf,
+        /// Alternated rounds (medians reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Seconds of each open-loop and wrk phase.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Open-loop rates, comma-separated.
+        #[arg(long, default_value = "1000,3000", value_delimiter = ',')]
+        rates: Vec<u32>,
+        /// wrk connections for cached answers.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Identical concurrent streams.
+        #[arg(long, default_value_t = 100)]
+        fanout: usize,
+        /// Distinct concurrent streams for the memory measurement.
+        #[arg(long, default_value_t = 1000)]
+        streams: usize,
     },
     /// Admission under overload: uncached searches through a real server at a quarter of and
     /// at four times its measured capacity (open loop); accepted p99 against unloaded p99,
@@ -511,6 +541,30 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             fraction,
             requests,
         } => cache::zipf(redis, keys, fraction, requests).await,
+        Cmd::Gateway {
+            data,
+            strata_bin,
+            rounds,
+            seconds,
+            rates,
+            connections,
+            fanout,
+            streams,
+        } => {
+            gateway::run(
+                &strata_bin,
+                &data,
+                gateway::GatewayRun {
+                    rounds,
+                    seconds,
+                    rates,
+                    connections,
+                    fanout,
+                    streams,
+                },
+            )
+            .await
+        }
         Cmd::Overload {
             corpus,
             sentences,

@@ -21,6 +21,11 @@ pub(crate) struct Instance {
 }
 
 impl Instance {
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A field of the process's `/proc/<pid>/status` in MiB (`VmRSS`, `VmHWM`).
     pub(crate) fn memory_mb(&self, field: &str) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;

@@ -37,6 +37,8 @@ use crate::{AppState, cached};
         (status = 200, description = "A `chat.completion`, or `text/event-stream` chunks", body = Object),
         (status = 400, description = "`invalid_request_error`: a malformed request"),
         (status = 404, description = "`model_not_found`: no upstream serves the model"),
+        (status = 413, description = "`payload_too_large`"),
+        (status = 415, description = "`unsupported_media_type`: not JSON"),
         (status = 429, description = "`budget_exceeded` (with `x-should-retry: false`) or `rate_limited`"),
         (status = 502, description = "`upstream_error`: the upstream's answer broke off"),
         (status = 503, description = "`upstream_unavailable`: no upstream could be reached"),
@@ -272,6 +274,8 @@ pub struct TenantPath {
     request_body = SetBudget,
     responses(
         (status = 200, description = "The tenant's budget now", body = BudgetView),
+        (status = 400, description = "`malformed_json`"),
+        (status = 415, description = "`unsupported_media_type`: not JSON"),
         (status = 403, description = "`forbidden`: the caller is not an admin"),
         (status = 422, description = "`validation_failed`: a bad tenant or limit"),
     ),
