@@ -20,6 +20,8 @@ pub enum IdKind {
     Memory,
     /// A session.
     Session,
+    /// A conversation.
+    Conversation,
 }
 
 impl fmt::Display for IdKind {
@@ -29,6 +31,7 @@ impl fmt::Display for IdKind {
             IdKind::Job => "job",
             IdKind::Memory => "memory",
             IdKind::Session => "session",
+            IdKind::Conversation => "conversation",
         })
     }
 }

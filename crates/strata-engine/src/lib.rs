@@ -14,6 +14,7 @@ pub mod blobs;
 pub mod bm25;
 pub mod budget;
 pub mod chunk;
+pub mod conversation;
 pub mod cursor;
 mod engine;
 pub mod error;
@@ -33,17 +34,19 @@ pub mod validate;
 pub mod vectors;
 
 pub use engine::{
-    AccessRecorder, AdminService, BudgetService, BudgetView, DEFAULT_MEMORY_K, DEFAULT_MODEL_DIR,
-    DEFAULT_PAGE, DatabaseStats, DocumentService, Engine, EngineSettings, INTERACTIVE_TEXTS,
-    IngestOutcome, JobService, LimitSpec, ListDocuments, ListJobs, ListMemories, MAX_MEMORY_BATCH,
-    MAX_PAGE, MemoryService, MemorySettings, ModelLoad, SearchService, SessionEvent,
-    SessionService, SessionView, StartSession, UploadMeta,
+    AccessRecorder, AdminService, BudgetService, BudgetView, ConversationService,
+    CreateConversation, DEFAULT_MEMORY_K, DEFAULT_MODEL_DIR, DEFAULT_PAGE, DatabaseStats,
+    DocumentService, Engine, EngineSettings, INTERACTIVE_TEXTS, IngestOutcome, JobService,
+    LimitSpec, ListDocuments, ListJobs, ListMemories, MAX_MEMORY_BATCH, MAX_PAGE, MemoryService,
+    MemorySettings, ModelLoad, SearchService, SessionEvent, SessionService, SessionView,
+    StartSession, UploadMeta,
 };
 pub use error::{EngineError, Result};
 pub use ids::{DocumentId, IdKind, JobId, MemoryId, TenantId};
 pub use policy::{
-    KIND_BUDGET, KIND_DOCUMENT, KIND_DOCUMENT_LIST, KIND_EMBEDDING, KIND_JOB, KIND_LLM_RESPONSE,
-    KIND_MEMORY, KIND_SEARCH, KIND_TAGS, KIND_USER_SESSION, Scopes, default_cache_kinds,
+    KIND_BUDGET, KIND_CONVERSATION, KIND_DOCUMENT, KIND_DOCUMENT_LIST, KIND_EMBEDDING, KIND_JOB,
+    KIND_LLM_RESPONSE, KIND_MEMORY, KIND_SEARCH, KIND_TAGS, KIND_USER_SESSION, Scopes,
+    default_cache_kinds,
 };
 pub use strata_cache::{
     Cache, CacheError, CacheSettings, KindSpec, Lookup, RedisSettings, SecretUrl, Source,

@@ -46,6 +46,8 @@ pub fn default_cache_kinds() -> Vec<strata_cache::KindSpec> {
         k(KIND_USER_SESSION, 3600, 3600, false),
         // Seed 003's TTL; every reservation, settlement and limit change invalidates it.
         k(KIND_BUDGET, 60, 60, false),
+        // Every append or delete of the tenant's invalidates them.
+        k(KIND_CONVERSATION, 300, 300, false),
         // DESIGN.md's 30 minutes; one upstream call per key across processes.
         k(KIND_LLM_RESPONSE, 1800, 1800, true),
     ]
@@ -72,6 +74,9 @@ pub const KIND_USER_SESSION: &str = "user_session";
 
 /// A tenant's budget windows as `GET /v1/budget` shows them.
 pub const KIND_BUDGET: &str = "budget_status";
+
+/// A conversation, a page of conversations, or a page of a conversation's messages.
+pub const KIND_CONVERSATION: &str = "conversation";
 
 /// The gateway's answers to chat completions.
 pub const KIND_LLM_RESPONSE: &str = "llm_response";
@@ -100,6 +105,7 @@ struct ScopeSet {
     sessions: Arc<str>,
     budget: Arc<str>,
     gateway: Arc<str>,
+    conversations: Arc<str>,
 }
 
 const MEMO_LIMIT: usize = 100_000;
@@ -137,6 +143,7 @@ impl Scopes {
             sessions: Arc::from(format!("{tenant}s")),
             budget: Arc::from(format!("{tenant}b")),
             gateway: Arc::from(format!("{tenant}g")),
+            conversations: Arc::from(format!("{tenant}v")),
         };
         let picked = pick(&set);
         let mut memo = self.memo.write().unwrap_or_else(|p| p.into_inner());
@@ -185,6 +192,11 @@ impl Scopes {
         self.with(owner, |s| s.budget.clone())
     }
 
+    /// The tenant's conversations.
+    pub fn conversations(&self, owner: &TenantId) -> Arc<str> {
+        self.with(owner, |s| s.conversations.clone())
+    }
+
     /// The tenant's gateway answers: no write of the tenant's data changes them (only an
     /// operator's clear does).
     pub fn gateway(&self, owner: &TenantId) -> Arc<str> {
@@ -220,6 +232,8 @@ pub enum Changed {
     Sessions,
     /// A budget's limits, reservations or spend.
     Budget,
+    /// A conversation's messages or existence.
+    Conversations,
     /// A document came or went with its job: search answers, the catalogue and job
     /// statuses (not memories).
     Library,
@@ -370,6 +384,15 @@ impl CachePolicy {
         }
     }
 
+    /// A conversation read: `parts` name the read and its parameters.
+    pub fn conversation(&self, owner: &TenantId, parts: &[&str]) -> Read {
+        Read {
+            kind: KIND_CONVERSATION,
+            scope: self.scopes.conversations(owner),
+            material: canonical(parts),
+        }
+    }
+
     /// The tenant's budget status.
     pub fn budget_status(&self, owner: &TenantId) -> Read {
         Read {
@@ -426,6 +449,7 @@ impl CachePolicy {
             Changed::Memories => self.cache.invalidate(&s.memories(owner)).await,
             Changed::Sessions => self.cache.invalidate(&s.sessions(owner)).await,
             Changed::Budget => self.cache.invalidate(&s.budget(owner)).await,
+            Changed::Conversations => self.cache.invalidate(&s.conversations(owner)).await,
             Changed::Library => {
                 let [search, catalog] = s.documents(owner);
                 self.cache
@@ -443,6 +467,7 @@ impl CachePolicy {
                         s.sessions(owner),
                         s.budget(owner),
                         s.gateway(owner),
+                        s.conversations(owner),
                     ])
                     .await
             }

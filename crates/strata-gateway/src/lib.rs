@@ -13,6 +13,7 @@
 //! ledger are the engine's [`strata_engine::BudgetService`]).
 
 pub mod answer;
+pub mod conversation;
 pub mod error;
 pub mod flight;
 pub mod request;

@@ -9,8 +9,8 @@ use tokio::sync::broadcast;
 use tracing::info;
 
 use super::{
-    AdminService, BudgetService, DocumentService, Engine, EngineSettings, Inner, JobService,
-    MemoryService, ModelLoad, SearchService, SessionService, Writes,
+    AdminService, BudgetService, ConversationService, DocumentService, Engine, EngineSettings,
+    Inner, JobService, MemoryService, ModelLoad, SearchService, SessionService, Writes,
 };
 use crate::ann::Ann;
 use crate::blobs::BlobStore;
@@ -207,6 +207,10 @@ impl Engine {
                     policy: policy.clone(),
                     writes: writes.clone(),
                     lease: super::budgets::DEFAULT_LEASE,
+                },
+                conversations: ConversationService {
+                    store: store.clone(),
+                    policy: policy.clone(),
                 },
                 admin: AdminService {
                     store: store.clone(),

@@ -10,6 +10,7 @@
 mod admin;
 mod bootstrap;
 mod budgets;
+mod conversations;
 mod documents;
 mod memories;
 mod retrieval;
@@ -25,6 +26,7 @@ use tracing::info;
 
 pub use admin::AdminService;
 pub use budgets::{BudgetService, BudgetView, LimitSpec};
+pub use conversations::{ConversationService, CreateConversation};
 pub use documents::{DocumentService, IngestOutcome, ListDocuments, UploadMeta};
 pub use memories::{
     AccessRecorder, DEFAULT_K as DEFAULT_MEMORY_K, ListMemories, MAX_BATCH as MAX_MEMORY_BATCH,
@@ -167,6 +169,7 @@ struct Inner {
     memories: MemoryService,
     sessions: SessionService,
     budgets: BudgetService,
+    conversations: ConversationService,
     admin: AdminService,
     policy: CachePolicy,
     ann: Ann,
@@ -206,6 +209,11 @@ impl Engine {
     /// The gateway's budgets and usage ledger.
     pub fn budgets(&self) -> &BudgetService {
         &self.inner.budgets
+    }
+
+    /// Conversations and their messages.
+    pub fn conversations(&self) -> &ConversationService {
+        &self.inner.conversations
     }
 
     /// The database's statistics and maintenance.

@@ -39,6 +39,7 @@ pub fn vector_from_bytes(b: &[u8]) -> Option<Vec<f32>> {
 
 pub mod budgets;
 pub mod chunks;
+pub mod conversations;
 pub mod documents;
 pub mod lexical;
 pub mod memories;
@@ -52,6 +53,7 @@ pub mod sqlite;
 
 pub use budgets::{BudgetStore, UsageFilter};
 pub use chunks::ChunkStore;
+pub use conversations::ConversationStore;
 pub use documents::DocumentStore;
 pub use lexical::{LexicalQuery, LexicalStore};
 pub use memories::{MemoryStore, Replace};
@@ -199,7 +201,14 @@ pub struct IndexStats {
 /// Persistence for documents, chunks and jobs.
 #[async_trait]
 pub trait Store:
-    JobQueue + DocumentStore + ChunkStore + MemoryStore + SessionStore + BudgetStore + StoreMeta
+    JobQueue
+    + DocumentStore
+    + ChunkStore
+    + MemoryStore
+    + SessionStore
+    + BudgetStore
+    + ConversationStore
+    + StoreMeta
 {
     /// Which backend this is (`sqlite`, `postgres`), for logs and stats.
     fn backend(&self) -> &'static str;

@@ -141,6 +141,7 @@ super::memories::memories_sql!(
 super::meta::meta_sql!(SqliteStore);
 super::sessions::sessions_sql!(SqliteStore, sqlx::Sqlite);
 super::budgets::budgets_sql!(SqliteStore, sqlx::Sqlite);
+super::conversations::conversations_sql!(SqliteStore, sqlx::Sqlite);
 
 #[async_trait]
 impl Store for SqliteStore {

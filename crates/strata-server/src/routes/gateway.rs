@@ -108,7 +108,7 @@ fn mark(mut r: Response, cache: CacheStatus) -> Response {
 
 /// A gateway error as a problem (rewritten into OpenAI's shape on the way out); an
 /// upstream's own refusal passes through with its status and body.
-fn gateway_error(e: GatewayError) -> ApiError {
+pub(crate) fn gateway_error(e: GatewayError) -> ApiError {
     match e {
         GatewayError::Invalid { param, message } => ApiError::invalid(param, message),
         GatewayError::ModelNotFound(why) => ApiError::new(Code::ModelNotFound, why),

@@ -3,6 +3,7 @@
 //! [`api`] is the one place routes are registered: each `routes!` call adds a handler to the
 //! router and its `#[utoipa::path]` description to the OpenAPI document together.
 
+pub mod conversations;
 pub mod documents;
 pub mod gateway;
 pub mod health;
@@ -55,6 +56,9 @@ pub fn api(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(gateway::budget))
         .routes(routes!(gateway::set_budget))
         .routes(routes!(gateway::usage))
+        .routes(routes!(conversations::create, conversations::list))
+        .routes(routes!(conversations::get, conversations::delete))
+        .routes(routes!(conversations::messages, conversations::post))
         .routes(routes!(performance::cache_stats))
         .routes(routes!(performance::model_stats))
         .routes(routes!(performance::gateway_stats))

@@ -9,6 +9,7 @@
 mod admission;
 mod auth;
 mod cache;
+mod conversations;
 mod documents;
 mod edge;
 mod errors;
