@@ -34,12 +34,12 @@ pub mod validate;
 pub mod vectors;
 
 pub use engine::{
-    AccessRecorder, AdminService, BudgetService, BudgetView, ConversationService,
-    CreateConversation, DEFAULT_MEMORY_K, DEFAULT_MODEL_DIR, DEFAULT_PAGE, DatabaseStats,
-    DocumentService, Engine, EngineSettings, INTERACTIVE_TEXTS, IngestOutcome, JobService,
-    LimitSpec, ListDocuments, ListJobs, ListMemories, MAX_MEMORY_BATCH, MAX_PAGE, MemoryService,
-    MemorySettings, ModelLoad, SearchService, SessionEvent, SessionService, SessionView,
-    StartSession, UploadMeta,
+    AccessRecorder, AdminService, BudgetService, BudgetView, CompleteError, Completer,
+    ConversationService, CreateConversation, DEFAULT_MEMORY_K, DEFAULT_MODEL_DIR, DEFAULT_PAGE,
+    DatabaseStats, DocumentService, Engine, EngineSettings, INTERACTIVE_TEXTS, IngestOutcome,
+    JobService, LimitSpec, ListDocuments, ListJobs, ListMemories, MAX_MEMORY_BATCH, MAX_PAGE,
+    MemoryService, MemorySettings, ModelLoad, SearchService, SessionEvent, SessionService,
+    SessionView, StartSession, UploadMeta,
 };
 pub use error::{EngineError, Result};
 pub use ids::{DocumentId, IdKind, JobId, MemoryId, TenantId};

@@ -292,6 +292,16 @@ impl CachePolicy {
         }
     }
 
+    /// A document's summary: in the catalogue scope, so any change of the document (and
+    /// the summary job's own write) invalidates it.
+    pub fn summary(&self, owner: &TenantId, id: DocumentId) -> Read {
+        Read {
+            kind: KIND_DOCUMENT,
+            scope: self.scopes.catalog(owner),
+            material: canonical(&["summary", &id.to_string()]),
+        }
+    }
+
     /// A page of the document list, shown with `fields` (all when `None`).
     pub fn document_list(
         &self,

@@ -198,3 +198,50 @@ impl Gateway {
         })
     }
 }
+
+#[async_trait::async_trait]
+impl strata_engine::Completer for Gateway {
+    async fn complete(
+        &self,
+        owner: &TenantId,
+        model: &str,
+        prompt: String,
+        max_tokens: u32,
+    ) -> Result<String, strata_engine::CompleteError> {
+        let fail =
+            |message: String, retryable: bool| strata_engine::CompleteError { message, retryable };
+        let body = json!({"model": model, "temperature": 0, "max_tokens": max_tokens,
+                          "messages": [{"role": "user", "content": prompt}]});
+        let chat = Chat::parse(body.to_string().as_bytes(), None)
+            .map_err(|e| fail(e.to_string(), false))?;
+        let reply = self.chat(owner, chat).await.map_err(|e| match e {
+            GatewayError::Invalid { .. } | GatewayError::ModelNotFound(_) => {
+                fail(e.to_string(), false)
+            }
+            GatewayError::Upstream { status, .. } if status != 429 && status < 500 => fail(
+                format!("the upstream refused the request ({status})"),
+                false,
+            ),
+            other => fail(other.to_string(), true),
+        })?;
+        let Reply::Json { body, .. } = reply else {
+            return Err(fail("the upstream answered a stream".into(), true));
+        };
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| fail("the upstream's answer has no text".into(), true))
+    }
+}
+
+impl Gateway {
+    /// The model used when a caller names none: the first model the first upstream lists.
+    pub fn default_model(&self) -> Option<String> {
+        self.inner
+            .settings
+            .upstreams
+            .first()
+            .and_then(|u| u.models.first().cloned())
+    }
+}

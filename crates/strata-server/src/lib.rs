@@ -137,6 +137,9 @@ pub fn state(engine: Engine, settings: &ServerSettings, shutdown: CancellationTo
             strata_gateway::Gateway::new(engine.clone(), Default::default())
                 .expect("a gateway without upstreams always builds")
         });
+    if gateway.is_configured() {
+        engine.summaries().set_completer(Arc::new(gateway.clone()));
+    }
     AppState(Arc::new(AppInner {
         gateway,
         engine,

@@ -140,12 +140,20 @@ impl Engine {
             policy: policy.clone(),
             settings: settings.jobs.clone(),
         };
+        let completer: super::summaries::CompleterSlot = Arc::default();
         let runner = Runner::new(
             store.clone(),
             settings.jobs.clone(),
             events.clone(),
             policy.clone(),
-            vec![Arc::new(ingest)],
+            vec![
+                Arc::new(ingest),
+                Arc::new(super::summaries::SummariseDocument {
+                    store: store.clone(),
+                    policy: policy.clone(),
+                    completer: completer.clone(),
+                }),
+            ],
         );
         // The model's load and an index rebuild free much of what they allocated.
         crate::heap::release_free_memory();
@@ -176,7 +184,7 @@ impl Engine {
                     policy: policy.clone(),
                     ann: ann.clone(),
                     lexical: lexical.clone(),
-                    wake,
+                    wake: wake.clone(),
                     writes: writes.clone(),
                     max_upload_bytes: settings.max_upload_bytes,
                     max_attempts: settings.jobs.max_attempts,
@@ -207,6 +215,12 @@ impl Engine {
                     policy: policy.clone(),
                     writes: writes.clone(),
                     lease: super::budgets::DEFAULT_LEASE,
+                },
+                summaries: super::summaries::SummaryService {
+                    store: store.clone(),
+                    completer,
+                    wake: wake.clone(),
+                    max_attempts: settings.jobs.max_attempts,
                 },
                 conversations: ConversationService {
                     store: store.clone(),

@@ -288,6 +288,7 @@ impl DocumentService {
             .ok_or_else(|| EngineError::not_found(IdKind::Document, id))?;
         self.ann.remove(deleted.chunk_ids.clone()).await?;
         self.lexical.remove(deleted.chunk_ids).await?;
+        self.store.delete_summary(owner, id).await?;
         self.policy.changed(owner, Changed::Library).await;
         if self.store.count_sha256_refs(&deleted.sha256).await? == 0 {
             self.blobs.remove(&deleted.sha256).await?;

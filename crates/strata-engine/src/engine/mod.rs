@@ -15,6 +15,7 @@ mod documents;
 mod memories;
 mod retrieval;
 mod sessions;
+mod summaries;
 mod work;
 
 use std::path::PathBuf;
@@ -34,6 +35,7 @@ pub use memories::{
 };
 pub use retrieval::SearchService;
 pub use sessions::{SessionEvent, SessionService, SessionView, StartSession};
+pub use summaries::{CompleteError, Completer, SummaryService};
 pub use work::{JobService, ListJobs};
 
 use crate::ann::Ann;
@@ -170,6 +172,7 @@ struct Inner {
     sessions: SessionService,
     budgets: BudgetService,
     conversations: ConversationService,
+    summaries: SummaryService,
     admin: AdminService,
     policy: CachePolicy,
     ann: Ann,
@@ -209,6 +212,11 @@ impl Engine {
     /// The gateway's budgets and usage ledger.
     pub fn budgets(&self) -> &BudgetService {
         &self.inner.budgets
+    }
+
+    /// Document summaries (background jobs through the gateway's model).
+    pub fn summaries(&self) -> &SummaryService {
+        &self.inner.summaries
     }
 
     /// Conversations and their messages.

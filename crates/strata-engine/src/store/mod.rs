@@ -50,6 +50,7 @@ pub mod queue;
 mod rows;
 pub mod sessions;
 pub mod sqlite;
+pub mod summaries;
 
 pub use budgets::{BudgetStore, UsageFilter};
 pub use chunks::ChunkStore;
@@ -60,6 +61,7 @@ pub use memories::{MemoryStore, Replace};
 pub use meta::StoreMeta;
 pub use queue::{Abandoned, ClaimedJob, JobOutcome, JobQueue, Lease, NewJob};
 pub use sessions::SessionStore;
+pub use summaries::{Summary, SummaryStore};
 
 /// Result of inserting a document whose content may already exist for this owner.
 #[derive(Debug, Clone)]
@@ -208,6 +210,7 @@ pub trait Store:
     + SessionStore
     + BudgetStore
     + ConversationStore
+    + SummaryStore
     + StoreMeta
 {
     /// Which backend this is (`sqlite`, `postgres`), for logs and stats.

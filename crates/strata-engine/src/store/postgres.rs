@@ -320,6 +320,7 @@ super::meta::meta_sql!(PostgresStore);
 super::sessions::sessions_sql!(PostgresStore, sqlx::Postgres);
 super::budgets::budgets_sql!(PostgresStore, sqlx::Postgres);
 super::conversations::conversations_sql!(PostgresStore, sqlx::Postgres);
+super::summaries::summaries_sql!(PostgresStore, sqlx::Postgres);
 
 /// BM25 (see [`super::lexical`]) of the owner's embedded chunks that
 /// match any word of the query: N and the mean length from `lexical_stats`, each term's

@@ -142,6 +142,7 @@ super::meta::meta_sql!(SqliteStore);
 super::sessions::sessions_sql!(SqliteStore, sqlx::Sqlite);
 super::budgets::budgets_sql!(SqliteStore, sqlx::Sqlite);
 super::conversations::conversations_sql!(SqliteStore, sqlx::Sqlite);
+super::summaries::summaries_sql!(SqliteStore, sqlx::Sqlite);
 
 #[async_trait]
 impl Store for SqliteStore {

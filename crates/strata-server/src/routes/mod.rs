@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod performance;
 pub mod search;
 pub mod sessions;
+pub mod summaries;
 
 use axum::extract::DefaultBodyLimit;
 use utoipa_axum::router::OpenApiRouter;
@@ -35,6 +36,7 @@ pub fn api(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(documents::get, documents::patch, documents::delete))
         .routes(routes!(documents::file))
         .routes(routes!(documents::chunks))
+        .routes(routes!(summaries::request, summaries::get))
         .routes(routes!(documents::tags))
         .routes(routes!(jobs::list))
         .routes(routes!(jobs::get))

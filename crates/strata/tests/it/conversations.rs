@@ -182,3 +182,110 @@ async fn turns_are_grounded_in_the_tenants_documents_and_keep_their_context() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn documents_are_summarised_in_the_background_through_the_gateway() {
+    let up = Upstream::start().await;
+    let mut u = up.settings("u");
+    u.models = vec!["mock-1".into()];
+    let s = TestServer::start_custom(
+        tempfile::tempdir().unwrap(),
+        |_| {},
+        move |srv| {
+            srv.gateway.upstreams = vec![u];
+        },
+    )
+    .await;
+    let text: String = (0..700)
+        .map(|i| format!("Sentence number {i} describes the old harbour and its ships. "))
+        .collect();
+    let doc = s.create_text(&text, &[]).await;
+    let id = doc["id"].as_str().unwrap().to_owned();
+    wait_ready(&s, &id).await;
+    assert_eq!(
+        s.get(&format!("/v1/documents/{id}/summary")).await.status(),
+        404,
+        "none yet"
+    );
+
+    let r = s
+        .post_json(&format!("/v1/documents/{id}/summary"), json!({}))
+        .await;
+    assert_eq!(r.status(), 202, "{:?}", r.text().await);
+    let r = s
+        .post_json(
+            &format!("/v1/documents/{id}/summary"),
+            json!({"max_tokens": 200}),
+        )
+        .await;
+    let job: Value = r.json().await.unwrap();
+    let done = s.wait_job(job["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let stages = done["stages"].as_array().unwrap();
+    let map = stages.iter().find(|st| st["stage"] == "map").unwrap();
+    let parts = map["total"].as_u64().unwrap();
+    assert!(parts >= 2, "{done}");
+    assert_eq!(map["done"], parts);
+
+    let r = s.get(&format!("/v1/documents/{id}/summary")).await;
+    assert_eq!(r.status(), 200);
+    let summary: Value = r.json().await.unwrap();
+    assert_eq!(summary["parts"].as_u64().unwrap(), parts);
+    assert_eq!(summary["model"], "mock-1");
+    assert!(
+        summary["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("echo: These are summaries"),
+        "the reduce step's answer: {summary}"
+    );
+    let r = s.get(&format!("/v1/documents/{id}/summary")).await;
+    assert_eq!(r.headers()["x-cache"], "HIT-L1");
+    // Every model call went through the gateway and was metered.
+    let asked: Vec<Value> = up
+        .seen
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, b)| b["max_tokens"].clone())
+        .collect();
+    assert!(
+        asked.contains(&json!(200)) && asked.contains(&json!(512)),
+        "{asked:?}"
+    );
+
+    // Deleting the document deletes its summary.
+    assert_eq!(s.delete(&format!("/v1/documents/{id}")).await.status(), 204);
+    assert_eq!(
+        s.get(&format!("/v1/documents/{id}/summary")).await.status(),
+        404
+    );
+    s.stop().await;
+
+    // Without an upstream the job fails at once, saying why.
+    let bare = TestServer::start().await;
+    let doc = bare
+        .create_text("A short note about nothing in particular.", &[])
+        .await;
+    let id = doc["id"].as_str().unwrap();
+    wait_ready(&bare, id).await;
+    let r = bare
+        .post_json(&format!("/v1/documents/{id}/summary"), json!({}))
+        .await;
+    assert_eq!(r.status(), 422, "no model to default to");
+    let r = bare
+        .post_json(
+            &format!("/v1/documents/{id}/summary"),
+            json!({"model": "m"}),
+        )
+        .await;
+    let job: Value = r.json().await.unwrap();
+    let done = bare.wait_job(job["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "failed");
+    assert!(
+        done["error"].as_str().unwrap().contains("no LLM upstream"),
+        "{done}"
+    );
+    bare.stop().await;
+}
