@@ -327,11 +327,7 @@ impl Cache {
         E: From<CacheError>,
     {
         let start = Instant::now();
-        let spec = self
-            .inner
-            .kinds
-            .get(kind)
-            .ok_or_else(|| CacheError::UnknownKind(kind.to_owned()))?;
+        let spec = self.spec(kind)?;
         let stats = self.inner.stats.kind(spec.name);
         // The hit path, kept free of awaits: a caller's future holds only this much state.
         let key = match self.local_generation(scope) {
@@ -475,6 +471,14 @@ impl Cache {
         }
     }
 
+    /// The settings of `kind`.
+    fn spec(&self, kind: &str) -> Result<&KindSpec, CacheError> {
+        self.inner
+            .kinds
+            .get(kind)
+            .ok_or_else(|| CacheError::UnknownKind(kind.to_owned()))
+    }
+
     /// The cached value for (`kind`, `scope`, `material`), from L1 then L2, without computing
     /// anything: for values that are produced elsewhere and stored with [`Cache::put`] (a
     /// stream assembled while it was relayed). A miss is counted as one; `None` also when
@@ -486,11 +490,7 @@ impl Cache {
         material: &[u8],
     ) -> Result<Option<Lookup>, CacheError> {
         let start = Instant::now();
-        let spec = self
-            .inner
-            .kinds
-            .get(kind)
-            .ok_or_else(|| CacheError::UnknownKind(kind.to_owned()))?;
+        let spec = self.spec(kind)?;
         let stats = self.inner.stats.kind(spec.name);
         let Some(key) = self.key(spec.name, scope, material).await else {
             stats.bypassed(start.elapsed());
@@ -526,11 +526,7 @@ impl Cache {
         material: &[u8],
         value: Bytes,
     ) -> Result<(), CacheError> {
-        let spec = self
-            .inner
-            .kinds
-            .get(kind)
-            .ok_or_else(|| CacheError::UnknownKind(kind.to_owned()))?;
+        let spec = self.spec(kind)?;
         let Some(key) = self.key(spec.name, scope, material).await else {
             return Ok(());
         };

@@ -137,7 +137,7 @@ struct Inner {
 
 /// A cached answer: when it was stored (Unix ms, 8 bytes LE), then [`Answer::encode`].
 fn wrap(answer: &Answer, usage: Usage) -> Bytes {
-    let now = chrono_ms();
+    let now = now_ms();
     let body = answer.encode(usage);
     let mut out = Vec::with_capacity(8 + body.len());
     out.extend_from_slice(&now.to_le_bytes());
@@ -151,7 +151,8 @@ fn unwrap_entry(bytes: &Bytes) -> Option<(i64, Answer, Usage)> {
     Some((stored, a, u))
 }
 
-fn chrono_ms() -> i64 {
+/// Now, in Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -220,7 +221,7 @@ impl Gateway {
             && chat
                 .cache
                 .max_age
-                .is_none_or(|max| chrono_ms() - stored <= (max as i64).saturating_mul(1000))
+                .is_none_or(|max| now_ms() - stored <= (max as i64).saturating_mul(1000))
         {
             inner.counters.hits.fetch_add(1, Ordering::Relaxed);
             let cache = if hit.source == Source::L2 {
@@ -238,17 +239,7 @@ impl Gateway {
                     cached: true,
                 },
             );
-            return Ok(if chat.stream {
-                Reply::Stream {
-                    events: replay(answer.to_frames(chat.include_usage)),
-                    cache,
-                }
-            } else {
-                Reply::Json {
-                    body: answer.to_json(),
-                    cache,
-                }
-            });
+            return Ok(complete(&answer, &chat, cache));
         }
         // Reserve before joining: a follower gives its reservation straight back.
         let (prompt, completion) = chat.estimate_tokens(inner.settings.default_completion_estimate);
@@ -265,7 +256,7 @@ impl Gateway {
                     .counters
                     .budget_denials
                     .fetch_add(1, Ordering::Relaxed);
-                let secs = (resets_at_ms - chrono_ms()).max(0) as u64;
+                let secs = (resets_at_ms - now_ms()).max(0) as u64;
                 return Err(GatewayError::Budget {
                     period: period.as_str(),
                     retry_after_secs: secs.div_ceil(1000).max(1),
@@ -313,23 +304,28 @@ impl Gateway {
                 }),
                 (_, End::Broken(why)) => Err(GatewayError::Broken(why)),
             },
-            (Head::Json, stream) => match sub.collect().await {
+            (Head::Json, _) => match sub.collect().await {
                 (frames, End::Complete) => {
                     let answer = Answer::Json(frames.into_iter().next().unwrap_or_default());
-                    Ok(if stream {
-                        Reply::Stream {
-                            events: replay(answer.to_frames(chat.include_usage)),
-                            cache,
-                        }
-                    } else {
-                        Reply::Json {
-                            body: answer.to_json(),
-                            cache,
-                        }
-                    })
+                    Ok(complete(&answer, &chat, cache))
                 }
                 (_, End::Broken(why)) => Err(GatewayError::Broken(why)),
             },
+        }
+    }
+}
+
+/// A complete answer in the form `chat` asked for: JSON, or SSE events replayed.
+fn complete(answer: &Answer, chat: &Chat, cache: CacheStatus) -> Reply {
+    if chat.stream {
+        Reply::Stream {
+            events: replay(answer.to_frames(chat.include_usage)),
+            cache,
+        }
+    } else {
+        Reply::Json {
+            body: answer.to_json(),
+            cache,
         }
     }
 }

@@ -56,15 +56,9 @@ struct Breaker {
 }
 
 impl Breaker {
-    fn now_ms() -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64)
-    }
-
     /// Whether requests should skip the upstream now (open and cooling down).
     fn is_open(&self) -> bool {
-        self.open_until_ms.load(Ordering::Relaxed) > Self::now_ms()
+        self.open_until_ms.load(Ordering::Relaxed) > crate::now_ms()
     }
 
     fn succeeded(&self) {
@@ -77,7 +71,7 @@ impl Breaker {
         let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= threshold.max(1) {
             self.open_until_ms.store(
-                Self::now_ms() + cooldown.as_millis() as i64,
+                crate::now_ms() + cooldown.as_millis() as i64,
                 Ordering::Relaxed,
             );
             return true;
