@@ -157,6 +157,41 @@ pub struct UsageEntry {
     pub cached: bool,
 }
 
+/// Calls added up for one tenant, day and model: what one ledger write adds to its row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageDelta {
+    /// Calls answered.
+    pub requests: i64,
+    /// Of which from a cache.
+    pub cached_requests: i64,
+    /// Prompt tokens sent upstream.
+    pub prompt_tokens: i64,
+    /// Completion tokens received.
+    pub completion_tokens: i64,
+    /// Micro-dollars spent.
+    pub cost_micros: i64,
+    /// Tokens a cache answered.
+    pub saved_tokens: i64,
+    /// Micro-dollars a cache saved.
+    pub saved_cost_micros: i64,
+}
+
+impl UsageDelta {
+    /// Adds one call.
+    pub fn add(&mut self, e: &UsageEntry) {
+        self.requests += 1;
+        if e.cached {
+            self.cached_requests += 1;
+            self.saved_tokens += e.prompt_tokens + e.completion_tokens;
+            self.saved_cost_micros += e.cost_micros;
+        } else {
+            self.prompt_tokens += e.prompt_tokens;
+            self.completion_tokens += e.completion_tokens;
+            self.cost_micros += e.cost_micros;
+        }
+    }
+}
+
 /// A tenant's usage of one model on one day.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct UsageRow {

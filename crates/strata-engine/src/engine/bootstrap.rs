@@ -215,6 +215,7 @@ impl Engine {
                     policy: policy.clone(),
                     writes: writes.clone(),
                     lease: super::budgets::DEFAULT_LEASE,
+                    ledger: Arc::default(),
                 },
                 summaries: super::summaries::SummaryService {
                     store: store.clone(),

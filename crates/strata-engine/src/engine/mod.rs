@@ -255,6 +255,7 @@ impl Engine {
         self.inner
             .budgets
             .spawn_sweeper(tracker, shutdown, std::time::Duration::from_secs(30));
+        self.inner.budgets.spawn_ledger(tracker, shutdown);
         self.spawn_listener(tracker, shutdown);
         let this = self.clone();
         let shutdown = shutdown.clone();

@@ -15,7 +15,7 @@
 
 use async_trait::async_trait;
 
-use crate::budget::{Limit, Period, Reservation, Spend, UsageEntry, UsageRow};
+use crate::budget::{Limit, Period, Reservation, Spend, UsageDelta, UsageRow};
 use crate::error::Result;
 use crate::ids::TenantId;
 
@@ -47,8 +47,14 @@ pub trait BudgetStore: Send + Sync + 'static {
     /// Ids of reservations whose lease ended before `now_ms` (at most `limit`).
     async fn expired_reservations(&self, now_ms: i64, limit: u32) -> Result<Vec<String>>;
 
-    /// Adds a call to the owner's ledger for `day`.
-    async fn record_usage(&self, owner: &TenantId, day: &str, entry: &UsageEntry) -> Result<()>;
+    /// Adds calls to the owner's ledger row for `day` and `model`.
+    async fn record_usage(
+        &self,
+        owner: &TenantId,
+        day: &str,
+        model: &str,
+        delta: &UsageDelta,
+    ) -> Result<()>;
 
     /// The owner's windows current at `now_ms`: (limit, window start, used, reserved).
     async fn windows(
@@ -338,18 +344,15 @@ macro_rules! budgets_sql {
                 &self,
                 owner: &$crate::ids::TenantId,
                 day: &str,
-                e: &$crate::budget::UsageEntry,
+                model: &str,
+                d: &$crate::budget::UsageDelta,
             ) -> $crate::error::Result<()> {
-                let tokens = e.prompt_tokens + e.completion_tokens;
-                let (spent, saved) = if e.cached { ((0, 0, 0), (tokens, e.cost_micros)) } else {
-                    ((e.prompt_tokens, e.completion_tokens, e.cost_micros), (0, 0))
-                };
                 sqlx::query(
                     "INSERT INTO usage_daily (owner, day, model, requests, cached_requests, \
                      prompt_tokens, completion_tokens, cost, saved_tokens, saved_cost) \
-                     VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                      ON CONFLICT (owner, day, model) DO UPDATE SET \
-                     requests = usage_daily.requests + 1, \
+                     requests = usage_daily.requests + excluded.requests, \
                      cached_requests = usage_daily.cached_requests + excluded.cached_requests, \
                      prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, \
                      completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, \
@@ -359,13 +362,14 @@ macro_rules! budgets_sql {
                 )
                 .bind(owner.as_str())
                 .bind(day)
-                .bind(&e.model)
-                .bind(i64::from(e.cached))
-                .bind(spent.0)
-                .bind(spent.1)
-                .bind(spent.2)
-                .bind(saved.0)
-                .bind(saved.1)
+                .bind(model)
+                .bind(d.requests)
+                .bind(d.cached_requests)
+                .bind(d.prompt_tokens)
+                .bind(d.completion_tokens)
+                .bind(d.cost_micros)
+                .bind(d.saved_tokens)
+                .bind(d.saved_cost_micros)
                 .execute(&mut *self.conn().await?)
                 .await?;
                 Ok(())
