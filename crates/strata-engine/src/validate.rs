@@ -11,13 +11,13 @@ pub const MAX_TITLE_CHARS: usize = 512;
 /// Largest metadata object, serialised.
 pub const MAX_METADATA_BYTES: usize = 64 * 1024;
 
-/// Trims a title and checks its length.
+/// Checks a title's length as sent (the limit the API documents), then trims it.
 pub fn title(raw: &str) -> Result<String> {
     let t = raw.trim();
     if t.is_empty() {
         return Err(EngineError::invalid("title", "must not be empty"));
     }
-    if t.chars().count() > MAX_TITLE_CHARS {
+    if raw.chars().count() > MAX_TITLE_CHARS {
         return Err(EngineError::invalid(
             "title",
             format!("must be at most {MAX_TITLE_CHARS} characters"),
@@ -140,6 +140,15 @@ pub fn limit(raw: Option<u32>, default: u32, max: u32) -> Result<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_title_is_measured_as_sent_then_trimmed() {
+        assert_eq!(title("  a title ").unwrap(), "a title");
+        // The documented limit counts what was sent: trailing spaces past it are refused too.
+        let padded = format!("x{}", "\u{a0}".repeat(MAX_TITLE_CHARS));
+        assert!(title(&padded).is_err());
+        assert!(title(&"y".repeat(MAX_TITLE_CHARS)).is_ok());
+    }
 
     #[test]
     fn tags_are_normalised() {
