@@ -10,13 +10,14 @@ use serde::Deserialize;
 
 mod describe;
 mod flags;
+mod gateway;
 
 use strata_server::admission::{AdmissionSettings, RateLimit};
 use strata_server::auth::{AuthSettings, Authenticator, Secret};
 
 pub use flags::{
-    AdmissionFlags, AuthFlags, CacheFlags, EmbeddingFlags, GatewayFlags, JobFlags, LogFormat,
-    MemoryFlags, Overrides, Runtime, StorageFlags,
+    AdmissionFlags, AuthFlags, CacheFlags, EmbeddingFlags, JobFlags, LogFormat, MemoryFlags,
+    Overrides, Runtime, StorageFlags,
 };
 use strata_engine::chunk::ChunkConfig;
 use strata_engine::jobs::JobSettings;
@@ -121,7 +122,7 @@ impl Config {
             identity: identity(&given.auth, &auth)?,
             cors_origins: cors_origins(s.cors_origins.as_deref().unwrap_or_default())?,
             admission: admission(&given.admission, &d.server.admission),
-            gateway: gateway(&given.gateway, &d.server.gateway)?,
+            gateway: gateway::settings(&given.gateway, &d.server.gateway)?,
             tls: match (&s.tls_cert, &s.tls_key) {
                 (Some(cert), Some(key)) => Some(strata_server::tls::TlsSettings {
                     cert: cert.clone(),
@@ -228,90 +229,6 @@ fn jobs(s: &JobFlags, d: &JobSettings) -> anyhow::Result<JobSettings> {
             s.chunk_tokens.unwrap_or(d.chunk.max_tokens),
             s.chunk_overlap.unwrap_or(d.chunk.overlap),
         )?,
-        ..d.clone()
-    })
-}
-
-fn gateway(
-    s: &GatewayFlags,
-    d: &strata_server::GatewaySettings,
-) -> anyhow::Result<strata_server::GatewaySettings> {
-    let mut upstreams = Vec::new();
-    let pairs = |flag: &str, v: &Option<String>| -> anyhow::Result<Vec<(String, String)>> {
-        v.as_deref()
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                p.split_once('=')
-                    .map(|(a, b)| (a.trim().to_owned(), b.trim().to_owned()))
-                    .filter(|(a, b)| !a.is_empty() && !b.is_empty())
-                    .ok_or_else(|| anyhow::anyhow!("{flag}: {p:?} is not name=value"))
-            })
-            .collect()
-    };
-    if let Some(url) = &s.upstream_url {
-        let mut u = strata_server::GatewayUpstream {
-            name: "default".into(),
-            base_url: url.clone(),
-            api_key: s.upstream_key.clone(),
-            models: s
-                .upstream_models
-                .as_deref()
-                .unwrap_or_default()
-                .split(',')
-                .map(str::trim)
-                .filter(|m| !m.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            ..Default::default()
-        };
-        u.aliases = pairs("upstream_aliases", &s.upstream_aliases)?
-            .into_iter()
-            .collect();
-        for (model, price) in pairs("upstream_prices", &s.upstream_prices)? {
-            let parsed = price
-                .split_once('/')
-                .and_then(|(i, o)| Some((i.parse::<f64>().ok()?, o.parse::<f64>().ok()?)))
-                .filter(|(i, o)| i.is_finite() && o.is_finite() && *i >= 0.0 && *o >= 0.0);
-            let Some((input, output)) = parsed else {
-                bail!(
-                    "upstream_prices: {model}={price} is not input/output dollars per million tokens"
-                );
-            };
-            u.prices
-                .insert(model, strata_server::GatewayPrice { input, output });
-        }
-        upstreams.push(u);
-    } else if s.upstream_key.is_some() || s.upstream_models.is_some() || s.upstream_prices.is_some()
-    {
-        bail!(
-            "upstream_key, upstream_models and upstream_prices describe --upstream-url: give it too"
-        );
-    }
-    upstreams.extend(s.upstreams.clone().unwrap_or_default().0);
-    for (i, u) in upstreams.iter().enumerate() {
-        if !(u.base_url.starts_with("http://") || u.base_url.starts_with("https://")) {
-            bail!(
-                "upstream {:?}: base_url must be an http:// or https:// URL",
-                u.name
-            );
-        }
-        if u.name.is_empty() || upstreams[..i].iter().any(|o| o.name == u.name) {
-            bail!(
-                "upstream names must be unique and non-empty (got {:?})",
-                u.name
-            );
-        }
-    }
-    let secs = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs);
-    Ok(strata_server::GatewaySettings {
-        upstreams,
-        connect_timeout: secs(s.upstream_connect_timeout_secs, d.connect_timeout),
-        first_byte_timeout: secs(s.upstream_first_byte_timeout_secs, d.first_byte_timeout),
-        idle_timeout: secs(s.upstream_idle_timeout_secs, d.idle_timeout),
-        retries: s.upstream_retries.unwrap_or(d.retries),
         ..d.clone()
     })
 }
