@@ -9,6 +9,7 @@ mod memories;
 mod mixed;
 mod overload;
 mod scale;
+mod semantic;
 
 /// mimalloc: glibc malloc's consolidation and cross-thread frees were a measurable share of
 /// a cache hit's cost.
@@ -142,6 +143,30 @@ enum Cmd {
         /// Distinct concurrent streams for the memory measurement.
         #[arg(long, default_value_t = 1000)]
         streams: usize,
+    },
+    /// The semantic cache on labelled question pairs: matches found on duplicates and false
+    /// hits on non-duplicates at each threshold, guard on and off, pair by pair and through
+    /// the tier with many entries a scope.
+    Semantic {
+        /// The pairs (`{"a", "b", "duplicate"}` a line).
+        #[arg(long, default_value = "../shared/data/qqp-pairs.jsonl")]
+        pairs: PathBuf,
+        /// Where the embeddings are kept between runs.
+        #[arg(long)]
+        data: PathBuf,
+        /// Thresholds, comma-separated.
+        #[arg(
+            long,
+            default_value = "0.80,0.85,0.88,0.90,0.92,0.95",
+            value_delimiter = ','
+        )]
+        thresholds: Vec<f32>,
+        /// Entries a scope holds in the tier measurement.
+        #[arg(long, default_value_t = 1000)]
+        scope: usize,
+        /// Most pairs (0: all).
+        #[arg(long, default_value_t = 0)]
+        max: usize,
     },
     /// Admission under overload: uncached searches through a real server at a quarter of and
     /// at four times its measured capacity (open loop); accepted p99 against unloaded p99,
@@ -541,6 +566,13 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             fraction,
             requests,
         } => cache::zipf(redis, keys, fraction, requests).await,
+        Cmd::Semantic {
+            pairs,
+            data,
+            thresholds,
+            scope,
+            max,
+        } => semantic::run(&files, &pairs, &data, &thresholds, scope, max),
         Cmd::Gateway {
             data,
             strata_bin,

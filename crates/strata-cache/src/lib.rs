@@ -18,9 +18,11 @@ mod breaker;
 mod codec;
 mod flight;
 mod generations;
+pub mod guard;
 mod l1;
 mod remote;
 mod secret;
+pub mod semantic;
 mod settings;
 mod stats;
 
@@ -33,6 +35,7 @@ use bytes::Bytes;
 
 pub use remote::{RedisSettings, RemoteStats};
 pub use secret::{SecretUrl, redact_url};
+pub use semantic::{Candidate, Found, Probe, SemanticSettings, SemanticStats, SemanticTier};
 pub use stats::{KindStats, StatsSnapshot};
 
 /// The hasher of the cache's own maps, for callers' maps on the same hot path: fast on short

@@ -151,7 +151,7 @@ impl Gateway {
         }
         let chat = Chat::parse(body.to_string().as_bytes(), None)?;
         let (answer, cache) = match self.chat(tenant, chat).await? {
-            Reply::Json { body, cache } => (body, cache),
+            Reply::Json { body, cache, .. } => (body, cache),
             Reply::Stream { .. } => {
                 return Err(GatewayError::Broken(
                     "the upstream answered a stream".into(),

@@ -17,6 +17,7 @@ pub mod conversation;
 pub mod error;
 pub mod flight;
 pub mod request;
+pub mod semantic;
 pub mod settings;
 pub mod sse;
 pub mod upstream;
@@ -35,10 +36,13 @@ use tracing::warn;
 
 pub use error::GatewayError;
 pub use request::{CacheControl, Chat};
-pub use settings::{GatewaySettings, Price, UpstreamSettings};
+pub use semantic::{SemanticNote, SemanticReport};
+pub use settings::{GatewaySettings, Price, SemanticMode, UpstreamSettings};
 
 use answer::{Answer, Usage};
 use flight::{End, Flight, Flights, Head, Joined, Next, Subscription};
+use semantic::{Pending, Semantic};
+use strata_cache::Found;
 use upstream::{Opened, Upstreams};
 
 /// Where an answer came from, for `X-Cache`.
@@ -48,6 +52,8 @@ pub enum CacheStatus {
     HitL1,
     /// Redis.
     HitL2,
+    /// The answer to an earlier prompt near in meaning (see [`semantic`]).
+    HitSemantic,
     /// The upstream, called for this request.
     Miss,
     /// The upstream, through a call an identical concurrent request started.
@@ -60,6 +66,7 @@ impl CacheStatus {
         match self {
             CacheStatus::HitL1 => "HIT-L1",
             CacheStatus::HitL2 => "HIT-L2",
+            CacheStatus::HitSemantic => "HIT-SEMANTIC",
             CacheStatus::Miss | CacheStatus::Joined => "MISS",
         }
     }
@@ -73,6 +80,8 @@ pub enum Reply {
         body: Bytes,
         /// Where it came from.
         cache: CacheStatus,
+        /// The semantic match served or, in shadow mode, not served.
+        semantic: Option<SemanticNote>,
     },
     /// Server-Sent Events, already framed, ending with `data: [DONE]` when complete.
     Stream {
@@ -80,6 +89,8 @@ pub enum Reply {
         events: BoxStream<'static, Bytes>,
         /// Where they come from.
         cache: CacheStatus,
+        /// The semantic match served or, in shadow mode, not served.
+        semantic: Option<SemanticNote>,
     },
 }
 
@@ -119,6 +130,8 @@ pub struct GatewayStats {
     pub in_flight: usize,
     /// Each upstream's breaker.
     pub upstreams: Vec<upstream::UpstreamState>,
+    /// The semantic cache.
+    pub semantic: SemanticReport,
 }
 
 /// The gateway. Cheap to clone.
@@ -133,6 +146,7 @@ struct Inner {
     flights: Flights,
     settings: GatewaySettings,
     counters: Counters,
+    semantic: Arc<Semantic>,
 }
 
 /// A cached answer: when it was stored (Unix ms, 8 bytes LE), then [`Answer::encode`].
@@ -168,6 +182,7 @@ impl Gateway {
                 flights: Flights::default(),
                 settings,
                 counters: Counters::default(),
+                semantic: Arc::new(Semantic::new(strata_cache::SemanticSettings::default())),
             }),
         })
     }
@@ -197,7 +212,14 @@ impl Gateway {
             budget_denials: get(&c.budget_denials),
             in_flight: self.inner.flights.len(),
             upstreams: self.inner.upstreams.states(),
+            semantic: self.inner.semantic.report(),
         }
+    }
+
+    /// Drops every entry of the semantic tier (the answers stay in the exact tiers); how
+    /// many there were.
+    pub fn clear_semantic(&self) -> u64 {
+        self.inner.semantic.clear()
     }
 
     /// Answers a chat completion for `tenant` (see the crate doc).
@@ -213,6 +235,7 @@ impl Gateway {
             }));
         };
         let material = chat.key_material(&upstream_model);
+        let mut shadow_note = None;
         let policy = inner.engine.cache_policy();
         let read = policy.llm_response(tenant, material);
         if !chat.cache.no_read
@@ -239,7 +262,62 @@ impl Gateway {
                     cached: true,
                 },
             );
-            return Ok(complete(&answer, &chat, cache));
+            return Ok(complete(&answer, &chat, cache, None));
+        }
+        let mut pending = None;
+        let mode = semantic::mode(chat.semantic, inner.settings.semantic);
+        if mode != SemanticMode::Off
+            && let Some(parts) = chat.semantic_parts(&upstream_model)
+        {
+            let threshold = chat
+                .semantic_threshold
+                .unwrap_or(inner.settings.semantic_threshold);
+            let probe = (threshold, inner.settings.semantic_guard);
+            if let Some((mut p, found)) = inner
+                .semantic
+                .prepare(&inner.engine, tenant, parts, probe, !chat.cache.no_read)
+                .await
+            {
+                if let Found::Hit(c) = found
+                    && let Some(hit) = policy
+                        .get(&policy.llm_response(tenant, c.pointer.to_vec()))
+                        .await?
+                    && let Some((stored, answer, usage)) = unwrap_entry(&hit.value)
+                    && chat
+                        .cache
+                        .max_age
+                        .is_none_or(|max| now_ms() - stored <= (max as i64).saturating_mul(1000))
+                {
+                    let note = SemanticNote {
+                        similarity: c.similarity,
+                        entry: c.id,
+                        served: mode == SemanticMode::On,
+                    };
+                    if note.served {
+                        inner.counters.hits.fetch_add(1, Ordering::Relaxed);
+                        inner.semantic.served();
+                        inner.engine.budgets().record(
+                            tenant,
+                            UsageEntry {
+                                model: upstream_model,
+                                prompt_tokens: usage.prompt,
+                                completion_tokens: usage.completion,
+                                cost_micros: price.micros(usage.prompt, usage.completion),
+                                cached: true,
+                            },
+                        );
+                        return Ok(complete(
+                            &answer,
+                            &chat,
+                            CacheStatus::HitSemantic,
+                            Some(note),
+                        ));
+                    }
+                    p.shadow = Some((answer, c.similarity));
+                    shadow_note = Some(note);
+                }
+                pending = Some(p);
+            }
         }
         // Reserve before joining: a follower gives its reservation straight back.
         let (prompt, completion) = chat.estimate_tokens(inner.settings.default_completion_estimate);
@@ -276,6 +354,7 @@ impl Gateway {
                     tenant: tenant.clone(),
                     read: chat.storable().then_some(read),
                     reservation,
+                    semantic: pending,
                     stream: chat.stream,
                     asked: chat.model.clone(),
                     body: chat.upstream_body(),
@@ -296,18 +375,20 @@ impl Gateway {
             (Head::Stream, true) => Ok(Reply::Stream {
                 events: relay(sub, chat.include_usage),
                 cache,
+                semantic: shadow_note,
             }),
             (Head::Stream, false) => match sub.collect().await {
                 (frames, End::Complete) => Ok(Reply::Json {
                     body: Answer::Stream(frames).to_json(),
                     cache,
+                    semantic: shadow_note,
                 }),
                 (_, End::Broken(why)) => Err(GatewayError::Broken(why)),
             },
             (Head::Json, _) => match sub.collect().await {
                 (frames, End::Complete) => {
                     let answer = Answer::Json(frames.into_iter().next().unwrap_or_default());
-                    Ok(complete(&answer, &chat, cache))
+                    Ok(complete(&answer, &chat, cache, shadow_note))
                 }
                 (_, End::Broken(why)) => Err(GatewayError::Broken(why)),
             },
@@ -316,16 +397,23 @@ impl Gateway {
 }
 
 /// A complete answer in the form `chat` asked for: JSON, or SSE events replayed.
-fn complete(answer: &Answer, chat: &Chat, cache: CacheStatus) -> Reply {
+fn complete(
+    answer: &Answer,
+    chat: &Chat,
+    cache: CacheStatus,
+    semantic: Option<SemanticNote>,
+) -> Reply {
     if chat.stream {
         Reply::Stream {
             events: replay(answer.to_frames(chat.include_usage)),
             cache,
+            semantic,
         }
     } else {
         Reply::Json {
             body: answer.to_json(),
             cache,
+            semantic,
         }
     }
 }
@@ -383,13 +471,15 @@ struct Call {
     /// Where to store a complete answer, if it may be stored.
     read: Option<Read>,
     reservation: Option<String>,
+    /// The request's part in the semantic cache, if it takes part.
+    semantic: Option<Pending>,
     stream: bool,
     asked: String,
     body: serde_json::Map<String, Value>,
 }
 
 impl Call {
-    async fn run(self) {
+    async fn run(mut self) {
         let inner = &self.gateway.inner;
         let flight = self.flight.clone();
         let outcome = tokio::select! {
@@ -412,11 +502,16 @@ impl Call {
         let usage = answer
             .usage()
             .unwrap_or_else(|| estimate_usage(&self.body, &answer));
+        let mut stored = None;
         if let Some(read) = &self.read {
             let policy = inner.engine.cache_policy();
-            if let Err(e) = policy.put(read, wrap(&answer, usage)).await {
-                warn!(error = %e, "storing a gateway answer failed");
+            match policy.put(read, wrap(&answer, usage)).await {
+                Ok(()) => stored = Some(Bytes::from(read.material.clone())),
+                Err(e) => warn!(error = %e, "storing a gateway answer failed"),
             }
+        }
+        if let Some(p) = self.semantic.take() {
+            inner.semantic.complete(&inner.engine, p, stored, &answer);
         }
         inner.flights.remove(&self.key, &self.flight);
         let cost = price.micros(usage.prompt, usage.completion);

@@ -7,6 +7,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::GatewayError;
+use crate::settings::SemanticMode;
 
 /// How a request may use the answer cache (from `Cache-Control`, or the body's
 /// `strata.cache_control`, which wins).
@@ -56,6 +57,21 @@ pub struct Chat {
     /// Store answers of sampled multi-choice requests (`n > 1` with a temperature above 0),
     /// which are not stored by default: each call is meant to differ.
     pub store_sampled: bool,
+    /// The semantic cache for this request (`strata.semantic_cache`), if it says.
+    pub semantic: Option<SemanticMode>,
+    /// Its least similarity for this request (`strata.semantic_threshold`), if it says.
+    pub semantic_threshold: Option<f32>,
+}
+
+/// What the semantic cache compares of a request: the last message's text, within a scope
+/// that must match exactly.
+#[derive(Debug, Clone)]
+pub struct SemanticParts {
+    /// The canonical material of everything else (as [`Chat::key_material`], the last
+    /// message's content left out): the system prompt, earlier turns, tools, parameters.
+    pub scope: Vec<u8>,
+    /// The last message's text.
+    pub text: String,
 }
 
 /// Fields that never change an answer: left out of the cache key.
@@ -78,6 +94,8 @@ impl Chat {
         };
         let mut cache = header.map(CacheControl::parse).unwrap_or_default();
         let mut store_sampled = false;
+        let mut semantic = None;
+        let mut semantic_threshold = None;
         if let Some(ext) = body.remove("strata") {
             let Value::Object(ext) = ext else {
                 return Err(GatewayError::invalid("strata", "must be an object"));
@@ -86,10 +104,44 @@ impl Chat {
                 match (k.as_str(), v) {
                     ("cache_control", Value::String(s)) => cache = CacheControl::parse(&s),
                     ("store_sampled", Value::Bool(b)) => store_sampled = b,
+                    ("semantic_cache", Value::String(m)) => {
+                        semantic = Some(SemanticMode::parse(&m).ok_or_else(|| {
+                            GatewayError::invalid(
+                                "strata.semantic_cache",
+                                "must be \"on\", \"off\" or \"shadow\"",
+                            )
+                        })?);
+                    }
+                    ("semantic_threshold", Value::Number(t)) => {
+                        let t = t.as_f64().unwrap_or(-1.0);
+                        if !(0.0..=1.0).contains(&t) {
+                            return Err(GatewayError::invalid(
+                                "strata.semantic_threshold",
+                                "must be a number from 0 to 1",
+                            ));
+                        }
+                        semantic_threshold = Some(t as f32);
+                    }
+                    (
+                        name @ ("cache_control" | "store_sampled" | "semantic_cache"
+                        | "semantic_threshold"),
+                        _,
+                    ) => {
+                        let want = match name {
+                            "store_sampled" => "a boolean",
+                            "semantic_threshold" => "a number",
+                            _ => "a string",
+                        };
+                        return Err(GatewayError::invalid(
+                            format!("strata.{name}"),
+                            format!("must be {want}"),
+                        ));
+                    }
                     (other, _) => {
                         return Err(GatewayError::invalid(
                             format!("strata.{other}"),
-                            "is not a known option (cache_control, store_sampled)",
+                            "is not a known option (cache_control, store_sampled, \
+                             semantic_cache, semantic_threshold)",
                         ));
                     }
                 }
@@ -140,6 +192,8 @@ impl Chat {
             include_usage,
             cache,
             store_sampled,
+            semantic,
+            semantic_threshold,
         })
     }
 
@@ -147,27 +201,48 @@ impl Chat {
     /// sorted at every depth, no whitespace, the fields in [`UNSHAPING`] left out. Every
     /// message counts (the system prompt and the whole conversation), not just the last.
     pub fn key_material(&self, upstream_model: &str) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
-        out.extend_from_slice(b"chat\0");
-        out.extend_from_slice(upstream_model.as_bytes());
-        out.push(0);
-        let mut keys: Vec<&String> = self
-            .body
-            .keys()
-            .filter(|k| !UNSHAPING.contains(&k.as_str()))
-            .collect();
-        keys.sort();
-        out.push(b'{');
-        for (i, k) in keys.into_iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            canonical(&Value::String(k.clone()), &mut out);
-            out.push(b':');
-            canonical(&self.body[k], &mut out);
+        material(&self.body, b"chat\0", upstream_model)
+    }
+
+    /// What the semantic cache compares, when the last message is the user's and holds
+    /// only text (a string, or `text` parts); `None` otherwise (an image, a tool result, an
+    /// assistant prefill: nothing to compare by meaning).
+    pub fn semantic_parts(&self, upstream_model: &str) -> Option<SemanticParts> {
+        let messages = self.body.get("messages")?.as_array()?;
+        let last = messages.last()?.as_object()?;
+        if last.get("role").and_then(Value::as_str) != Some("user") {
+            return None;
         }
-        out.push(b'}');
-        out
+        let text = match last.get("content")? {
+            Value::String(s) => s.clone(),
+            Value::Array(parts) => {
+                let mut text = String::new();
+                for p in parts {
+                    if p.get("type").and_then(Value::as_str) != Some("text") {
+                        return None;
+                    }
+                    if !text.is_empty() {
+                        text.push('\n');
+                    }
+                    text.push_str(p.get("text")?.as_str()?);
+                }
+                text
+            }
+            _ => return None,
+        };
+        if text.trim().is_empty() {
+            return None;
+        }
+        let mut body = self.body.clone();
+        if let Some(Value::Array(m)) = body.get_mut("messages")
+            && let Some(Value::Object(last)) = m.last_mut()
+        {
+            last.remove("content");
+        }
+        Some(SemanticParts {
+            scope: material(&body, b"semantic\0", upstream_model),
+            text,
+        })
     }
 
     /// Whether a complete answer to this request may be stored.
@@ -226,6 +301,30 @@ impl Chat {
         }
         body
     }
+}
+
+/// `tag`, the model, then the canonical JSON of `body` without the fields in [`UNSHAPING`].
+fn material(body: &Map<String, Value>, tag: &[u8], upstream_model: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(tag);
+    out.extend_from_slice(upstream_model.as_bytes());
+    out.push(0);
+    let mut keys: Vec<&String> = body
+        .keys()
+        .filter(|k| !UNSHAPING.contains(&k.as_str()))
+        .collect();
+    keys.sort();
+    out.push(b'{');
+    for (i, k) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        canonical(&Value::String(k.clone()), &mut out);
+        out.push(b':');
+        canonical(&body[k], &mut out);
+    }
+    out.push(b'}');
+    out
 }
 
 /// Writes `v` as JSON with object keys sorted at every depth.

@@ -67,6 +67,10 @@ impl UpstreamSettings {
     }
 }
 
+/// The default least similarity of the semantic cache (see `BENCHMARKS.md`, "Semantic
+/// cache", for the false hits and the matches it gives on labelled question pairs).
+pub const DEFAULT_SEMANTIC_THRESHOLD: f32 = 0.96;
+
 /// The gateway's settings.
 #[derive(Debug, Clone)]
 pub struct GatewaySettings {
@@ -89,6 +93,40 @@ pub struct GatewaySettings {
     pub breaker_cooldown: Duration,
     /// Completion tokens reserved for a request that sets no `max_tokens`.
     pub default_completion_estimate: i64,
+    /// The semantic cache on chat completions, unless a request says otherwise.
+    pub semantic: SemanticMode,
+    /// The least cosine similarity of two prompts for the semantic cache to answer one with
+    /// the other's answer.
+    pub semantic_threshold: f32,
+    /// Whether the guard (numbers, negation, opposites, named entities) checks semantic
+    /// matches; off only to measure what it does.
+    pub semantic_guard: bool,
+}
+
+/// How a request uses the semantic cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SemanticMode {
+    /// Not at all: no embedding, no lookup, no entry.
+    #[default]
+    Off,
+    /// Look up and record what would have been served, and how well it agreed with the
+    /// upstream's answer; always answer from the upstream.
+    Shadow,
+    /// Answer from the nearest earlier prompt's answer when it matches.
+    On,
+}
+
+impl SemanticMode {
+    /// Parses `off`, `shadow` or `on`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "off" => Some(Self::Off),
+            "shadow" => Some(Self::Shadow),
+            "on" => Some(Self::On),
+            _ => None,
+        }
+    }
 }
 
 impl Default for GatewaySettings {
@@ -103,6 +141,9 @@ impl Default for GatewaySettings {
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(30),
             default_completion_estimate: 1024,
+            semantic: SemanticMode::Off,
+            semantic_threshold: DEFAULT_SEMANTIC_THRESHOLD,
+            semantic_guard: true,
         }
     }
 }

@@ -86,7 +86,7 @@ impl Default for ServerSettings {
 
 /// One upstream of the gateway, as configured.
 pub use strata_gateway::{
-    GatewaySettings, Price as GatewayPrice, UpstreamSettings as GatewayUpstream,
+    GatewaySettings, Price as GatewayPrice, SemanticMode, UpstreamSettings as GatewayUpstream,
 };
 
 /// The header type of [`caller::Identity::Header`].

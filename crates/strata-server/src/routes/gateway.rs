@@ -10,7 +10,7 @@ use serde::Deserialize;
 use strata_engine::budget::UsageRow;
 use strata_engine::store::UsageFilter;
 use strata_engine::{BudgetView, LimitSpec, TenantId};
-use strata_gateway::{CacheStatus, Chat, GatewayError, Reply};
+use strata_gateway::{CacheStatus, Chat, GatewayError, Reply, SemanticNote};
 
 use crate::caller::{Admin, Caller};
 use crate::error::{ApiError, Code};
@@ -75,15 +75,23 @@ pub async fn chat(
         .await
         .map_err(gateway_error)?;
     Ok(match reply {
-        Reply::Json { body, cache } => {
+        Reply::Json {
+            body,
+            cache,
+            semantic,
+        } => {
             let mut r = Response::new(Body::from(body));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            mark(r, cache)
+            mark(r, cache, semantic)
         }
-        Reply::Stream { events, cache } => {
+        Reply::Stream {
+            events,
+            cache,
+            semantic,
+        } => {
             let stream = futures_util::StreamExt::map(events, Ok::<_, std::convert::Infallible>);
             let mut r = Response::new(Body::from_stream(stream));
             let h = r.headers_mut();
@@ -92,14 +100,31 @@ pub async fn chat(
                 HeaderValue::from_static("text/event-stream"),
             );
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            mark(r, cache)
+            mark(r, cache, semantic)
         }
     })
 }
 
-fn mark(mut r: Response, cache: CacheStatus) -> Response {
+/// `X-Cache`; a semantic match's similarity and entry id (`X-Semantic-Similarity`,
+/// `X-Semantic-Entry`), or in shadow mode what would have been served (`X-Semantic-Shadow`).
+fn mark(mut r: Response, cache: CacheStatus, semantic: Option<SemanticNote>) -> Response {
     let h = r.headers_mut();
     h.insert("x-cache", HeaderValue::from_static(cache.header()));
+    if let Some(n) = semantic {
+        let similarity = format!("{:.4}", n.similarity);
+        if n.served {
+            if let Ok(v) = HeaderValue::from_str(&similarity) {
+                h.insert("x-semantic-similarity", v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&n.entry_hex()) {
+                h.insert("x-semantic-entry", v);
+            }
+        } else if let Ok(v) =
+            HeaderValue::from_str(&format!("similarity={similarity}; entry={}", n.entry_hex()))
+        {
+            h.insert("x-semantic-shadow", v);
+        }
+    }
     if cache == CacheStatus::Joined {
         h.insert("x-gateway-flight", HeaderValue::from_static("joined"));
     }

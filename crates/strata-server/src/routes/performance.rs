@@ -149,6 +149,9 @@ pub async fn cache_clear(
     if req.kind.is_none() || req.kind.as_deref() == Some(strata_engine::KIND_MEMORY) {
         app.engine.memories().clear_working_sets();
     }
+    if req.kind.is_none() || req.kind.as_deref() == Some("llm_response") {
+        app.gateway.clear_semantic();
+    }
     Ok(Json(json!({
         "removed_entries": removed.l1 + removed.l2,
         "removed_l1": removed.l1,

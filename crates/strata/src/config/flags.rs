@@ -590,6 +590,19 @@ pub struct GatewayFlags {
     /// with exponential backoff, before the next upstream is tried [default: 2].
     #[arg(long, env = "STRATA_UPSTREAM_RETRIES", global = true)]
     pub upstream_retries: Option<u32>,
+    /// The semantic cache on `/v1/chat/completions`: `off`, `shadow` (look up and record
+    /// what it would have served and whether that agreed with the upstream, in
+    /// `/v1/performance/gateway/stats`; always answer from the upstream) or `on` (answer a
+    /// prompt near an earlier one in meaning with that one's answer, past a guard against
+    /// differing numbers, negation, opposites and named entities). A request overrides it
+    /// with `"strata": {"semantic_cache": "on"}` [default: off].
+    #[arg(long, env = "STRATA_SEMANTIC_CACHE", global = true, value_parser = ["off", "shadow", "on"])]
+    pub semantic_cache: Option<String>,
+    /// The least cosine similarity (0-1) of two prompts for the semantic cache to match them;
+    /// a request overrides it with `"strata": {"semantic_threshold": 0.93}` [default: 0.96;
+    /// BENCHMARKS.md gives the false hits and matches of each threshold on labelled pairs].
+    #[arg(long, env = "STRATA_SEMANTIC_THRESHOLD", global = true)]
+    pub semantic_threshold: Option<f32>,
 }
 
 layered!(GatewayFlags {
@@ -602,7 +615,9 @@ layered!(GatewayFlags {
     upstream_first_byte_timeout_secs,
     upstream_idle_timeout_secs,
     upstream_connect_timeout_secs,
-    upstream_retries
+    upstream_retries,
+    semantic_cache,
+    semantic_threshold
 });
 
 /// Upstreams given as a JSON array (a flag or variable) or as tables (strata.toml).

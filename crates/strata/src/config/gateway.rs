@@ -81,6 +81,15 @@ pub(super) fn settings(
             );
         }
     }
+    let semantic = match s.semantic_cache.as_deref() {
+        None => d.semantic,
+        Some(m) => strata_server::SemanticMode::parse(m)
+            .ok_or_else(|| anyhow::anyhow!("semantic_cache: {m:?} is not off, shadow or on"))?,
+    };
+    let semantic_threshold = s.semantic_threshold.unwrap_or(d.semantic_threshold);
+    if !(0.0..=1.0).contains(&semantic_threshold) {
+        bail!("semantic_threshold: {semantic_threshold} is not from 0 to 1");
+    }
     let secs = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_secs);
     Ok(strata_server::GatewaySettings {
         upstreams,
@@ -88,6 +97,8 @@ pub(super) fn settings(
         first_byte_timeout: secs(s.upstream_first_byte_timeout_secs, d.first_byte_timeout),
         idle_timeout: secs(s.upstream_idle_timeout_secs, d.idle_timeout),
         retries: s.upstream_retries.unwrap_or(d.retries),
+        semantic,
+        semantic_threshold,
         ..d.clone()
     })
 }
