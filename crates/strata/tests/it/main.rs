@@ -25,5 +25,6 @@ mod pagination;
 mod process;
 mod roles;
 mod search;
+mod semantic_cache;
 mod sessions;
 mod upstream;
