@@ -158,7 +158,7 @@ pub struct UsageEntry {
 }
 
 /// Calls added up for one tenant, day and model: what one ledger write adds to its row.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct UsageDelta {
     /// Calls answered.
     pub requests: i64,

@@ -132,6 +132,9 @@ pub struct GatewayStats {
     pub upstreams: Vec<upstream::UpstreamState>,
     /// The semantic cache.
     pub semantic: SemanticReport,
+    /// Calls this process metered since it started, by upstream model: requests, tokens and
+    /// cost sent upstream, and the tokens and cost the caches saved.
+    pub usage: std::collections::BTreeMap<String, strata_engine::budget::UsageDelta>,
 }
 
 /// The gateway. Cheap to clone.
@@ -213,6 +216,7 @@ impl Gateway {
             in_flight: self.inner.flights.len(),
             upstreams: self.inner.upstreams.states(),
             semantic: self.inner.semantic.report(),
+            usage: self.inner.engine.budgets().totals().into_iter().collect(),
         }
     }
 

@@ -126,10 +126,6 @@ pub fn state(engine: Engine, settings: &ServerSettings, shutdown: CancellationTo
     let hot_list = engine.data_dir().join("hot-queries.json");
     let warmer = Arc::new(warm::Warmer::new(settings.warm.clone(), Some(hot_list)));
     let engine_cache = engine.cache_policy().cache().clone();
-    let metrics = metrics::Metrics::new(Some(metrics::Snapshots {
-        engine: engine.clone(),
-        warmer: warmer.clone(),
-    }));
     let gateway = strata_gateway::Gateway::new(engine.clone(), settings.gateway.clone())
         .unwrap_or_else(|e| {
             // App::build refuses such settings; a router built directly gets no upstreams.
@@ -140,6 +136,11 @@ pub fn state(engine: Engine, settings: &ServerSettings, shutdown: CancellationTo
     if gateway.is_configured() {
         engine.summaries().set_completer(Arc::new(gateway.clone()));
     }
+    let metrics = metrics::Metrics::new(Some(metrics::Snapshots {
+        engine: engine.clone(),
+        warmer: warmer.clone(),
+        gateway: gateway.clone(),
+    }));
     AppState(Arc::new(AppInner {
         gateway,
         engine,

@@ -377,6 +377,8 @@ pub struct Snapshots {
     pub engine: Engine,
     /// Cache warming.
     pub warmer: Arc<Warmer>,
+    /// The LLM gateway: its counters, semantic tier and the usage it metered.
+    pub gateway: strata_gateway::Gateway,
 }
 
 impl std::fmt::Debug for Snapshots {

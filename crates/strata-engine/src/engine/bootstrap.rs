@@ -216,6 +216,7 @@ impl Engine {
                     writes: writes.clone(),
                     lease: super::budgets::DEFAULT_LEASE,
                     ledger: Arc::default(),
+                    totals: Arc::default(),
                 },
                 summaries: super::summaries::SummaryService {
                     store: store.clone(),

@@ -67,7 +67,16 @@ pub struct BudgetService {
     pub(super) writes: Arc<Writes>,
     pub(super) lease: Duration,
     pub(super) ledger: Arc<PendingLedger>,
+    pub(super) totals: Arc<UsageTotals>,
 }
+
+/// Calls this process answered since it started, by upstream model (at most
+/// [`MAX_TOTAL_MODELS`]; later models count under `other`), for the metrics registry.
+pub(super) type UsageTotals =
+    std::sync::Mutex<std::collections::BTreeMap<String, crate::budget::UsageDelta>>;
+
+/// Models the process totals keep apart: metrics labels must stay few.
+pub const MAX_TOTAL_MODELS: usize = 64;
 
 impl BudgetService {
     /// Replaces the owner's limits for the periods given (a limit with neither maximum
@@ -136,11 +145,28 @@ impl BudgetService {
     /// [`LEDGER_FLUSH`], and at shutdown), so a cache hit costs no database write.
     pub fn record(&self, owner: &TenantId, entry: UsageEntry) {
         let day = crate::budget::day_of(Utc::now());
+        {
+            let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+            let known = totals.contains_key(&entry.model) || totals.len() < MAX_TOTAL_MODELS;
+            let model = if known { entry.model.as_str() } else { "other" };
+            if let Some(t) = totals.get_mut(model) {
+                t.add(&entry);
+            } else {
+                totals.entry(model.to_owned()).or_default().add(&entry);
+            }
+        }
         let mut pending = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
         pending
             .entry((owner.clone(), day, entry.model.clone()))
             .or_default()
             .add(&entry);
+    }
+
+    /// Calls this process answered since it started, by upstream model: what the ledger
+    /// gets, summed, for the metrics registry and the gateway's statistics.
+    pub fn totals(&self) -> Vec<(String, crate::budget::UsageDelta)> {
+        let totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+        totals.iter().map(|(m, d)| (m.clone(), *d)).collect()
     }
 
     /// Writes the calls counted since the last flush.

@@ -293,7 +293,129 @@ pub(crate) fn observed(s: &Snapshots, emit: &mut Emit<'_>) -> Result<(), std::fm
         "strata_cache_warmed",
         "Searches recomputed by warming.",
         &one(s.warmer.stats().warmed as f64),
-    )
+    )?;
+    gateway(s, emit)
+}
+
+/// The gateway's counters, its semantic tier, and the usage it metered by upstream model
+/// (tokens and cost sent upstream, and what the caches saved).
+fn gateway(s: &Snapshots, emit: &mut Emit<'_>) -> Result<(), std::fmt::Error> {
+    let one = |v: f64| [(&[][..], v)];
+    let g = s.gateway.stats();
+    for (name, help, v) in [
+        (
+            "strata_gateway_requests",
+            "Chat requests parsed.",
+            g.requests,
+        ),
+        (
+            "strata_gateway_cache_hits",
+            "Chat requests answered from a cache (exact or semantic).",
+            g.cache_hits,
+        ),
+        (
+            "strata_gateway_joined",
+            "Chat requests answered by joining an identical call in flight.",
+            g.joined,
+        ),
+        (
+            "strata_gateway_upstream_calls",
+            "Upstream calls made.",
+            g.upstream_calls,
+        ),
+        (
+            "strata_gateway_upstream_failures",
+            "Upstream calls that did not answer with a success.",
+            g.upstream_failures,
+        ),
+        (
+            "strata_gateway_broken_streams",
+            "Upstream streams that broke off before they were complete.",
+            g.broken_streams,
+        ),
+        (
+            "strata_gateway_cancelled",
+            "Upstream calls cancelled because every client went away.",
+            g.cancelled,
+        ),
+        (
+            "strata_gateway_budget_denials",
+            "Chat requests refused by a budget.",
+            g.budget_denials,
+        ),
+    ] {
+        emit(Kind::Counter, name, help, &one(v as f64))?;
+    }
+    let sem = &g.semantic;
+    let mut lookups = vec![
+        ([("outcome", "hit")], sem.tier.hits as f64),
+        ([("outcome", "miss")], sem.tier.misses as f64),
+    ];
+    let mut guarded: Vec<_> = sem.tier.guarded.iter().collect();
+    guarded.sort();
+    for (conflict, n) in &guarded {
+        lookups.push(([("outcome", conflict)], **n as f64));
+    }
+    emit(
+        Kind::Counter,
+        "strata_gateway_semantic_lookups",
+        "Semantic cache lookups by outcome: hit, miss, or the guard's refusal by conflict.",
+        &borrowed(&lookups),
+    )?;
+    emit(
+        Kind::Gauge,
+        "strata_gateway_semantic_entries",
+        "Prompts the semantic tier holds.",
+        &one(sem.tier.entries as f64),
+    )?;
+    let totals = s.engine.budgets().totals();
+    let by_model = |f: &dyn Fn(&strata_engine::budget::UsageDelta) -> i64| -> Vec<_> {
+        totals
+            .iter()
+            .map(|(m, d)| ([("model", m.as_str())], f(d) as f64))
+            .collect()
+    };
+    for (name, help, f) in [
+        (
+            "strata_gateway_answers",
+            "Chat answers metered, from the upstream or a cache, by upstream model.",
+            &(|d: &strata_engine::budget::UsageDelta| d.requests)
+                as &dyn Fn(&strata_engine::budget::UsageDelta) -> i64,
+        ),
+        (
+            "strata_gateway_cached_answers",
+            "Chat answers served from a cache, by upstream model.",
+            &|d| d.cached_requests,
+        ),
+        (
+            "strata_gateway_prompt_tokens",
+            "Prompt tokens sent upstream, by upstream model.",
+            &|d| d.prompt_tokens,
+        ),
+        (
+            "strata_gateway_completion_tokens",
+            "Completion tokens received from upstream, by upstream model.",
+            &|d| d.completion_tokens,
+        ),
+        (
+            "strata_gateway_cost_micro_dollars",
+            "Cost of upstream calls in millionths of a dollar, by upstream model.",
+            &|d| d.cost_micros,
+        ),
+        (
+            "strata_gateway_saved_tokens",
+            "Tokens answered from a cache instead of the upstream, by upstream model.",
+            &|d| d.saved_tokens,
+        ),
+        (
+            "strata_gateway_saved_cost_micro_dollars",
+            "Cost the caches saved in millionths of a dollar, by upstream model.",
+            &|d| d.saved_cost_micros,
+        ),
+    ] {
+        emit(Kind::Counter, name, help, &borrowed(&by_model(f)))?;
+    }
+    Ok(())
 }
 
 /// Samples with fixed-size label arrays as the slices [`Emit`] takes.

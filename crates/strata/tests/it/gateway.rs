@@ -560,6 +560,35 @@ async fn usage_is_accounted_with_what_the_cache_saved() {
     }
     let r = s.get("/v1/usage?from=yesterday").await;
     assert_eq!(r.status(), 422);
+
+    // The process's totals: in the gateway's statistics and in the metrics registry.
+    let stats = s.get_json("/v1/performance/gateway/stats").await;
+    let total = &stats["usage"]["mock-1"];
+    assert_eq!(total["requests"], 3, "{stats}");
+    assert_eq!(total["cached_requests"], 2, "{stats}");
+    let (p, c) = (
+        total["prompt_tokens"].as_i64().unwrap(),
+        total["completion_tokens"].as_i64().unwrap(),
+    );
+    assert_eq!(total["saved_tokens"].as_i64().unwrap(), 2 * (p + c));
+    let metrics = s.get("/metrics").await.text().await.unwrap();
+    for line in [
+        r#"strata_gateway_answers_total{model="mock-1"} 3"#.to_owned(),
+        r#"strata_gateway_cached_answers_total{model="mock-1"} 2"#.to_owned(),
+        format!(r#"strata_gateway_prompt_tokens_total{{model="mock-1"}} {p}"#),
+        format!(
+            r#"strata_gateway_saved_tokens_total{{model="mock-1"}} {}"#,
+            2 * (p + c)
+        ),
+        format!(
+            r#"strata_gateway_cost_micro_dollars_total{{model="mock-1"}} {}"#,
+            p + 2 * c
+        ),
+        "strata_gateway_cache_hits_total 2".to_owned(),
+        "strata_gateway_upstream_calls_total 1".to_owned(),
+    ] {
+        assert!(metrics.contains(&line), "missing {line:?} in\n{metrics}");
+    }
     s.stop().await;
 }
 
