@@ -23,6 +23,7 @@ mod l1;
 mod remote;
 mod secret;
 pub mod semantic;
+pub mod shared_log;
 mod settings;
 mod stats;
 

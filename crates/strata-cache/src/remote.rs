@@ -19,6 +19,7 @@
 //!
 //! Must not import: anything of strata's domain.
 
+mod log;
 mod rate;
 use std::collections::HashMap;
 use std::future::Future;

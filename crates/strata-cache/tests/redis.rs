@@ -434,3 +434,55 @@ fn a_namespace_that_could_collide_or_match_a_pattern_is_refused() {
         assert!(RedisSettings::check_namespace(bad).is_err(), "{bad:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_log_streams_from_its_leader_to_readers_in_other_processes() {
+    use strata_cache::shared_log::Claim;
+    let (a, b) = (cache().await, cache().await);
+    let name = format!("log-{}", std::process::id());
+    let lease = Duration::from_secs(5);
+    let ttl = Duration::from_secs(30);
+    let Claim::Lead(leader) = a.claim_log(&name, lease, ttl).await else {
+        panic!("the first claim leads");
+    };
+    let Claim::Follow(mut late) = b.claim_log(&name, lease, ttl).await else {
+        panic!("a second claim follows");
+    };
+    assert!(leader.append(vec![Bytes::from_static(b"one")]).await);
+    let Claim::Follow(mut reader) = b.claim_log(&name, lease, ttl).await else {
+        panic!("follows while led");
+    };
+    let r = reader.read().await.unwrap();
+    assert_eq!(r.entries, vec![Bytes::from_static(b"one")]);
+    assert!(r.led);
+    assert_eq!(leader.readers().await, 1);
+    assert!(
+        leader
+            .append(vec![Bytes::from_static(b"two"), Bytes::from_static(b"three")])
+            .await
+    );
+    let r = reader.read().await.unwrap();
+    assert_eq!(r.entries.len(), 2, "only what is new");
+    // A reader that joined before any entry gets them all, in order.
+    let r = late.read().await.unwrap();
+    assert_eq!(
+        r.entries,
+        vec![
+            Bytes::from_static(b"one"),
+            Bytes::from_static(b"two"),
+            Bytes::from_static(b"three")
+        ]
+    );
+    leader.release().await;
+    let r = reader.read().await.unwrap();
+    assert!(r.entries.is_empty() && !r.led, "released: no leader");
+    // A new claim leads afresh, over an empty log.
+    let Claim::Lead(next) = b.claim_log(&name, lease, ttl).await else {
+        panic!("a released log can be claimed");
+    };
+    let Claim::Follow(mut fresh) = a.claim_log(&name, lease, ttl).await else {
+        panic!("follows");
+    };
+    assert!(fresh.read().await.unwrap().entries.is_empty());
+    next.release().await;
+}
