@@ -23,8 +23,8 @@ mod l1;
 mod remote;
 mod secret;
 pub mod semantic;
-pub mod shared_log;
 mod settings;
+pub mod shared_log;
 mod stats;
 
 use std::collections::HashMap;

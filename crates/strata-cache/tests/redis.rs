@@ -458,7 +458,10 @@ async fn a_shared_log_streams_from_its_leader_to_readers_in_other_processes() {
     assert_eq!(leader.readers().await, 1);
     assert!(
         leader
-            .append(vec![Bytes::from_static(b"two"), Bytes::from_static(b"three")])
+            .append(vec![
+                Bytes::from_static(b"two"),
+                Bytes::from_static(b"three")
+            ])
             .await
     );
     let r = reader.read().await.unwrap();

@@ -16,6 +16,7 @@ pub mod answer;
 pub mod conversation;
 pub mod error;
 pub mod flight;
+pub mod remote;
 pub mod request;
 pub mod semantic;
 pub mod settings;
@@ -43,6 +44,7 @@ use answer::{Answer, Usage};
 use flight::{End, Flight, Flights, Head, Joined, Next, Subscription};
 use semantic::{Pending, Semantic};
 use strata_cache::Found;
+use strata_cache::shared_log::Claim;
 use upstream::{Opened, Upstreams};
 
 /// Where an answer came from, for `X-Cache`.
@@ -58,6 +60,8 @@ pub enum CacheStatus {
     Miss,
     /// The upstream, through a call an identical concurrent request started.
     Joined,
+    /// The upstream, through a call an identical request started on another instance.
+    JoinedRemote,
 }
 
 impl CacheStatus {
@@ -67,7 +71,7 @@ impl CacheStatus {
             CacheStatus::HitL1 => "HIT-L1",
             CacheStatus::HitL2 => "HIT-L2",
             CacheStatus::HitSemantic => "HIT-SEMANTIC",
-            CacheStatus::Miss | CacheStatus::Joined => "MISS",
+            CacheStatus::Miss | CacheStatus::Joined | CacheStatus::JoinedRemote => "MISS",
         }
     }
 }
@@ -351,7 +355,25 @@ impl Gateway {
             *blake3::hash(&[tenant.as_str().as_bytes(), b"\0", &read.material].concat()).as_bytes();
         let (mut sub, cache) = match inner.flights.join(key) {
             Joined::Lead(flight, sub) => {
+                let name = format!("gateway:{}", blake3::Hash::from_bytes(key).to_hex());
+                let claim = policy
+                    .cache()
+                    .claim_log(&name, remote::LEASE, remote::KEEP)
+                    .await;
+                let (mirror, follow) = match claim {
+                    Claim::Lead(leader) => (Some(remote::Mirror::new(leader)), None),
+                    Claim::Follow(reader) => (None, Some(reader)),
+                    Claim::Unavailable => (None, None),
+                };
+                let cache = if follow.is_some() {
+                    inner.counters.joined.fetch_add(1, Ordering::Relaxed);
+                    CacheStatus::JoinedRemote
+                } else {
+                    CacheStatus::Miss
+                };
                 let call = Call {
+                    mirror,
+                    follow,
                     gateway: self.clone(),
                     flight,
                     key,
@@ -364,7 +386,7 @@ impl Gateway {
                     body: chat.upstream_body(),
                 };
                 tokio::spawn(call.run());
-                (sub, CacheStatus::Miss)
+                (sub, cache)
             }
             Joined::Follow(sub) => {
                 inner.counters.joined.fetch_add(1, Ordering::Relaxed);
@@ -477,6 +499,10 @@ struct Call {
     reservation: Option<String>,
     /// The request's part in the semantic cache, if it takes part.
     semantic: Option<Pending>,
+    /// Leading the call across instances: what to mirror into the shared log.
+    mirror: Option<remote::Mirror>,
+    /// Another instance leads the call: its log, to follow instead of calling.
+    follow: Option<strata_cache::shared_log::LogReader>,
     stream: bool,
     asked: String,
     body: serde_json::Map<String, Value>,
@@ -484,21 +510,47 @@ struct Call {
 
 impl Call {
     async fn run(mut self) {
-        let inner = &self.gateway.inner;
+        let gateway = self.gateway.clone();
+        let inner = &gateway.inner;
+        // Following another instance; if it went away before its answer began, this call
+        // goes on to the upstream itself.
+        if let Some(reader) = self.follow.take()
+            && self.follow_remote(reader).await
+        {
+            return;
+        }
         let flight = self.flight.clone();
-        let outcome = tokio::select! {
-            () = flight.cancelled().cancelled() => None,
-            r = self.relay() => Some(r),
+        let outcome = {
+            let relay = self.relay();
+            tokio::pin!(relay);
+            let mut watching = true;
+            loop {
+                tokio::select! {
+                    () = flight.cancelled().cancelled(), if watching => {
+                        // Every client here left; another instance may still read the call.
+                        match &self.mirror {
+                            Some(m) if m.read_elsewhere().await => watching = false,
+                            _ => break None,
+                        }
+                    }
+                    r = &mut relay => break Some(r),
+                }
+            }
         };
         let budgets = inner.engine.budgets();
         let cancelled = outcome.is_none();
         let Some((answer, opened_model, price)) = outcome.flatten() else {
             if cancelled {
                 inner.counters.cancelled.fetch_add(1, Ordering::Relaxed);
-                flight.end(End::Broken("cancelled: every client went away".into()));
+                let end = End::Broken("cancelled: every client went away".into());
+                if let Some(m) = &self.mirror {
+                    m.end(&end).await;
+                }
+                flight.end(end);
             }
+            self.finish().await;
             inner.flights.remove(&self.key, &self.flight);
-            if let Some(id) = self.reservation {
+            if let Some(id) = self.reservation.take() {
                 budgets.settle(&self.tenant, id, Spend::default());
             }
             return;
@@ -517,9 +569,10 @@ impl Call {
         if let Some(p) = self.semantic.take() {
             inner.semantic.complete(&inner.engine, p, stored, &answer);
         }
+        self.finish().await;
         inner.flights.remove(&self.key, &self.flight);
         let cost = price.micros(usage.prompt, usage.completion);
-        if let Some(id) = self.reservation {
+        if let Some(id) = self.reservation.take() {
             budgets.settle(
                 &self.tenant,
                 id,
@@ -541,6 +594,64 @@ impl Call {
         );
     }
 
+    /// Gives up the lead of the shared log, if this call holds one.
+    async fn finish(&mut self) {
+        if let Some(m) = self.mirror.take() {
+            m.finish().await;
+        }
+    }
+
+    /// Follows another instance's call into this flight; `false` when that instance went
+    /// away before its answer began (the caller then calls the upstream itself). The other
+    /// instance stores the answer and meters the call: this one spends nothing.
+    async fn follow_remote(&mut self, reader: strata_cache::shared_log::LogReader) -> bool {
+        let inner = &self.gateway.inner;
+        let flight = self.flight.clone();
+        let wait = inner.upstreams.first_byte_budget() + remote::LEASE;
+        let followed = tokio::select! {
+            () = flight.cancelled().cancelled() => {
+                inner.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+                flight.end(End::Broken("cancelled: every client went away".into()));
+                None
+            }
+            f = remote::follow(reader, &flight, wait, inner.upstreams.idle_timeout()) => Some(f),
+        };
+        if matches!(followed, Some(remote::Followed::Lost)) {
+            return false;
+        }
+        inner.flights.remove(&self.key, &self.flight);
+        if let Some(id) = self.reservation.take() {
+            inner
+                .engine
+                .budgets()
+                .settle(&self.tenant, id, Spend::default());
+        }
+        true
+    }
+
+    /// Begins the flight (and its mirror).
+    async fn begin(&self, head: Head) {
+        if let Some(m) = &self.mirror {
+            m.head(&head).await;
+        }
+        self.flight.begin(head);
+    }
+
+    /// Ends the flight (and its mirror).
+    async fn end(&self, end: End) {
+        if let Some(m) = &self.mirror {
+            m.end(&end).await;
+        }
+        self.flight.end(end);
+    }
+
+    /// Mirrors frames already pushed to the flight.
+    async fn mirror(&self, frames: &[Bytes]) {
+        if let Some(m) = &self.mirror {
+            m.frames(frames).await;
+        }
+    }
+
     /// Opens the upstream and feeds the flight; the complete answer, or `None` when it
     /// failed or broke off (the flight says how).
     async fn relay(&self) -> Option<(Answer, String, Price)> {
@@ -558,8 +669,8 @@ impl Call {
                     .counters
                     .upstream_failures
                     .fetch_add(1, Ordering::Relaxed);
-                self.flight.begin(Head::Failed(f));
-                self.flight.end(End::Broken("no upstream answered".into()));
+                self.begin(Head::Failed(f)).await;
+                self.end(End::Broken("no upstream answered".into())).await;
                 return None;
             }
         };
@@ -570,11 +681,12 @@ impl Call {
             ..
         } = opened;
         let idle = inner.upstreams.idle_timeout();
-        self.flight.begin(if self.stream {
+        self.begin(if self.stream {
             Head::Stream
         } else {
             Head::Json
-        });
+        })
+        .await;
         let mut bytes = response.bytes_stream();
         let mut parser = sse::Parser::default();
         let mut json = Vec::new();
@@ -583,14 +695,17 @@ impl Call {
                 Err(_) => break format!("the upstream sent nothing for {idle:?}"),
                 Ok(None) => {
                     if !self.stream {
-                        self.flight.push(Bytes::from(std::mem::take(&mut json)));
-                        self.flight.end(End::Complete);
+                        let body = Bytes::from(std::mem::take(&mut json));
+                        self.flight.push(body.clone());
+                        self.mirror(&[body]).await;
+                        self.end(End::Complete).await;
                         return Some((Answer::Json(self.flight.frames().remove(0)), model, price));
                     }
                     if let Some(last) = parser.finish()
                         && last.as_ref() != sse::DONE
                     {
-                        self.flight.push(last);
+                        self.flight.push(last.clone());
+                        self.mirror(&[last]).await;
                     }
                     break "the upstream closed the stream before [DONE]".to_owned();
                 }
@@ -601,29 +716,34 @@ impl Call {
                 json.extend_from_slice(&next);
                 continue;
             }
+            let mut batch = Vec::new();
             for data in parser.feed(&next) {
                 if data.as_ref() == sse::DONE {
-                    self.flight.end(End::Complete);
+                    self.mirror(&batch).await;
+                    self.end(End::Complete).await;
                     return Some((Answer::Stream(self.flight.frames()), model, price));
                 }
                 let error = is_error(&data);
-                self.flight.push(data);
+                self.flight.push(data.clone());
+                batch.push(data);
                 if error {
                     inner
                         .counters
                         .broken_streams
                         .fetch_add(1, Ordering::Relaxed);
-                    self.flight
-                        .end(End::Broken("the upstream sent an error mid-stream".into()));
+                    self.mirror(&batch).await;
+                    self.end(End::Broken("the upstream sent an error mid-stream".into()))
+                        .await;
                     return None;
                 }
             }
+            self.mirror(&batch).await;
         };
         inner
             .counters
             .broken_streams
             .fetch_add(1, Ordering::Relaxed);
-        self.flight.end(End::Broken(broken));
+        self.end(End::Broken(broken)).await;
         None
     }
 }

@@ -293,6 +293,13 @@ impl Upstreams {
     pub fn idle_timeout(&self) -> Duration {
         self.settings.idle_timeout
     }
+
+    /// The longest a call may take to its first byte: every upstream, every retry.
+    pub fn first_byte_budget(&self) -> Duration {
+        let s = &self.settings;
+        let tries = (s.retries + 1) * s.upstreams.len().max(1) as u32;
+        (s.first_byte_timeout + s.connect_timeout) * tries
+    }
 }
 
 fn failure_kind(f: &Failure) -> String {

@@ -66,7 +66,11 @@ impl Remote {
 
     fn log_keys(&self, name: &str) -> [String; 3] {
         let base = format!("{}log:{name}", self.prefix);
-        [format!("{base}:lead"), base.clone(), format!("{base}:readers")]
+        [
+            format!("{base}:lead"),
+            base.clone(),
+            format!("{base}:readers"),
+        ]
     }
 
     /// Claims the lead of `name` for `lease`: `Some(Some(token))` when this process leads

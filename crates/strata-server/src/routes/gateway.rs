@@ -125,8 +125,17 @@ fn mark(mut r: Response, cache: CacheStatus, semantic: Option<SemanticNote>) -> 
             h.insert("x-semantic-shadow", v);
         }
     }
-    if cache == CacheStatus::Joined {
-        h.insert("x-gateway-flight", HeaderValue::from_static("joined"));
+    match cache {
+        CacheStatus::Joined => {
+            h.insert("x-gateway-flight", HeaderValue::from_static("joined"));
+        }
+        CacheStatus::JoinedRemote => {
+            h.insert(
+                "x-gateway-flight",
+                HeaderValue::from_static("joined-remote"),
+            );
+        }
+        _ => {}
     }
     r
 }

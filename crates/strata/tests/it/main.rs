@@ -14,6 +14,7 @@ mod documents;
 mod edge;
 mod errors;
 mod gateway;
+mod gateway_instances;
 mod helpers;
 mod hybrid;
 mod isolation;
