@@ -181,6 +181,23 @@ if ov:
         f"p50 {ov.get('overload_accepted_p50_ms', 0):.1f} ms, {ov.get('overload_accepted_rps', 0):.0f} req/s accepted")
     row("at 4 x capacity: share rejected", ov.get("overload_rejected_share"), "")
 
+sem = by.get("semantic", [{}])[0]
+DEFAULT_SEMANTIC = 0.96  # strata_gateway::settings::DEFAULT_SEMANTIC_THRESHOLD
+sem_default = {}
+if sem:
+    lines.append(f"semantic cache on {sem.get('pairs', 0):,} labelled Quora pairs (insert a, look up b; "
+                 f"found: of {sem.get('duplicates', 0):,} duplicates, false: of {sem.get('non_duplicates', 0):,} non-duplicates):")
+    for r in sem.get("alone", []):
+        if abs(r["threshold"] - DEFAULT_SEMANTIC) < 1e-6 and r["guard"]:
+            sem_default = r
+        row(f"pair by pair, threshold {r['threshold']:.2f}, guard {'on ' if r['guard'] else 'off'}: found",
+            r.get("found_pct"), "%", f"false hits {r.get('false_hit_pct', 0):.2f}%")
+    for r in sem.get("tier", []):
+        row(f"through the tier ({sem.get('scope_entries')} entries a scope), threshold {r['threshold']:.2f}, "
+            f"guard {'on ' if r['guard'] else 'off'}: found", r.get("found_pct"), "%",
+            f"false hits {r.get('false_hit_pct', 0):.2f}% of lookups ({r.get('false_hits_on_other_entries', 0)} on other entries)")
+    row("semantic lookup (scan of a scope + guard), mean", sem.get("lookup_us_mean"), "us")
+
 gw = by.get("gateway", [{}])[0]
 if gw:
     lines.append("LLM gateway against a local upstream (open loop; strata's percentile minus the direct call's):")
@@ -294,6 +311,9 @@ if gw:
     target("gateway: cached answer / ceiling", gw.get("cached", {}).get("ratio_to_ceiling"), ">=", 0.8)
     f = gw.get("fanout", {})
     target("gateway: upstream calls for identical streams", float(f.get("upstream_calls", 0)), "<=", 1.0)
+if sem_default:
+    target(f"semantic cache at the default {DEFAULT_SEMANTIC}: false hits (%)", sem_default.get("false_hit_pct"), "<=", 1.0)
+    target(f"semantic cache at the default {DEFAULT_SEMANTIC}: duplicates found (%)", sem_default.get("found_pct"), ">=", 30.0)
 if mem:
     r50 = mem.get("rank_50_in_process_us")
     target("memories: ranking of 50 (ms)", r50 / 1000 if r50 is not None else None, "<=", 1.0)

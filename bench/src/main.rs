@@ -157,7 +157,7 @@ enum Cmd {
         /// Thresholds, comma-separated.
         #[arg(
             long,
-            default_value = "0.80,0.85,0.88,0.90,0.92,0.95",
+            default_value = "0.85,0.88,0.90,0.92,0.94,0.95,0.96,0.97",
             value_delimiter = ','
         )]
         thresholds: Vec<f32>,
