@@ -249,28 +249,15 @@ impl Gateway {
         if !chat.cache.no_read
             && let Some(hit) = policy.get(&read).await?
             && let Some((stored, answer, usage)) = unwrap_entry(&hit.value)
-            && chat
-                .cache
-                .max_age
-                .is_none_or(|max| now_ms() - stored <= (max as i64).saturating_mul(1000))
+            && fresh(&chat, stored)
         {
-            inner.counters.hits.fetch_add(1, Ordering::Relaxed);
             let cache = if hit.source == Source::L2 {
                 CacheStatus::HitL2
             } else {
                 CacheStatus::HitL1
             };
-            inner.engine.budgets().record(
-                tenant,
-                UsageEntry {
-                    model: upstream_model,
-                    prompt_tokens: usage.prompt,
-                    completion_tokens: usage.completion,
-                    cost_micros: price.micros(usage.prompt, usage.completion),
-                    cached: true,
-                },
-            );
-            return Ok(complete(&answer, &chat, cache, None));
+            let served = (answer, usage, cache, None);
+            return Ok(self.serve(tenant, upstream_model, price, &chat, served));
         }
         let mut pending = None;
         let mode = semantic::mode(chat.semantic, inner.settings.semantic);
@@ -291,10 +278,7 @@ impl Gateway {
                         .get(&policy.llm_response(tenant, c.pointer.to_vec()))
                         .await?
                     && let Some((stored, answer, usage)) = unwrap_entry(&hit.value)
-                    && chat
-                        .cache
-                        .max_age
-                        .is_none_or(|max| now_ms() - stored <= (max as i64).saturating_mul(1000))
+                    && fresh(&chat, stored)
                 {
                     let note = SemanticNote {
                         similarity: c.similarity,
@@ -302,24 +286,9 @@ impl Gateway {
                         served: mode == SemanticMode::On,
                     };
                     if note.served {
-                        inner.counters.hits.fetch_add(1, Ordering::Relaxed);
                         inner.semantic.served();
-                        inner.engine.budgets().record(
-                            tenant,
-                            UsageEntry {
-                                model: upstream_model,
-                                prompt_tokens: usage.prompt,
-                                completion_tokens: usage.completion,
-                                cost_micros: price.micros(usage.prompt, usage.completion),
-                                cached: true,
-                            },
-                        );
-                        return Ok(complete(
-                            &answer,
-                            &chat,
-                            CacheStatus::HitSemantic,
-                            Some(note),
-                        ));
+                        let served = (answer, usage, CacheStatus::HitSemantic, Some(note));
+                        return Ok(self.serve(tenant, upstream_model, price, &chat, served));
                     }
                     p.shadow = Some((answer, c.similarity));
                     shadow_note = Some(note);
@@ -420,6 +389,43 @@ impl Gateway {
             },
         }
     }
+}
+
+/// A cached answer, its usage, where it came from and the semantic match that found it.
+type Served = (Answer, Usage, CacheStatus, Option<SemanticNote>);
+
+impl Gateway {
+    /// Serves a cached answer: a hit, and in the ledger the tokens and cost it saved.
+    fn serve(
+        &self,
+        tenant: &TenantId,
+        model: String,
+        price: Price,
+        chat: &Chat,
+        (answer, usage, cache, note): Served,
+    ) -> Reply {
+        let inner = &self.inner;
+        inner.counters.hits.fetch_add(1, Ordering::Relaxed);
+        inner.engine.budgets().record(
+            tenant,
+            UsageEntry {
+                model,
+                prompt_tokens: usage.prompt,
+                completion_tokens: usage.completion,
+                cost_micros: price.micros(usage.prompt, usage.completion),
+                cached: true,
+            },
+        );
+        complete(&answer, chat, cache, note)
+    }
+}
+
+/// Whether an answer stored at `stored` (Unix ms) is young enough for the request's
+/// `max-age`.
+fn fresh(chat: &Chat, stored: i64) -> bool {
+    chat.cache
+        .max_age
+        .is_none_or(|max| now_ms() - stored <= (max as i64).saturating_mul(1000))
 }
 
 /// A complete answer in the form `chat` asked for: JSON, or SSE events replayed.
