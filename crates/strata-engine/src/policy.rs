@@ -412,6 +412,17 @@ impl CachePolicy {
         }
     }
 
+    /// Whether the tenant has any budget limit (one byte, 0 or 1), so a tenant without one
+    /// (most) is admitted without a database read. In the `budget` scope: a limit set on
+    /// any instance bumps it, and reservations (which only limited tenants make) too.
+    pub fn budget_limited(&self, owner: &TenantId) -> Read {
+        Read {
+            kind: KIND_BUDGET,
+            scope: self.scopes.budget(owner),
+            material: canonical(&["limited"]),
+        }
+    }
+
     /// A gateway answer of the tenant's: `material` is the canonical request (upstream model
     /// and every parameter that shapes the answer; the gateway builds it).
     pub fn llm_response(&self, owner: &TenantId, material: Vec<u8>) -> Read {

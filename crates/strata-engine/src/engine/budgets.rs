@@ -117,6 +117,19 @@ impl BudgetService {
     /// Reserves `estimate` in every window of the owner's limits. [`Reservation::Held`] must
     /// be ended by [`BudgetService::settle`] (or released) exactly once.
     pub async fn reserve(&self, owner: &TenantId, estimate: Spend) -> Result<Reservation> {
+        // Most tenants have no limit: say so from the cache, not the database. The store
+        // reads the limits again inside its transaction for the others.
+        let read = self.policy.budget_limited(owner);
+        let limited = self
+            .policy
+            .get_or_compute(&read, || async {
+                let any = !self.store.limits(owner).await?.is_empty();
+                Ok::<_, EngineError>(bytes::Bytes::from_static(if any { b"1" } else { b"0" }))
+            })
+            .await?;
+        if limited.value.as_ref() == b"0" {
+            return Ok(Reservation::Unlimited);
+        }
         let now = Utc::now().timestamp_millis();
         let id = uuid::Uuid::now_v7().to_string();
         let lease = now.saturating_add(self.lease.as_millis() as i64);

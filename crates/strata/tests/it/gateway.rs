@@ -455,6 +455,9 @@ async fn cache_control_decides_reads_and_stores() {
 async fn concurrent_first_requests_never_spend_past_the_budget() {
     let up = Upstream::start().await;
     let s = gateway(&[&up]).await;
+    // A call before any limit: the tenant is known to be unlimited (cached); setting a
+    // limit must end that at once.
+    assert_eq!(chat(&s, &ask("before the budget")).await.status(), 200);
     // Each call reserves its prompt estimate plus max_tokens 100: about 5 fit in 600.
     let r = s
         .client
@@ -493,7 +496,7 @@ async fn concurrent_first_requests_never_spend_past_the_budget() {
         }
     }
     assert!((1..=5).contains(&ok), "{ok} calls admitted");
-    assert_eq!(up.calls(), ok);
+    assert_eq!(up.calls(), ok + 1);
     // Settled to the real usage, nothing left reserved, never past the limit.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
