@@ -44,8 +44,9 @@ impl LogLeader {
         self.remote.log_readers(&self.name).await.unwrap_or(0)
     }
 
-    /// Gives up the lead; the entries stay readable until their time to live ends.
-    pub async fn release(self) {
+    /// Gives up the lead (appends after it fail); the entries stay readable until their
+    /// time to live ends.
+    pub async fn release(&self) {
         self.remote.log_release(&self.name, &self.token).await;
     }
 }

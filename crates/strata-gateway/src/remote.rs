@@ -139,9 +139,9 @@ impl Mirror {
     /// Stops renewing and gives up the lead (the log stays readable for [`KEEP`]).
     pub(crate) async fn finish(self) {
         self.heartbeat.abort();
-        if let Ok(leader) = Arc::try_unwrap(self.leader) {
-            leader.release().await;
-        }
+        // Released now, not when the heartbeat's task lets go of its handle: a request
+        // arriving after this call ended must lead a call of its own.
+        self.leader.release().await;
     }
 }
 

@@ -88,6 +88,28 @@ async fn identical_requests_on_two_instances_make_one_upstream_call() {
             );
         }
     }
+    // The call is over: a request that will not take a cached answer leads a call of its
+    // own on either instance, rather than following the finished one.
+    let mut fresh = q.clone();
+    fresh["stream"] = json!(true);
+    for s in [&b, &a] {
+        let r = s
+            .client
+            .post(s.url("/v1/chat/completions"))
+            .header("cache-control", "no-cache")
+            .json(&fresh)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.headers().get("x-gateway-flight").is_none(),
+            "{:?}",
+            r.headers()
+        );
+        assert_eq!(events(&r.text().await.unwrap()).last().unwrap(), "[DONE]");
+    }
+    assert_eq!(up.calls(), 3);
     a.stop().await;
     b.stop().await;
 }
