@@ -29,9 +29,13 @@ use crate::{AppState, cached};
                    upstream sends passes through. Complete answers are cached per tenant, keyed \
                    by the upstream model and every parameter that shapes the answer (`X-Cache`); \
                    `Cache-Control: no-cache | no-store | max-age=N` (or the body's \
-                   `strata.cache_control`) controls that per request. Identical concurrent \
-                   requests share one upstream call. The tenant's budget is reserved before the \
-                   call and settled to the real usage after it. Errors have OpenAI's shape.",
+                   `strata.cache_control`) controls that per request. The semantic cache \
+                   (`strata.semantic_cache`: `on`, `shadow` or `off`; `strata.semantic_threshold`: \
+                   0-1) answers a prompt near an earlier one in meaning (`X-Cache: HIT-SEMANTIC`, \
+                   `X-Semantic-Similarity`, `X-Semantic-Entry`; in shadow mode \
+                   `X-Semantic-Shadow`). Identical concurrent requests share one upstream call, \
+                   across instances too. The tenant's budget is reserved before the call and \
+                   settled to the real usage after it. Errors have OpenAI's shape.",
     request_body(content = Object, description = "An OpenAI chat completion request", content_type = "application/json"),
     responses(
         (status = 200, description = "A `chat.completion`, or `text/event-stream` chunks", body = Object),
