@@ -36,7 +36,8 @@ const SECURITY_HEADERS: [(HeaderName, HeaderValue); 4] = [
 
 /// Writes `Server-Timing`: a cached read's `cache;desc=...;dur=...` (the [`CacheTiming`] its
 /// handler left in the response's extensions, see [`cache_timing`]), then `app;dur=<ms>`
-/// (time spent inside strata), as one header value; and the [`SECURITY_HEADERS`].
+/// (time spent inside strata), as one header value; `X-Process-Time` (the same time in
+/// seconds, as FastAPI services name it); and the [`SECURITY_HEADERS`].
 ///
 /// A hand-written layer rather than `axum::middleware::from_fn`, which clones and boxes the
 /// inner service and boxes its future on every request; the value is formatted into a stack
@@ -113,9 +114,14 @@ fn stamp<R>(resp: &mut Response<R>, app: Duration) {
     }
     v.push(b"app;dur=");
     v.millis(app);
+    let mut secs = Stack::default();
+    secs.seconds(app);
     let headers = resp.headers_mut();
     if let Ok(value) = HeaderValue::from_bytes(v.as_bytes()) {
         headers.insert(SERVER_TIMING, value);
+    }
+    if let Ok(value) = HeaderValue::from_bytes(secs.as_bytes()) {
+        headers.insert(PROCESS_TIME, value);
     }
     for (name, value) in SECURITY_HEADERS {
         headers.entry(name).or_insert(value);
@@ -147,9 +153,33 @@ impl Stack {
     /// `d` in milliseconds with three decimals (`12.345`).
     fn millis(&mut self, d: Duration) {
         let micros = d.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.whole(micros / 1000);
+        let frac = micros % 1000;
+        self.push(&[
+            b'.',
+            b'0' + (frac / 100) as u8,
+            b'0' + (frac / 10 % 10) as u8,
+            b'0' + (frac % 10) as u8,
+        ]);
+    }
+
+    /// `d` in seconds with six decimals (`0.012345`).
+    fn seconds(&mut self, d: Duration) {
+        let micros = d.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.whole(micros / 1_000_000);
+        let mut frac = [b'.', 0, 0, 0, 0, 0, 0];
+        let mut rest = micros % 1_000_000;
+        for slot in frac[1..].iter_mut().rev() {
+            *slot = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        self.push(&frac);
+    }
+
+    /// An unsigned integer in decimal.
+    fn whole(&mut self, mut whole: u64) {
         let mut digits = [0u8; 20];
         let mut i = digits.len();
-        let mut whole = micros / 1000;
         loop {
             i -= 1;
             digits[i] = b'0' + (whole % 10) as u8;
@@ -159,13 +189,6 @@ impl Stack {
             }
         }
         self.push(&digits[i..]);
-        let frac = micros % 1000;
-        self.push(&[
-            b'.',
-            b'0' + (frac / 100) as u8,
-            b'0' + (frac / 10 % 10) as u8,
-            b'0' + (frac % 10) as u8,
-        ]);
     }
 
     fn as_bytes(&self) -> &[u8] {
@@ -237,12 +260,16 @@ pub(crate) fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
                 HeaderName::from_static("x-cache"),
                 REQUEST_ID,
                 SERVER_TIMING,
+                PROCESS_TIME,
             ])
             .max_age(std::time::Duration::from_secs(600)),
     )
 }
 
 const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
+/// The time spent inside strata, in seconds (seed 001's name for it).
+const PROCESS_TIME: HeaderName = HeaderName::from_static("x-process-time");
 
 /// The header a request's id travels in, both ways.
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -334,4 +361,25 @@ impl<B> MakeSpan<B> for RequestSpan {
 
 pub(crate) fn trace_layer() -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, RequestSpan> {
     TraceLayer::new_for_http().make_span_with(RequestSpan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_written_in_milliseconds_and_seconds() {
+        for (d, ms, s) in [
+            (Duration::from_micros(0), "0.000", "0.000000"),
+            (Duration::from_micros(1_234), "1.234", "0.001234"),
+            (Duration::from_micros(12_345_678), "12345.678", "12.345678"),
+            (Duration::from_nanos(999), "0.000", "0.000000"),
+        ] {
+            let (mut a, mut b) = (Stack::default(), Stack::default());
+            a.millis(d);
+            b.seconds(d);
+            assert_eq!(std::str::from_utf8(a.as_bytes()).unwrap(), ms);
+            assert_eq!(std::str::from_utf8(b.as_bytes()).unwrap(), s);
+        }
+    }
 }

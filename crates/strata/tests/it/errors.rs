@@ -297,7 +297,7 @@ async fn pdf_without_text_layer_fails_clearly() {
 }
 
 #[tokio::test]
-async fn every_response_carries_request_id_and_server_timing() {
+async fn every_response_carries_request_id_server_timing_and_process_time() {
     let s = TestServer::start().await;
     let mut ids = std::collections::HashSet::new();
     for path in ["/healthz", "/v1/documents", "/v1/nothing", "/healthz"] {
@@ -311,6 +311,13 @@ async fn every_response_carries_request_id_and_server_timing() {
         assert!(ids.insert(id), "{path}: a request id was given twice");
         let timing = r.headers()["server-timing"].to_str().unwrap().to_owned();
         assert!(timing.contains("app;dur="), "{timing}");
+        // The same time in seconds, six decimals, as FastAPI services send it.
+        let secs = r.headers()["x-process-time"].to_str().unwrap().to_owned();
+        let (whole, frac) = secs.split_once('.').unwrap();
+        assert!(whole.parse::<u64>().is_ok() && frac.len() == 6, "{secs}");
+        let ms: f64 = timing.rsplit("app;dur=").next().unwrap().parse().unwrap();
+        let s: f64 = secs.parse().unwrap();
+        assert!((s * 1000.0 - ms).abs() < 0.002, "{secs} against {timing}");
     }
     let r = s
         .client
