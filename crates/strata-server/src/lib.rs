@@ -16,6 +16,7 @@ pub mod metrics;
 mod middleware;
 pub mod openai;
 pub mod openapi;
+pub mod process;
 pub mod routes;
 mod stream_gzip;
 pub mod tls;

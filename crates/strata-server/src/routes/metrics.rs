@@ -294,7 +294,57 @@ pub(crate) fn observed(s: &Snapshots, emit: &mut Emit<'_>) -> Result<(), std::fm
         "Searches recomputed by warming.",
         &one(s.warmer.stats().warmed as f64),
     )?;
-    gateway(s, emit)
+    gateway(s, emit)?;
+    process(emit)
+}
+
+/// The process's own resources, under the names Prometheus' client libraries use.
+fn process(emit: &mut Emit<'_>) -> Result<(), std::fmt::Error> {
+    let Some(p) = crate::process::read() else {
+        return Ok(());
+    };
+    let one = |v: f64| [(&[][..], v)];
+    emit(
+        Kind::Counter,
+        "process_cpu_seconds",
+        "User and system CPU time spent, in seconds.",
+        &one(p.cpu_seconds),
+    )?;
+    for (name, help, v) in [
+        (
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            p.resident_memory_bytes as f64,
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+            p.virtual_memory_bytes as f64,
+        ),
+        (
+            "process_open_fds",
+            "Open file descriptors.",
+            p.open_fds as f64,
+        ),
+        (
+            "process_max_fds",
+            "The most file descriptors the process may open.",
+            p.max_fds as f64,
+        ),
+        (
+            "process_threads",
+            "Threads of the process.",
+            p.threads as f64,
+        ),
+        (
+            "process_start_time_seconds",
+            "When the process started, in seconds since the Unix epoch.",
+            p.start_time_seconds,
+        ),
+    ] {
+        emit(Kind::Gauge, name, help, &one(v))?;
+    }
+    Ok(())
 }
 
 /// The gateway's counters, its semantic tier, and the usage it metered by upstream model

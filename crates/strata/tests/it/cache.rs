@@ -424,5 +424,16 @@ async fn metrics_export_the_cache_counters_for_prometheus() {
         let (_, v) = l.rsplit_once(' ').unwrap();
         assert!(v.parse::<f64>().is_ok(), "{l}");
     }
+    // The process's own resources, under Prometheus' usual names (read from /proc).
+    let sample = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("missing {name} in:\n{text}"))
+    };
+    assert!(sample("process_resident_memory_bytes") > 1e6);
+    assert!(sample("process_open_fds") > 0.0);
+    assert!(sample("process_threads") >= 1.0);
+    assert!(sample("process_cpu_seconds_total") > 0.0);
+    assert!(sample("process_start_time_seconds") > 1.7e9);
     s.stop().await;
 }
