@@ -35,6 +35,12 @@ pub struct JobService {
 }
 
 impl JobService {
+    /// What this process's workers did, per job kind: attempts by outcome, running now,
+    /// seconds spent.
+    pub fn stats(&self) -> Vec<crate::jobs::stats::KindJobStats> {
+        self.runner.stats()
+    }
+
     /// One job of the owner's.
     pub async fn get_job(&self, owner: &TenantId, id: JobId) -> Result<Job> {
         self.store

@@ -18,6 +18,7 @@
 //! Must not import: HTTP types.
 
 pub mod ingest;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -212,6 +213,7 @@ pub struct Runner {
     pub(crate) policy: CachePolicy,
     kinds: Arc<HashMap<&'static str, Arc<dyn JobKind>>>,
     names: Arc<[&'static str]>,
+    stats: stats::JobStats,
 }
 
 impl Runner {
@@ -231,8 +233,14 @@ impl Runner {
             wake: Arc::new(Notify::new()),
             policy,
             kinds: Arc::new(kinds.into_iter().map(|k| (k.name(), k)).collect()),
+            stats: stats::JobStats::new(&names),
             names,
         }
+    }
+
+    /// What this process's workers did, per kind (see [`stats`]).
+    pub fn stats(&self) -> Vec<stats::KindJobStats> {
+        self.stats.snapshot()
     }
 
     /// Starts the configured number of workers on `tracker`; they stop when `shutdown` fires.
@@ -307,6 +315,7 @@ impl Runner {
                 kind.abandoned(&job).await?;
             }
             if self.store.fail_abandoned(job.id, now).await? {
+                self.stats.abandoned(&job.kind);
                 warn!(job = %job.id, "job failed for good: its workers lost its lease too often");
                 self.publish(job.id).await;
             }
@@ -322,6 +331,7 @@ impl Runner {
     ) -> Result<Step, EngineError> {
         let lease = claimed.lease.clone();
         let job = &claimed.job;
+        let running = self.stats.start(kind.name());
         let claimed_hook = kind.claimed(&claimed).await;
         self.publish(lease.job_id).await;
         info!("job claimed");
@@ -387,11 +397,13 @@ impl Runner {
                 let released = self.store.release_job(&lease).await?;
                 info!(released, "shutdown: job returned to the queue");
                 self.publish(lease.job_id).await;
+                running.end(stats::Ended::Released);
                 return Ok(Step::Released);
             }
             Err(JobError::LeaseLost | JobError::Interrupted) => {
                 info!("lease lost; another worker owns the job, or it was cancelled");
                 self.publish(lease.job_id).await;
+                running.end(stats::Ended::LeaseLost);
                 return Ok(Step::LeaseLost);
             }
             Err(JobError::Permanent(error)) => JobOutcome::Failed { error },
@@ -406,6 +418,11 @@ impl Runner {
                 error,
             },
         };
+        running.end(match &outcome {
+            JobOutcome::Succeeded => stats::Ended::Succeeded,
+            JobOutcome::Failed { .. } => stats::Ended::Failed,
+            JobOutcome::Retry { .. } => stats::Ended::Retried,
+        });
         match &outcome {
             JobOutcome::Succeeded => info!("job succeeded"),
             JobOutcome::Failed { error } => warn!(%error, "job failed"),

@@ -295,7 +295,52 @@ pub(crate) fn observed(s: &Snapshots, emit: &mut Emit<'_>) -> Result<(), std::fm
         &one(s.warmer.stats().warmed as f64),
     )?;
     gateway(s, emit)?;
+    jobs(s, emit)?;
     process(emit)
+}
+
+/// What this process's job workers did, per kind.
+fn jobs(s: &Snapshots, emit: &mut Emit<'_>) -> Result<(), std::fmt::Error> {
+    let kinds = s.engine.jobs().stats();
+    let mut attempts = Vec::new();
+    for k in &kinds {
+        for (outcome, n) in [
+            ("succeeded", k.succeeded),
+            ("failed", k.failed),
+            ("retried", k.retried),
+            ("released", k.released),
+            ("lease_lost", k.lease_lost),
+        ] {
+            attempts.push(([("kind", k.kind), ("outcome", outcome)], n as f64));
+        }
+    }
+    emit(
+        Kind::Counter,
+        "strata_jobs_attempts",
+        "Job attempts this process ended, by kind and outcome.",
+        &borrowed(&attempts),
+    )?;
+    let per_kind = |f: &dyn Fn(&strata_engine::jobs::stats::KindJobStats) -> f64| -> Vec<_> {
+        kinds.iter().map(|k| ([("kind", k.kind)], f(k))).collect()
+    };
+    emit(
+        Kind::Gauge,
+        "strata_jobs_running",
+        "Job attempts running in this process now, by kind.",
+        &borrowed(&per_kind(&|k| k.running as f64)),
+    )?;
+    emit(
+        Kind::Counter,
+        "strata_jobs_busy_seconds",
+        "Seconds this process's workers spent in job attempts, by kind.",
+        &borrowed(&per_kind(&|k| k.busy_seconds)),
+    )?;
+    emit(
+        Kind::Counter,
+        "strata_jobs_abandoned",
+        "Jobs failed for good because their workers kept losing them, by kind.",
+        &borrowed(&per_kind(&|k| k.abandoned as f64)),
+    )
 }
 
 /// The process's own resources, under the names Prometheus' client libraries use.

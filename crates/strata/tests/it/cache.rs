@@ -435,5 +435,6 @@ async fn metrics_export_the_cache_counters_for_prometheus() {
     assert!(sample("process_threads") >= 1.0);
     assert!(sample("process_cpu_seconds_total") > 0.0);
     assert!(sample("process_start_time_seconds") > 1.7e9);
+
     s.stop().await;
 }

@@ -43,6 +43,30 @@ async fn live_events_from_the_servers_own_workers() {
     assert_eq!(kind, "done");
     assert_eq!(last["status"], "succeeded");
     assert_eq!(last["stages"][1]["done"], last["stages"][1]["total"]);
+    // The workers' counts in /metrics: one attempt succeeded, none runs any more (the
+    // gauge drops when the worker is done with the job, just after the event).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let text = s.get("/metrics").await.text().await.unwrap();
+        let has = |l: &str| text.lines().any(|x| x == l);
+        if has(r#"strata_jobs_attempts_total{kind="ingest_document",outcome="succeeded"} 1"#)
+            && has(r#"strata_jobs_running{kind="ingest_document"} 0"#)
+        {
+            assert!(has(
+                r#"strata_jobs_attempts_total{kind="ingest_document",outcome="failed"} 0"#
+            ));
+            let busy = text
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(r#"strata_jobs_busy_seconds_total{kind="ingest_document"} "#)
+                })
+                .unwrap();
+            assert!(busy.parse::<f64>().unwrap() > 0.0, "{busy}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     s.stop().await;
 }
 
