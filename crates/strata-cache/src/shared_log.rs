@@ -39,6 +39,14 @@ impl LogLeader {
             .await
     }
 
+    /// Appends the last entries and gives up the lead in one step, so no reader sees the
+    /// end while the lead is still held; `false` when the lead was already lost.
+    pub async fn close(&self, entries: Vec<Bytes>) -> bool {
+        self.remote
+            .log_close(&self.name, &self.token, self.ttl, entries)
+            .await
+    }
+
     /// How many processes read the log within the last two seconds (0 when Redis cannot say).
     pub async fn readers(&self) -> u64 {
         self.remote.log_readers(&self.name).await.unwrap_or(0)

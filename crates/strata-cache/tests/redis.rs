@@ -476,9 +476,15 @@ async fn a_shared_log_streams_from_its_leader_to_readers_in_other_processes() {
             Bytes::from_static(b"three")
         ]
     );
-    leader.release().await;
+    assert!(leader.close(vec![Bytes::from_static(b"end")]).await);
     let r = reader.read().await.unwrap();
-    assert!(r.entries.is_empty() && !r.led, "released: no leader");
+    assert_eq!(r.entries, vec![Bytes::from_static(b"end")]);
+    assert!(!r.led, "closed: the last entry and no leader, in one read");
+    assert!(
+        !leader.append(vec![Bytes::from_static(b"late")]).await,
+        "closed"
+    );
+    leader.release().await;
     // A new claim leads afresh, over an empty log.
     let Claim::Lead(next) = b.claim_log(&name, lease, ttl).await else {
         panic!("a released log can be claimed");

@@ -643,7 +643,8 @@ impl Call {
         self.flight.begin(head);
     }
 
-    /// Ends the flight (and its mirror).
+    /// Ends the flight (and its mirror, giving up the lead): before any client here or
+    /// elsewhere sees the end, so a request it sends next leads a call of its own.
     async fn end(&self, end: End) {
         if let Some(m) = &self.mirror {
             m.end(&end).await;

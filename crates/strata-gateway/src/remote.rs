@@ -127,8 +127,11 @@ impl Mirror {
         }
     }
 
+    /// Appends the end and gives up the lead in one step: no instance sees this call ended
+    /// and can still follow it.
     pub(crate) async fn end(&self, end: &End) {
-        self.leader.append(vec![encode_end(end)]).await;
+        self.heartbeat.abort();
+        self.leader.close(vec![encode_end(end)]).await;
     }
 
     /// Whether another instance still reads the call.
@@ -136,8 +139,9 @@ impl Mirror {
         self.leader.readers().await > 0
     }
 
-    /// Stops renewing and gives up the lead (the log stays readable for [`KEEP`]).
-    pub(crate) async fn finish(self) {
+    /// Stops renewing and gives up the lead (the log stays readable for [`KEEP`]); again is
+    /// a no-op.
+    pub(crate) async fn finish(&self) {
         self.heartbeat.abort();
         // Released now, not when the heartbeat's task lets go of its handle: a request
         // arriving after this call ended must lead a call of its own.

@@ -32,6 +32,16 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 "#;
 
+/// KEYS: lead, list. ARGV: token, list ttl ms, entries... The last entries and the release,
+/// at once: no reader sees the last entry while the lead is still held.
+const CLOSE: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if #ARGV > 2 then redis.call('RPUSH', KEYS[2], unpack(ARGV, 3)) end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('DEL', KEYS[1])
+return 1
+"#;
+
 /// KEYS: list, lead, readers. ARGV: from, reader token, reader lapse ms.
 const READ: &str = r#"
 local t = redis.call('TIME')
@@ -104,6 +114,24 @@ impl Remote {
         args.extend(entries.into_iter().map(fred::types::Value::Bytes));
         let done: Option<i64> = self
             .guarded(self.pool.next().eval(APPEND, vec![lead, list], args))
+            .await;
+        done == Some(1)
+    }
+
+    /// Appends the last entries while `token` leads and gives up the lead, atomically;
+    /// `false` when it no longer led or Redis did not take them.
+    pub(crate) async fn log_close(
+        &self,
+        name: &str,
+        token: &str,
+        ttl: Duration,
+        entries: Vec<Bytes>,
+    ) -> bool {
+        let [lead, list, _] = self.log_keys(name);
+        let mut args: Vec<fred::types::Value> = vec![token.into(), millis(ttl).into()];
+        args.extend(entries.into_iter().map(fred::types::Value::Bytes));
+        let done: Option<i64> = self
+            .guarded(self.pool.next().eval(CLOSE, vec![lead, list], args))
             .await;
         done == Some(1)
     }
