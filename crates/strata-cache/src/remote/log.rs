@@ -108,14 +108,8 @@ impl Remote {
         ttl: Duration,
         entries: Vec<Bytes>,
     ) -> bool {
-        let [lead, list, _] = self.log_keys(name);
-        let mut args: Vec<fred::types::Value> =
-            vec![token.into(), millis(lease).into(), millis(ttl).into()];
-        args.extend(entries.into_iter().map(fred::types::Value::Bytes));
-        let done: Option<i64> = self
-            .guarded(self.pool.next().eval(APPEND, vec![lead, list], args))
-            .await;
-        done == Some(1)
+        let args = vec![token.into(), millis(lease).into(), millis(ttl).into()];
+        self.log_write(APPEND, name, args, entries).await
     }
 
     /// Appends the last entries while `token` leads and gives up the lead, atomically;
@@ -127,11 +121,22 @@ impl Remote {
         ttl: Duration,
         entries: Vec<Bytes>,
     ) -> bool {
+        let args = vec![token.into(), millis(ttl).into()];
+        self.log_write(CLOSE, name, args, entries).await
+    }
+
+    /// Runs a writing script over the lead and the list: `args`, then the entries.
+    async fn log_write(
+        &self,
+        script: &str,
+        name: &str,
+        mut args: Vec<fred::types::Value>,
+        entries: Vec<Bytes>,
+    ) -> bool {
         let [lead, list, _] = self.log_keys(name);
-        let mut args: Vec<fred::types::Value> = vec![token.into(), millis(ttl).into()];
         args.extend(entries.into_iter().map(fred::types::Value::Bytes));
         let done: Option<i64> = self
-            .guarded(self.pool.next().eval(CLOSE, vec![lead, list], args))
+            .guarded(self.pool.next().eval(script, vec![lead, list], args))
             .await;
         done == Some(1)
     }
