@@ -45,3 +45,37 @@ ensure_toolchain() {
   say "using $(cargo --version), build output in $CARGO_TARGET_DIR"
   mkdir -p "$CARGO_TARGET_DIR"
 }
+
+# start_strata WORK [ENV=VALUE...]: builds the debug binary, starts `strata serve` on a free
+# loopback port with its data directory and log under WORK (extra environment given as
+# ENV=VALUE words), waits until it is ready, and sets BIN, PORT, BASE and SERVER. The caller
+# stops it with stop_strata (an EXIT trap).
+start_strata() {
+  local work="$1"; shift
+  say "building strata"
+  (cd "$ROOT" && cargo build --locked -p strata --bin strata)
+  BIN="$CARGO_TARGET_DIR/debug/strata"
+  PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  BASE="http://127.0.0.1:$PORT"
+  say "starting strata on $BASE (log: $work/server.log)"
+  env "$@" "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$work/data" >"$work/server.log" 2>&1 &
+  SERVER=$!
+  for _ in $(seq 1 300); do
+    curl -fsS "$BASE/readyz" >/dev/null 2>&1 && return 0
+    kill -0 "$SERVER" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  say "strata did not become ready within 60 s"; cat "$work/server.log" >&2; exit 1
+}
+
+# stop_strata WORK: stops the server start_strata started, fails the run if it panicked, and
+# removes WORK.
+stop_strata() {
+  local work="$1" rc=0
+  if [ -n "${SERVER:-}" ]; then kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true; fi
+  if [ -f "$work/server.log" ] && grep -q "panicked" "$work/server.log"; then
+    say "the server panicked during the run:"; grep -n -A5 "panicked" "$work/server.log" >&2; rc=1
+  fi
+  rm -rf "$work"
+  return "$rc"
+}

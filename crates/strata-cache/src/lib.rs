@@ -237,6 +237,11 @@ impl Cache {
         })
     }
 
+    /// The round trip of a `PING` to Redis, or why it failed; `None` without Redis.
+    pub async fn ping_remote(&self) -> Option<Result<Duration, String>> {
+        Some(self.inner.remote.as_ref()?.ping().await)
+    }
+
     /// Whether Redis is configured.
     pub fn has_remote(&self) -> bool {
         self.inner.remote.is_some()

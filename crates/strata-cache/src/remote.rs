@@ -629,6 +629,18 @@ impl Remote {
         }
     }
 
+    /// The round trip of a `PING`, sent outside the breaker (a health probe must see Redis
+    /// itself, not the breaker's memory of it).
+    pub(crate) async fn ping(&self) -> Result<Duration, String> {
+        let started = std::time::Instant::now();
+        let ping = self.pool.next().ping::<String>(None);
+        match tokio::time::timeout(self.settings.op_timeout, ping).await {
+            Ok(Ok(_)) => Ok(started.elapsed()),
+            Ok(Err(e)) => Err(e.details().to_owned()),
+            Err(_) => Err(format!("no answer within {:?}", self.settings.op_timeout)),
+        }
+    }
+
     /// Waits until the bus is healthy or `within` passes; returns whether it is.
     pub(crate) async fn ready(&self, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{BatchModel, EmbedError, ModelStats};
+use crate::{BATCH_SIZE_BUCKETS, BatchModel, EmbedError, ModelStats, PASS_SECONDS_BUCKETS};
 
 /// Batching limits.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +92,25 @@ struct Counters {
     nanos_per_text: AtomicU64,
     /// Texts of admitted waiting callers not yet answered.
     waiting_texts: AtomicU64,
+    /// Passes by duration (see [`ModelStats::pass_seconds`]).
+    pass_seconds: [AtomicU64; PASS_SECONDS_BUCKETS.len() + 1],
+    /// Passes by size (see [`ModelStats::batch_sizes`]).
+    batch_sizes: [AtomicU64; BATCH_SIZE_BUCKETS.len() + 1],
+    /// Texts in every pass (see [`ModelStats::pass_texts`]).
+    pass_texts: AtomicU64,
+}
+
+/// The cell of `value` in a histogram with upper `bounds` (the last cell is past them all).
+fn bucket(bounds: &[f64], value: f64) -> usize {
+    bounds
+        .iter()
+        .position(|&b| value <= b)
+        .unwrap_or(bounds.len())
+}
+
+/// Loads every cell of a histogram.
+fn load<const N: usize>(cells: &[AtomicU64; N]) -> [u64; N] {
+    std::array::from_fn(|i| cells[i].load(Ordering::Relaxed))
 }
 
 /// Counts a caller's texts as waiting until it is answered or gives up.
@@ -136,6 +155,13 @@ impl Batcher {
                 let busy = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 counted.busy_nanos.fetch_add(busy, Ordering::Relaxed);
                 counted.passes.fetch_add(1, Ordering::Relaxed);
+                counted.pass_seconds[bucket(&PASS_SECONDS_BUCKETS, busy as f64 / 1e9)]
+                    .fetch_add(1, Ordering::Relaxed);
+                counted.batch_sizes[bucket(&BATCH_SIZE_BUCKETS, texts.len() as f64)]
+                    .fetch_add(1, Ordering::Relaxed);
+                counted
+                    .pass_texts
+                    .fetch_add(texts.len() as u64, Ordering::Relaxed);
                 if !texts.is_empty() {
                     let per_text = busy / texts.len() as u64;
                     let old = counted.nanos_per_text.load(Ordering::Relaxed);
@@ -193,6 +219,9 @@ impl Batcher {
             busy_seconds: c.busy_nanos.load(Ordering::Relaxed) as f64 / 1e9,
             queued: (self.tx.max_capacity() - self.tx.capacity())
                 + (self.bulk.max_capacity() - self.bulk.capacity()),
+            pass_seconds: load(&c.pass_seconds),
+            batch_sizes: load(&c.batch_sizes),
+            pass_texts: c.pass_texts.load(Ordering::Relaxed),
         }
     }
 

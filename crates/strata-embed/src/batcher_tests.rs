@@ -79,6 +79,10 @@ async fn concurrent_callers_share_batches_and_get_their_own_answers() {
         (calls as u64, 32, 0, 0)
     );
     assert!(stats.busy_seconds > 0.0);
+    // Every pass is in one cell of each histogram, and no pass was larger than the batch.
+    assert_eq!(stats.pass_seconds.iter().sum::<u64>(), calls as u64);
+    assert_eq!(stats.batch_sizes.iter().sum::<u64>(), calls as u64);
+    assert_eq!(stats.batch_sizes[4..].iter().sum::<u64>(), 0, "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

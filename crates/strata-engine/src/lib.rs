@@ -52,4 +52,6 @@ pub use strata_cache::{
     Cache, CacheError, CacheSettings, KindSpec, Lookup, RedisSettings, SecretUrl, Source,
     redact_url,
 };
-pub use strata_embed::{BatchSettings, HttpSettings, LocalRuntime, ModelStats};
+pub use strata_embed::{
+    BATCH_SIZE_BUCKETS, BatchSettings, HttpSettings, LocalRuntime, ModelStats, PASS_SECONDS_BUCKETS,
+};

@@ -6,6 +6,7 @@
 //! drivers or storage types; everything goes through the engine.
 
 pub mod admission;
+pub mod alerts;
 pub mod auth;
 mod cached;
 pub mod caller;
@@ -19,6 +20,7 @@ pub mod openapi;
 pub mod process;
 pub mod routes;
 mod stream_gzip;
+pub mod summary;
 pub mod tls;
 pub mod warm;
 mod watch;
@@ -64,6 +66,8 @@ pub struct ServerSettings {
     pub compress_min_bytes: Option<usize>,
     /// Serve HTTPS (HTTP/1.1 and h2 by ALPN) with this certificate and key.
     pub tls: Option<tls::TlsSettings>,
+    /// Requests slower than this are logged at warn; `None` logs none.
+    pub slow_request: Option<Duration>,
     /// The LLM gateway's upstreams and timeouts.
     pub gateway: strata_gateway::GatewaySettings,
 }
@@ -80,6 +84,7 @@ impl Default for ServerSettings {
             admission: admission::AdmissionSettings::default(),
             compress_min_bytes: Some(cached::GZIP_MIN),
             tls: None,
+            slow_request: Some(Duration::from_secs(1)),
             gateway: strata_gateway::GatewaySettings::default(),
         }
     }
@@ -113,6 +118,10 @@ pub struct AppInner {
     pub openapi: openapi::Served,
     /// The LLM gateway.
     pub gateway: strata_gateway::Gateway,
+    /// Samples of the counters, for the summary's sliding windows.
+    pub windows: summary::Windows,
+    /// When the state was built (the summary's uptime).
+    pub started: std::time::Instant,
 }
 
 impl Deref for AppState {
@@ -141,7 +150,9 @@ pub fn state(engine: Engine, settings: &ServerSettings, shutdown: CancellationTo
         engine: engine.clone(),
         warmer: warmer.clone(),
         gateway: gateway.clone(),
+        queue: Default::default(),
     }));
+    metrics.http.log_slower_than(settings.slow_request);
     AppState(Arc::new(AppInner {
         gateway,
         engine,
@@ -153,6 +164,8 @@ pub fn state(engine: Engine, settings: &ServerSettings, shutdown: CancellationTo
             Some(engine_cache),
         )),
         openapi: openapi::Served::default(),
+        windows: summary::Windows::default(),
+        started: std::time::Instant::now(),
     }))
 }
 
@@ -286,6 +299,7 @@ impl App {
         self.engine.spawn_workers(&tasks, &shutdown);
         let state = state(self.engine.clone(), &self.settings, shutdown.clone());
         tasks.spawn(warm::run(state.clone(), shutdown.clone()));
+        tasks.spawn(summary::run(state.clone(), shutdown.clone()));
         if let caller::Identity::Token(auth) = &self.settings.identity {
             tasks.spawn(auth::watch(auth.clone(), shutdown.clone()));
         }

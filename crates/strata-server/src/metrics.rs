@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -28,6 +28,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use strata_engine::Engine;
+use strata_engine::store::QueueDepth;
 
 use crate::warm::Warmer;
 
@@ -118,9 +119,19 @@ impl RouteSeries {
 /// set, so no client can mint series. Recording is one read-locked map lookup of the route
 /// (when the request arrives) and two relaxed atomic adds (when it is answered): it sits
 /// on every cache hit's path, so it must cost next to nothing.
-#[derive(Default)]
 pub struct HttpMetrics {
     routes: RwLock<HashMap<Box<str>, Arc<RouteSeries>>>,
+    /// Responses slower than this many nanoseconds are logged at warn (`u64::MAX`: none).
+    slow_nanos: AtomicU64,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        Self {
+            routes: RwLock::default(),
+            slow_nanos: AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
 /// HELP of `strata_http_requests_total`.
@@ -130,6 +141,14 @@ const DURATION_HELP: &str =
     "Seconds from a request's arrival to its response, by matched route, method and status";
 
 impl HttpMetrics {
+    /// Logs every response slower than `slow` at warn (`None`: none).
+    pub fn log_slower_than(&self, slow: Option<std::time::Duration>) {
+        let nanos = slow.map_or(u64::MAX, |d| {
+            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+        });
+        self.slow_nanos.store(nanos, Ordering::Relaxed);
+    }
+
     fn series_of(&self, pattern: &str) -> Arc<RouteSeries> {
         let known = self
             .routes
@@ -172,6 +191,47 @@ impl HttpMetrics {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
+}
+
+impl HttpMetrics {
+    /// Each route's totals so far, summed over methods and statuses (for the sliding
+    /// windows of `crate::summary`).
+    pub(crate) fn totals(&self) -> Vec<(Box<str>, RouteTotals)> {
+        let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+        let mut out = Vec::with_capacity(routes.len());
+        for (pattern, series) in routes.iter() {
+            let mut t = RouteTotals::default();
+            for statuses in series.by_method.iter().filter_map(OnceLock::get) {
+                for (i, cell) in statuses.iter().enumerate() {
+                    let Some(c) = cell.get() else { continue };
+                    let mut n = 0;
+                    for (b, v) in t.buckets.iter_mut().zip(&c.buckets) {
+                        let v = v.load(Ordering::Relaxed);
+                        *b += v;
+                        n += v;
+                    }
+                    t.sum_nanos += c.sum_nanos.load(Ordering::Relaxed);
+                    match 100 + i {
+                        500.. => t.server_errors += n,
+                        400..=499 => t.client_errors += n,
+                        _ => {}
+                    }
+                }
+            }
+            out.push((pattern.clone(), t));
+        }
+        out
+    }
+}
+
+/// One route's requests so far: latency buckets (not cumulative; the last is past 30 s),
+/// their latency sum, and how many were answered 5xx and 4xx.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RouteTotals {
+    pub buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    pub sum_nanos: u64,
+    pub server_errors: u64,
+    pub client_errors: u64,
 }
 
 impl std::fmt::Debug for HttpMetrics {
@@ -236,7 +296,13 @@ pub struct Metrics {
     registry: Registry,
     /// HTTP request counts and latencies.
     pub http: Arc<HttpMetrics>,
+    /// The job queue's depth as last read (see [`Metrics::set_queue_depth`]).
+    queue: QueueCell,
 }
+
+/// The job queue's depth as last read from the store; `None` when the read failed, so a
+/// scrape shows no family rather than a stale one.
+type QueueCell = Arc<Mutex<Option<Vec<QueueDepth>>>>;
 
 impl Metrics {
     /// A registry with the HTTP metrics and, when given, the observed ones.
@@ -244,10 +310,22 @@ impl Metrics {
         let mut registry = Registry::default();
         let http = Arc::new(HttpMetrics::default());
         registry.register_collector(Box::new(Shared(http.clone())));
+        let mut queue = QueueCell::default();
         if let Some(s) = observed {
+            queue = s.queue.clone();
             registry.register_collector(Box::new(s));
         }
-        Self { registry, http }
+        Self {
+            registry,
+            http,
+            queue,
+        }
+    }
+
+    /// Records the queue's depth for the next encoding (the store is read asynchronously,
+    /// before encoding; a collector cannot await).
+    pub fn set_queue_depth(&self, depth: Option<Vec<QueueDepth>>) {
+        *self.queue.lock().unwrap_or_else(PoisonError::into_inner) = depth;
     }
 
     /// The Prometheus text exposition (version 0.0.4) of every metric.
@@ -325,6 +403,7 @@ where
             inner: self.inner.call(req),
             started: Instant::now(),
             series: Some((route, method)),
+            slow_nanos: self.metrics.slow_nanos.load(Ordering::Relaxed),
         }
     }
 }
@@ -336,6 +415,7 @@ pin_project_lite::pin_project! {
         inner: F,
         started: Instant,
         series: Option<(Arc<RouteSeries>, usize)>,
+        slow_nanos: u64,
     }
 }
 
@@ -351,6 +431,14 @@ where
         if let (Ok(resp), Some((route, method))) = (&out, this.series.take()) {
             let nanos = u64::try_from(this.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
             route.cells(method, resp.status().as_u16()).observe(nanos);
+            if nanos > *this.slow_nanos {
+                // The log line carries the route, method and request id (logging.rs).
+                tracing::warn!(
+                    status = resp.status().as_u16(),
+                    elapsed_ms = nanos as f64 / 1e6,
+                    "slow request"
+                );
+            }
         }
         Poll::Ready(out)
     }
@@ -379,6 +467,8 @@ pub struct Snapshots {
     pub warmer: Arc<Warmer>,
     /// The LLM gateway: its counters, semantic tier and the usage it metered.
     pub gateway: strata_gateway::Gateway,
+    /// The job queue's depth, read from the store before each encoding.
+    pub queue: QueueCell,
 }
 
 impl std::fmt::Debug for Snapshots {
@@ -430,7 +520,45 @@ impl Collector for Snapshots {
         let mut f = Families(&mut encoder);
         crate::routes::metrics::observed(self, &mut |kind, name, help, samples| {
             f.family(kind, name, help, samples)
-        })
+        })?;
+        crate::routes::metrics::observed_histograms(self, &mut |h| f.histogram(h))
+    }
+}
+
+/// One observed histogram (a single series).
+pub struct Observed<'a> {
+    /// Its name (without `_bucket`, `_sum`, `_count`).
+    pub name: &'a str,
+    /// Its HELP.
+    pub help: &'a str,
+    /// Its labels.
+    pub labels: &'a [(&'a str, &'a str)],
+    /// Upper bounds of the finite buckets.
+    pub bounds: &'a [f64],
+    /// Observations per bucket (not cumulative), one more than `bounds` (the last is +Inf).
+    pub counts: &'a [u64],
+    /// The sum of the observed values.
+    pub sum: f64,
+}
+
+impl Families<'_, '_> {
+    /// One histogram family with one series.
+    fn histogram(&mut self, h: Observed<'_>) -> Fmt {
+        use prometheus_client::metrics::MetricType;
+        let mut family = self
+            .0
+            .encode_descriptor(h.name, h.help, None, MetricType::Histogram)?;
+        // The encoder accumulates the buckets and adds +Inf from the count.
+        let count = h.counts.iter().sum::<u64>();
+        let buckets: Vec<(f64, u64)> = h
+            .bounds
+            .iter()
+            .copied()
+            .zip(h.counts.iter().copied())
+            .collect();
+        family
+            .encode_family(&h.labels)?
+            .encode_histogram::<NoLabelSet>(h.sum, count, &buckets, None)
     }
 }
 

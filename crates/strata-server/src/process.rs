@@ -2,6 +2,9 @@
 //! virtual memory, CPU seconds, open and maximum file descriptors, threads, start time. Read
 //! from `/proc/self` at scrape time (a few small files); absent where there is no `/proc`.
 //!
+//! [`host`] reads the machine around it the same way: memory, load, CPUs, and the space
+//! left on the filesystem of a directory (the data directory).
+//!
 //! Must not import: the engine, the store.
 
 /// One reading.
@@ -77,8 +80,66 @@ fn max_open_files() -> Option<u64> {
         .ok()
 }
 
+/// The machine's resources, as `/proc` and `statvfs` tell them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HostStats {
+    /// Logical CPUs this process may use.
+    pub cpus: usize,
+    /// Load averages over 1, 5 and 15 minutes (runnable tasks).
+    pub load: [f64; 3],
+    /// Physical memory, bytes.
+    pub memory_total_bytes: u64,
+    /// Memory available to new work without swapping (`MemAvailable`), bytes.
+    pub memory_available_bytes: u64,
+    /// The filesystem holding the directory asked about: its size and the bytes left to an
+    /// unprivileged writer (`None` where it cannot be read).
+    pub disk_total_bytes: Option<u64>,
+    /// See `disk_total_bytes`.
+    pub disk_available_bytes: Option<u64>,
+}
+
+/// Reads the machine's resources and the filesystem of `dir`; `None` without `/proc`.
+pub fn host(dir: &std::path::Path) -> Option<HostStats> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = |key: &str| -> Option<u64> {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(key))?
+            .split_whitespace()
+            .next()?
+            .parse::<u64>()
+            .ok()
+            .map(|k| k * 1024)
+    };
+    let loadavg = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut load = [0.0; 3];
+    for (slot, v) in load.iter_mut().zip(loadavg.split_whitespace()) {
+        *slot = v.parse().unwrap_or(0.0);
+    }
+    let disk = rustix::fs::statvfs(dir).ok();
+    Some(HostStats {
+        cpus: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        load,
+        memory_total_bytes: kib("MemTotal:")?,
+        memory_available_bytes: kib("MemAvailable:").unwrap_or(0),
+        disk_total_bytes: disk.as_ref().map(|d| d.f_blocks * d.f_frsize),
+        disk_available_bytes: disk.as_ref().map(|d| d.f_bavail * d.f_frsize),
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_host_reads_as_a_machine() {
+        let Some(h) = super::host(std::path::Path::new(".")) else {
+            return; // no /proc here
+        };
+        assert!(h.cpus >= 1 && h.memory_total_bytes > 1 << 26, "{h:?}");
+        assert!(h.memory_available_bytes <= h.memory_total_bytes, "{h:?}");
+        let (total, free) = (h.disk_total_bytes.unwrap(), h.disk_available_bytes.unwrap());
+        assert!(total > 0 && free <= total, "{h:?}");
+    }
+
     #[test]
     fn this_process_reads_as_itself() {
         let Some(p) = super::read() else {

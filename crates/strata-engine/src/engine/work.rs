@@ -41,6 +41,12 @@ impl JobService {
         self.runner.stats()
     }
 
+    /// Unfinished jobs of every process by kind and state (`queued`, `delayed`,
+    /// `running`); read at most once a second, however many callers ask.
+    pub async fn queue_depth(&self) -> crate::Result<Vec<crate::store::QueueDepth>> {
+        self.runner.queue_depth().await
+    }
+
     /// One job of the owner's.
     pub async fn get_job(&self, owner: &TenantId, id: JobId) -> Result<Job> {
         self.store

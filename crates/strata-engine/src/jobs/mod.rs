@@ -36,7 +36,7 @@ use crate::error::EngineError;
 use crate::ids::{JobId, TenantId};
 use crate::model::{Job, StageProgress};
 use crate::policy::{CachePolicy, Changed};
-use crate::store::{Abandoned, ClaimedJob, JobOutcome, Store, StoreChange};
+use crate::store::{Abandoned, ClaimedJob, JobOutcome, QueueDepth, Store, StoreChange};
 
 /// Job runner settings.
 #[derive(Debug, Clone)]
@@ -214,7 +214,15 @@ pub struct Runner {
     kinds: Arc<HashMap<&'static str, Arc<dyn JobKind>>>,
     names: Arc<[&'static str]>,
     stats: stats::JobStats,
+    depth: Arc<tokio::sync::Mutex<Option<DepthReading>>>,
 }
+
+/// The queue's depth and when it was read.
+type DepthReading = (std::time::Instant, Vec<QueueDepth>);
+
+/// How long a read of the queue's depth is reused: scrapes, the summary and the dashboard
+/// may all ask every second, and one grouped count serves them all.
+const DEPTH_FRESH: Duration = Duration::from_secs(1);
 
 impl Runner {
     /// A runner of `kinds` over the store's queue.
@@ -235,7 +243,22 @@ impl Runner {
             kinds: Arc::new(kinds.into_iter().map(|k| (k.name(), k)).collect()),
             stats: stats::JobStats::new(&names),
             names,
+            depth: Arc::default(),
         }
+    }
+
+    /// Unfinished jobs by kind and state, across every process (read at most once a second;
+    /// concurrent callers share one read).
+    pub async fn queue_depth(&self) -> crate::error::Result<Vec<QueueDepth>> {
+        let mut memo = self.depth.lock().await;
+        if let Some((at, depth)) = memo.as_ref()
+            && at.elapsed() < DEPTH_FRESH
+        {
+            return Ok(depth.clone());
+        }
+        let depth = self.store.queue_depth(Utc::now()).await?;
+        *memo = Some((std::time::Instant::now(), depth.clone()));
+        Ok(depth)
     }
 
     /// What this process's workers did, per kind (see [`stats`]).

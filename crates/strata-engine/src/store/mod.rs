@@ -59,7 +59,7 @@ pub use documents::DocumentStore;
 pub use lexical::{LexicalQuery, LexicalStore};
 pub use memories::{MemoryStore, Replace};
 pub use meta::StoreMeta;
-pub use queue::{Abandoned, ClaimedJob, JobOutcome, JobQueue, Lease, NewJob};
+pub use queue::{Abandoned, ClaimedJob, JobOutcome, JobQueue, Lease, NewJob, QueueDepth};
 pub use sessions::SessionStore;
 pub use summaries::{Summary, SummaryStore};
 

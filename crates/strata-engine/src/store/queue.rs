@@ -181,6 +181,21 @@ pub trait JobQueue: Send + Sync + 'static {
 
     /// Returns a claimed job to the queue without counting the attempt (shutdown).
     async fn release_job(&self, lease: &Lease) -> Result<bool>;
+
+    /// How many unfinished jobs there are, by kind and [`QueueDepth::state`], across every
+    /// process (reads only the queued and running rows, through `jobs_runnable`).
+    async fn queue_depth(&self, now: DateTime<Utc>) -> Result<Vec<QueueDepth>>;
+}
+
+/// Unfinished jobs of one kind in one state.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QueueDepth {
+    /// The job kind.
+    pub kind: String,
+    /// `queued` (due now), `delayed` (waiting for a retry's backoff) or `running`.
+    pub state: String,
+    /// How many.
+    pub jobs: u64,
 }
 
 /// The job queue over one backend's store type: `$store` has `conn()` and `begin()`, `$db`
@@ -431,6 +446,29 @@ macro_rules! queue_sql {
                 .execute(&mut *self.conn().await?)
                 .await?;
                 Ok(res.rows_affected() == 1)
+            }
+
+            async fn queue_depth(
+                &self,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::error::Result<Vec<$crate::store::queue::QueueDepth>> {
+                let rows: Vec<(String, String, i64)> = sqlx::query_as(
+                    "SELECT kind, CASE WHEN status = 'running' THEN 'running' \
+                     WHEN run_after <= $1 THEN 'queued' ELSE 'delayed' END AS state, COUNT(*) \
+                     FROM jobs WHERE status IN ('queued', 'running') \
+                     GROUP BY 1, 2 ORDER BY 1, 2",
+                )
+                .bind($crate::store::rows::ms(now))
+                .fetch_all(&mut *self.conn().await?)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(kind, state, n)| $crate::store::queue::QueueDepth {
+                        kind,
+                        state,
+                        jobs: u64::try_from(n).unwrap_or(0),
+                    })
+                    .collect())
             }
 
             async fn release_job(

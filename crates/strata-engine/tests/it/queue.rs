@@ -57,6 +57,29 @@ async fn exercise(store: Arc<dyn Store>) {
     );
     assert!(s.claim_job(&[], now, now).await.unwrap().is_none());
 
+    // The depth counts unfinished jobs by kind and state; a job waiting for its run time is
+    // `delayed`, not `queued`.
+    let waiting = NewJob {
+        run_after: now + Span::hours(1),
+        ..other_job(&owner, 1)
+    };
+    s.enqueue(&waiting).await.unwrap();
+    let depth: Vec<(String, String, u64)> = s
+        .queue_depth(now)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.kind, d.state, d.jobs))
+        .collect();
+    assert_eq!(
+        depth,
+        vec![
+            (INGEST_DOCUMENT.to_owned(), "running".to_owned(), 1),
+            (OTHER.to_owned(), "delayed".to_owned(), 1),
+            (OTHER.to_owned(), "queued".to_owned(), 1),
+        ]
+    );
+
     // A job whose worker vanished with no attempt left is abandoned, then failed once.
     let lost = s
         .claim_job(&[OTHER], now, now + Span::seconds(1))

@@ -85,7 +85,7 @@ enum Class {
 fn class(route: &str, method: &axum::http::Method) -> Class {
     match route {
         "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/docs" => Class::Exempt,
-        r if r.starts_with("/v1/performance/") => Class::Exempt,
+        r if r.starts_with("/v1/performance/") || r.starts_with("/dashboard") => Class::Exempt,
         "/v1/jobs/{id}/events" | "/v1/documents/{id}/file" => Class::Stream,
         "/v1/documents" if method == axum::http::Method::POST => Class::Upload,
         _ => Class::Ordinary,

@@ -21,6 +21,14 @@ use crate::metrics::{Kind, Snapshots};
                content_type = "text/plain; version=0.0.4; charset=utf-8")),
 )]
 pub async fn metrics(State(app): State<AppState>) -> Response {
+    let depth = match app.engine.jobs().queue_depth().await {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the job queue's depth for /metrics");
+            None
+        }
+    };
+    app.metrics.set_queue_depth(depth);
     let mut r = app.metrics.encode().into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -340,7 +348,65 @@ fn jobs(s: &Snapshots, emit: &mut Emit<'_>) -> Result<(), std::fmt::Error> {
         "strata_jobs_abandoned",
         "Jobs failed for good because their workers kept losing them, by kind.",
         &borrowed(&per_kind(&|k| k.abandoned as f64)),
+    )?;
+    let Some(depth) = s
+        .queue
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+    else {
+        return Ok(());
+    };
+    // Every kind this process runs, in every state, so a series reads 0 rather than vanish.
+    let mut samples: Vec<([(&str, &str); 2], f64)> = Vec::new();
+    for k in &kinds {
+        for state in ["queued", "delayed", "running"] {
+            samples.push(([("kind", k.kind), ("state", state)], 0.0));
+        }
+    }
+    for d in &depth {
+        match samples
+            .iter_mut()
+            .find(|(l, _)| l[0].1 == d.kind && l[1].1 == d.state)
+        {
+            Some((_, n)) => *n = d.jobs as f64,
+            None => samples.push(([("kind", &d.kind), ("state", &d.state)], d.jobs as f64)),
+        }
+    }
+    emit(
+        Kind::Gauge,
+        "strata_jobs_queue_depth",
+        "Unfinished jobs of every process, by kind and state: queued (due), delayed \
+         (waiting out a retry's backoff), running.",
+        &borrowed(&samples),
     )
+}
+
+/// The observed histograms: the local model's pass durations and batch sizes.
+pub(crate) fn observed_histograms(
+    s: &Snapshots,
+    emit: &mut dyn FnMut(crate::metrics::Observed<'_>) -> Result<(), std::fmt::Error>,
+) -> Result<(), std::fmt::Error> {
+    let (model, Some(m)) = s.engine.retrieval().model_stats() else {
+        return Ok(());
+    };
+    let labels = [("model", model)];
+    emit(crate::metrics::Observed {
+        name: "strata_model_pass_duration_seconds",
+        help: "Seconds per forward pass of the local embedding model (tokenising included).",
+        labels: &labels,
+        bounds: &strata_engine::PASS_SECONDS_BUCKETS,
+        counts: &m.pass_seconds,
+        sum: m.busy_seconds,
+    })?;
+    emit(crate::metrics::Observed {
+        name: "strata_model_batch_size_texts",
+        help: "Texts per forward pass of the local embedding model.",
+        labels: &labels,
+        bounds: &strata_engine::BATCH_SIZE_BUCKETS,
+        counts: &m.batch_sizes,
+        sum: m.pass_texts as f64,
+    })
 }
 
 /// The process's own resources, under the names Prometheus' client libraries use.

@@ -4,6 +4,7 @@
 //! router and its `#[utoipa::path]` description to the OpenAPI document together.
 
 pub mod conversations;
+pub mod dashboard;
 pub mod documents;
 pub mod gateway;
 pub mod health;
@@ -15,6 +16,7 @@ pub mod performance;
 pub mod search;
 pub mod sessions;
 pub mod summaries;
+pub mod summary;
 
 use axum::extract::DefaultBodyLimit;
 use utoipa_axum::router::OpenApiRouter;
@@ -67,6 +69,12 @@ pub fn api(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(performance::cache_clear))
         .routes(routes!(performance::database_stats))
         .routes(routes!(performance::database_optimize))
+        .routes(routes!(summary::metrics_summary))
+        .routes(routes!(summary::system_health))
+        .routes(routes!(dashboard::page))
+        .routes(routes!(dashboard::script))
+        .routes(routes!(dashboard::style))
+        .routes(routes!(dashboard::data))
         .routes(routes!(metrics::metrics))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))

@@ -163,6 +163,10 @@ pub struct ServerFlags {
     /// compresses nothing; 0 turns compression off [default: 1024].
     #[arg(long, env = "STRATA_COMPRESS_MIN_BYTES", global = true)]
     pub compress_min_bytes: Option<usize>,
+    /// Requests answered after this many milliseconds are logged at warn with their route,
+    /// status, timing and request id; 0 turns the log off [default: 1000].
+    #[arg(long, env = "STRATA_SLOW_REQUEST_MS", global = true)]
+    pub slow_request_ms: Option<u64>,
     /// Serve HTTPS with this PEM certificate chain (leaf first), HTTP/1.1 and h2 chosen by
     /// ALPN; needs --tls-key. Both files are re-read when either changes. Unset: plain HTTP
     /// (terminate TLS in a proxy in front) [default: unset].
@@ -188,6 +192,7 @@ layered!(ServerFlags {
     cache_warm_interval_secs,
     cors_origins,
     compress_min_bytes,
+    slow_request_ms,
     tls_cert,
     tls_key,
     log,

@@ -131,6 +131,11 @@ impl Config {
                 (None, None) => None,
                 _ => bail!("tls_cert and tls_key go together: give both or neither"),
             },
+            slow_request: match s.slow_request_ms {
+                Some(0) => None,
+                Some(ms) => Some(Duration::from_millis(ms)),
+                None => d.server.slow_request,
+            },
             compress_min_bytes: match s.compress_min_bytes {
                 Some(0) => None,
                 Some(n) => Some(n),

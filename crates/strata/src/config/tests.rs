@@ -254,6 +254,13 @@ fn the_help_states_the_owning_crates_defaults() {
             d.server.compress_min_bytes.unwrap_or(0).to_string(),
         ),
         (
+            "slow_request_ms",
+            d.server
+                .slow_request
+                .map_or(0, |d| d.as_millis())
+                .to_string(),
+        ),
+        (
             "jwt_leeway_secs",
             strata_server::auth::AuthSettings::default()
                 .leeway

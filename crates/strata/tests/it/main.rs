@@ -21,6 +21,7 @@ mod isolation;
 mod jobs;
 mod mcp;
 mod memories;
+mod observability;
 mod openapi;
 mod pagination;
 mod process;
