@@ -126,6 +126,15 @@ impl TenantId {
         Ok(Self(s.to_owned()))
     }
 
+    /// A tenant name read back from the store: any [`parse`](Self::parse)able name, or the
+    /// [`operator`](Self::operator)'s, which rows written with the operator key carry.
+    pub fn from_stored(s: &str) -> Result<Self, EngineError> {
+        if s == "operator key" {
+            return Ok(Self::operator());
+        }
+        Self::parse(s)
+    }
+
     /// The tenant name.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -320,7 +320,7 @@ macro_rules! budgets_sql {
                     .await?;
                 }
                 tx.commit().await?;
-                $crate::ids::TenantId::parse(&owner)
+                $crate::ids::TenantId::from_stored(&owner)
                     .map(Some)
                     .map_err(|e| $crate::store::rows::corrupt("reservation owner", e))
             }

@@ -51,7 +51,7 @@ where
     Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
 {
     let owner: String = row.try_get("owner")?;
-    TenantId::parse(&owner).map_err(|e| corrupt("owner", e))
+    TenantId::from_stored(&owner).map_err(|e| corrupt("owner", e))
 }
 
 pub(crate) fn document_from_row<'r, R>(row: &'r R) -> Result<Document>

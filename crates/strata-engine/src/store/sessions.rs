@@ -282,7 +282,7 @@ macro_rules! sessions_sql {
                     .map(|r| {
                         let owner: String = r.try_get("owner")?;
                         Ok((
-                            $crate::ids::TenantId::parse(&owner).map_err(|e| {
+                            $crate::ids::TenantId::from_stored(&owner).map_err(|e| {
                                 $crate::store::rows::corrupt("session owner", e.to_string())
                             })?,
                             $crate::store::sessions::session_from_row(r)?,

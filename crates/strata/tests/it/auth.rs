@@ -288,3 +288,46 @@ async fn public_keys_from_pem_and_jwks_files_and_their_reload() {
     .await;
     s.stop().await;
 }
+
+/// What the operator key writes is read back as its own: its jobs are claimed, run and
+/// listed (the key's tenant name has a space, which no parsed name may have; reading its
+/// rows once failed as "corrupt owner", leaving its ingestion running forever).
+#[tokio::test]
+async fn the_operator_keys_documents_are_ingested_and_listed() {
+    let auth = Arc::new(
+        Authenticator::new(&AuthSettings {
+            admin_key: Some(Secret::new(OPERATOR_KEY)),
+            ..AuthSettings::default()
+        })
+        .unwrap(),
+    );
+    let s = TestServer::start_custom(
+        tempfile::tempdir().unwrap(),
+        |_| {},
+        move |srv| srv.identity = strata_server::caller::Identity::Token(auth),
+    )
+    .await;
+    let r = call(&s, "POST", "/v1/documents", Some(OPERATOR_KEY)).await;
+    assert_eq!(r.status(), 202);
+    let job = r.json::<Value>().await.unwrap()["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = call(&s, "GET", &format!("/v1/jobs/{job}"), Some(OPERATOR_KEY)).await;
+        assert_eq!(r.status(), 200);
+        let status = r.json::<Value>().await.unwrap()["status"].clone();
+        if status == "succeeded" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "job still {status}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let r = call(&s, "GET", "/v1/jobs", Some(OPERATOR_KEY)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["items"][0]["id"],
+        json!(job)
+    );
+}
