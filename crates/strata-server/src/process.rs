@@ -33,16 +33,7 @@ const USER_HZ: f64 = 100.0;
 pub fn read() -> Option<ProcessStats> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let kib = |key: &str| -> Option<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))?
-            .split_whitespace()
-            .next()?
-            .parse::<u64>()
-            .ok()
-            .map(|k| k * 1024)
-    };
+    let kib = |key: &str| kib_field(&status, key);
     // Fields after the command name (which may hold spaces and parentheses): the state is
     // field 3, utime 14, stime 15, num_threads 20, starttime 22.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -67,6 +58,17 @@ pub fn read() -> Option<ProcessStats> {
         threads: field(20)? as u64,
         start_time_seconds: boot + field(22)? / USER_HZ,
     })
+}
+
+/// The bytes of a `Key:   123 kB` line of a `/proc` file (`status`, `meminfo`).
+fn kib_field(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))?
+        .split_whitespace()
+        .next()?
+        .parse::<u64>()
+        .ok()
+        .map(|k| k * 1024)
 }
 
 /// The soft limit of `Max open files` in `/proc/self/limits`.
@@ -101,16 +103,7 @@ pub struct HostStats {
 /// Reads the machine's resources and the filesystem of `dir`; `None` without `/proc`.
 pub fn host(dir: &std::path::Path) -> Option<HostStats> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib = |key: &str| -> Option<u64> {
-        meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix(key))?
-            .split_whitespace()
-            .next()?
-            .parse::<u64>()
-            .ok()
-            .map(|k| k * 1024)
-    };
+    let kib = |key: &str| kib_field(&meminfo, key);
     let loadavg = std::fs::read_to_string("/proc/loadavg").ok()?;
     let mut load = [0.0; 3];
     for (slot, v) in load.iter_mut().zip(loadavg.split_whitespace()) {
