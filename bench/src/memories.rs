@@ -111,7 +111,11 @@ pub async fn run(
                 store.insert_memory(&m, Replace::Nothing).await?;
             }
         }
-        // Closing checkpoints the write-ahead log into the file copied below.
+        // Everything into the file copied below, before the copy: an explicit checkpoint
+        // (TRUNCATE) rather than the one closing does, which sqlx runs on the connection's
+        // thread after `close` has returned (a CI run copied a file still being written and
+        // lost the last tenant's newest 178 memories).
+        store.optimize().await?;
         store.close().await;
         std::fs::write(&marker, shape.to_string())?;
         let secs = populate.elapsed().as_secs_f64();
