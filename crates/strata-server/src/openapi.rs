@@ -65,7 +65,9 @@ pub enum Access {
 pub fn access(path: &str) -> Access {
     match path {
         "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/docs" => Access::Public,
-        p if p.starts_with("/v1/performance/") => Access::TenantExempt,
+        // The dashboard's page and assets hold no data; its feed needs an admin.
+        "/dashboard" | "/dashboard/app.js" | "/dashboard/app.css" => Access::Public,
+        p if p.starts_with("/v1/performance/") || p == "/dashboard/data" => Access::TenantExempt,
         _ => Access::Tenant,
     }
 }
