@@ -2,6 +2,7 @@
 //! a call into `strata-server` or `strata-engine`.
 
 mod config;
+mod progress;
 
 /// mimalloc: glibc malloc's consolidation and cross-thread frees were a measurable share of
 /// a cache hit's cost.
@@ -38,7 +39,10 @@ enum Command {
     /// Run the HTTP server and the background ingestion workers until SIGINT/SIGTERM.
     Serve,
     /// Add files (or every .txt/.md/.html/.pdf under a directory) to the library and process
-    /// them now, without a server.
+    /// them now, without a server. Progress is drawn on stderr (a bar on a terminal, a line
+    /// every 5 s otherwise: files, chunks embedded, rate, time left) and the run ends with
+    /// counts and every failed file with its reason (exit status 1 if any failed or was
+    /// rejected). Only warnings are logged unless --log / STRATA_LOG asks for more.
     Ingest {
         /// Files or directories.
         #[arg(required = true)]
@@ -77,7 +81,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    init_logging(&config);
+    // A waiting ingest draws its own progress: per-job INFO lines would break the bar, so
+    // it logs warnings only unless --log / STRATA_LOG asks for more.
+    let quiet = matches!(cli.command, Command::Ingest { no_wait: false, .. })
+        && cli.overrides.server.log.is_none();
+    init_logging(&config, quiet.then_some("warn"));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -97,8 +105,8 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+fn init_logging(config: &Config, default_level: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_new(default_level.unwrap_or(&config.log))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt;
@@ -243,35 +251,56 @@ async fn ingest(
     for p in &paths {
         collect_files(p, &mut files).with_context(|| format!("reading {}", p.display()))?;
     }
-    let (mut created, mut duplicates, mut rejected) = (0, 0, 0);
+    let (mut duplicates, mut rejected) = (0, 0);
+    let mut queued = std::collections::HashMap::new();
     for file in &files {
         match ingest_file(&engine, &owner, file, &tags).await {
             Ok(IngestOutcome::Created(d)) => {
-                created += 1;
-                println!("queued     {}  {}", d.id, file.display());
+                if let Some(job) = d.job_id {
+                    queued.insert(job, file.display().to_string());
+                }
             }
-            Ok(IngestOutcome::Duplicate(d)) => {
-                duplicates += 1;
-                println!("duplicate  {}  {}", d.id, file.display());
-            }
+            Ok(IngestOutcome::Duplicate(_)) => duplicates += 1,
             Err(e) => {
                 rejected += 1;
-                println!("rejected   {}: {e}", file.display());
+                eprintln!("rejected   {}: {e}", file.display());
             }
         }
     }
+    let created = queued.len();
+    let mut failed = Vec::new();
     if !no_wait && created > 0 {
-        println!("processing {created} document(s)...");
-        engine
-            .jobs()
-            .drain_jobs()
-            .await
-            .context("processing jobs")?;
+        // The bar follows this run's jobs while this task runs them.
+        let stop = CancellationToken::new();
+        let follower = tokio::spawn(progress::follow(
+            progress::Progress::new(queued),
+            engine.jobs().subscribe_jobs(),
+            stop.clone(),
+        ));
+        let drained = engine.jobs().drain_jobs().await;
+        stop.cancel();
+        let progress = follower.await.context("the progress display")?;
+        drained.context("processing jobs")?;
+        failed = progress.failures();
     }
-    println!("{created} new, {duplicates} already present, {rejected} rejected");
+    let waited = if no_wait {
+        "queued for a server's workers"
+    } else {
+        "processed"
+    };
+    println!(
+        "{created} new ({waited}), {duplicates} already present, {rejected} rejected, {} failed",
+        failed.len()
+    );
+    for f in &failed {
+        println!("failed     {}: {}", f.file, f.error);
+    }
     engine.close().await;
-    if rejected > 0 {
-        anyhow::bail!("{rejected} file(s) were rejected");
+    if rejected + failed.len() > 0 {
+        anyhow::bail!(
+            "{} file(s) were rejected or failed",
+            rejected + failed.len()
+        );
     }
     Ok(())
 }
