@@ -50,6 +50,16 @@ impl SlowLog {
             .collect()
     }
 
+    /// Empties the log, returning what it held, oldest first (a test that captures every
+    /// statement of one operation, with a zero threshold, reads them this way).
+    pub fn take(&self) -> Vec<SlowStatement> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect()
+    }
+
     /// The tracing layer that records into this log; install it with [`filter`].
     pub fn layer(&self) -> SlowStatementLayer {
         SlowStatementLayer(self.clone())

@@ -9,6 +9,7 @@
 mod backends;
 mod lexical;
 mod memories;
+mod plans;
 mod queue;
 
 use std::time::Duration;

@@ -1,0 +1,350 @@
+//! Query plans under test: every hot statement, captured as the store really runs it, is
+//! explained on a populated database of each backend, and the test fails if one reads a
+//! large table without an index.
+//!
+//! The statements are not copied here: each hot operation runs through the store with a
+//! zero slow-statement threshold, so sqlx reports every statement it sends, and a
+//! [`SlowLog`] captures them. SQLite explains them with `EXPLAIN QUERY PLAN` (unbound
+//! parameters read as NULL); PostgreSQL with `PREPARE` + `EXPLAIN EXECUTE` under
+//! `plan_cache_mode = force_generic_plan`, the plan it would use for any parameters.
+//! PostgreSQL's tables hold 20,000 documents and 40,000 chunks with vectors (inserted in
+//! bulk, then `ANALYZE`d), so a sequential scan is a real choice for its planner.
+//!
+//! Hot operations: a document by id, a list page, a tag filter, the dedupe lookup, the job
+//! claim, chunk fetches (a document's chunks, a search's hit rows), and on PostgreSQL the
+//! vector search (SQLite's runs in process, in usearch, with no SQL).
+
+use std::sync::{Arc, OnceLock};
+
+use chrono::{Duration as Span, Utc};
+use sqlx::{Connection as _, Executor as _, Row as _};
+use strata_engine::TenantId;
+use strata_engine::model::DocumentFilter;
+use strata_engine::slowlog::SlowLog;
+use strata_engine::store::postgres::{PostgresOptions, PostgresStore};
+use strata_engine::store::sqlite::{SqliteOptions, SqliteStore};
+use strata_engine::store::{ChunkFilter, Store};
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+
+use crate::backends::{FreshPostgres, KINDS, insert};
+
+/// Tables large enough in production that reading all of them is a bug.
+const LARGE: [&str; 4] = ["documents", "document_tags", "chunks", "jobs"];
+
+/// The process's statement log (global: SQLite statements run on sqlx's worker threads).
+fn log() -> &'static SlowLog {
+    static LOG: OnceLock<SlowLog> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = SlowLog::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(log.layer().with_filter(strata_engine::slowlog::filter()));
+        tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
+        log
+    })
+}
+
+/// The statements one operation ran (reads, writes with a WHERE: what a plan matters for).
+async fn statements<F, Fut>(what: &str, op: F) -> (String, Vec<String>)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    log().take();
+    op().await;
+    let sql: Vec<String> = log()
+        .take()
+        .into_iter()
+        .map(|s| s.statement)
+        .filter(|s| {
+            let head = s.trim_start().to_ascii_uppercase();
+            ["SELECT", "WITH", "UPDATE", "DELETE"]
+                .iter()
+                .any(|k| head.starts_with(k))
+        })
+        .collect();
+    assert!(!sql.is_empty(), "{what}: no statement was captured");
+    (what.to_owned(), sql)
+}
+
+/// Every hot operation's statements on `store`.
+async fn hot(store: Arc<dyn Store>) -> Vec<(String, Vec<String>)> {
+    let owner = TenantId::parse("carol").unwrap();
+    let doc = insert(store.as_ref(), &owner, 1, &["guide"]).await;
+    let s = store.clone();
+    let mut out = vec![
+        statements("document by id", || async {
+            s.get_document(&owner, doc).await.unwrap();
+        })
+        .await,
+    ];
+    out.push(
+        statements("list page", || async {
+            s.list_documents(&owner, &DocumentFilter::default(), Some(doc), 20)
+                .await
+                .unwrap();
+        })
+        .await,
+    );
+    out.push(
+        statements("tag filter", || async {
+            let filter = DocumentFilter {
+                tag: Some("guide".into()),
+                status: None,
+            };
+            s.list_documents(&owner, &filter, None, 20).await.unwrap();
+        })
+        .await,
+    );
+    out.push(
+        statements("dedupe lookup", || async {
+            s.find_by_sha256(&owner, &format!("{:064x}", 1))
+                .await
+                .unwrap();
+        })
+        .await,
+    );
+    out.push(
+        statements("job claim", || async {
+            let now = Utc::now();
+            s.claim_job(KINDS, now, now + Span::seconds(30))
+                .await
+                .unwrap();
+        })
+        .await,
+    );
+    out.push(
+        statements("chunks of a document", || async {
+            s.list_chunks(&owner, doc, 0, 50).await.unwrap();
+        })
+        .await,
+    );
+    out.push(
+        statements("hit rows", || async {
+            s.hit_rows(&owner, &[1, 2, 3]).await.unwrap();
+        })
+        .await,
+    );
+    out
+}
+
+/// The highest `$n` in `sql`, or the number of `?`s (outside quotes) when it has none.
+fn parameters(sql: &str) -> usize {
+    let bytes = sql.as_bytes();
+    let mut max = 0;
+    let mut questions = 0;
+    let mut quoted = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' => quoted = !quoted,
+            b'?' if !quoted => questions += 1,
+            b'$' if !quoted => {
+                let digits: String = sql[i + 1..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                if let Ok(n) = digits.parse::<usize>() {
+                    max = max.max(n);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if max > 0 { max } else { questions }
+}
+
+/// The large tables an SQLite plan reads in full (`SCAN t` without an index).
+fn sqlite_full_scans(plan: &[String]) -> Vec<String> {
+    plan.iter()
+        .filter(|line| {
+            let l = line.trim();
+            l.starts_with("SCAN ") && !l.contains(" USING ")
+        })
+        .filter(|line| {
+            let name = line.trim()["SCAN ".len()..]
+                .split_whitespace()
+                .next()
+                .unwrap_or("");
+            LARGE.contains(&name) || name.len() <= 2 // an alias of one (d, c, j, t)
+        })
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn hot_statements_use_their_indexes_on_sqlite() {
+    log();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plans.db");
+    let opts = SqliteOptions {
+        slow_statement: std::time::Duration::ZERO,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open(&path, &opts).await.unwrap();
+    let owner = TenantId::parse("dave").unwrap();
+    for n in 100..400 {
+        insert(&store, &owner, n, &["bulk"]).await;
+    }
+    let captured = hot(Arc::new(store.clone())).await;
+    store.close().await;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    conn.execute("ANALYZE").await.unwrap();
+    let mut bad = Vec::new();
+    let mut explained = 0;
+    for (what, sql) in &captured {
+        for stmt in sql {
+            let text = format!("EXPLAIN QUERY PLAN {stmt}");
+            let mut q = sqlx::query(&text);
+            for _ in 0..parameters(stmt) {
+                q = q.bind(None::<String>);
+            }
+            let plan: Vec<String> = q
+                .fetch_all(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}\n{stmt}"))
+                .iter()
+                .map(|r| r.get::<String, _>("detail"))
+                .collect();
+            explained += 1;
+            let scans = sqlite_full_scans(&plan);
+            if !scans.is_empty() {
+                bad.push(format!("{what}: {scans:?}\n  {stmt}\n  plan: {plan:?}"));
+            }
+        }
+    }
+    assert!(explained >= 7, "{explained} statements explained");
+    assert!(bad.is_empty(), "full scans:\n{}", bad.join("\n"));
+}
+
+/// Fills a PostgreSQL database the way a busy instance's looks: 50 tenants, 20,000
+/// documents with tags and finished jobs, 40,000 chunks with 8-dimensional vectors.
+async fn populate_postgres(url: &str) {
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    for sql in [
+        "INSERT INTO documents (id, owner, title, media_type, byte_size, sha256, status, \
+         chunk_count, created_at, updated_at) \
+         SELECT '00000000-0000-7000-8000-' || lpad(i::text, 12, '0'), 'bulk' || (i % 50), \
+         'doc ' || i, 'text/plain', 100, lpad(to_hex(i), 64, '0'), 'ready', 2, \
+         1700000000000 + i, 1700000000000 + i FROM generate_series(1, 20000) i",
+        "INSERT INTO document_tags (document_id, owner, tag) \
+         SELECT id, owner, 'tag' || (created_at % 20) FROM documents WHERE owner LIKE 'bulk%'",
+        "INSERT INTO jobs (id, owner, kind, subject, payload, status, attempts, max_attempts, \
+         run_after, created_at, updated_at, finished_at) \
+         SELECT 'j' || id, owner, 'ingest_document', 'document:' || id, '{}', 'succeeded', 1, 5, \
+         created_at, created_at, created_at, created_at FROM documents WHERE owner LIKE 'bulk%'",
+        "INSERT INTO chunks (document_id, ordinal, owner, text, token_count, text_sha256, \
+         model, embedding) \
+         SELECT d.id, o, d.owner, 'chunk ' || o || ' of ' || d.title, 4, md5(d.id || o), \
+         'plan-model', ARRAY[random(), random(), random(), random(), random(), random(), \
+         random(), random()]::real[]::vector \
+         FROM documents d, generate_series(0, 1) o WHERE d.owner LIKE 'bulk%'",
+    ] {
+        conn.execute(sql).await.unwrap();
+    }
+    conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn hot_statements_use_their_indexes_on_postgres() {
+    log();
+    let db = FreshPostgres::new().await;
+    let opts = PostgresOptions {
+        slow_statement: std::time::Duration::ZERO,
+        ..PostgresOptions::default()
+    };
+    let store = PostgresStore::connect(&db.url, &opts).await.unwrap();
+    populate_postgres(&db.url).await;
+    store
+        .ensure_vector_index("plan-model", 8, 16, 64)
+        .await
+        .unwrap();
+    let mut captured = hot(Arc::new(store.clone())).await;
+    let owner = TenantId::parse("bulk7").unwrap();
+    captured.push(
+        statements("vector search", || async {
+            let query = [0.5f32; 8];
+            store
+                .nearest(
+                    &owner,
+                    "plan-model",
+                    &query,
+                    10,
+                    &ChunkFilter::default(),
+                    false,
+                )
+                .await
+                .unwrap();
+        })
+        .await,
+    );
+    store.close().await;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    conn.execute("ANALYZE").await.unwrap();
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+        .await
+        .unwrap();
+    let mut bad = Vec::new();
+    let mut explained = 0;
+    for (what, sql) in &captured {
+        for stmt in sql {
+            let vector = stmt.contains("<=>");
+            if vector {
+                // The approximate path runs with these (see PostgresStore::nearest).
+                conn.execute("SET enable_seqscan = off; SET enable_sort = off")
+                    .await
+                    .unwrap();
+            }
+            conn.execute(format!("PREPARE plan_me AS {stmt}").as_str())
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}\n{stmt}"));
+            let args = vec!["NULL"; parameters(stmt)].join(", ");
+            let execute = if args.is_empty() {
+                "EXPLAIN EXECUTE plan_me".to_owned()
+            } else {
+                format!("EXPLAIN EXECUTE plan_me({args})")
+            };
+            let plan: Vec<String> = sqlx::query(execute.as_str())
+                .fetch_all(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}\n{stmt}"))
+                .iter()
+                .map(|r| r.get::<String, _>(0))
+                .collect();
+            conn.execute("DEALLOCATE plan_me").await.unwrap();
+            if vector {
+                conn.execute("RESET enable_seqscan; RESET enable_sort")
+                    .await
+                    .unwrap();
+            }
+            explained += 1;
+            let scans: Vec<&String> = plan
+                .iter()
+                .filter(|l| {
+                    LARGE
+                        .iter()
+                        .any(|t| l.contains(&format!("Seq Scan on {t}")))
+                })
+                .collect();
+            if !scans.is_empty() {
+                bad.push(format!("{what}: {scans:?}\n  {stmt}\n  plan: {plan:#?}"));
+            }
+            if vector && !plan.iter().any(|l| l.contains("using chunks_hnsw_")) {
+                bad.push(format!(
+                    "{what}: not through the HNSW index\n  plan: {plan:#?}"
+                ));
+            }
+        }
+    }
+    conn.close().await.unwrap();
+    db.drop().await;
+    assert!(explained >= 8, "{explained} statements explained");
+    assert!(
+        bad.is_empty(),
+        "plans without their index:\n{}",
+        bad.join("\n")
+    );
+}
