@@ -30,6 +30,7 @@ impl AdminService {
             backend: store.backend(),
             pool: store.pool_stats(),
             tables: store.table_stats().await?,
+            recommendations: store.recommendations().await?,
             slow_statements: self.slow_log.recent(),
             lexical_index: self.lexical.stats(),
         })

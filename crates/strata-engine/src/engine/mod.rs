@@ -123,6 +123,8 @@ pub struct DatabaseStats {
     pub pool: crate::store::meter::PoolStats,
     /// Tables, their sizes and their indexes' use.
     pub tables: Vec<TableStats>,
+    /// What the catalog says should be done (empty when nothing).
+    pub recommendations: Vec<crate::store::Recommendation>,
     /// The slowest recent statements, newest first.
     pub slow_statements: Vec<crate::slowlog::SlowStatement>,
     /// The in-process lexical index of the embedded default (null on PostgreSQL, whose

@@ -189,6 +189,24 @@ pub struct TableStats {
     pub indexes: Vec<IndexStats>,
 }
 
+/// One thing the catalog says should be done, with the figures it is based on.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Recommendation {
+    /// `sequential_scans`, `unused_index`, `dead_rows`, `missing_statistics` or
+    /// `free_pages`.
+    pub kind: &'static str,
+    /// The table or index.
+    pub target: String,
+    /// What was seen, with its numbers.
+    pub finding: String,
+    /// What to do about it.
+    pub action: String,
+}
+
+/// A table counts as large from this many rows: below it a full read costs less than an
+/// index's overhead, and nothing is recommended.
+pub const LARGE_TABLE_ROWS: i64 = 10_000;
+
 /// Size and use of one index.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct IndexStats {
@@ -225,6 +243,10 @@ pub trait Store:
     /// Refreshes the planner's statistics and compacts what needs it; returns the statements
     /// run.
     async fn optimize(&self) -> Result<Vec<String>>;
+
+    /// What the catalog says should be done: sequential scans of large tables, indexes never
+    /// used, dead rows, missing planner statistics, free pages (see [`Recommendation`]).
+    async fn recommendations(&self) -> Result<Vec<Recommendation>>;
 
     /// Tells every other process sharing this store about a change (a no-op for a store
     /// only one process opens).

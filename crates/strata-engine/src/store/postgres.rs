@@ -448,6 +448,95 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    async fn recommendations(&self) -> Result<Vec<super::Recommendation>> {
+        use super::{LARGE_TABLE_ROWS, Recommendation};
+        let mut conn = self.conn().await?;
+        let mut out = Vec::new();
+        let tables = sqlx::query(
+            "SELECT relname, seq_scan, seq_tup_read, COALESCE(idx_scan, 0) AS idx_scan, \
+                    n_live_tup, n_dead_tup, \
+                    (last_analyze IS NULL AND last_autoanalyze IS NULL) AS never_analyzed \
+             FROM pg_stat_user_tables WHERE schemaname = current_schema() \
+               AND relname NOT LIKE '\\_sqlx%' ORDER BY relname",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for t in &tables {
+            let name: String = t.try_get("relname")?;
+            let (seq, read, idx, live, dead): (i64, i64, i64, i64, i64) = (
+                t.try_get("seq_scan")?,
+                t.try_get("seq_tup_read")?,
+                t.try_get("idx_scan")?,
+                t.try_get("n_live_tup")?,
+                t.try_get("n_dead_tup")?,
+            );
+            // Repeated full reads of a large table: some statement has no index to use.
+            if live >= LARGE_TABLE_ROWS && seq >= 10 && read / seq.max(1) >= live / 2 {
+                out.push(Recommendation {
+                    kind: "sequential_scans",
+                    target: name.clone(),
+                    finding: format!(
+                        "{seq} sequential scans read {} rows each on average ({live} live rows; \
+                         {idx} index scans)",
+                        read / seq.max(1)
+                    ),
+                    action: "find the statement in slow_statements and EXPLAIN it; add the \
+                             index its WHERE clause needs"
+                        .into(),
+                });
+            }
+            if dead > 1000 && dead > live / 5 {
+                out.push(Recommendation {
+                    kind: "dead_rows",
+                    target: name.clone(),
+                    finding: format!("{dead} dead rows beside {live} live ones"),
+                    action: "POST /v1/performance/database/optimize (VACUUM ANALYZE of this \
+                             table), or tune autovacuum for it"
+                        .into(),
+                });
+            }
+            if live >= 1000 && t.try_get::<bool, _>("never_analyzed")? {
+                out.push(Recommendation {
+                    kind: "missing_statistics",
+                    target: name,
+                    finding: format!("{live} rows and never analysed: the planner guesses"),
+                    action: "POST /v1/performance/database/optimize (ANALYZE)".into(),
+                });
+            }
+        }
+        let unused = sqlx::query(
+            "SELECT s.indexrelname AS name, s.relname AS tbl, t.n_live_tup AS live, \
+                    pg_relation_size(s.indexrelid) AS bytes \
+             FROM pg_stat_user_indexes s \
+             JOIN pg_index i ON i.indexrelid = s.indexrelid \
+             JOIN pg_stat_user_tables t ON t.relid = s.relid \
+             WHERE s.schemaname = current_schema() AND s.idx_scan = 0 \
+               AND NOT i.indisunique AND NOT i.indisprimary AND t.n_live_tup >= $1 \
+             ORDER BY s.indexrelname",
+        )
+        .bind(LARGE_TABLE_ROWS)
+        .fetch_all(&mut *conn)
+        .await?;
+        for i in &unused {
+            let name: String = i.try_get("name")?;
+            let table: String = i.try_get("tbl")?;
+            out.push(Recommendation {
+                kind: "unused_index",
+                target: name,
+                finding: format!(
+                    "never scanned since statistics were reset, on {table} ({} live rows), \
+                     {} bytes kept up to date by every write",
+                    i.try_get::<i64, _>("live")?,
+                    i.try_get::<i64, _>("bytes")?
+                ),
+                action: "if this workload never needs it (a search mode or filter it does \
+                         not use), it costs writes for nothing; keep it otherwise"
+                    .into(),
+            });
+        }
+        Ok(out)
+    }
+
     async fn optimize(&self) -> Result<Vec<String>> {
         let mut ran = Vec::new();
         let mut conn = self.conn().await?;

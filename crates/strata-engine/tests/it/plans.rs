@@ -348,3 +348,97 @@ async fn hot_statements_use_their_indexes_on_postgres() {
         bad.join("\n")
     );
 }
+
+/// The recommendations come from the catalog: a table never analysed is named until
+/// `optimize` analyses it.
+#[tokio::test]
+async fn sqlite_recommends_analyze_for_a_table_it_has_no_statistics_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("r.db"), &SqliteOptions::default())
+        .await
+        .unwrap();
+    let owner = TenantId::parse("erin").unwrap();
+    for n in 0..1200 {
+        insert(&store, &owner, n, &[]).await;
+    }
+    let named = |r: &[strata_engine::store::Recommendation]| -> Vec<(String, String)> {
+        r.iter()
+            .map(|r| (r.kind.to_owned(), r.target.clone()))
+            .collect()
+    };
+    let before = named(&store.recommendations().await.unwrap());
+    for table in ["documents", "jobs"] {
+        assert!(
+            before.contains(&("missing_statistics".into(), table.into())),
+            "{before:?}"
+        );
+    }
+    store.optimize().await.unwrap();
+    let after = store.recommendations().await.unwrap();
+    assert!(after.is_empty(), "{after:?}");
+    store.close().await;
+}
+
+/// Full scans of a large table, dead rows, a table never analysed and indexes never used
+/// are each named with their figures.
+#[tokio::test]
+async fn postgres_recommends_from_its_statistics() {
+    let db = FreshPostgres::new().await;
+    let store = PostgresStore::connect(&db.url, &PostgresOptions::default())
+        .await
+        .unwrap();
+    populate_postgres(&db.url).await;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    // Autovacuum would clean and analyse behind the test's back.
+    for t in ["documents", "document_tags", "chunks", "jobs"] {
+        conn.execute(format!("ALTER TABLE {t} SET (autovacuum_enabled = false)").as_str())
+            .await
+            .unwrap();
+    }
+    conn.execute("ANALYZE chunks, jobs").await.unwrap();
+    for _ in 0..12 {
+        // A filter no index serves: every row read each time.
+        conn.execute("SELECT count(*) FROM documents WHERE byte_size + 1 = 7")
+            .await
+            .unwrap();
+    }
+    conn.execute(
+        "DELETE FROM document_tags WHERE tag IN ('tag0', 'tag1', 'tag2', 'tag3', 'tag4', 'tag5')",
+    )
+    .await
+    .unwrap();
+    // A backend's counters reach the shared statistics when it exits.
+    conn.close().await.unwrap();
+    let want = [
+        ("sequential_scans", "documents"),
+        ("dead_rows", "document_tags"),
+        ("missing_statistics", "documents"),
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let found = loop {
+        let r = store.recommendations().await.unwrap();
+        let have = |k: &str, t: &str| r.iter().any(|x| x.kind == k && x.target == t);
+        if want.iter().all(|(k, t)| have(k, t)) || std::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    for (kind, target) in want {
+        assert!(
+            found.iter().any(|r| r.kind == kind && r.target == target),
+            "no {kind} for {target} in {found:#?}"
+        );
+    }
+    assert!(
+        found.iter().any(|r| r.kind == "unused_index"),
+        "no unused index in {found:#?}"
+    );
+    assert!(
+        !found
+            .iter()
+            .any(|r| r.kind == "sequential_scans" && r.target == "chunks"),
+        "{found:#?}"
+    );
+    store.close().await;
+    db.drop().await;
+}

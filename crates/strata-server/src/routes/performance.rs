@@ -171,8 +171,11 @@ pub async fn cache_clear(
     summary = "Database statistics",
     description = "`database`: the backend and its pool (size, idle, in use, waiters, acquire \
                    latency); admins also get tables and indexes with sizes and use, recent \
-                   slow statements, and on the embedded default the in-process lexical index's \
-                   size (`lexical_index`: texts, terms, postings, heap_bytes).",
+                   slow statements, `recommendations` computed from the catalog (each with \
+                   `kind`: sequential_scans, unused_index, dead_rows, missing_statistics or \
+                   free_pages; `target`, `finding` with its figures, and `action`), and on the \
+                   embedded default the in-process lexical index's size (`lexical_index`: \
+                   texts, terms, postings, heap_bytes).",
     responses((status = 200, description = "The statistics", body = Object)),
 )]
 pub async fn database_stats(
