@@ -268,6 +268,9 @@ edge = http_med("strata_l1_hit_edge", "requests_per_s")
 target("L1-hit with JWT + rate limit + gzip / gzip ceiling", edge / gz_ceil if edge and gz_ceil else None,
        ">=", 0.8)
 bare = http_med("bare_axum", "requests_per_s")
+# Issue 23's cost of watching: the L1 hit with every metric, the request stopwatch and
+# Server-Timing on, against a server that watches nothing (bare axum, the same answer).
+target("(issue 23) L1-hit, all metrics on / bare axum, no metrics", l1 / bare if l1 and bare else None, ">=", 0.8)
 row("(issue 19) L1-hit with strata's middleware / bare axum, no middleware", l1 / bare if l1 and bare else None, "",
     f"same {http.get('body_bytes', '?')}-byte answer; the ceiling router / bare axum: "
     f"{(ceil / bare) if ceil and bare else 0:.3f}")

@@ -30,6 +30,7 @@ pub mod search;
 pub mod session;
 pub mod slowlog;
 pub mod store;
+pub mod timing;
 pub mod validate;
 pub mod vectors;
 

@@ -10,6 +10,8 @@ use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Response, header};
 use axum::response::IntoResponse;
+use strata_engine::timing::Phases;
+use tokio::task::futures::TaskLocalFuture;
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::{MakeSpan, TraceLayer};
 use tracing::Span;
@@ -35,7 +37,9 @@ const SECURITY_HEADERS: [(HeaderName, HeaderValue); 4] = [
 ];
 
 /// Writes `Server-Timing`: a cached read's `cache;desc=...;dur=...` (the [`CacheTiming`] its
-/// handler left in the response's extensions, see [`cache_timing`]), then `app;dur=<ms>`
+/// handler left in the response's extensions, see [`cache_timing`]), the phases the request
+/// ran (`db`, `embed`, `index`: the engine's [`strata_engine::timing`] stopwatch, scoped
+/// around the request here), then `app;dur=<ms>`
 /// (time spent inside strata), as one header value; `X-Process-Time` (the same time in
 /// seconds, as FastAPI services name it); and the [`SECURITY_HEADERS`].
 ///
@@ -74,7 +78,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         Timed {
             start: Instant::now(),
-            inner: self.inner.call(req),
+            inner: strata_engine::timing::scope(self.inner.call(req)),
         }
     }
 }
@@ -84,7 +88,7 @@ pin_project_lite::pin_project! {
     pub(crate) struct Timed<F> {
         start: Instant,
         #[pin]
-        inner: F,
+        inner: TaskLocalFuture<Phases, F>,
     }
 }
 
@@ -95,21 +99,28 @@ where
     type Output = Result<Response<R>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut resp = std::task::ready!(this.inner.poll(cx))?;
-        stamp(&mut resp, this.start.elapsed());
+        let mut this = self.project();
+        let mut resp = std::task::ready!(this.inner.as_mut().poll(cx))?;
+        let phases = this.inner.take_value();
+        stamp(&mut resp, this.start.elapsed(), phases.as_ref());
         Poll::Ready(Ok(resp))
     }
 }
 
 /// Writes the `Server-Timing` value and the security headers onto `resp`.
-fn stamp<R>(resp: &mut Response<R>, app: Duration) {
+fn stamp<R>(resp: &mut Response<R>, app: Duration, phases: Option<&Phases>) {
     let mut v = Stack::default();
     if let Some(c) = resp.extensions().get::<CacheTiming>() {
         v.push(b"cache;desc=");
         v.push(c.desc.as_bytes());
         v.push(b";dur=");
         v.millis(c.dur);
+        v.push(b", ");
+    }
+    for (phase, dur) in phases.into_iter().flat_map(Phases::ran) {
+        v.push(phase.name().as_bytes());
+        v.push(b";dur=");
+        v.millis(dur);
         v.push(b", ");
     }
     v.push(b"app;dur=");
@@ -130,14 +141,14 @@ fn stamp<R>(resp: &mut Response<R>, app: Duration) {
 
 /// A small byte buffer on the stack (longer input is cut, never a panic).
 struct Stack {
-    buf: [u8; 96],
+    buf: [u8; 160],
     len: usize,
 }
 
 impl Default for Stack {
     fn default() -> Self {
         Self {
-            buf: [0; 96],
+            buf: [0; 160],
             len: 0,
         }
     }

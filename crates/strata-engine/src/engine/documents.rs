@@ -22,6 +22,7 @@ use crate::model::{
 };
 use crate::policy::{CachePolicy, Changed};
 use crate::store::{InsertOutcome, Store, StoreChange};
+use crate::timing::{Phase, timed};
 use crate::validate;
 use crate::{DEFAULT_PAGE, MAX_PAGE};
 
@@ -199,8 +200,7 @@ impl DocumentService {
 
     /// One document of the owner's.
     pub async fn get_document(&self, owner: &TenantId, id: DocumentId) -> Result<Document> {
-        self.store
-            .get_document(owner, id)
+        timed(Phase::Db, self.store.get_document(owner, id))
             .await?
             .ok_or_else(|| EngineError::not_found(IdKind::Document, id))
     }
@@ -220,7 +220,12 @@ impl DocumentService {
             q.limit,
             q.cursor.as_deref(),
             &fingerprint,
-            |before: Option<DocumentId>, n| self.store.list_documents(owner, &q.filter, before, n),
+            |before: Option<DocumentId>, n| {
+                timed(
+                    Phase::Db,
+                    self.store.list_documents(owner, &q.filter, before, n),
+                )
+            },
             |d: &Document| d.id.to_string(),
         )
         .await
@@ -309,7 +314,7 @@ impl DocumentService {
 
     /// The owner's tags with counts.
     pub async fn tag_counts(&self, owner: &TenantId) -> Result<Vec<TagCount>> {
-        self.store.tag_counts(owner).await
+        timed(Phase::Db, self.store.tag_counts(owner)).await
     }
 
     /// Chunks of one of the owner's documents.
@@ -322,6 +327,6 @@ impl DocumentService {
     ) -> Result<Vec<Chunk>> {
         let limit = validate::limit(limit, DEFAULT_PAGE, MAX_PAGE)?;
         self.get_document(owner, id).await?;
-        self.store.list_chunks(owner, id, from, limit).await
+        timed(Phase::Db, self.store.list_chunks(owner, id, from, limit)).await
     }
 }

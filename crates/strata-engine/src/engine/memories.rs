@@ -26,6 +26,7 @@ use crate::memory::{
 use crate::model::Page;
 use crate::policy::{CachePolicy, Changed};
 use crate::store::{Replace, Store};
+use crate::timing::{Phase, timed};
 use crate::validate;
 
 mod access;
@@ -597,7 +598,10 @@ impl MemoryService {
             since: f.since,
             until: f.until,
         };
-        let (set, vector) = tokio::try_join!(self.set(owner), self.retrieval.embed_query(query))?;
+        let (set, vector) = tokio::try_join!(
+            timed(Phase::Db, self.set(owner)),
+            timed(Phase::Embed, self.retrieval.embed_query(query))
+        )?;
         let terms: Vec<String> = {
             let mut t: Vec<String> = crate::bm25::analyze(query).collect();
             t.sort_unstable();
@@ -605,7 +609,9 @@ impl MemoryService {
             t
         };
         let n = (k * 3).max(MIN_CANDIDATES);
+        let started = std::time::Instant::now();
         let candidates = set.candidates(&vector, &terms, &filter, &f.metadata, n);
+        crate::timing::record(Phase::Index, started.elapsed());
         let now = Utc::now();
         let count = candidates.len();
         let ranked = rank::rank(

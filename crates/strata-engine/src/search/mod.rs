@@ -21,6 +21,7 @@ use crate::error::{EngineError, Result};
 use crate::ids::{DocumentId, TenantId};
 use crate::lexical::Lexical;
 use crate::store::{ChunkFilter, LexicalQuery, Store};
+use crate::timing::{Phase, timed};
 use crate::validate;
 
 pub mod fusion;
@@ -315,11 +316,13 @@ pub(crate) async fn run(
     embed: impl std::future::Future<Output = Result<Vec<f32>>>,
 ) -> Result<SearchResults> {
     let (store, model) = (corpus.store, corpus.model);
+    let embed = timed(Phase::Embed, embed);
     // (candidate, the score it is ranked by), best first.
     let (ranked, exhaustive): (Vec<(Candidate, f32)>, bool) = match plan.mode {
         SearchMode::Semantic => {
             let query = embed.await?;
-            let (mut nearest, exhaustive) = semantic(corpus, owner, plan, &query, plan.k).await?;
+            let (mut nearest, exhaustive) =
+                timed(Phase::Index, semantic(corpus, owner, plan, &query, plan.k)).await?;
             if let Some(min) = plan.min_score {
                 nearest.retain(|(_, s)| *s >= min);
             }
@@ -337,10 +340,13 @@ pub(crate) async fn run(
             (ranked, exhaustive)
         }
         SearchMode::Lexical => {
-            let best = corpus
-                .lexical
-                .top(store, owner, model, &plan.words, &plan.filter, plan.k)
-                .await?;
+            let best = timed(
+                Phase::Index,
+                corpus
+                    .lexical
+                    .top(store, owner, model, &plan.words, &plan.filter, plan.k),
+            )
+            .await?;
             let ranked = best
                 .into_iter()
                 .map(|(id, l)| {
@@ -360,12 +366,16 @@ pub(crate) async fn run(
             let ((query, (nearest, exhaustive)), best) = tokio::try_join!(
                 async {
                     let query = embed.await?;
-                    let nearest = semantic(corpus, owner, plan, &query, n).await?;
+                    let nearest =
+                        timed(Phase::Index, semantic(corpus, owner, plan, &query, n)).await?;
                     Ok::<_, EngineError>((query, nearest))
                 },
-                corpus
-                    .lexical
-                    .top(store, owner, model, &plan.words, &plan.filter, n),
+                timed(
+                    Phase::Index,
+                    corpus
+                        .lexical
+                        .top(store, owner, model, &plan.words, &plan.filter, n)
+                ),
             )?;
             let query = query.as_slice();
             let mut cands: HashMap<u64, Candidate> = nearest
@@ -385,7 +395,7 @@ pub(crate) async fn run(
                 .map(|(id, _)| *id)
                 .filter(|id| !cands.contains_key(id))
                 .collect();
-            let vectors = store.vectors_of(owner, model, &lexical_only).await?;
+            let vectors = timed(Phase::Db, store.vectors_of(owner, model, &lexical_only)).await?;
             for (id, s) in crate::vectors::exact_top_k(query, &vectors, usize::MAX) {
                 let c = Candidate {
                     id,
@@ -409,8 +419,7 @@ pub(crate) async fn run(
         }
     };
     let ids: Vec<u64> = ranked.iter().map(|(c, _)| c.id).collect();
-    let rows: HashMap<u64, _> = store
-        .hit_rows(owner, &ids)
+    let rows: HashMap<u64, _> = timed(Phase::Db, store.hit_rows(owner, &ids))
         .await?
         .into_iter()
         .map(|r| (r.id, r))

@@ -127,3 +127,39 @@ async fn metrics_carry_the_queue_depth_and_the_model_histograms() {
         .unwrap_or_else(|| panic!("no pass count in\n{text}"));
     assert!(passes >= 1);
 }
+
+/// `Server-Timing` names the phases a request ran: an uncached search embeds, searches the
+/// indexes and reads the hits' rows; the same search from the cache runs none of them; a
+/// document read is one database phase; a health check none.
+#[tokio::test]
+async fn server_timing_names_the_phases_that_ran() {
+    let s = TestServer::start().await;
+    let doc = s
+        .create_text("Phases of a request: database, model, index.", &[])
+        .await;
+    s.wait_job(doc["job_id"].as_str().unwrap()).await;
+    let timing = |r: &reqwest::Response| r.headers()["server-timing"].to_str().unwrap().to_owned();
+    let names = |t: &str| -> Vec<String> {
+        t.split(", ")
+            .map(|e| e.split(';').next().unwrap().to_owned())
+            .collect()
+    };
+    let body = json!({"query": "which phases does a request have?"});
+    let miss = s.post_json("/v1/search", body.clone()).await;
+    assert_eq!(miss.headers()["x-cache"], "MISS");
+    let t = timing(&miss);
+    assert_eq!(names(&t), ["cache", "db", "embed", "index", "app"], "{t}");
+    let hit = s.post_json("/v1/search", body).await;
+    assert_eq!(hit.headers()["x-cache"], "HIT-L1");
+    let t = timing(&hit);
+    assert_eq!(names(&t), ["cache", "app"], "{t}");
+    let id = doc["id"].as_str().unwrap();
+    let t = timing(&s.get(&format!("/v1/documents/{id}/chunks")).await);
+    let n = names(&t);
+    assert!(
+        n.contains(&"db".to_owned()) && !n.contains(&"embed".to_owned()),
+        "{t}"
+    );
+    let t = timing(&s.get("/healthz").await);
+    assert_eq!(names(&t), ["app"], "{t}");
+}
