@@ -37,6 +37,7 @@ pub fn vector_from_bytes(b: &[u8]) -> Option<Vec<f32>> {
     )
 }
 
+pub mod advice;
 pub mod budgets;
 pub mod chunks;
 pub mod conversations;
@@ -52,6 +53,7 @@ pub mod sessions;
 pub mod sqlite;
 pub mod summaries;
 
+pub use advice::{LARGE_TABLE_ROWS, Recommendation};
 pub use budgets::{BudgetStore, UsageFilter};
 pub use chunks::ChunkStore;
 pub use conversations::ConversationStore;
@@ -188,24 +190,6 @@ pub struct TableStats {
     /// Its indexes.
     pub indexes: Vec<IndexStats>,
 }
-
-/// One thing the catalog says should be done, with the figures it is based on.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Recommendation {
-    /// `sequential_scans`, `unused_index`, `dead_rows`, `missing_statistics` or
-    /// `free_pages`.
-    pub kind: &'static str,
-    /// The table or index.
-    pub target: String,
-    /// What was seen, with its numbers.
-    pub finding: String,
-    /// What to do about it.
-    pub action: String,
-}
-
-/// A table counts as large from this many rows: below it a full read costs less than an
-/// index's overhead, and nothing is recommended.
-pub const LARGE_TABLE_ROWS: i64 = 10_000;
 
 /// Size and use of one index.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -155,63 +155,7 @@ impl Store for SqliteStore {
     }
 
     async fn recommendations(&self) -> Result<Vec<super::Recommendation>> {
-        use super::Recommendation;
-        let mut conn = self.conn().await?;
-        let mut out = Vec::new();
-        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
-            .fetch_one(&mut *conn)
-            .await?;
-        let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
-            .fetch_one(&mut *conn)
-            .await?;
-        let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
-            .fetch_one(&mut *conn)
-            .await?;
-        if free >= 256 && free * 5 >= pages {
-            out.push(Recommendation {
-                kind: "free_pages",
-                target: "database file".into(),
-                finding: format!(
-                    "{free} of {pages} pages are free ({} bytes the file keeps)",
-                    free * page_size
-                ),
-                action: "VACUUM while nothing else writes (it rewrites the file); new rows \
-                         reuse free pages meanwhile"
-                    .into(),
-            });
-        }
-        // Tables the planner has no statistics for (sqlite_stat1 is written by ANALYZE).
-        // No sqlite_stat1 yet (an error here) means nothing was ever analysed.
-        let analysed: Vec<String> = sqlx::query_scalar("SELECT DISTINCT tbl FROM sqlite_stat1")
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap_or_default();
-        let tables: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM sqlite_schema WHERE type = 'table' \
-             AND name NOT LIKE 'sqlite%' AND name NOT LIKE '\\_sqlx%' ESCAPE '\\' ORDER BY name",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        for table in tables {
-            if analysed.contains(&table) {
-                continue;
-            }
-            let rows: i64 = sqlx::query_scalar(&format!(
-                "SELECT COUNT(*) FROM \"{}\"",
-                table.replace('"', "\"\"")
-            ))
-            .fetch_one(&mut *conn)
-            .await?;
-            if rows >= 1000 {
-                out.push(Recommendation {
-                    kind: "missing_statistics",
-                    target: table,
-                    finding: format!("{rows} rows and never analysed: the planner guesses"),
-                    action: "POST /v1/performance/database/optimize (ANALYZE)".into(),
-                });
-            }
-        }
-        Ok(out)
+        super::advice::sqlite(&mut *self.conn().await?).await
     }
 
     async fn table_stats(&self) -> Result<Vec<TableStats>> {
