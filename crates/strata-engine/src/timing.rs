@@ -77,9 +77,17 @@ pub fn scope<F: Future>(f: F) -> TaskLocalFuture<Phases, F> {
     PHASES.scope(Phases::default(), f)
 }
 
-/// Counts `d` to `phase` when a [`scope`] is around the caller (for synchronous work).
-pub fn record(phase: Phase, d: Duration) {
+/// Counts `d` to `phase` when a [`scope`] is around the caller.
+fn record(phase: Phase, d: Duration) {
     let _ = PHASES.try_with(|p| p.add(phase, d));
+}
+
+/// Runs synchronous work `f`, counting its time to `phase` when a [`scope`] is around it.
+pub fn measure<T>(phase: Phase, f: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let out = f();
+    record(phase, started.elapsed());
+    out
 }
 
 /// Awaits `f`, counting its time to `phase` when a [`scope`] is around it.

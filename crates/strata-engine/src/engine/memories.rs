@@ -26,7 +26,7 @@ use crate::memory::{
 use crate::model::Page;
 use crate::policy::{CachePolicy, Changed};
 use crate::store::{Replace, Store};
-use crate::timing::{Phase, timed};
+use crate::timing::{Phase, measure, timed};
 use crate::validate;
 
 mod access;
@@ -609,9 +609,9 @@ impl MemoryService {
             t
         };
         let n = (k * 3).max(MIN_CANDIDATES);
-        let started = std::time::Instant::now();
-        let candidates = set.candidates(&vector, &terms, &filter, &f.metadata, n);
-        crate::timing::record(Phase::Index, started.elapsed());
+        let candidates = measure(Phase::Index, || {
+            set.candidates(&vector, &terms, &filter, &f.metadata, n)
+        });
         let now = Utc::now();
         let count = candidates.len();
         let ranked = rank::rank(
