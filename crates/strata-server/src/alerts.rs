@@ -28,6 +28,8 @@ pub struct Rule {
     pub expr: &'static str,
     /// What it means, for a person.
     pub summary: &'static str,
+    /// The figure the summary judges it on.
+    pub value: fn(&Inputs) -> Option<f64>,
 }
 
 /// Every rule, in the order `docs/alerts.yml` lists them.
@@ -40,6 +42,7 @@ pub const RULES: [Rule; 7] = [
         below: false,
         expr: "histogram_quantile(0.95, sum by (le) (rate(strata_http_request_duration_seconds_bucket[5m]))) > 0.5",
         summary: "95% of requests over the last 5 minutes took longer than 0.5 s",
+        value: |i| i.p95_seconds_5m,
     },
     Rule {
         name: "StrataErrorRateHigh",
@@ -49,6 +52,7 @@ pub const RULES: [Rule; 7] = [
         below: false,
         expr: "sum(rate(strata_http_requests_total{status=~\"5..\"}[5m])) / sum(rate(strata_http_requests_total[5m])) > 0.05",
         summary: "More than 5% of requests over the last 5 minutes were answered 5xx",
+        value: |i| i.error_rate_5m,
     },
     Rule {
         name: "StrataCacheHitRatioDrop",
@@ -58,6 +62,7 @@ pub const RULES: [Rule; 7] = [
         below: true,
         expr: "(sum(rate(strata_cache_requests_total{outcome=~\"hit_l1|hit_l2\"}[5m])) / sum(rate(strata_cache_requests_total{outcome=~\"hit_l1|hit_l2|miss|coalesced|bypass\"}[5m]))) / (sum(rate(strata_cache_requests_total{outcome=~\"hit_l1|hit_l2\"}[15m])) / sum(rate(strata_cache_requests_total{outcome=~\"hit_l1|hit_l2|miss|coalesced|bypass\"}[15m]))) < 0.5 and sum(rate(strata_cache_requests_total{outcome=~\"hit_l1|hit_l2|miss|coalesced|bypass\"}[5m])) >= 1",
         summary: "The cache hit ratio of the last 5 minutes fell below half that of the last 15 (at 1+ lookups/s)",
+        value: |i| i.hit_ratio_change,
     },
     Rule {
         name: "StrataDbPoolSaturated",
@@ -67,6 +72,7 @@ pub const RULES: [Rule; 7] = [
         below: false,
         expr: "max(strata_db_pool_in_use_connections / strata_db_pool_max_connections) > 0.9",
         summary: "More than 90% of the connections of the database pool are in use",
+        value: |i| i.pool_utilisation,
     },
     Rule {
         name: "StrataJobBacklog",
@@ -76,6 +82,7 @@ pub const RULES: [Rule; 7] = [
         below: false,
         expr: "max(sum by (instance) (strata_jobs_queue_depth{state=\"queued\"})) > 100",
         summary: "More than 100 jobs are due and waiting for a worker",
+        value: |i| i.jobs_queued,
     },
     Rule {
         name: "StrataJobFailures",
@@ -85,6 +92,7 @@ pub const RULES: [Rule; 7] = [
         below: false,
         expr: "sum(increase(strata_jobs_attempts_total{outcome=\"failed\"}[15m])) > 0",
         summary: "A job failed for good in the last 15 minutes",
+        value: |i| i.job_failures_15m,
     },
     Rule {
         name: "StrataMemoryHigh",
@@ -94,6 +102,7 @@ pub const RULES: [Rule; 7] = [
         below: false,
         expr: "max(process_resident_memory_bytes) > 4294967296",
         summary: "A strata process holds more than 4 GiB of resident memory",
+        value: |i| i.resident_memory_bytes,
     },
 ];
 
@@ -140,18 +149,9 @@ pub struct AlertState {
 
 /// Every rule's state for `inputs`.
 pub fn evaluate(inputs: &Inputs) -> Vec<AlertState> {
-    let values = [
-        inputs.p95_seconds_5m,
-        inputs.error_rate_5m,
-        inputs.hit_ratio_change,
-        inputs.pool_utilisation,
-        inputs.jobs_queued,
-        inputs.job_failures_15m,
-        inputs.resident_memory_bytes,
-    ];
     RULES
         .iter()
-        .zip(values)
+        .map(|rule| (rule, (rule.value)(inputs)))
         .map(|(rule, value)| AlertState {
             name: rule.name,
             severity: rule.severity,
