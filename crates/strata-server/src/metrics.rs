@@ -196,9 +196,9 @@ impl HttpMetrics {
 impl HttpMetrics {
     /// Each route's totals so far, summed over methods and statuses (for the sliding
     /// windows of `crate::summary`).
-    pub(crate) fn totals(&self) -> Vec<(Box<str>, RouteTotals)> {
+    pub(crate) fn totals(&self) -> HashMap<Box<str>, RouteTotals> {
         let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
-        let mut out = Vec::with_capacity(routes.len());
+        let mut out = HashMap::with_capacity(routes.len());
         for (pattern, series) in routes.iter() {
             let mut t = RouteTotals::default();
             for statuses in series.by_method.iter().filter_map(OnceLock::get) {
@@ -218,7 +218,7 @@ impl HttpMetrics {
                     }
                 }
             }
-            out.push((pattern.clone(), t));
+            out.insert(pattern.clone(), t);
         }
         out
     }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::metrics::{HttpMetrics, LATENCY_BUCKETS, RouteTotals};
+use crate::metrics::{LATENCY_BUCKETS, RouteTotals};
 
 /// How often a sample is taken.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -268,11 +268,6 @@ pub fn quantile(buckets: &[u64], q: f64) -> Option<f64> {
         below += n;
     }
     LATENCY_BUCKETS.last().copied()
-}
-
-/// The HTTP part of the counters now.
-pub(crate) fn http_counters(http: &HttpMetrics) -> HashMap<Box<str>, RouteTotals> {
-    http.totals().into_iter().collect()
 }
 
 /// Takes a sample every [`SAMPLE_EVERY`] until `shutdown`, so the windows are whole even

@@ -15,14 +15,14 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::alerts::{self, Inputs};
 use crate::caller::Caller;
-use crate::summary::{Counters, Window, http_counters};
+use crate::summary::{Counters, Window};
 
 /// The counters the windows are computed from, now.
 pub(crate) fn counters(app: &AppState) -> Counters {
     let cache = app.engine.cache_policy().cache().stats();
     let jobs = app.engine.jobs().stats();
     Counters {
-        routes: http_counters(&app.metrics.http),
+        routes: app.metrics.http.totals(),
         cache: cache
             .kinds
             .iter()
