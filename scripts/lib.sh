@@ -46,19 +46,25 @@ ensure_toolchain() {
   mkdir -p "$CARGO_TARGET_DIR"
 }
 
-# start_strata WORK [ENV=VALUE...]: builds the debug binary, starts `strata serve` on a free
-# loopback port with its data directory and log under WORK (extra environment given as
-# ENV=VALUE words), waits until it is ready, and sets BIN, PORT, BASE and SERVER. The caller
-# stops it with stop_strata (an EXIT trap).
+# start_strata WORK [ENV=VALUE...] [-- SERVE_FLAG...]: builds the debug binary, starts
+# `strata serve` on a free loopback port with its data directory and log under WORK (extra
+# environment given as ENV=VALUE words, extra serve flags after --), waits until it is
+# ready, and sets BIN, PORT, BASE and SERVER. The caller stops it with stop_strata (an EXIT
+# trap).
 start_strata() {
   local work="$1"; shift
+  local envs=() flags=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do envs+=("$1"); shift; done
+  [ "${1:-}" = "--" ] && shift
+  flags=("$@")
   say "building strata"
   (cd "$ROOT" && cargo build --locked -p strata --bin strata)
   BIN="$CARGO_TARGET_DIR/debug/strata"
   PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   BASE="http://127.0.0.1:$PORT"
   say "starting strata on $BASE (log: $work/server.log)"
-  env "$@" "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$work/data" >"$work/server.log" 2>&1 &
+  env "${envs[@]}" "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$work/data" "${flags[@]}" \
+    >"$work/server.log" 2>&1 &
   SERVER=$!
   for _ in $(seq 1 300); do
     curl -fsS "$BASE/readyz" >/dev/null 2>&1 && return 0
