@@ -191,6 +191,7 @@ mod tests {
                     heading: *h,
                 })
                 .collect(),
+            unreadable: 0,
         }
     }
 

@@ -2,6 +2,7 @@
 //! a call into `strata-server` or `strata-engine`.
 
 mod config;
+mod extract;
 mod progress;
 
 /// mimalloc: glibc malloc's consolidation and cross-thread frees were a measurable share of
@@ -58,6 +59,22 @@ enum Command {
     Search(SearchArgs),
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Print the text strata reads from a file, as ingestion sees it: blocks separated by
+    /// blank lines (headings marked `# `), or JSON with --json. PDFs are read by poppler's
+    /// pdftotext when it is installed (see --pdf-reader). The server runs this command in a
+    /// child process for each file it ingests; exit status 1 with the reason on stderr when
+    /// the file yields no text.
+    Extract {
+        /// The file, or - to read stdin.
+        file: PathBuf,
+        /// Its type (txt, md, html, pdf or a MIME type) when neither its name nor its bytes
+        /// tell.
+        #[arg(long)]
+        media: Option<String>,
+        /// Print the blocks as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a bearer token signed with the configured --jwt-secret (HS256), for a tenant.
     Token {
         /// The tenant the token acts for (its `sub`).
@@ -74,6 +91,16 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Extraction needs no configuration: it is what the server's extraction children run.
+    if let Command::Extract { file, media, json } = &cli.command {
+        return match extract::run(file, media.as_deref(), *json, cli.overrides.jobs.pdf_reader) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("strata: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::resolve(&cli.overrides) {
         Ok(c) => c,
         Err(e) => {
@@ -178,6 +205,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             no_wait,
         } => ingest(config, paths, tags, no_wait).await,
         Command::Search(args) => search(config, args).await,
+        Command::Extract { .. } => unreachable!("handled before the configuration is read"),
     }
 }
 

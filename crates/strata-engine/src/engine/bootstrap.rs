@@ -132,6 +132,7 @@ impl Engine {
             sandbox: crate::jobs::ingest::Sandbox::new(
                 settings.jobs.workers.max(1),
                 settings.jobs.extract_timeout,
+                settings.extract.clone(),
             ),
             tokenizer,
             embedder: embedder.clone(),

@@ -77,6 +77,8 @@ pub struct EngineSettings {
     pub max_upload_bytes: u64,
     /// Job runner settings.
     pub jobs: JobSettings,
+    /// How files are turned into text, and under which limits.
+    pub extract: crate::extract::ExtractSettings,
     /// Directory of the local embedding model's files.
     pub model_dir: PathBuf,
     /// Which implementation runs the local model.
@@ -141,6 +143,7 @@ impl Default for EngineSettings {
             postgres: PostgresOptions::default(),
             max_upload_bytes: 50 * 1024 * 1024,
             jobs: JobSettings::default(),
+            extract: crate::extract::ExtractSettings::default(),
             model_dir: PathBuf::from(DEFAULT_MODEL_DIR),
             remote_embedder: None,
             local_runtime: strata_embed::LocalRuntime::Onnx,

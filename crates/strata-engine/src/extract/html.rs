@@ -53,31 +53,70 @@ pub(super) fn extract(text: &str) -> Extracted {
     out
 }
 
-fn walk(el: ElementRef<'_>, out: &mut Extracted, cur: &mut String) {
-    let name = el.value().name();
-    if SKIP.contains(&name) || el.value().attr("hidden").is_some() || is_display_none(el) {
-        return;
-    }
-    let heading = matches!(name, "h1" | "h2" | "h3" | "h4" | "h5" | "h6");
-    let block = heading || BLOCK.contains(&name);
-    if block {
-        out.push(&std::mem::take(cur), false);
-    }
-    for child in el.children() {
-        match child.value() {
-            Node::Text(t) => fold_whitespace_into(cur, t),
-            Node::Element(_) => {
-                if let Some(child_el) = ElementRef::wrap(child) {
-                    walk(child_el, out, cur);
+/// A step of the walk: enter an element, or leave one (closing its block).
+enum Step<'a> {
+    Enter(ElementRef<'a>),
+    Text(&'a str),
+    Leave {
+        name: &'a str,
+        block: bool,
+        heading: bool,
+    },
+}
+
+/// Depth-first over the element tree with an explicit stack, so a deeply nested page costs
+/// memory, not the thread's stack. (Parsing such a page is quadratic in html5ever, which
+/// scans the open elements per tag: 100,000 levels take about a minute, which the
+/// extraction time limit bounds.)
+fn walk(root: ElementRef<'_>, out: &mut Extracted, cur: &mut String) {
+    let mut stack = vec![Step::Enter(root)];
+    while let Some(step) = stack.pop() {
+        match step {
+            Step::Enter(el) => {
+                let name = el.value().name();
+                if SKIP.contains(&name)
+                    || el.value().attr("hidden").is_some()
+                    || is_display_none(el)
+                {
+                    continue;
+                }
+                let heading = matches!(name, "h1" | "h2" | "h3" | "h4" | "h5" | "h6");
+                let block = heading || BLOCK.contains(&name);
+                if block {
+                    out.push(&std::mem::take(cur), false);
+                }
+                stack.push(Step::Leave {
+                    name,
+                    block,
+                    heading,
+                });
+                // Children are pushed in reverse so they pop in document order.
+                let children: Vec<_> = el.children().collect();
+                for child in children.into_iter().rev() {
+                    match child.value() {
+                        Node::Text(t) => stack.push(Step::Text(&t.text)),
+                        Node::Element(_) => {
+                            if let Some(child_el) = ElementRef::wrap(child) {
+                                stack.push(Step::Enter(child_el));
+                            }
+                        }
+                        _ => {}
+                    }
                 }
             }
-            _ => {}
+            Step::Text(t) => fold_whitespace_into(cur, t),
+            Step::Leave {
+                name,
+                block,
+                heading,
+            } => {
+                if block {
+                    out.push(&std::mem::take(cur), heading);
+                } else if matches!(name, "td" | "th" | "span" | "a") {
+                    fold_whitespace_into(cur, " ");
+                }
+            }
         }
-    }
-    if block {
-        out.push(&std::mem::take(cur), heading);
-    } else if matches!(name, "td" | "th" | "span" | "a") {
-        fold_whitespace_into(cur, " ");
     }
 }
 
@@ -112,5 +151,25 @@ mod tests {
                 ("Second", false)
             ]
         );
+    }
+
+    #[test]
+    fn deep_nesting_costs_no_stack() {
+        let depth = 20_000;
+        let page = format!(
+            "{}deep text{}",
+            "<div><span>".repeat(depth),
+            "</span></div>".repeat(depth)
+        );
+        // On a thread with a small stack, as a blocking pool's is: a recursive walk would
+        // overflow it and abort the process.
+        let x = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || extract(&page))
+            .expect("thread")
+            .join()
+            .expect("no overflow");
+        assert_eq!(x.blocks.len(), 1);
+        assert_eq!(x.blocks[0].text, "deep text");
     }
 }

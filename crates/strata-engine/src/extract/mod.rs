@@ -2,19 +2,28 @@
 //! headings) for the chunker, and sniffs uploads so a file whose bytes contradict its name
 //! is refused before it is stored.
 //!
-//! Extraction is CPU work on untrusted input: callers run it on a blocking thread under a
-//! time limit with panics caught (see [`crate::jobs`]); nothing here touches the runtime.
+//! Extraction is CPU work on untrusted input. The server runs it in a child process under a
+//! memory and a time limit ([`child`]: poppler's `pdftotext` for PDFs, the strata
+//! executable's `extract` command for the rest); without a helper executable (library use,
+//! tests) it runs on a blocking thread under the time limit with panics caught (see
+//! [`crate::jobs`]). Whatever reads the file, what comes out is cleaned the same way: control
+//! characters and Unicode noncharacters are dropped, and a block that is mostly unreadable
+//! (replacement characters, private-use code points from fonts without a character map) is
+//! not kept as text.
 //!
 //! Must not import: the store, HTTP types.
 
+mod child;
 mod html;
 mod markdown;
 mod pdf;
 
-use crate::model::MediaType;
+pub use child::{ChildError, ChildExtraction, ExtractSettings, MAX_TEXT_BYTES, PdfReader};
+
+pub use crate::model::MediaType;
 
 /// A unit of extracted text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Block {
     /// The text, whitespace-normalised.
     pub text: String,
@@ -23,21 +32,31 @@ pub struct Block {
 }
 
 /// The text content of a document, in reading order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Extracted {
     /// Paragraphs and headings.
     pub blocks: Vec<Block>,
+    /// Blocks left out because they were mostly unreadable characters.
+    #[serde(default)]
+    pub unreadable: usize,
 }
 
 impl Extracted {
     pub(crate) fn push(&mut self, text: &str, heading: bool) {
         let text = text.trim();
-        if !text.is_empty() {
-            self.blocks.push(Block {
-                text: text.to_owned(),
-                heading,
-            });
+        if text.is_empty() {
+            return;
         }
+        let text = readable(text);
+        let text = text.trim();
+        if text.is_empty() || mostly_unreadable(text) {
+            self.unreadable += 1;
+            return;
+        }
+        self.blocks.push(Block {
+            text: text.to_owned(),
+            heading,
+        });
     }
 
     /// Total characters of text.
@@ -56,9 +75,22 @@ pub enum ExtractError {
     /// The file parsed but contains no extractable text (e.g. a scanned PDF).
     #[error("no text could be extracted (a scanned PDF without a text layer?)")]
     NoText,
+    /// The file has a text layer, but none of it is readable: its fonts map glyphs to no
+    /// characters.
+    #[error(
+        "the text layer holds no readable characters ({0} blocks of unmapped glyphs): its \
+         fonts have no usable character map"
+    )]
+    Unreadable(usize),
+    /// The file yields more text than one document may hold.
+    #[error("the file yields more than {} MiB of text", .0 / (1024 * 1024))]
+    TooMuchText(u64),
+    /// The extractor failed on the file (crashed, was killed at its memory limit, or said why).
+    #[error("{0}")]
+    Crashed(String),
 }
 
-/// Extracts the text of `bytes` as `media`.
+/// Extracts the text of `bytes` as `media`, in this process.
 pub fn extract(media: MediaType, bytes: &[u8]) -> Result<Extracted, ExtractError> {
     let out = match media {
         MediaType::Text => plain(&decode_text(bytes)),
@@ -66,10 +98,67 @@ pub fn extract(media: MediaType, bytes: &[u8]) -> Result<Extracted, ExtractError
         MediaType::Html => html::extract(&decode_text(bytes)),
         MediaType::Pdf => pdf::extract(bytes)?,
     };
-    if out.blocks.is_empty() {
-        return Err(ExtractError::NoText);
+    out.or_no_text()
+}
+
+impl Extracted {
+    /// `self`, or why it holds nothing.
+    pub fn or_no_text(self) -> Result<Self, ExtractError> {
+        match (self.blocks.is_empty(), self.unreadable) {
+            (false, _) => Ok(self),
+            (true, 0) => Err(ExtractError::NoText),
+            (true, n) => Err(ExtractError::Unreadable(n)),
+        }
     }
-    Ok(out)
+}
+
+/// `text` without control characters (other than whitespace) and Unicode noncharacters
+/// (U+FFFE, U+FFFF and their kin, which some PDF fonts map every glyph to), and with the
+/// private-use code points of Adobe's expert fonts (small capitals, old-style figures) read
+/// as the letters and digits they draw.
+fn readable(text: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| (c.is_control() && !c.is_whitespace()) || is_noncharacter(c);
+    if text.chars().any(|c| bad(c) || expert_glyph(c).is_some()) {
+        std::borrow::Cow::Owned(
+            text.chars()
+                .filter(|c| !bad(*c))
+                .map(|c| expert_glyph(c).unwrap_or(c))
+                .collect(),
+        )
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// Adobe's Corporate Use assignments for expert fonts: U+F730-F739 old-style figures and
+/// U+F761-F77A small capitals, which poppler passes through when a font maps its glyphs so.
+fn expert_glyph(c: char) -> Option<char> {
+    let u = c as u32;
+    let base = match u {
+        0xF730..=0xF739 => u - 0xF730 + u32::from(b'0'),
+        0xF761..=0xF77A => u - 0xF761 + u32::from(b'a'),
+        _ => return None,
+    };
+    char::from_u32(base)
+}
+
+fn is_noncharacter(c: char) -> bool {
+    let u = c as u32;
+    (0xFDD0..=0xFDEF).contains(&u) || u & 0xFFFE == 0xFFFE
+}
+
+/// More than half of the block's visible characters are U+FFFD or private-use code points:
+/// glyphs the reader could not map to text.
+fn mostly_unreadable(text: &str) -> bool {
+    let (mut seen, mut bad) = (0usize, 0usize);
+    for c in text.chars().filter(|c| !c.is_whitespace()) {
+        seen += 1;
+        let u = c as u32;
+        if c == '\u{FFFD}' || (0xE000..=0xF8FF).contains(&u) || (0xF0000..=0x10FFFF).contains(&u) {
+            bad += 1;
+        }
+    }
+    bad * 2 > seen
 }
 
 /// Plain text: paragraphs are separated by blank lines; lines inside one are joined.
@@ -197,6 +286,27 @@ fn looks_like_text(head: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn garbage_is_dropped_and_expert_glyphs_are_read() {
+        let mut x = Extracted::default();
+        x.push("\u{FFFF}\u{FFFF}\u{FFFF}", false);
+        x.push("\u{F8F2}\u{F8F3}", false);
+        x.push("Keeps \u{FFFE}text", false);
+        x.push("\u{F76F}\u{F770}\u{F765}\u{F76E} \u{F731}\u{F739}", false);
+        // A block of U+FFFF only, and one of unmapped private-use glyphs.
+        assert_eq!(x.unreadable, 2);
+        let texts: Vec<&str> = x.blocks.iter().map(|b| b.text.as_str()).collect();
+        assert_eq!(texts, ["Keeps text", "open 19"]);
+        assert!(matches!(
+            Extracted {
+                blocks: vec![],
+                unreadable: 2
+            }
+            .or_no_text(),
+            Err(ExtractError::Unreadable(2))
+        ));
+    }
 
     #[test]
     fn plain_paragraphs_fold_lines() {

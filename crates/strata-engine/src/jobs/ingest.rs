@@ -26,9 +26,9 @@ use crate::ann::Ann;
 use crate::blobs::BlobStore;
 use crate::chunk::{Tokenizer, chunk};
 use crate::error::EngineError;
-use crate::extract::{Extracted, extract};
+use crate::extract::{ChildError, ExtractSettings, Extracted, extract};
 use crate::ids::{DocumentId, JobId, TenantId};
-use crate::model::{DocumentStatus, Stage, StageProgress, embedding_input, given_title};
+use crate::model::{DocumentStatus, MediaType, Stage, StageProgress, embedding_input, given_title};
 use crate::policy::{CachePolicy, Changed};
 use crate::store::documents::document_subject;
 use crate::store::{Abandoned, ClaimedJob, JobOutcome, NewChunk, NewJob, Store};
@@ -219,13 +219,7 @@ impl IngestDocument {
             }
             Err(e) => return Err(JobError::Transient(e.to_string())),
         };
-        let media = doc.media_type;
-        let extracted: Extracted = self
-            .sandbox
-            .run("extraction", stop, move || {
-                extract(media, &bytes).map_err(|e| e.to_string())
-            })
-            .await?;
+        let extracted = self.sandbox.extract(doc.media_type, bytes, stop).await?;
         stages[0].done = 1;
 
         let cfg = self.settings.chunk;
@@ -353,20 +347,58 @@ impl IngestDocument {
     }
 }
 
-/// Where untrusted CPU work (extraction, chunking) runs: the blocking pool, bounded by a
-/// number of slots, under a time limit, with panics contained.
+/// Where untrusted CPU work (extraction, chunking) runs, bounded by a number of slots and
+/// under a time limit: extraction in a child process when the settings name one (see
+/// [`crate::extract::ExtractSettings`]), else like chunking on the blocking pool with panics
+/// contained.
 #[derive(Clone)]
 pub(crate) struct Sandbox {
     slots: Arc<Semaphore>,
     limit: Duration,
+    extract: ExtractSettings,
 }
 
 impl Sandbox {
-    pub(crate) fn new(slots: usize, limit: Duration) -> Self {
+    pub(crate) fn new(slots: usize, limit: Duration, extract: ExtractSettings) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(slots.max(1))),
             limit,
+            extract,
         }
+    }
+
+    /// The text of a file of `media`.
+    async fn extract(
+        &self,
+        media: MediaType,
+        bytes: Vec<u8>,
+        stop: &CancellationToken,
+    ) -> Result<Extracted, JobError> {
+        let Some(child) = self.extract.child_for(media) else {
+            return self
+                .run("extraction", stop, move || {
+                    extract(media, &bytes).map_err(|e| e.to_string())
+                })
+                .await;
+        };
+        let _permit = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| JobError::Transient("shutting down".into()))?;
+        child
+            .run(bytes, self.limit, stop)
+            .await
+            .map_err(|e| match e {
+                ChildError::Interrupted => JobError::Interrupted,
+                e @ ChildError::Spawn { .. } => {
+                    error!(error = %e, "the extraction child could not start");
+                    JobError::Transient(e.to_string())
+                }
+                e @ (ChildError::Extract(_) | ChildError::TimedOut(_)) => {
+                    JobError::Permanent(e.to_string())
+                }
+            })
     }
 
     /// Runs CPU work on the blocking pool, bounded by the extraction slots, under the
@@ -423,7 +455,7 @@ mod tests {
     use super::*;
 
     fn sandbox() -> Sandbox {
-        Sandbox::new(2, Duration::from_millis(100))
+        Sandbox::new(2, Duration::from_millis(100), ExtractSettings::default())
     }
 
     #[tokio::test]
@@ -445,7 +477,7 @@ mod tests {
     async fn a_panicking_extractor_fails_only_its_job() {
         // A generous limit: printing the panic's backtrace on a loaded machine can take
         // longer than `sandbox()`'s 100 ms, which would turn the panic into a timeout.
-        let r = Sandbox::new(2, Duration::from_secs(30));
+        let r = Sandbox::new(2, Duration::from_secs(30), ExtractSettings::default());
         let stop = CancellationToken::new();
         let res: Result<(), _> = r.run("extraction", &stop, || panic!("bad xref")).await;
         assert!(

@@ -56,6 +56,11 @@ impl Config {
                 "extract_timeout_secs",
                 j.extract_timeout.as_secs().to_string(),
             ),
+            (
+                "extract_memory",
+                format!("{} MiB", e.extract.memory_limit / (1024 * 1024)),
+            ),
+            ("pdf_reader", e.extract.pdf.describe()),
             ("chunk_tokens", j.chunk.max_tokens.to_string()),
             ("chunk_overlap", j.chunk.overlap.to_string()),
             (

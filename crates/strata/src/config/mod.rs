@@ -17,9 +17,10 @@ use strata_server::auth::{AuthSettings, Authenticator, Secret};
 
 pub use flags::{
     AdmissionFlags, AuthFlags, CacheFlags, EmbeddingFlags, JobFlags, LogFormat, MemoryFlags,
-    Overrides, Runtime, StorageFlags,
+    Overrides, PdfReaderChoice, Runtime, StorageFlags,
 };
 use strata_engine::chunk::ChunkConfig;
+use strata_engine::extract::{ExtractSettings, PdfReader};
 use strata_engine::jobs::JobSettings;
 use strata_engine::store::postgres::PostgresOptions;
 use strata_engine::store::sqlite::SqliteOptions;
@@ -98,6 +99,7 @@ impl Config {
             sqlite: storage.sqlite,
             postgres: storage.postgres,
             max_upload_bytes: storage.max_upload_bytes,
+            extract: extract(&given.jobs, &d.engine.extract)?,
             jobs: JobSettings {
                 shutdown_grace: grace,
                 ..jobs(&given.jobs, &d.engine.jobs)?
@@ -235,6 +237,32 @@ fn jobs(s: &JobFlags, d: &JobSettings) -> anyhow::Result<JobSettings> {
             s.chunk_overlap.unwrap_or(d.chunk.overlap),
         )?,
         ..d.clone()
+    })
+}
+
+/// Extraction runs in child processes of this executable (`strata extract`), under limits.
+fn extract(s: &JobFlags, d: &ExtractSettings) -> anyhow::Result<ExtractSettings> {
+    let pdf = match s.pdf_reader.unwrap_or(PdfReaderChoice::Auto) {
+        PdfReaderChoice::Auto => PdfReader::detect(),
+        PdfReaderChoice::Builtin => PdfReader::Builtin,
+        PdfReaderChoice::Poppler => match PdfReader::detect() {
+            p @ PdfReader::Poppler(_) => p,
+            PdfReader::Builtin => bail!(
+                "pdf_reader = poppler, but pdftotext is not on PATH (install Debian's \
+                 poppler-utils)"
+            ),
+        },
+    };
+    let memory_limit = s.extract_memory.unwrap_or(d.memory_limit);
+    if memory_limit < 64 * 1024 * 1024 {
+        bail!("extract_memory must be at least 64MiB");
+    }
+    Ok(ExtractSettings {
+        pdf,
+        helper: Some(
+            std::env::current_exe().context("finding this executable, which runs extraction")?,
+        ),
+        memory_limit,
     })
 }
 

@@ -212,6 +212,10 @@ fn the_help_states_the_owning_crates_defaults() {
             "extract_timeout_secs",
             d.engine.jobs.extract_timeout.as_secs().to_string(),
         ),
+        (
+            "extract_memory",
+            format!("{}GiB", d.engine.extract.memory_limit >> 30),
+        ),
         ("chunk_tokens", d.engine.jobs.chunk.max_tokens.to_string()),
         ("chunk_overlap", d.engine.jobs.chunk.overlap.to_string()),
         (

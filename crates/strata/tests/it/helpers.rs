@@ -170,6 +170,8 @@ impl TestServer {
         // Concurrent searches on a busy CI machine could pass the model's wait budget and be
         // turned away; the tests that are about admission set it themselves.
         settings.batch.max_queue_wait = None;
+        // Extraction runs in children of the strata executable, as under `strata serve`.
+        settings.extract.helper = Some(env!("CARGO_BIN_EXE_strata").into());
         configure(&mut settings);
         let engine = Engine::open(settings).await.expect("engine opens");
         let mut server = ServerSettings {
@@ -424,11 +426,20 @@ pub fn pdf_with_text(lines: &[&str]) -> Vec<u8> {
         "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"
             .to_owned(),
     ];
+    let objects: Vec<Vec<u8>> = objects.into_iter().map(String::into_bytes).collect();
+    pdf_from(&objects, None)
+}
+
+/// A PDF of these objects (numbered from 1, the first the catalog) with a correct
+/// cross-reference table; `size` overrides the trailer's `/Size`.
+pub fn pdf_from(objects: &[Vec<u8>], size: Option<u64>) -> Vec<u8> {
     let mut out = b"%PDF-1.4\n".to_vec();
     let mut offsets = Vec::new();
     for (i, obj) in objects.iter().enumerate() {
         offsets.push(out.len());
-        out.extend_from_slice(format!("{} 0 obj\n{obj}\nendobj\n", i + 1).as_bytes());
+        out.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
+        out.extend_from_slice(obj);
+        out.extend_from_slice(b"\nendobj\n");
     }
     let xref = out.len();
     out.extend_from_slice(
@@ -437,12 +448,9 @@ pub fn pdf_with_text(lines: &[&str]) -> Vec<u8> {
     for off in offsets {
         out.extend_from_slice(format!("{off:010} 00000 n \n").as_bytes());
     }
+    let size = size.unwrap_or(objects.len() as u64 + 1);
     out.extend_from_slice(
-        format!(
-            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-            objects.len() + 1
-        )
-        .as_bytes(),
+        format!("trailer\n<< /Size {size} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n").as_bytes(),
     );
     out
 }

@@ -16,6 +16,7 @@ mod errors;
 mod gateway;
 mod gateway_instances;
 mod helpers;
+mod hostile;
 mod hybrid;
 mod isolation;
 mod jobs;
