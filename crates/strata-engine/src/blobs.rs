@@ -105,14 +105,24 @@ impl BlobWriter {
             self.head.extend_from_slice(&bytes[..take]);
         }
         self.hasher.update(bytes);
-        self.file.write_all(bytes).await?;
+        if let Err(e) = self.file.write_all(bytes).await {
+            // A full disk leaves no partial file behind.
+            let _ = fs::remove_file(&self.path).await;
+            return Err(e.into());
+        }
         Ok(())
     }
 
-    /// Flushes and returns the staged blob.
+    /// Flushes and returns the staged blob (removing the partial file when that fails).
     pub async fn finish(mut self) -> Result<StagedBlob> {
-        self.file.flush().await?;
-        self.file.sync_data().await?;
+        let flushed = match self.file.flush().await {
+            Ok(()) => self.file.sync_data().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = flushed {
+            let _ = fs::remove_file(&self.path).await;
+            return Err(e.into());
+        }
         Ok(StagedBlob {
             path: self.path,
             sha256: hex::encode(self.hasher.finalize()),
@@ -215,10 +225,17 @@ impl BlobStore {
             staged.discard().await;
             return Ok(());
         }
-        if let Some(dir) = dest.parent() {
-            fs::create_dir_all(dir).await?;
+        let placed = async {
+            if let Some(dir) = dest.parent() {
+                fs::create_dir_all(dir).await?;
+            }
+            fs::rename(&staged.path, &dest).await
         }
-        fs::rename(&staged.path, &dest).await?;
+        .await;
+        if let Err(e) = placed {
+            staged.discard().await;
+            return Err(e.into());
+        }
         Ok(())
     }
 

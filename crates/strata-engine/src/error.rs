@@ -43,9 +43,13 @@ pub enum EngineError {
     /// Database failure. The detail is logged, never shown to clients.
     #[error("database error: {0}")]
     Database(sqlx::Error),
+    /// The disk (or the database's disk) is full: nothing was stored; retry once space is
+    /// freed.
+    #[error("insufficient storage: {0}")]
+    StorageFull(String),
     /// Filesystem failure in the blob store.
     #[error("storage I/O error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// A migration failed at startup.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -75,15 +79,47 @@ impl EngineError {
     }
 }
 
-/// Pool exhaustion becomes [`EngineError::Unavailable`] so callers can answer 503.
+/// A full disk (or quota) becomes [`EngineError::StorageFull`].
+impl From<std::io::Error> for EngineError {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::StorageFull
+            || e.kind() == std::io::ErrorKind::QuotaExceeded
+        {
+            return Self::StorageFull(format!("the data directory's disk is full ({e})"));
+        }
+        Self::Io(e)
+    }
+}
+
+/// Pool exhaustion and a lost connection become [`EngineError::Unavailable`], so callers
+/// answer 503 with `Retry-After` (and the PostgreSQL store's breaker probes the database);
+/// every other database error is internal.
 impl From<sqlx::Error> for EngineError {
     fn from(err: sqlx::Error) -> Self {
         match err {
             sqlx::Error::PoolTimedOut => Self::Unavailable("database pool exhausted".into()),
             sqlx::Error::PoolClosed => Self::Unavailable("database pool closed".into()),
+            sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                Self::StorageFull(format!("the database's disk is full ({e})"))
+            }
+            sqlx::Error::Io(e) => Self::Unavailable(format!("lost the database connection: {e}")),
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| connection_lost(&c)) => {
+                Self::Unavailable(format!("lost the database connection: {}", db.message()))
+            }
+            // SQLITE_FULL (13, and its extended codes), PostgreSQL's disk_full (53100).
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "13" || c == "53100") => {
+                Self::StorageFull(format!("the database's disk is full ({})", db.message()))
+            }
+
             other => Self::Database(other),
         }
     }
+}
+
+/// PostgreSQL's SQLSTATE classes for a connection that failed or was ended by the server
+/// (class 08), and an administrator's shutdown or a server starting up (57P01-57P03).
+fn connection_lost(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
 }
 
 impl From<strata_cache::CacheError> for EngineError {

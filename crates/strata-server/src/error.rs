@@ -51,6 +51,7 @@ codes! {
     RateLimited => ("rate_limited", TOO_MANY_REQUESTS, "The tenant is over its request rate"),
     ServiceUnavailable => ("service_unavailable", SERVICE_UNAVAILABLE, "Temporarily unavailable; retry later"),
     Overloaded => ("overloaded", SERVICE_UNAVAILABLE, "The server is at capacity; retry shortly"),
+    InsufficientStorage => ("insufficient_storage", INSUFFICIENT_STORAGE, "The server's disk is full; nothing was stored"),
     Timeout => ("timeout", GATEWAY_TIMEOUT, "The request took longer than its deadline"),
     ModelNotFound => ("model_not_found", NOT_FOUND, "No upstream serves the model"),
     BudgetExceeded => ("budget_exceeded", TOO_MANY_REQUESTS, "The tenant's budget has no room for the call"),
@@ -220,6 +221,10 @@ impl From<EngineError> for ApiError {
                 format!("the upload exceeds the limit of {limit} bytes"),
             ),
             EngineError::Overloaded(why) => ApiError::new(Code::Overloaded, why).retry_after(1),
+            EngineError::StorageFull(why) => {
+                tracing::error!(%why, "an upload was refused: no space left");
+                ApiError::new(Code::InsufficientStorage, why).retry_after(60)
+            }
             EngineError::Unavailable(why) => {
                 tracing::warn!(%why, "dependency unavailable");
                 ApiError {

@@ -120,16 +120,30 @@ impl DocumentService {
             staged.discard().await;
             return Ok(IngestOutcome::Duplicate(existing));
         }
+        let sha256 = doc.sha256.clone();
         blobs.commit(staged).await?;
         let id = DocumentId::new();
-        let outcome = self
+        let inserted = self
             .store
             .insert_document(
                 doc,
                 id,
                 &crate::jobs::ingest::new_job(JobId::new(), owner, id, self.max_attempts),
             )
-            .await?;
+            .await;
+        let outcome = match inserted {
+            Ok(o) => o,
+            Err(e) => {
+                // No row, no file: a file only this upload needed goes (the guard is held, so
+                // no other upload of the same content can be between the two).
+                if let Ok(0) = self.store.count_sha256_refs(&sha256).await
+                    && let Err(rm) = blobs.remove(&sha256).await
+                {
+                    tracing::warn!(error = %rm, "could not remove the file of a failed upload");
+                }
+                return Err(e);
+            }
+        };
         Ok(match outcome {
             InsertOutcome::Created(d) => {
                 self.policy.changed(owner, Changed::Library).await;

@@ -32,6 +32,8 @@ pub struct PoolStats {
     pub acquire_mean_ms: f64,
     /// Longest wait for a connection since start, in milliseconds.
     pub acquire_max_ms: f64,
+    /// The breaker in front of a server database (PostgreSQL); none for SQLite.
+    pub outage: Option<super::outage::OutageStats>,
 }
 
 /// One caller counted as waiting while this lives.
@@ -106,6 +108,7 @@ impl PoolMeter {
                 total.as_secs_f64() * 1000.0 / acquired as f64
             },
             acquire_max_ms: self.wait_us_max.load(Ordering::Relaxed) as f64 / 1000.0,
+            outage: None,
         }
     }
 }

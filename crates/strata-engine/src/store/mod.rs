@@ -46,6 +46,7 @@ pub mod lexical;
 pub mod memories;
 pub mod meta;
 pub mod meter;
+pub mod outage;
 pub mod postgres;
 pub mod queue;
 mod rows;

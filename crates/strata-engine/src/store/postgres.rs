@@ -11,6 +11,7 @@
 //! connection (`strata-listen`), and a small pool for blob advisory locks (`strata-lock`,
 //! at most [`LOCK_CONNECTIONS`], opened only while uploads or deletes run).
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,11 +21,12 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{ConnectOptions, Executor, Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{ConnectOptions, Connection, Executor, Postgres, QueryBuilder, Row, Transaction};
 use tokio::io::AsyncReadExt;
 
 use super::lexical::{LexicalQuery, LexicalStore};
 use super::meter::{PoolMeter, PoolStats};
+use super::outage::{Outage, SUSPECT_AFTER};
 use super::{ChunkFilter, Store, StoreChange, TableStats};
 use crate::blobs::{BlobLock, SharedBlobs};
 use crate::error::{EngineError, Result};
@@ -81,6 +83,8 @@ pub struct PostgresStore {
     pool: PgPool,
     locks: PgPool,
     meter: Arc<PoolMeter>,
+    /// Fails requests at once while the database is unreachable (see [`Outage`]).
+    outage: Arc<Outage>,
     connect: PgConnectOptions,
     /// This process's identity in announcements (its own are not echoed back to it).
     instance: Arc<str>,
@@ -146,18 +150,56 @@ impl PostgresStore {
             .acquire_timeout(opts.acquire_timeout)
             .idle_timeout(Duration::from_secs(60))
             .connect_lazy_with(connect.clone().application_name("strata-lock"));
+        let probe_with = connect.clone().application_name("strata-probe");
+        let outage = Outage::new(Arc::new(move || {
+            let opts = probe_with.clone();
+            Box::pin(async move {
+                match opts.connect().await {
+                    Ok(conn) => {
+                        let _ = conn.close().await;
+                        true
+                    }
+                    Err(_) => false,
+                }
+            })
+        }));
         Ok(Self {
             pool,
             locks,
             meter: Arc::default(),
+            outage,
             connect,
             instance: Arc::from(uuid::Uuid::now_v7().simple().to_string()),
         })
     }
 
-    /// A pooled connection, counted and timed by the meter.
+    /// A pooled connection, counted and timed by the meter; at once an error while the
+    /// database is known to be unreachable, and soon one when it turns out to be while this
+    /// caller waits (see [`Outage`]).
     async fn conn(&self) -> Result<PoolConnection<Postgres>> {
-        self.meter.acquire(&self.pool).await
+        self.guarded(self.meter.acquire(&self.pool)).await
+    }
+
+    /// `acquire` (of a connection from one of the pools) behind the breaker.
+    async fn guarded<T>(&self, acquire: impl Future<Output = Result<T>>) -> Result<T> {
+        self.outage.check()?;
+        tokio::pin!(acquire);
+        let got = tokio::select! {
+            biased;
+            got = &mut acquire => got,
+            () = tokio::time::sleep(SUSPECT_AFTER) => {
+                self.outage.suspect();
+                tokio::select! {
+                    biased;
+                    got = &mut acquire => got,
+                    () = self.outage.opened() => Err(self.outage.unavailable()),
+                }
+            }
+        };
+        if let Err(EngineError::Unavailable(_)) = &got {
+            self.outage.suspect();
+        }
+        got
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
@@ -403,7 +445,10 @@ impl Store for PostgresStore {
     }
 
     fn pool_stats(&self) -> PoolStats {
-        self.meter.stats(&self.pool)
+        PoolStats {
+            outage: Some(self.outage.stats()),
+            ..self.meter.stats(&self.pool)
+        }
     }
 
     async fn table_stats(&self) -> Result<Vec<TableStats>> {
@@ -595,7 +640,9 @@ impl SharedBlobs for PostgresStore {
     }
 
     async fn lock(&self, sha256: &str) -> Result<crate::blobs::BlobLock> {
-        let mut conn = self.locks.acquire().await?;
+        let mut conn = self
+            .guarded(async { Ok(self.locks.acquire().await?) })
+            .await?;
         let key = format!("strata:blob:{sha256}");
         sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
             .bind(&key)

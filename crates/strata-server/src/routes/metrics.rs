@@ -236,6 +236,30 @@ pub(crate) fn observed(s: &Snapshots, emit: &mut Emit<'_>) -> Result<(), std::fm
     ] {
         emit(kind, name, help, &l(v))?;
     }
+    if let Some(outage) = pool.outage {
+        for (kind, name, help, v) in [
+            (
+                Kind::Gauge,
+                "strata_db_unreachable",
+                "1 while the database is unreachable and requests needing it are answered 503 at once.",
+                f64::from(u8::from(outage.open)),
+            ),
+            (
+                Kind::Counter,
+                "strata_db_outages",
+                "Times the database became unreachable.",
+                outage.trips as f64,
+            ),
+            (
+                Kind::Counter,
+                "strata_db_fast_failures",
+                "Requests answered 503 at once while the database was unreachable.",
+                outage.fast_failures as f64,
+            ),
+        ] {
+            emit(kind, name, help, &l(v))?;
+        }
+    }
     if let Some(l2) = &stats.l2 {
         emit(
             Kind::Gauge,

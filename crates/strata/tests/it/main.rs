@@ -13,6 +13,7 @@ mod conversations;
 mod documents;
 mod edge;
 mod errors;
+mod faults;
 mod gateway;
 mod gateway_instances;
 mod helpers;
