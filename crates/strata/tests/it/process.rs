@@ -75,7 +75,7 @@ impl Proc {
             .unwrap()
     }
 
-    async fn wait_terminal(&self, id: &str) -> Value {
+    pub(crate) async fn wait_terminal(&self, id: &str) -> Value {
         let mut job = Value::Null;
         for _ in 0..3600 {
             job = self.job(id).await;
@@ -139,7 +139,7 @@ impl Proc {
     }
 
     /// Ordinals of every chunk, asserting each is embedded.
-    async fn all_chunk_ordinals(&self, doc: &str) -> Vec<u64> {
+    pub(crate) async fn all_chunk_ordinals(&self, doc: &str) -> Vec<u64> {
         let mut out = Vec::new();
         let mut from = 0;
         loop {
@@ -166,7 +166,18 @@ impl Proc {
         }
     }
 
-    fn terminate(&self) {
+    /// SIGKILL: no chance to clean up.
+    pub(crate) fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// What the process has logged so far.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub(crate) fn terminate(&self) {
         let ok = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -175,7 +186,7 @@ impl Proc {
         assert!(ok, "kill -TERM");
     }
 
-    async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+    pub(crate) async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

@@ -4,6 +4,7 @@
 //! loop, breaks a dependency, and prints what the clients saw: requests sent, succeeded,
 //! failed, and the worst latency.
 
+mod crash;
 mod disk;
 mod postgres;
 mod redis;
@@ -215,7 +216,8 @@ impl Drop for OwnPostgres {
 pub enum Outcome {
     /// It did what was asked.
     Ok,
-    /// It was refused the way the scenario allows (a 503 with `Retry-After` during an outage).
+    /// It was refused the way the scenario allows (a 503 with `Retry-After` during an outage,
+    /// a connection refused by a stopped server).
     Refused,
     /// Anything else: an error the client should never see.
     Failed,
@@ -292,7 +294,7 @@ pub fn report(what: &str, samples: &[Sample]) -> (usize, usize, usize, Duration)
         .count();
     let worst = samples.iter().map(|s| s.took).max().unwrap_or_default();
     eprintln!(
-        "[fault] {what}: sent {}, succeeded {ok}, refused 503 {refused}, failed {failed}, worst {:.1} ms",
+        "[fault] {what}: sent {}, succeeded {ok}, refused {refused}, failed {failed}, worst {:.1} ms",
         samples.len(),
         worst.as_secs_f64() * 1e3
     );
