@@ -8,6 +8,7 @@ mod crash;
 mod disk;
 mod postgres;
 mod redis;
+mod slow;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
