@@ -19,6 +19,8 @@ pub mod cursor;
 mod engine;
 pub mod error;
 pub mod extract;
+#[cfg(test)]
+mod fuzz;
 pub mod heap;
 pub mod ids;
 pub mod jobs;

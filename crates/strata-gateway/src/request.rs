@@ -454,4 +454,69 @@ mod tests {
                 .estimate_tokens(99);
         assert!(p >= 6 && c == 20, "{p} {c}");
     }
+
+    /// Property-based fuzzing of the cache key: the same request with its object keys in any
+    /// order keys alike, and arbitrary bodies never panic the parser.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn shuffled(v: &Value, seed: u64) -> String {
+            match v {
+                Value::Object(m) => {
+                    let mut keys: Vec<&String> = m.keys().collect();
+                    let n = keys.len().max(1);
+                    keys.rotate_left((seed as usize) % n);
+                    if seed % 2 == 1 {
+                        keys.reverse();
+                    }
+                    let parts: Vec<String> = keys
+                        .into_iter()
+                        .map(|k| {
+                            format!("{}:{}", Value::String(k.clone()), shuffled(&m[k], seed / 3))
+                        })
+                        .collect();
+                    format!("{{ {} }}", parts.join(" , "))
+                }
+                Value::Array(a) => {
+                    let parts: Vec<String> = a.iter().map(|x| shuffled(x, seed / 5)).collect();
+                    format!("[{}]", parts.join(","))
+                }
+                other => other.to_string(),
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn key_order_never_changes_the_key(
+                content in "[ -~]{0,40}",
+                temperature in 0u8..20,
+                extra in prop::collection::btree_map("[a-z_]{1,8}", "[a-z0-9]{0,8}", 0..4),
+                seed in any::<u64>(),
+            ) {
+                let mut body = serde_json::json!({
+                    "model": "m",
+                    "messages": [{"role": "user", "content": content}],
+                    "temperature": f64::from(temperature) / 10.0,
+                    "metadata": extra,
+                });
+                body["response_format"] = serde_json::json!({"type": "text", "x": {"b": 1, "a": 2}});
+                let plain = Chat::parse(body.to_string().as_bytes(), None).unwrap();
+                let reordered = Chat::parse(shuffled(&body, seed).as_bytes(), None).unwrap();
+                prop_assert_eq!(plain.key_material("m"), reordered.key_material("m"));
+            }
+
+            #[test]
+            fn arbitrary_bodies_never_panic_the_parser(body in prop::collection::vec(any::<u8>(), 0..300)) {
+                let _ = Chat::parse(&body, None);
+            }
+
+            #[test]
+            fn json_shaped_bodies_never_panic_the_parser(
+                body in "\\{(\"[a-z]{1,8}\":(\"[^\"]{0,8}\"|[0-9]{1,3}|\\[\\]|\\{\\}|null|true),?){0,6}\\}"
+            ) {
+                let _ = Chat::parse(body.as_bytes(), None);
+            }
+        }
+    }
 }

@@ -199,3 +199,59 @@ fn unusable_settings_say_why() {
             == 2
     );
 }
+
+/// Property-based fuzzing of bearer parsing: arbitrary credentials and valid tokens with
+/// characters replaced, inserted or cut. Run longer by hand with `PROPTEST_CASES=100000`.
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    const B64URL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.";
+
+    proptest! {
+        #[test]
+        fn arbitrary_credentials_are_refused_without_panicking(value in "[ -~]{0,300}") {
+            let auth = Authenticator::new(&settings()).unwrap();
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::try_from(value.as_str()) {
+                h.insert(header::AUTHORIZATION, v);
+            }
+            prop_assert!(auth.resolve(&h).is_err());
+        }
+
+        #[test]
+        fn a_mutated_token_never_acts_for_anyone_else(
+            edits in prop::collection::vec((any::<usize>(), any::<usize>(), 0u8..3), 1..6),
+        ) {
+            let auth = Authenticator::new(&settings()).unwrap();
+            let token = sign(
+                serde_json::json!({"sub": "alice", "role": "user", "exp": now() + 600}),
+                SECRET,
+            );
+            let mut t = token.clone().into_bytes();
+            for (at, ch, op) in edits {
+                let c = B64URL[ch % B64URL.len()];
+                match op {
+                    0 if !t.is_empty() => {
+                        let i = at % t.len();
+                        t[i] = c;
+                    }
+                    1 => {
+                        let i = at % (t.len() + 1);
+                        t.insert(i, c);
+                    }
+                    _ => {
+                        let i = at % (t.len() + 1);
+                        t.truncate(i);
+                    }
+                }
+            }
+            let mutated = String::from_utf8(t).unwrap();
+            if let Ok(caller) = auth.resolve(&bearer(&mutated)) {
+                // Base64 has spellings that decode alike; the claims must be the signed ones.
+                prop_assert_eq!(caller.tenant.as_str(), "alice");
+                prop_assert_eq!(caller.role, Role::User);
+            }
+        }
+    }
+}

@@ -162,3 +162,103 @@ async fn a_crashing_or_runaway_reader_fails_only_its_job_with_the_reason() {
         s.stop().await;
     }
 }
+
+/// Property-based fuzzing of PDF extraction in its child processes: valid PDFs with bytes
+/// overwritten, inserted and cut, read by poppler and by the built-in parser. Every case ends
+/// within the limit with text that is clean or a reason, and never takes the test process
+/// with it. 48 cases per reader here; set `PROPTEST_CASES` for a longer run by hand.
+mod fuzz {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+    use strata_engine::extract::{ExtractSettings, MediaType, PdfReader};
+
+    use crate::helpers::pdf_with_text;
+
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(48)
+    }
+
+    fn mutated_pdf() -> impl Strategy<Value = Vec<u8>> {
+        let seed = pdf_with_text(&[
+            "Quarterly revenue grew.",
+            "Costs (fell) 3%.",
+            "\u{e9}t\u{e9}",
+        ]);
+        let edits = prop::collection::vec(
+            (
+                any::<usize>(),
+                prop::collection::vec(any::<u8>(), 0..12),
+                0u8..3,
+            ),
+            1..6,
+        );
+        edits.prop_map(move |edits| {
+            let mut b = seed.clone();
+            for (at, bytes, op) in edits {
+                let i = at % (b.len() + 1);
+                match op {
+                    0 => {
+                        let end = (i + bytes.len()).min(b.len());
+                        b.splice(i..end, bytes);
+                    }
+                    1 => {
+                        b.splice(i..i, bytes);
+                    }
+                    _ => b.truncate(i.max(8)),
+                }
+            }
+            b
+        })
+    }
+
+    fn run(settings: &ExtractSettings, bytes: Vec<u8>) -> Result<(), TestCaseError> {
+        let child = settings
+            .child_for(MediaType::Pdf)
+            .expect("a child reads PDFs");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        match rt.block_on(child.run(bytes, Duration::from_secs(20), &stop)) {
+            Ok(x) => {
+                for b in &x.blocks {
+                    let noncharacter = char::from_u32(0xFFFF).unwrap();
+                    let clean = !b.text.is_empty()
+                        && !b
+                            .text
+                            .chars()
+                            .any(|c| c == noncharacter || (c.is_control() && !c.is_whitespace()));
+                    prop_assert!(clean, "{:?}", b.text);
+                }
+            }
+            Err(e) => prop_assert!(!e.to_string().is_empty()),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+        #[test]
+        fn mutated_pdfs_through_poppler(bytes in mutated_pdf()) {
+            let settings = ExtractSettings::default();
+            prop_assume!(matches!(settings.pdf, PdfReader::Poppler(_)));
+            run(&settings, bytes)?;
+        }
+
+        #[test]
+        fn mutated_pdfs_through_the_builtin_parser_in_its_child(bytes in mutated_pdf()) {
+            let settings = ExtractSettings {
+                pdf: PdfReader::Builtin,
+                helper: Some(env!("CARGO_BIN_EXE_strata").into()),
+                ..ExtractSettings::default()
+            };
+            run(&settings, bytes)?;
+        }
+    }
+}
