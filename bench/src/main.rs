@@ -10,6 +10,7 @@ mod mixed;
 mod overload;
 mod scale;
 mod semantic;
+mod soak;
 
 /// mimalloc: glibc malloc's consolidation and cross-thread frees were a measurable share of
 /// a cache hit's cost.
@@ -303,6 +304,34 @@ enum Cmd {
         #[arg(long, default_value_t = 1_000_000)]
         requests: usize,
     },
+    /// A long mixed load on one `strata serve`, sampled each minute (RSS, descriptors,
+    /// threads, pool, latency, errors): the slopes after warm-up show whether anything grows.
+    Soak {
+        /// The `strata` binary to run.
+        #[arg(long)]
+        strata_bin: PathBuf,
+        /// Sentences file (documents, then queries, then texts to upload).
+        #[arg(long)]
+        corpus: PathBuf,
+        /// Scratch directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// Minutes of load.
+        #[arg(long, default_value_t = 60.0)]
+        minutes: f64,
+        /// Minutes left out of the trend.
+        #[arg(long, default_value_t = 10.0)]
+        warmup: f64,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// A PostgreSQL URL (a database of the soak's own is made on it); SQLite without.
+        #[arg(long)]
+        postgres: Option<String>,
+        /// Redis for the shared cache.
+        #[arg(long)]
+        redis: Option<String>,
+    },
     /// strata over PostgreSQL at 1, 2 and 3 instances (search and list, uncached), and the
     /// connections one instance holds under many concurrent clients.
     ScaleOut {
@@ -557,6 +586,33 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
                 rounds,
                 seconds,
                 connections,
+            )
+            .await
+        }
+        Cmd::Soak {
+            strata_bin,
+            corpus,
+            data,
+            minutes,
+            warmup,
+            clients,
+            postgres,
+            redis,
+        } => {
+            let sentences = read_lines(&corpus, 0, 8000)?;
+            let db = match &postgres {
+                Some(server) => Some(scale::fresh_database(server, "strata_soak")?),
+                None => None,
+            };
+            soak::run(
+                &strata_bin,
+                &data,
+                &sentences,
+                minutes,
+                warmup,
+                clients,
+                db.as_deref(),
+                redis.as_deref(),
             )
             .await
         }
