@@ -2,7 +2,9 @@
 //! (`--db-slow-statement-ms`) as a tracing event; [`SlowStatementLayer`], installed in the
 //! process's subscriber, keeps the most recent ones in a [`SlowLog`] that the binary hands to
 //! the engine (`EngineSettings::slow_log`) for `GET /v1/performance/database/stats`. No
-//! global: a process (or a test) that installs no layer has an empty log of its own.
+//! global: a process (or a test) that installs no layer has an empty log of its own. The
+//! engine asks the store to explain each new slow statement ([`SlowLog::unplanned`],
+//! `Store::explain`) and logs it again at warn with its plan, which stays on the entry.
 //!
 //! Must not import: HTTP types, the store.
 
@@ -31,33 +33,75 @@ pub struct SlowStatement {
     pub rows_returned: u64,
     /// Rows it changed.
     pub rows_affected: u64,
+    /// The plan the database uses for it, one line per node, once the engine has asked
+    /// (see [`SlowLog::unplanned`]); empty until then, and for statements that have none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<String>,
 }
 
+/// How many statements' plans are remembered (a slow statement seen again gets its plan
+/// without asking the database again).
+const PLANS_KEPT: usize = 200;
+
 /// The most recent slow statements, shared by the layer that records them and the engine
-/// that reports them. Cheap to clone.
+/// that reports them (and explains them). Cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct SlowLog(Arc<Mutex<VecDeque<SlowStatement>>>);
+pub struct SlowLog(Arc<Mutex<Kept>>);
+
+#[derive(Debug, Default)]
+struct Kept {
+    recent: VecDeque<SlowStatement>,
+    /// Plans by statement text, and the order they were learnt in (oldest evicted).
+    plans: std::collections::HashMap<String, Vec<String>>,
+    learnt: VecDeque<String>,
+}
 
 impl SlowLog {
+    fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The most recent slow statements, newest first.
     pub fn recent(&self) -> Vec<SlowStatement> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .rev()
-            .cloned()
-            .collect()
+        self.kept().recent.iter().rev().cloned().collect()
     }
 
     /// Empties the log, returning what it held, oldest first (a test that captures every
     /// statement of one operation, with a zero threshold, reads them this way).
     pub fn take(&self) -> Vec<SlowStatement> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-            .collect()
+        self.kept().recent.drain(..).collect()
+    }
+
+    /// The distinct explainable statements in the log that have no plan yet.
+    pub fn unplanned(&self) -> Vec<String> {
+        let kept = self.kept();
+        let mut out: Vec<String> = Vec::new();
+        for s in &kept.recent {
+            if s.plan.is_empty()
+                && explainable(&s.statement)
+                && !kept.plans.contains_key(&s.statement)
+                && !out.contains(&s.statement)
+            {
+                out.push(s.statement.clone());
+            }
+        }
+        out
+    }
+
+    /// Records the plan of `statement`: on every entry of it now, and on the next ones.
+    pub fn set_plan(&self, statement: &str, plan: Vec<String>) {
+        let mut kept = self.kept();
+        for s in kept.recent.iter_mut().filter(|s| s.statement == statement) {
+            s.plan.clone_from(&plan);
+        }
+        if kept.plans.insert(statement.to_owned(), plan).is_none() {
+            kept.learnt.push_back(statement.to_owned());
+            if kept.learnt.len() > PLANS_KEPT
+                && let Some(old) = kept.learnt.pop_front()
+            {
+                kept.plans.remove(&old);
+            }
+        }
     }
 
     /// The tracing layer that records into this log; install it with [`filter`].
@@ -65,13 +109,54 @@ impl SlowLog {
         SlowStatementLayer(self.clone())
     }
 
-    fn record(&self, s: SlowStatement) {
-        let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if q.len() >= KEPT {
-            q.pop_front();
+    fn record(&self, mut s: SlowStatement) {
+        let mut kept = self.kept();
+        if let Some(plan) = kept.plans.get(&s.statement) {
+            s.plan.clone_from(plan);
         }
-        q.push_back(s);
+        if kept.recent.len() >= KEPT {
+            kept.recent.pop_front();
+        }
+        kept.recent.push_back(s);
     }
+}
+
+/// The highest `$n` in `sql`, or the number of `?`s (outside quotes) when it has none.
+pub fn parameters(sql: &str) -> usize {
+    let bytes = sql.as_bytes();
+    let mut max = 0;
+    let mut questions = 0;
+    let mut quoted = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' => quoted = !quoted,
+            b'?' if !quoted => questions += 1,
+            b'$' if !quoted => {
+                let digits: String = sql[i + 1..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                if let Ok(n) = digits.parse::<usize>() {
+                    max = max.max(n);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if max > 0 { max } else { questions }
+}
+
+/// Whether a statement can be explained: one statement that reads or writes rows (not a
+/// transaction's control, a `SET`, a migration's batch).
+pub fn explainable(sql: &str) -> bool {
+    let head = sql.trim_start().to_ascii_uppercase();
+    let body = sql.trim().trim_end_matches(';');
+    ["SELECT", "WITH", "INSERT", "UPDATE", "DELETE"]
+        .iter()
+        .any(|k| head.starts_with(k))
+        && !body.contains(';')
 }
 
 /// The events [`SlowStatementLayer`] needs: sqlx's statement log at warning level or above.

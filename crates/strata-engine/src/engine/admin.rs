@@ -1,5 +1,5 @@
 //! The administration service: the database's statistics (the pool, tables and indexes,
-//! the slowest recent statements), its optimisation, and whether it answers.
+//! the slowest recent statements and their plans), its optimisation, and whether it answers.
 //!
 //! Holds only what it uses: the store, the slow statement log, the writes tracker and the
 //! lexical index (for its size).
@@ -42,6 +42,35 @@ impl AdminService {
         self.writes
             .detach(async move { this.store.optimize().await })
             .await
+    }
+
+    /// Asks the store for the plan of every slow statement seen since the last call (each
+    /// distinct statement once), keeps it on the log's entries, and logs the statement again
+    /// at warn with its plan and timing. Returns how many were explained.
+    pub async fn explain_slow_statements(&self) -> usize {
+        let mut explained = 0;
+        for sql in self.slow_log.unplanned() {
+            let plan = match self.store.explain(&sql).await {
+                Ok(plan) => plan,
+                Err(e) => vec![format!("(no plan: {e})")],
+            };
+            let slowest = self
+                .slow_log
+                .recent()
+                .into_iter()
+                .filter(|s| s.statement == sql)
+                .map(|s| s.elapsed_ms)
+                .fold(0.0, f64::max);
+            tracing::warn!(
+                elapsed_ms = slowest,
+                statement = %sql,
+                plan = %plan.join(" | "),
+                "slow statement, with its plan"
+            );
+            self.slow_log.set_plan(&sql, plan);
+            explained += 1;
+        }
+        explained
     }
 
     /// The database connection pool's state.

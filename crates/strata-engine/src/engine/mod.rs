@@ -262,6 +262,18 @@ impl Engine {
             .spawn_sweeper(tracker, shutdown, std::time::Duration::from_secs(30));
         self.inner.budgets.spawn_ledger(tracker, shutdown);
         self.spawn_listener(tracker, shutdown);
+        // Slow statements are explained off the request path, a few seconds after they ran.
+        let admin = self.admin().clone();
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { admin.explain_slow_statements().await; }
+                    () = stop.cancelled() => return,
+                }
+            }
+        });
         let this = self.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {

@@ -233,6 +233,12 @@ pub trait Store:
     /// used, dead rows, missing planner statistics, free pages (see [`Recommendation`]).
     async fn recommendations(&self) -> Result<Vec<Recommendation>>;
 
+    /// The plan the database uses for `sql` (one of strata's own statements, parameters as
+    /// `$N`), one line per node: SQLite's `EXPLAIN QUERY PLAN` with the parameters unbound,
+    /// PostgreSQL's generic plan (`EXPLAIN EXECUTE` of a prepared statement under
+    /// `plan_cache_mode = force_generic_plan`, the plan for any parameters). Nothing runs.
+    async fn explain(&self, sql: &str) -> Result<Vec<String>>;
+
     /// Tells every other process sharing this store about a change (a no-op for a store
     /// only one process opens).
     async fn announce(&self, change: StoreChange) -> Result<()> {

@@ -158,6 +158,20 @@ impl Store for SqliteStore {
         super::advice::sqlite(&mut *self.conn().await?).await
     }
 
+    async fn explain(&self, sql: &str) -> Result<Vec<String>> {
+        use sqlx::Row as _;
+        let text = format!("EXPLAIN QUERY PLAN {sql}");
+        let mut q = sqlx::query(&text);
+        for _ in 0..crate::slowlog::parameters(sql) {
+            q = q.bind(None::<String>);
+        }
+        let rows = q.fetch_all(&mut *self.conn().await?).await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("detail").unwrap_or_default())
+            .collect())
+    }
+
     async fn table_stats(&self) -> Result<Vec<TableStats>> {
         let mut conn = self.conn().await?;
         let tables: Vec<String> = sqlx::query_scalar(

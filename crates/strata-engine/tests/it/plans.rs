@@ -20,7 +20,7 @@ use chrono::{Duration as Span, Utc};
 use sqlx::{Connection as _, Executor as _, Row as _};
 use strata_engine::TenantId;
 use strata_engine::model::DocumentFilter;
-use strata_engine::slowlog::SlowLog;
+use strata_engine::slowlog::{SlowLog, parameters};
 use strata_engine::store::postgres::{PostgresOptions, PostgresStore};
 use strata_engine::store::sqlite::{SqliteOptions, SqliteStore};
 use strata_engine::store::{ChunkFilter, Store};
@@ -126,33 +126,6 @@ async fn hot(store: Arc<dyn Store>) -> Vec<(String, Vec<String>)> {
         .await,
     );
     out
-}
-
-/// The highest `$n` in `sql`, or the number of `?`s (outside quotes) when it has none.
-fn parameters(sql: &str) -> usize {
-    let bytes = sql.as_bytes();
-    let mut max = 0;
-    let mut questions = 0;
-    let mut quoted = false;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\'' => quoted = !quoted,
-            b'?' if !quoted => questions += 1,
-            b'$' if !quoted => {
-                let digits: String = sql[i + 1..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                if let Ok(n) = digits.parse::<usize>() {
-                    max = max.max(n);
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    if max > 0 { max } else { questions }
 }
 
 /// The large tables an SQLite plan reads in full (`SCAN t` without an index).
@@ -441,4 +414,62 @@ async fn postgres_recommends_from_its_statistics() {
     );
     store.close().await;
     db.drop().await;
+}
+
+/// The engine explains each slow statement once, off the request path, and keeps the plan on
+/// the log's entries (what `GET /v1/performance/database/stats` shows and the warn line
+/// carries), on both backends.
+#[tokio::test]
+async fn slow_statements_are_explained_and_keep_their_plans() {
+    let log = log().clone();
+    let dir = tempfile::tempdir().unwrap();
+    let pg = FreshPostgres::new().await;
+    for url in [None, Some(pg.url.clone())] {
+        let mut s = strata_engine::EngineSettings {
+            data_dir: dir.path().join(if url.is_some() { "pg" } else { "sqlite" }),
+            database_url: url.clone().map(Into::into),
+            slow_log: log.clone(),
+            load_model: strata_engine::ModelLoad::OnFirstUse,
+            ..strata_engine::EngineSettings::default()
+        };
+        s.sqlite.slow_statement = std::time::Duration::ZERO;
+        s.postgres.slow_statement = std::time::Duration::ZERO;
+        if let Ok(dir) = std::env::var("STRATA_MODEL_DIR") {
+            s.model_dir = dir.into();
+        }
+        let engine = strata_engine::Engine::open(s).await.unwrap();
+        let owner = TenantId::parse("erin").unwrap();
+        log.take();
+        engine
+            .documents()
+            .list_documents(
+                &owner,
+                strata_engine::ListDocuments {
+                    limit: Some(5),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(
+            !log.unplanned().is_empty(),
+            "the list page's statements are new"
+        );
+        let explained = engine.admin().explain_slow_statements().await;
+        assert!(explained > 0);
+        assert!(log.unplanned().is_empty(), "each is explained once");
+        let listed = log
+            .recent()
+            .into_iter()
+            .find(|s| s.statement.starts_with("SELECT") && s.statement.contains("FROM documents"))
+            .expect("the list page's statement");
+        let plan = listed.plan.join("\n");
+        let uses_index = if url.is_some() {
+            plan.contains("Index") || plan.contains("Bitmap")
+        } else {
+            plan.contains("USING") && plan.contains("INDEX")
+        };
+        assert!(uses_index, "{}\n{plan}", listed.statement);
+        engine.close().await;
+    }
 }

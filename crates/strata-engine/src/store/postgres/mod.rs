@@ -12,25 +12,23 @@
 //! at most [`LOCK_CONNECTIONS`], opened only while uploads or deletes run).
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Connection, Executor, Postgres, QueryBuilder, Row, Transaction};
-use tokio::io::AsyncReadExt;
 
 use super::lexical::{LexicalQuery, LexicalStore};
 use super::meter::{PoolMeter, PoolStats};
 use super::outage::{Outage, SUSPECT_AFTER};
 use super::{ChunkFilter, Store, StoreChange, TableStats};
-use crate::blobs::{BlobLock, SharedBlobs};
 use crate::error::{EngineError, Result};
 use crate::ids::TenantId;
+
+mod blobs;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -497,6 +495,34 @@ impl Store for PostgresStore {
         super::advice::postgres(&mut *self.conn().await?).await
     }
 
+    async fn explain(&self, sql: &str) -> Result<Vec<String>> {
+        let name = format!("strata_explain_{}", uuid::Uuid::now_v7().simple());
+        let mut conn = self.conn().await?;
+        let explained = async {
+            let mut tx = Connection::begin(&mut *conn).await?;
+            tx.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                .await?;
+            tx.execute(format!("PREPARE {name} AS {sql}").as_str())
+                .await?;
+            let args = vec!["NULL"; crate::slowlog::parameters(sql)].join(", ");
+            let execute = if args.is_empty() {
+                format!("EXPLAIN EXECUTE {name}")
+            } else {
+                format!("EXPLAIN EXECUTE {name}({args})")
+            };
+            let plan: Vec<String> = sqlx::query_scalar(execute.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.rollback().await?;
+            Ok::<_, EngineError>(plan)
+        }
+        .await;
+        // A prepared statement outlives the transaction; it must not outlive this call on a
+        // pooled connection.
+        let _ = conn.execute(format!("DEALLOCATE {name}").as_str()).await;
+        explained
+    }
+
     async fn optimize(&self) -> Result<Vec<String>> {
         let mut ran = Vec::new();
         let mut conn = self.conn().await?;
@@ -547,111 +573,6 @@ impl Store for PostgresStore {
     async fn close(&self) {
         self.pool.close().await;
         self.locks.close().await;
-    }
-}
-
-/// Releases a blob's advisory lock when dropped: the unlock runs on the connection that
-/// holds the lock; if it cannot, the connection is closed, which releases it too.
-struct AdvisoryLock {
-    conn: Option<PoolConnection<Postgres>>,
-    key: String,
-}
-
-impl Drop for AdvisoryLock {
-    fn drop(&mut self) {
-        let Some(mut conn) = self.conn.take() else {
-            return;
-        };
-        let key = std::mem::take(&mut self.key);
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            drop(conn.detach());
-            return;
-        };
-        rt.spawn(async move {
-            let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
-                .bind(&key)
-                .execute(&mut *conn)
-                .await;
-            if unlocked.is_err() {
-                let _ = sqlx::Connection::close(conn.detach()).await;
-            }
-        });
-    }
-}
-
-#[async_trait]
-impl SharedBlobs for PostgresStore {
-    async fn put(&self, sha256: &str, path: &Path) -> Result<()> {
-        let mut file = tokio::fs::File::open(path).await?;
-        let mut tx = self.begin().await?;
-        let stored: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM blobs WHERE sha256 = $1)")
-                .bind(sha256)
-                .fetch_one(&mut *tx)
-                .await?;
-        if stored {
-            return Ok(());
-        }
-        let mut part = 0i32;
-        loop {
-            let mut buf = Vec::with_capacity(BLOB_PART);
-            let n = (&mut file)
-                .take(BLOB_PART as u64)
-                .read_to_end(&mut buf)
-                .await?;
-            // An empty file is stored as one empty part, so that it exists.
-            if n == 0 && part > 0 {
-                break;
-            }
-            sqlx::query(
-                "INSERT INTO blobs (sha256, part, data) VALUES ($1, $2, $3) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(sha256)
-            .bind(part)
-            .bind(buf)
-            .execute(&mut *tx)
-            .await?;
-            part += 1;
-            if n < BLOB_PART {
-                break;
-            }
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn part(&self, sha256: &str, index: u32) -> Result<Option<Bytes>> {
-        let data: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT data FROM blobs WHERE sha256 = $1 AND part = $2")
-                .bind(sha256)
-                .bind(index as i32)
-                .fetch_optional(&mut *self.conn().await?)
-                .await?;
-        Ok(data.map(Bytes::from))
-    }
-
-    async fn remove(&self, sha256: &str) -> Result<()> {
-        sqlx::query("DELETE FROM blobs WHERE sha256 = $1")
-            .bind(sha256)
-            .execute(&mut *self.conn().await?)
-            .await?;
-        Ok(())
-    }
-
-    async fn lock(&self, sha256: &str) -> Result<crate::blobs::BlobLock> {
-        let mut conn = self
-            .guarded(async { Ok(self.locks.acquire().await?) })
-            .await?;
-        let key = format!("strata:blob:{sha256}");
-        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
-            .bind(&key)
-            .execute(&mut *conn)
-            .await?;
-        Ok(BlobLock::new(AdvisoryLock {
-            conn: Some(conn),
-            key,
-        }))
     }
 }
 
