@@ -2,10 +2,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use super::{Load, Outcome, Request, report};
 use crate::helpers::TestServer;
 
 /// A tmpfs of `mib` MiB mounted at `dir` until dropped.
@@ -73,6 +75,21 @@ async fn a_full_disk_refuses_uploads_with_507_keeps_reads_and_leaves_nothing_hal
     )
     .await;
 
+    // Reads run throughout, while the disk fills and after.
+    let reads: Request = {
+        let (client, base) = (reqwest::Client::new(), s.url(""));
+        Arc::new(move |_, n| {
+            let (client, base) = (client.clone(), base.clone());
+            Box::pin(async move {
+                let path = if n % 2 == 0 { "/v1/documents?limit=5" } else { "/v1/tags" };
+                match client.get(format!("{base}{path}")).send().await {
+                    Ok(r) if r.status().is_success() => Outcome::Ok,
+                    _ => Outcome::Failed,
+                }
+            })
+        })
+    };
+    let load = Load::start(2, Duration::from_millis(5), reads);
     let mut stored: Vec<String> = Vec::new();
     let mut refused = None;
     for i in 0..40 {
@@ -126,6 +143,10 @@ async fn a_full_disk_refuses_uploads_with_507_keeps_reads_and_leaves_nothing_hal
         assert_eq!(r.status(), 200);
         assert_eq!(r.bytes().await.unwrap().len(), 1 << 20);
     }
+
+    let samples = load.finish().await;
+    let (_, _, failed, _) = report("reads while the disk filled", &samples);
+    assert_eq!(failed, 0, "reads kept working");
 
     // Once space is freed, uploads succeed again.
     std::fs::remove_file(&filler).unwrap();
