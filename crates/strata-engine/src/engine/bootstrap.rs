@@ -240,6 +240,8 @@ impl Engine {
                 store,
                 writes,
                 data_dir: settings.data_dir.clone(),
+                extract: settings.extract.clone(),
+                extract_timeout: settings.jobs.extract_timeout,
                 _lock: lock,
             }),
         })

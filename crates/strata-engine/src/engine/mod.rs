@@ -184,6 +184,10 @@ struct Inner {
     store: Arc<dyn Store>,
     writes: Arc<Writes>,
     data_dir: PathBuf,
+    /// Who reads which file format, under which limits.
+    extract: crate::extract::ExtractSettings,
+    /// Longest extraction of one file.
+    extract_timeout: std::time::Duration,
     /// Held for the engine's life: one process per data directory.
     _lock: std::fs::File,
 }
@@ -242,6 +246,12 @@ impl Engine {
     /// The data directory (the embedded store, or upload staging over PostgreSQL).
     pub fn data_dir(&self) -> &std::path::Path {
         &self.inner.data_dir
+    }
+
+    /// Who reads which file format (poppler or the built-in PDF parser, the extraction
+    /// helper), the memory limit of each extraction process, and the time limit.
+    pub fn extraction(&self) -> (&crate::extract::ExtractSettings, std::time::Duration) {
+        (&self.inner.extract, self.inner.extract_timeout)
     }
 
     /// Saves the vector index if it changed. Called periodically and on close.

@@ -166,7 +166,7 @@ function render(data) {
   const parts = Object.keys(health).filter((k) => health[k] && typeof health[k] === "object" && health[k].status);
   fill("health", parts.map((p) => {
     const x = health[p];
-    const detail = x.latency_ms !== undefined && x.latency_ms !== null ? fmt(x.latency_ms, 2) + " ms" : (x.error || "");
+    const detail = x.latency_ms !== undefined && x.latency_ms !== null ? fmt(x.latency_ms, 2) + " ms" : (x.error || x.pdf_reader || "");
     return [p, x.status, detail];
   }), false);
   fill("jobs", jobs.by_kind.map((d) => [d.kind, d.state, String(d.jobs)]), false);

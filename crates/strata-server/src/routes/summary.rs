@@ -199,7 +199,9 @@ const DISK_LOW: f64 = 0.05;
                    has its own `status` and the figures it was judged on: `database` (a \
                    round trip, the pool), `redis` (a PING; absent without Redis; its breaker \
                    and invalidation bus), `model` (the local model's passes, failures and \
-                   queue), `jobs` (unfinished jobs by state), `process` (memory, CPU, file \
+                   queue), `extraction` (the PDF reader, whether extraction runs in a child \
+                   process, its memory and time limits, and any program gone missing), \
+                   `jobs` (unfinished jobs by state), `process` (memory, CPU, file \
                    descriptors against their limit, threads) and `host` (CPUs, load, memory, \
                    the data directory's free disk). Always 200: readiness for a load \
                    balancer is `/readyz`.",
@@ -272,6 +274,32 @@ pub(crate) async fn health(app: &AppState) -> Value {
     parts.insert(
         "model".into(),
         json!({ "status": model_status, "id": model, "local": stats.is_some(), "stats": stats }),
+    );
+    // Extraction: the programs it runs must still be there (a package removed under a running
+    // server fails every upload of that format).
+    let (extract, timeout) = app.engine.extraction();
+    let pdf = match &extract.pdf {
+        strata_engine::extract::PdfReader::Poppler(p) => Some(p.as_path()),
+        strata_engine::extract::PdfReader::Builtin => None,
+    };
+    let missing: Vec<String> = pdf
+        .into_iter()
+        .chain(extract.helper.as_deref())
+        .filter(|p| !p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    let extract_status = if missing.is_empty() { "ok" } else { "degraded" };
+    overall = worse(overall, extract_status);
+    parts.insert(
+        "extraction".into(),
+        json!({
+            "status": extract_status,
+            "pdf_reader": extract.pdf.describe(),
+            "in_child_process": extract.helper.is_some(),
+            "memory_limit_bytes": extract.memory_limit,
+            "time_limit_secs": timeout.as_secs_f64(),
+            "missing": missing,
+        }),
     );
     let depth = app.engine.jobs().queue_depth().await;
     let jobs_status = match &depth {

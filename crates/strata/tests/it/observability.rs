@@ -67,6 +67,20 @@ async fn health_judges_each_part() {
     let host = &h["host"]["stats"];
     assert!(host["disk_available_bytes"].as_u64().unwrap() > 0, "{h}");
     assert!(host["memory_total_bytes"].as_u64().unwrap() > 0, "{h}");
+    assert_eq!(h["extraction"]["status"], "ok", "{h}");
+    assert_eq!(h["extraction"]["in_child_process"], true);
+    s.stop().await;
+
+    // A PDF reader that is gone (a package removed under a running server) degrades it.
+    let s = TestServer::start_with(|e| {
+        e.extract.pdf = strata_engine::extract::PdfReader::Poppler("/nonexistent/pdftotext".into())
+    })
+    .await;
+    let h = s.get_json("/v1/performance/system/health").await;
+    assert_eq!(h["extraction"]["status"], "degraded", "{h}");
+    assert_eq!(h["extraction"]["missing"][0], "/nonexistent/pdftotext");
+    assert_eq!(h["status"], "degraded");
+    s.stop().await;
 }
 
 /// The page is static and served to anyone; what it shows comes from an admin-only feed.

@@ -81,7 +81,11 @@ async fn a_full_disk_refuses_uploads_with_507_keeps_reads_and_leaves_nothing_hal
         Arc::new(move |_, n| {
             let (client, base) = (client.clone(), base.clone());
             Box::pin(async move {
-                let path = if n % 2 == 0 { "/v1/documents?limit=5" } else { "/v1/tags" };
+                let path = if n % 2 == 0 {
+                    "/v1/documents?limit=5"
+                } else {
+                    "/v1/tags"
+                };
                 match client.get(format!("{base}{path}")).send().await {
                     Ok(r) if r.status().is_success() => Outcome::Ok,
                     _ => Outcome::Failed,
