@@ -8,9 +8,10 @@
 //! is shrunk and saved under `proptest-regressions/`, which is committed, so it is replayed
 //! first on every later run.
 //!
-//! Coverage-guided fuzzing (cargo-fuzz, libFuzzer) works with this toolchain only by
-//! building the whole dependency tree a second time with instrumentation (about 15 minutes
-//! on two cores), which does not fit in each CI run; these properties do.
+//! The same parsers have coverage-guided targets (libFuzzer through cargo-fuzz, `fuzz/`,
+//! run by hand with `scripts/fuzz-coverage`): their first build compiles the dependency tree
+//! again with instrumentation (about 15 minutes on two cores), which CI does not pay on every
+//! run; these properties are what CI runs.
 
 use proptest::prelude::*;
 

@@ -512,7 +512,7 @@ fn canonical(parts: &[&str]) -> Vec<u8> {
 
 /// Every parameter that changes a search's answer, canonicalised (trimmed query, sorted
 /// filters), so equivalent requests share an entry and different ones never do.
-pub(crate) fn search_material(req: &SearchRequest, engine: &str) -> Vec<u8> {
+pub fn search_material(req: &SearchRequest, engine: &str) -> Vec<u8> {
     /// Borrowed fields in a fixed order; serialised straight to bytes, no JSON tree.
     #[derive(serde::Serialize)]
     struct Canonical<'a> {

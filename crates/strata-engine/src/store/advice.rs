@@ -12,8 +12,8 @@ use crate::error::Result;
 /// One thing the catalog says should be done, with the figures it is based on.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Recommendation {
-    /// `sequential_scans`, `unused_index`, `dead_rows`, `missing_statistics` or
-    /// `free_pages`.
+    /// `sequential_scans`, `unused_index`, `dead_rows`, `missing_statistics`,
+    /// `autovacuum_off` or `free_pages`.
     pub kind: &'static str,
     /// The table or index.
     pub target: String,
@@ -31,6 +31,22 @@ pub const LARGE_TABLE_ROWS: i64 = 10_000;
 /// non-unique indexes never scanned on large tables.
 pub(crate) async fn postgres(conn: &mut PgConnection) -> Result<Vec<Recommendation>> {
     let mut out = Vec::new();
+    // strata's tables churn (job rows, chunks rewritten on every re-ingestion, tags): with
+    // autovacuum off their dead rows pile up and every statement slows (a one-hour soak on
+    // such a server halved its throughput in half an hour).
+    let autovacuum: String = sqlx::query_scalar("SELECT current_setting('autovacuum')")
+        .fetch_one(&mut *conn)
+        .await?;
+    if autovacuum == "off" {
+        out.push(Recommendation {
+            kind: "autovacuum_off",
+            target: "server".into(),
+            finding: "autovacuum is off: dead rows of strata's tables are never reclaimed".into(),
+            action: "turn autovacuum on (postgresql.conf), or call POST \
+                     /v1/performance/database/optimize on a schedule"
+                .into(),
+        });
+    }
     let tables = sqlx::query(
         "SELECT relname, seq_scan, seq_tup_read, COALESCE(idx_scan, 0) AS idx_scan, \
                 n_live_tup, n_dead_tup, \
