@@ -122,6 +122,36 @@ async fn entries_expire_after_their_kinds_ttl() {
     assert_eq!(c.stats().l1_expirations, 1);
 }
 
+/// Entries stored together do not expire together: each lives 90-100% of its TTL.
+#[tokio::test(start_paused = true)]
+async fn entries_stored_together_expire_spread_over_a_tenth_of_the_ttl() {
+    let c = cache(1 << 20);
+    let calls = AtomicUsize::new(0);
+    // "short" lives 5 s: each entry 4.5-5 s.
+    for i in 0..200 {
+        fetch(&c, "short", "s", &format!("q{i}"), &calls).await;
+    }
+    let alive = |c: &Cache| {
+        let c = c.clone();
+        async move {
+            let mut n = 0;
+            for i in 0..200 {
+                let got = fetch(&c, "short", "s", &format!("q{i}"), &AtomicUsize::new(0)).await;
+                n += usize::from(got.source == Source::L1);
+            }
+            n
+        }
+    };
+    tokio::time::advance(Duration::from_millis(4_400)).await;
+    assert_eq!(alive(&c).await, 200, "none expires before 90% of its TTL");
+    tokio::time::advance(Duration::from_millis(350)).await;
+    let at_4_75 = alive(&c).await;
+    assert!(
+        (40..160).contains(&at_4_75),
+        "{at_4_75} of 200 alive at 4.75 s"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_compute_once() {
     let c = cache(1 << 20);

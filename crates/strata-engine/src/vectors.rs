@@ -93,6 +93,54 @@ pub struct VectorIndex {
     dims: usize,
     settings: AnnSettings,
     dirty: AtomicBool,
+    slots: SearchSlots,
+}
+
+/// Search contexts usearch keeps: each running search holds one, and a search that finds
+/// none free fails ("Reserve capacity ahead of searches!"; usearch reserves as many as the
+/// machine has cores unless told). A one-hour soak hit that twice with four clients on two
+/// cores. Searches past this many wait for a context ([`SearchSlots`]) instead.
+const SEARCH_CONTEXTS: usize = 64;
+
+/// Reserves room for `capacity` vectors and [`SEARCH_CONTEXTS`] concurrent searches.
+fn reserve(index: &Index, capacity: usize) -> Result<()> {
+    index
+        .reserve_capacity_and_threads(capacity, SEARCH_CONTEXTS)
+        .map_err(usearch_err)
+}
+
+/// At most [`SEARCH_CONTEXTS`] searches at once; the rest wait (searches take well under a
+/// millisecond, on the blocking pool).
+struct SearchSlots {
+    free: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+struct SearchSlot<'a>(&'a SearchSlots);
+
+impl SearchSlots {
+    fn new() -> Self {
+        Self {
+            free: std::sync::Mutex::new(SEARCH_CONTEXTS),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    fn take(&self) -> SearchSlot<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        SearchSlot(self)
+    }
+}
+
+impl Drop for SearchSlot<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
 }
 
 fn usearch_err(e: impl std::fmt::Display) -> EngineError {
@@ -111,7 +159,7 @@ impl VectorIndex {
             multi: false,
         })
         .map_err(usearch_err)?;
-        index.reserve(1024).map_err(usearch_err)?;
+        reserve(&index, 1024)?;
         Ok(Self {
             inner: RwLock::new(Inner {
                 index,
@@ -125,6 +173,7 @@ impl VectorIndex {
             dims,
             settings,
             dirty: AtomicBool::new(false),
+            slots: SearchSlots::new(),
         })
     }
 
@@ -164,6 +213,8 @@ impl VectorIndex {
             if inner.index.load(p).is_err() || inner.index.size() as u64 != fingerprint.0 {
                 return Ok(None);
             }
+            // Loading replaces the reservation with one sized by the file.
+            reserve(&inner.index, inner.index.capacity().max(1024))?;
             inner
                 .index
                 .change_expansion_search(settings.expansion_search);
@@ -200,10 +251,7 @@ impl VectorIndex {
         let mut inner = self.write();
         let needed = inner.index.size() + rows.len();
         if needed > inner.index.capacity() {
-            inner
-                .index
-                .reserve((needed * 2).max(1024))
-                .map_err(usearch_err)?;
+            reserve(&inner.index, (needed * 2).max(1024))?;
         }
         for (key, owner, v) in rows {
             if v.len() != self.dims {
@@ -266,6 +314,7 @@ impl VectorIndex {
         k: usize,
         allowed: Option<&HashSet<u64>>,
     ) -> Result<Vec<(u64, f32)>> {
+        let _slot = self.slots.take();
         let inner = self.read();
         let Some(&t) = inner.tenants.get(owner) else {
             return Ok(Vec::new());
@@ -467,5 +516,35 @@ mod tests {
         assert_eq!(top[0].0, 1);
         assert!((top[0].1 - 1.0).abs() < 1e-5);
         assert_eq!(top.len(), 2);
+    }
+
+    #[test]
+    fn more_concurrent_searches_than_search_contexts_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = std::sync::Arc::new(
+            VectorIndex::new(
+                &dir.path().join("v.usearch"),
+                "m",
+                8,
+                AnnSettings::default(),
+            )
+            .unwrap(),
+        );
+        let a = TenantId::parse("a").unwrap();
+        let rows: Vec<_> = (0..200u64).map(|k| (k, a.clone(), unit(k, 8))).collect();
+        idx.add(&rows).unwrap();
+        let threads: Vec<_> = (0..SEARCH_CONTEXTS * 2)
+            .map(|i| {
+                let (idx, a) = (idx.clone(), a.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        idx.search(&a, &unit(i as u64, 8), 10, None).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("every search succeeds");
+        }
     }
 }
