@@ -1,0 +1,8 @@
+//! Plain text extraction of arbitrary bytes: never panics; what it keeps is clean.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use strata_engine::extract::{MediaType, extract};
+
+fuzz_target!(|data: &[u8]| check(MediaType::Text, data));
+
+include!("check.rs");
