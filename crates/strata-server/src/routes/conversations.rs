@@ -263,9 +263,9 @@ pub struct PostMessage {
     responses(
         (status = 200, description = "The stored question and answer", body = Object),
         (status = 400, description = "`malformed_json`"),
-        (status = 404, description = "`not_found`, or `model_not_found`"),
+        (status = 404, description = "`not_found`: no such conversation"),
         (status = 415, description = "`unsupported_media_type`: not JSON"),
-        (status = 422, description = "`validation_failed`"),
+        (status = 422, description = "`validation_failed` (`model`: no configured upstream serves the model)"),
         (status = 429, description = "`budget_exceeded`"),
         (status = 502, description = "`upstream_error`"),
         (status = 503, description = "`upstream_unavailable`"),
@@ -299,9 +299,14 @@ pub async fn post(
         max_tokens: req.max_tokens,
         temperature: req.temperature,
     };
+    // The conversation exists: a model no upstream serves is the request's (or the stored
+    // conversation's) field at fault, not a missing resource.
     app.gateway
         .converse(&tenant.0, &id, turn)
         .await
         .map(Json)
-        .map_err(gateway_error)
+        .map_err(|e| match e {
+            strata_gateway::GatewayError::ModelNotFound(why) => ApiError::invalid("model", why),
+            other => gateway_error(other),
+        })
 }

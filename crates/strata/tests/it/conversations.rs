@@ -269,6 +269,19 @@ async fn documents_are_summarised_in_the_background_through_the_gateway() {
 
     // Without an upstream the job fails at once, saying why.
     let bare = TestServer::start().await;
+    // And a conversation's message names the field at fault: the model no upstream serves
+    // (the conversation itself exists, so not 404).
+    let c = bare.post_json("/v1/conversations", json!({})).await;
+    assert_eq!(c.status(), 201);
+    let c: Value = c.json().await.unwrap();
+    let r = bare
+        .post_json(
+            &format!("/v1/conversations/{}/messages", c["id"].as_str().unwrap()),
+            json!({ "content": "hello" }),
+        )
+        .await;
+    let problem = crate::helpers::assert_problem(r, 422, "validation_failed").await;
+    assert_eq!(problem["field"], "model", "{problem}");
     let doc = bare
         .create_text("A short note about nothing in particular.", &[])
         .await;
