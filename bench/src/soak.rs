@@ -57,10 +57,6 @@ fn slope(xs: &[f64], ys: &[f64]) -> f64 {
     if var == 0.0 { 0.0 } else { cov / var }
 }
 
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    crate::percentile(sorted, p)
-}
-
 /// Runs the soak; `database_url` and `redis_url` choose the backend (none: SQLite).
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
@@ -286,8 +282,8 @@ pub async fn run(
             "pool_waiters": db["database"]["pool"]["waiters"],
             "requests": m.requests,
             "errors": m.errors,
-            "p50_ms": pct(&lat, 0.50),
-            "p99_ms": pct(&lat, 0.99),
+            "p50_ms": crate::percentile(&lat, 0.50),
+            "p99_ms": crate::percentile(&lat, 0.99),
         });
         eprintln!("soak {}", sample);
         samples.push(sample);

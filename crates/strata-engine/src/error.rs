@@ -128,5 +128,14 @@ impl From<strata_cache::CacheError> for EngineError {
     }
 }
 
+/// The message a panic carried (`panic!("...")` with a literal or a formatted string), if
+/// any: for contained panics that become an error or a log line.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> Option<String> {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+}
+
 /// Result alias used throughout the engine.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

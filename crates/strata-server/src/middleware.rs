@@ -305,11 +305,7 @@ pub(crate) fn cache_timing(
 
 /// A panic in a handler becomes a logged 500 problem, never a dropped connection.
 pub(crate) fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response<Body> {
-    let msg = err
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| err.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown".into());
+    let msg = strata_engine::error::panic_message(err.as_ref()).unwrap_or_else(|| "unknown".into());
     tracing::error!(panic = %msg, "handler panicked");
     ApiError::new(
         Code::Internal,

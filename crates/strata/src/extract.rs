@@ -51,10 +51,7 @@ fn in_process(media: MediaType, bytes: &[u8]) -> anyhow::Result<Extracted> {
     match std::panic::catch_unwind(|| extract(media, bytes)) {
         Ok(r) => Ok(r?),
         Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
+            let msg = strata_engine::error::panic_message(panic.as_ref())
                 .unwrap_or_else(|| "no message".into());
             bail!("the {} parser failed on this file: {msg}", media.as_str())
         }

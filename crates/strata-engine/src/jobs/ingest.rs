@@ -434,10 +434,7 @@ impl Sandbox {
             ))),
             Ok(Err(join)) => Err(JobError::Transient(format!("{what} task failed: {join}"))),
             Ok(Ok(Err(panic))) => {
-                let msg = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                let msg = crate::error::panic_message(panic.as_ref())
                     .unwrap_or_else(|| "unknown panic".into());
                 error!(what, panic = %msg, "extractor panicked on this file");
                 Err(JobError::Permanent(format!(
