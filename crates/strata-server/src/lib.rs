@@ -10,6 +10,7 @@ pub mod alerts;
 pub mod auth;
 mod cached;
 pub mod caller;
+mod drain;
 pub mod error;
 pub mod extract;
 pub mod logging;
@@ -235,7 +236,9 @@ pub fn with_middleware(
 }
 
 /// Serves `app` on `listener` until `shutdown`, then drains in-flight requests for up to
-/// `grace`.
+/// `grace`. The listener takes its accept queue and closes at `shutdown`; hyper's graceful
+/// shutdown begins [`drain::FIRST_REQUEST_WINDOW`] later (at most `grace`), so connections
+/// made just before the stop get their first request read (see [`drain`]).
 async fn serve_until<L>(
     listener: L,
     app: Router,
@@ -246,8 +249,16 @@ where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
+    let window = drain::FIRST_REQUEST_WINDOW.min(grace);
+    let graceful = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(window).await;
+        }
+    };
     let serve = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .with_graceful_shutdown(graceful)
         .into_future();
     tokio::pin!(serve);
     tokio::select! {
@@ -320,7 +331,8 @@ impl App {
             }
             _ => {
                 info!(%addr, "listening");
-                serve_until(self.listener, app, &shutdown, grace).await?;
+                let listener = drain::Draining::new(self.listener, shutdown.clone())?;
+                serve_until(listener, app, &shutdown, grace).await?;
             }
         }
         tasks.close();

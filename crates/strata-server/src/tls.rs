@@ -109,19 +109,7 @@ async fn accept_loop(
     ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = tcp.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait rather than spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    let handshake = |stream: TcpStream, peer: SocketAddr| {
         let _ = stream.set_nodelay(true);
         let acceptor = TlsAcceptor::from(config.load_full());
         let ready = ready.clone();
@@ -134,6 +122,29 @@ async fn accept_loop(
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
+    };
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => None,
+            accepted = tcp.accept() => Some(accepted),
+        };
+        match accepted {
+            None => {
+                // Connections already completed by the kernel are taken and shaken hands
+                // with, not reset by the close (see `crate::drain`).
+                for (stream, peer) in crate::drain::take_queue(tcp) {
+                    handshake(stream, peer);
+                }
+                return;
+            }
+            Some(Ok((stream, peer))) => handshake(stream, peer),
+            Some(Err(e)) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 

@@ -188,7 +188,9 @@ async fn graceful_shutdown_under_load_completes_in_flight_requests_and_loses_not
     let args: Vec<&str> = ARGS
         .iter()
         .copied()
-        .chain(["--shutdown-grace-secs", "0"])
+        // Room for the requests in flight (and for the connections the kernel completed
+        // just before the stop) to be answered; 0 would cut them off.
+        .chain(["--shutdown-grace-secs", "5"])
         .collect();
     let mut first = Proc::start(&data, &args).await;
     let mut docs = Vec::new();
@@ -197,9 +199,10 @@ async fn graceful_shutdown_under_load_completes_in_flight_requests_and_loses_not
     }
     let acked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     // A new connection per request: a request then either finds the listener closed or is
-    // answered, so a dropped request cannot hide behind HTTP/1.1's keep-alive race (a
-    // request sent on an idle connection just as the server closes it is never received,
-    // and clients retry such idempotent requests).
+    // answered (a connection the kernel completed before the stop is taken from the accept
+    // queue and served, see strata-server's `drain`), so a dropped request cannot hide
+    // behind HTTP/1.1's keep-alive race (a request sent on an idle connection just as the
+    // server closes it is never received, and clients retry such idempotent requests).
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
