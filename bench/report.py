@@ -60,6 +60,19 @@ for engine in ("usearch", "hnswlib"):
     for ef in (64, 128):
         row(f"{engine} ef={ef} recall@10", ann_med(engine, ef, "recall_at_10"), "")
         row(f"{engine} ef={ef} queries/s", ann_med(engine, ef, "queries_per_s"), "q/s")
+lines.append("strata's in-process indexes through the server's types (medians; filtered = 1 of 10 tenants):")
+for engine in ("usearch", "qdrant"):
+    runs = by.get(f"index_{engine}", [])
+    row(f"{engine} build, 1 thread ({next((r['n'] for r in runs), None)} vectors)", med(f"index_{engine}", "build_seconds"), "s")
+    row(f"{engine} resident memory added", med(f"index_{engine}", "rss_mib"), "MiB")
+    for ef in (64, 128):
+        for key, unit in (("recall_at_10", ""), ("queries_per_s", "q/s")):
+            vals = [x[key] for r in runs for x in r["results"] if x["ef"] == ef]
+            row(f"{engine} ef={ef} {key}", statistics.median(vals) if vals else None, unit)
+    for share in (100, 10, 1):
+        for key, unit in (("recall_at_10", ""), ("queries_per_s", "q/s")):
+            vals = [x[key] for r in runs for x in r["filtered"] if x["tenant_share_percent"] == share]
+            row(f"{engine} filtered {share}% of tenant {key}", statistics.median(vals) if vals else None, unit)
 s = by.get("search", [{}])[0]
 lines.append("ingestion and uncached search through the HTTP server:")
 row(f"ingestion ({s.get('chunks')} chunks)", s.get("ingest_chunks_per_s"), "chunks/s")

@@ -5,6 +5,7 @@
 
 mod cache;
 mod gateway;
+mod indexes;
 mod memories;
 mod mixed;
 mod overload;
@@ -423,6 +424,23 @@ enum Cmd {
         #[arg(long, default_value_t = 200_000)]
         requests: usize,
     },
+    /// One of strata's in-process indexes (usearch or qdrant-edge) on the dataset, through
+    /// the server's own types: build time, memory, recall@10 and queries/s, unfiltered and
+    /// with tenant and allowed-set filters of several selectivities.
+    Index {
+        /// `usearch` or `qdrant`.
+        #[arg(long)]
+        engine: String,
+        /// Dataset directory.
+        #[arg(long)]
+        data: PathBuf,
+        /// ef values to measure.
+        #[arg(long, value_delimiter = ',', default_value = "64,128")]
+        ef: Vec<usize>,
+        /// Queries used (the filtered runs score every query exactly too).
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+    },
     /// usearch HNSW on the dataset: build time, recall@10 and single-thread queries/s.
     Ann {
         /// Dataset directory.
@@ -478,6 +496,12 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             fraction,
             seconds,
         } => l1(&engine, keys, fraction, seconds),
+        Cmd::Index {
+            engine,
+            data,
+            ef,
+            queries,
+        } => indexes::run(&engine, &data, &ef, queries),
         Cmd::Ann {
             data,
             ef,

@@ -1,6 +1,7 @@
-//! Where nearest-neighbour search runs, chosen by the backend: the in-process usearch index
-//! of the embedded default, or pgvector's HNSW index inside PostgreSQL, which every process
-//! over the database shares and keeps current by writing the rows themselves.
+//! Where nearest-neighbour search runs, chosen by the backend: an in-process index on the
+//! embedded default (usearch, or a qdrant-edge shard with `--vector-index qdrant`), or
+//! pgvector's HNSW index inside PostgreSQL, which every process over the database shares and
+//! keeps current by writing the rows themselves.
 //!
 //! Every touch of the in-process index (its `RwLock`, HNSW graph walks, inserts, saves) and
 //! every exact scoring of candidates runs on the blocking pool, never on an async worker: an
@@ -29,6 +30,9 @@ pub(crate) fn rerank_candidates(k: usize) -> usize {
 pub(crate) enum Ann {
     /// usearch HNSW in this process, persisted beside the SQLite file.
     Local(Arc<VectorIndex>),
+    /// A qdrant-edge shard in this process, in the data directory.
+    #[cfg(feature = "qdrant")]
+    Qdrant(Arc<crate::qdrant::QdrantIndex>),
     /// pgvector in the shared database.
     Postgres(Box<PostgresStore>),
 }
@@ -38,6 +42,11 @@ impl Ann {
     pub(crate) async fn add(&self, rows: Vec<(u64, TenantId, Vec<f32>)>) -> Result<()> {
         match self {
             Self::Local(index) => {
+                let index = index.clone();
+                blocking(move || index.add(&rows)).await
+            }
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(index) => {
                 let index = index.clone();
                 blocking(move || index.add(&rows)).await
             }
@@ -53,6 +62,11 @@ impl Ann {
                 let index = index.clone();
                 blocking(move || index.remove(&keys)).await
             }
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(index) => {
+                let index = index.clone();
+                blocking(move || index.remove(&keys)).await
+            }
             Self::Postgres(_) => Ok(()),
         }
     }
@@ -61,6 +75,8 @@ impl Ann {
     pub(crate) fn tenant_count(&self, owner: &TenantId) -> Option<u64> {
         match self {
             Self::Local(index) => Some(index.tenant_count(owner)),
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(index) => Some(index.tenant_count(owner)),
             Self::Postgres(_) => None,
         }
     }
@@ -69,6 +85,8 @@ impl Ann {
     pub(crate) fn len(&self) -> usize {
         match self {
             Self::Local(index) => index.len(),
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(index) => index.len(),
             Self::Postgres(_) => 0,
         }
     }
@@ -77,6 +95,11 @@ impl Ann {
     pub(crate) async fn save(&self) -> Result<bool> {
         match self {
             Self::Local(index) => {
+                let index = index.clone();
+                blocking(move || index.save()).await
+            }
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(index) => {
                 let index = index.clone();
                 blocking(move || index.save()).await
             }
@@ -100,10 +123,19 @@ impl Ann {
         match self {
             // Scored in the database either way: no vectors cross the wire.
             Self::Postgres(pg) => pg.nearest(owner, model, query, k, filter, exact).await,
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(_) if exact => {
+                exact_in_process(store, owner, model, query, k, filter).await
+            }
+            // The shard keeps f32 vectors: its scores are the exact path's, no re-ranking.
+            #[cfg(feature = "qdrant")]
+            Self::Qdrant(index) => {
+                let allowed = store.allowed_ids(owner, model, filter).await?;
+                let (index, owner, query) = (index.clone(), owner.clone(), query.to_vec());
+                blocking(move || index.search(&owner, &query, k, allowed.as_ref())).await
+            }
             Self::Local(_) if exact => {
-                let rows = store.candidate_vectors(owner, model, filter).await?;
-                let query = query.to_vec();
-                blocking(move || Ok(exact_top_k(&query, &rows, k))).await
+                exact_in_process(store, owner, model, query, k, filter).await
             }
             Self::Local(index) => {
                 let allowed = store.allowed_ids(owner, model, filter).await?;
@@ -123,6 +155,21 @@ impl Ann {
             }
         }
     }
+}
+
+/// Every candidate's stored vector scored in this process (the embedded store has no vector
+/// functions of its own).
+async fn exact_in_process(
+    store: &dyn Store,
+    owner: &TenantId,
+    model: &str,
+    query: &[f32],
+    k: usize,
+    filter: &ChunkFilter,
+) -> Result<Vec<(u64, f32)>> {
+    let rows = store.candidate_vectors(owner, model, filter).await?;
+    let query = query.to_vec();
+    blocking(move || Ok(exact_top_k(&query, &rows, k))).await
 }
 
 /// Runs index work on the blocking pool (the lexical index's too).

@@ -28,6 +28,8 @@ mod lexical;
 pub mod memory;
 pub mod model;
 pub mod policy;
+#[cfg(feature = "qdrant")]
+pub mod qdrant;
 pub mod search;
 pub mod session;
 pub mod slowlog;

@@ -46,6 +46,29 @@ pub struct AnnSettings {
     pub expansion_search: usize,
     /// Filters matching at most this many chunks are searched exactly instead.
     pub exact_limit: u64,
+    /// Which in-process index the embedded store keeps (over PostgreSQL, pgvector is used).
+    pub local: LocalIndex,
+}
+
+/// The in-process index of the embedded store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LocalIndex {
+    /// usearch HNSW over 8-bit vectors, re-ranked with the stored f32 vectors.
+    #[default]
+    Usearch,
+    /// A qdrant-edge shard (f32 vectors, payload-aware filtered HNSW); present when strata
+    /// is built with the `qdrant` feature.
+    Qdrant,
+}
+
+impl LocalIndex {
+    /// The name the configuration uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Usearch => "usearch",
+            Self::Qdrant => "qdrant",
+        }
+    }
 }
 
 impl Default for AnnSettings {
@@ -55,6 +78,7 @@ impl Default for AnnSettings {
             expansion_add: 128,
             expansion_search: 64,
             exact_limit: 10_000,
+            local: LocalIndex::Usearch,
         }
     }
 }
@@ -77,12 +101,65 @@ struct Sidecar {
     key_sum: u64,
 }
 
-struct Inner {
-    index: Index,
+/// Who owns which key of an in-process index, how many keys each tenant has, and the sum of
+/// the keys (with the count, the fingerprint checked against the database at startup).
+#[derive(Default)]
+pub(crate) struct Owners {
     owner_of: HashMap<u64, u32>,
     tenants: HashMap<TenantId, u32>,
     per_tenant: HashMap<u32, u64>,
     key_sum: u64,
+}
+
+impl Owners {
+    /// Records `key` as `owner`'s (the caller has made sure it was not recorded).
+    pub(crate) fn insert(&mut self, key: u64, owner: &TenantId) {
+        let next = self.tenants.len() as u32;
+        let t = *self.tenants.entry(owner.clone()).or_insert(next);
+        self.owner_of.insert(key, t);
+        *self.per_tenant.entry(t).or_default() += 1;
+        self.key_sum = self.key_sum.wrapping_add(key);
+    }
+
+    /// Forgets `key`; whether it was recorded.
+    pub(crate) fn remove(&mut self, key: u64) -> bool {
+        let Some(t) = self.owner_of.remove(&key) else {
+            return false;
+        };
+        if let Some(n) = self.per_tenant.get_mut(&t) {
+            *n = n.saturating_sub(1);
+        }
+        self.key_sum = self.key_sum.wrapping_sub(key);
+        true
+    }
+
+    /// Whether `key` is recorded.
+    pub(crate) fn contains(&self, key: u64) -> bool {
+        self.owner_of.contains_key(&key)
+    }
+
+    /// The tenant's short number, if it has ever had a key.
+    fn tenant(&self, owner: &TenantId) -> Option<u32> {
+        self.tenants.get(owner).copied()
+    }
+
+    /// How many keys the tenant has.
+    pub(crate) fn count(&self, owner: &TenantId) -> u64 {
+        self.tenant(owner)
+            .and_then(|t| self.per_tenant.get(&t))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Keys recorded, and their sum.
+    pub(crate) fn fingerprint(&self) -> (u64, u64) {
+        (self.owner_of.len() as u64, self.key_sum)
+    }
+}
+
+struct Inner {
+    index: Index,
+    owners: Owners,
 }
 
 /// The index.
@@ -163,10 +240,7 @@ impl VectorIndex {
         Ok(Self {
             inner: RwLock::new(Inner {
                 index,
-                owner_of: HashMap::new(),
-                tenants: HashMap::new(),
-                per_tenant: HashMap::new(),
-                key_sum: 0,
+                owners: Owners::default(),
             }),
             path: path.to_owned(),
             model: model.to_owned(),
@@ -239,10 +313,9 @@ impl VectorIndex {
     pub fn register_owners(&self, rows: &[(u64, TenantId)]) {
         let mut inner = self.write();
         for (key, owner) in rows {
-            let t = intern(&mut inner, owner);
-            inner.owner_of.insert(*key, t);
-            *inner.per_tenant.entry(t).or_default() += 1;
-            inner.key_sum = inner.key_sum.wrapping_add(*key);
+            if !inner.owners.contains(*key) {
+                inner.owners.insert(*key, owner);
+            }
         }
     }
 
@@ -265,10 +338,7 @@ impl VectorIndex {
                 remove_locked(&mut inner, *key)?;
             }
             inner.index.add(*key, &unit(v)).map_err(usearch_err)?;
-            let t = intern(&mut inner, owner);
-            inner.owner_of.insert(*key, t);
-            *inner.per_tenant.entry(t).or_default() += 1;
-            inner.key_sum = inner.key_sum.wrapping_add(*key);
+            inner.owners.insert(*key, owner);
         }
         self.dirty.store(true, Ordering::Release);
         Ok(())
@@ -286,13 +356,7 @@ impl VectorIndex {
 
     /// How many vectors the tenant has.
     pub fn tenant_count(&self, owner: &TenantId) -> u64 {
-        let inner = self.read();
-        inner
-            .tenants
-            .get(owner)
-            .and_then(|t| inner.per_tenant.get(t))
-            .copied()
-            .unwrap_or(0)
+        self.read().owners.count(owner)
     }
 
     /// Vectors in the index.
@@ -316,17 +380,17 @@ impl VectorIndex {
     ) -> Result<Vec<(u64, f32)>> {
         let _slot = self.slots.take();
         let inner = self.read();
-        let Some(&t) = inner.tenants.get(owner) else {
+        let Some(t) = inner.owners.tenant(owner) else {
             return Ok(Vec::new());
         };
         let query = unit(query);
         let query = query.as_ref();
-        let everything = allowed.is_none()
-            && inner.per_tenant.get(&t).copied().unwrap_or(0) == inner.index.size() as u64;
+        let everything =
+            allowed.is_none() && inner.owners.count(owner) == inner.index.size() as u64;
         let matches = if everything {
             inner.index.search(query, k).map_err(usearch_err)?
         } else {
-            let owner_of = &inner.owner_of;
+            let owner_of = &inner.owners.owner_of;
             inner
                 .index
                 .filtered_search(query, k, |key| {
@@ -361,7 +425,7 @@ impl VectorIndex {
                 model: self.model.clone(),
                 dims: self.dims,
                 count: inner.index.size() as u64,
-                key_sum: inner.key_sum,
+                key_sum: inner.owners.fingerprint().1,
             };
             let side_tmp = sidecar(&self.path).with_extension("json.tmp");
             std::fs::write(&side_tmp, serde_json::to_vec(&meta).map_err(usearch_err)?)?;
@@ -382,20 +446,10 @@ impl VectorIndex {
 }
 
 fn remove_locked(inner: &mut Inner, key: u64) -> Result<()> {
-    if inner.index.remove(key).map_err(usearch_err)? > 0
-        && let Some(t) = inner.owner_of.remove(&key)
-    {
-        if let Some(n) = inner.per_tenant.get_mut(&t) {
-            *n = n.saturating_sub(1);
-        }
-        inner.key_sum = inner.key_sum.wrapping_sub(key);
+    if inner.index.remove(key).map_err(usearch_err)? > 0 {
+        inner.owners.remove(key);
     }
     Ok(())
-}
-
-fn intern(inner: &mut Inner, owner: &TenantId) -> u32 {
-    let next = inner.tenants.len() as u32;
-    *inner.tenants.entry(owner.clone()).or_insert(next)
 }
 
 fn sidecar(path: &Path) -> PathBuf {
@@ -415,7 +469,7 @@ pub fn exact_top_k(query: &[f32], candidates: &[(u64, Vec<f32>)], k: usize) -> V
 
 /// `v` scaled to unit length (borrowed when it already is, as the local model's vectors are;
 /// a zero vector stays as it is).
-fn unit(v: &[f32]) -> std::borrow::Cow<'_, [f32]> {
+pub(crate) fn unit(v: &[f32]) -> std::borrow::Cow<'_, [f32]> {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     if norm == 0.0 || (norm - 1.0).abs() < 1e-4 {
         std::borrow::Cow::Borrowed(v)

@@ -22,7 +22,7 @@ use crate::policy::{CachePolicy, Scopes};
 use crate::store::Store;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
-use crate::vectors::{AnnSettings, VectorIndex};
+use crate::vectors::{AnnSettings, LocalIndex, VectorIndex};
 use strata_embed::{Embedder, LocalEmbedder, ModelFiles, TextTokenizer};
 
 impl Engine {
@@ -88,16 +88,38 @@ impl Engine {
                 )
             }
             None => {
-                let index = open_vectors(
-                    store.as_ref(),
-                    &settings.data_dir.join("vectors.usearch"),
-                    embedder.as_ref(),
-                    settings.ann,
-                )
-                .await?;
+                let ann = match settings.ann.local {
+                    LocalIndex::Usearch => Ann::Local(Arc::new(
+                        open_vectors::<VectorIndex>(
+                            store.as_ref(),
+                            &settings.data_dir.join("vectors.usearch"),
+                            embedder.as_ref(),
+                            settings.ann,
+                        )
+                        .await?,
+                    )),
+                    #[cfg(feature = "qdrant")]
+                    LocalIndex::Qdrant => Ann::Qdrant(Arc::new(
+                        open_vectors::<crate::qdrant::QdrantIndex>(
+                            store.as_ref(),
+                            &settings.data_dir.join("vectors.qdrant"),
+                            embedder.as_ref(),
+                            settings.ann,
+                        )
+                        .await?,
+                    )),
+                    #[cfg(not(feature = "qdrant"))]
+                    LocalIndex::Qdrant => {
+                        return Err(EngineError::Config(
+                            "this strata was built without the `qdrant` feature: the qdrant \
+                             vector index is not available"
+                                .into(),
+                        ));
+                    }
+                };
                 (
                     BlobStore::open(blob_dir).await?,
-                    Ann::Local(Arc::new(index)),
+                    ann,
                     Lexical::build(store.as_ref(), embedder.model()).await?,
                 )
             }
@@ -114,12 +136,12 @@ impl Engine {
             }
         }
         let scopes = Scopes::new(&store.store_id().await?);
-        let ef = match ann {
-            Ann::Local(_) => settings.ann.expansion_search,
-            Ann::Postgres(_) => settings.postgres.ef_search as usize,
+        let (ef, index) = match ann {
+            Ann::Postgres(_) => (settings.postgres.ef_search as usize, "pgvector"),
+            _ => (settings.ann.expansion_search, settings.ann.local.name()),
         };
         let search_fingerprint = format!(
-            "{}/{}/ef{ef}/exact{}",
+            "{}/{}/{index}/ef{ef}/exact{}",
             embedder.model(),
             store.backend(),
             settings.ann.exact_limit
@@ -292,25 +314,76 @@ async fn load_embedder(
     Ok((Arc::new(local), tokenizer))
 }
 
+/// What [`open_vectors`] needs of an in-process index.
+trait InProcess: Send + Sync + Sized + 'static {
+    fn load(
+        path: &std::path::Path,
+        model: &str,
+        dims: usize,
+        settings: AnnSettings,
+        fingerprint: (u64, u64),
+    ) -> Result<Option<Self>>;
+    fn new(path: &std::path::Path, model: &str, dims: usize, settings: AnnSettings)
+    -> Result<Self>;
+    fn register_owners(&self, rows: &[(u64, crate::ids::TenantId)]);
+    fn add(&self, rows: &[(u64, crate::ids::TenantId, Vec<f32>)]) -> Result<()>;
+    fn save(&self) -> Result<bool>;
+}
+
+macro_rules! in_process {
+    ($index:ty) => {
+        impl InProcess for $index {
+            fn load(
+                path: &std::path::Path,
+                model: &str,
+                dims: usize,
+                settings: AnnSettings,
+                fingerprint: (u64, u64),
+            ) -> Result<Option<Self>> {
+                <$index>::load(path, model, dims, settings, fingerprint)
+            }
+            fn new(
+                path: &std::path::Path,
+                model: &str,
+                dims: usize,
+                settings: AnnSettings,
+            ) -> Result<Self> {
+                <$index>::new(path, model, dims, settings)
+            }
+            fn register_owners(&self, rows: &[(u64, crate::ids::TenantId)]) {
+                <$index>::register_owners(self, rows)
+            }
+            fn add(&self, rows: &[(u64, crate::ids::TenantId, Vec<f32>)]) -> Result<()> {
+                <$index>::add(self, rows)
+            }
+            fn save(&self) -> Result<bool> {
+                <$index>::save(self)
+            }
+        }
+    };
+}
+
+in_process!(VectorIndex);
+#[cfg(feature = "qdrant")]
+in_process!(crate::qdrant::QdrantIndex);
+
 /// Loads the persisted index when it matches the database, else rebuilds it from the stored
 /// vectors.
-async fn open_vectors(
+async fn open_vectors<I: InProcess>(
     store: &dyn Store,
     path: &std::path::Path,
     embedder: &dyn Embedder,
     ann: AnnSettings,
-) -> Result<VectorIndex> {
+) -> Result<I> {
     const PAGE: u32 = 5000;
     let model = embedder.model().to_owned();
     let dims = embedder.dims();
     let fingerprint = store.embedded_fingerprint(&model).await?;
     let loaded = {
         let (path, model) = (path.to_owned(), model.clone());
-        tokio::task::spawn_blocking(move || {
-            VectorIndex::load(&path, &model, dims, ann, fingerprint)
-        })
-        .await
-        .map_err(|e| EngineError::Internal(e.to_string()))??
+        tokio::task::spawn_blocking(move || I::load(&path, &model, dims, ann, fingerprint))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))??
     };
     if let Some(index) = loaded {
         let mut after = 0;
@@ -328,7 +401,7 @@ async fn open_vectors(
             "vector index missing or stale; rebuilding it from the stored vectors"
         );
     }
-    let index = Arc::new(VectorIndex::new(path, &model, dims, ann)?);
+    let index = Arc::new(I::new(path, &model, dims, ann)?);
     let mut after = 0;
     loop {
         let rows = store.scan_vectors(&model, after, PAGE).await?;

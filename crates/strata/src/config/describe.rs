@@ -137,6 +137,13 @@ impl Config {
             ("search_ef", e.ann.expansion_search.to_string()),
             ("search_exact_limit", e.ann.exact_limit.to_string()),
             (
+                "vector_index",
+                match e.database_url {
+                    Some(_) => "pgvector".to_owned(),
+                    None => e.ann.local.name().to_owned(),
+                },
+            ),
+            (
                 "memory_merge_threshold",
                 e.memory.merge_threshold.to_string(),
             ),

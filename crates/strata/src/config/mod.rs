@@ -17,14 +17,14 @@ use strata_server::auth::{AuthSettings, Authenticator, Secret};
 
 pub use flags::{
     AdmissionFlags, AuthFlags, CacheFlags, EmbeddingFlags, JobFlags, LogFormat, MemoryFlags,
-    Overrides, PdfReaderChoice, Runtime, StorageFlags,
+    Overrides, PdfReaderChoice, Runtime, StorageFlags, VectorIndexKind,
 };
 use strata_engine::chunk::ChunkConfig;
 use strata_engine::extract::{ExtractSettings, PdfReader};
 use strata_engine::jobs::JobSettings;
 use strata_engine::store::postgres::PostgresOptions;
 use strata_engine::store::sqlite::SqliteOptions;
-use strata_engine::vectors::AnnSettings;
+use strata_engine::vectors::{AnnSettings, LocalIndex};
 use strata_engine::{BatchSettings, EngineSettings};
 use strata_server::ServerSettings;
 
@@ -91,6 +91,12 @@ impl Config {
             embedding.batch.max_queue_wait = (ms > 0).then(|| Duration::from_millis(ms));
         }
         let mut storage = storage(&given.storage, &d.engine);
+        if storage.database_url.is_some() && given.embedding.vector_index.is_some() {
+            bail!(
+                "vector_index chooses the embedded store's in-process index; over PostgreSQL \
+                 the vectors live in pgvector (unset vector_index or database_url)"
+            );
+        }
         storage.postgres.ef_search = u32::try_from(embedding.ann.expansion_search.min(1000))
             .unwrap_or(d.engine.postgres.ef_search);
         let engine = EngineSettings {
@@ -353,6 +359,11 @@ fn embedding(s: &EmbeddingFlags, d: &EngineSettings) -> anyhow::Result<Embedding
         ann: AnnSettings {
             expansion_search: s.search_ef.unwrap_or(d.ann.expansion_search).max(1),
             exact_limit: s.search_exact_limit.unwrap_or(d.ann.exact_limit),
+            local: match s.vector_index {
+                None => d.ann.local,
+                Some(VectorIndexKind::Usearch) => LocalIndex::Usearch,
+                Some(VectorIndexKind::Qdrant) => LocalIndex::Qdrant,
+            },
             ..d.ann
         },
     })

@@ -117,6 +117,34 @@ fn the_file_takes_settings_flat_or_by_section() {
 }
 
 #[test]
+fn the_vector_index_is_chosen_for_the_embedded_store_only() {
+    use strata_engine::vectors::LocalIndex;
+    assert_eq!(
+        from_file("vector_index = \"qdrant\"\n")
+            .unwrap()
+            .engine
+            .ann
+            .local,
+        LocalIndex::Qdrant
+    );
+    assert_eq!(
+        from_file("[embedding]\nvector_index = \"usearch\"\n")
+            .unwrap()
+            .engine
+            .ann
+            .local,
+        LocalIndex::Usearch
+    );
+    let unknown = format!("{:#}", from_file("vector_index = \"faiss\"\n").unwrap_err());
+    assert!(unknown.contains("faiss"), "{unknown}");
+    let over_postgres = format!(
+        "{:#}",
+        from_file("vector_index = \"qdrant\"\ndatabase_url = \"postgres://h/db\"\n").unwrap_err()
+    );
+    assert!(over_postgres.contains("pgvector"), "{over_postgres}");
+}
+
+#[test]
 fn every_flag_belongs_to_one_section() {
     use clap::Args as _;
     let all = Overrides::augment_args(clap::Command::new("strata"));
@@ -228,6 +256,7 @@ fn the_help_states_the_owning_crates_defaults() {
             strata_engine::HttpSettings::DEFAULT_MODEL.to_owned(),
         ),
         ("search_ef", d.engine.ann.expansion_search.to_string()),
+        ("vector_index", d.engine.ann.local.name().to_owned()),
         (
             "db_min_connections",
             d.engine.postgres.min_connections.to_string(),

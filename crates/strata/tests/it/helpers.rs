@@ -16,6 +16,12 @@ pub fn on_postgres() -> bool {
     std::env::var("STRATA_TEST_BACKEND").is_ok_and(|b| b == "postgres")
 }
 
+/// Whether this run keeps the embedded store's vectors in a qdrant-edge shard
+/// (`STRATA_TEST_BACKEND=qdrant`) instead of usearch.
+pub fn on_qdrant() -> bool {
+    std::env::var("STRATA_TEST_BACKEND").is_ok_and(|b| b == "qdrant")
+}
+
 /// The PostgreSQL server tests create their databases on.
 pub fn postgres_server() -> String {
     std::env::var("STRATA_TEST_DATABASE_URL")
@@ -163,6 +169,9 @@ impl TestServer {
             settings.model_dir = dir.into();
         }
         settings.database_url = database_for(dir.path()).await.map(Into::into);
+        if on_qdrant() {
+            settings.ann.local = strata_engine::vectors::LocalIndex::Qdrant;
+        }
         // Tests that never embed skip loading the model's weights.
         settings.load_model = strata_engine::ModelLoad::OnFirstUse;
         settings.jobs.poll_interval = Duration::from_millis(100);

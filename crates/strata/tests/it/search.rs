@@ -164,7 +164,11 @@ async fn results_are_identical_after_a_restart_and_after_a_rebuild() {
     let query = json!({"query": "natural science of the earth", "k": 5});
     let before = search(&s, query.clone()).await;
     let dir = s.stop_keep().await;
-    let index = dir.path().join("data/vectors.usearch");
+    let index = if crate::helpers::on_qdrant() {
+        dir.path().join("data/vectors.qdrant.json")
+    } else {
+        dir.path().join("data/vectors.usearch")
+    };
     // On PostgreSQL the index is pgvector's, inside the database.
     assert_eq!(
         index.exists(),
@@ -178,7 +182,11 @@ async fn results_are_identical_after_a_restart_and_after_a_rebuild() {
     let dir = s.stop_keep().await;
 
     // A missing (or corrupt) index is rebuilt from the stored vectors.
-    std::fs::write(dir.path().join("data/vectors.usearch"), b"not an index").unwrap();
+    if crate::helpers::on_qdrant() {
+        std::fs::remove_dir_all(dir.path().join("data/vectors.qdrant/segments")).unwrap();
+    } else {
+        std::fs::write(dir.path().join("data/vectors.usearch"), b"not an index").unwrap();
+    }
     let s = TestServer::start_in(dir, |_| {}).await;
     let after_rebuild = search(&s, query).await;
     let ids = |v: &Value| -> Vec<(String, u64)> {

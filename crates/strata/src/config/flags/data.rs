@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use serde::Deserialize;
 
-use super::{Runtime, parse_size, size};
+use super::{Runtime, VectorIndexKind, parse_size, size};
 
 /// Where documents live: the database, its pool and the original files. `[storage]` in `strata.toml`.
 #[derive(Clone, Default, Args, Deserialize)]
@@ -184,6 +184,14 @@ pub struct EmbeddingFlags {
     /// Filters matching at most this many chunks are searched exactly [default: 10000].
     #[arg(long, env = "STRATA_SEARCH_EXACT_LIMIT", global = true)]
     pub search_exact_limit: Option<u64>,
+
+    /// The in-process vector index of the embedded store: `usearch` (8-bit HNSW, candidates
+    /// re-ranked with the stored vectors) or `qdrant` (Qdrant's engine, qdrant-edge: f32 HNSW
+    /// that applies the tenant and filters inside the graph walk). Switching rebuilds the
+    /// index from the stored vectors on the next start. Over PostgreSQL vectors live in
+    /// pgvector and this is refused [default: usearch].
+    #[arg(long, env = "STRATA_VECTOR_INDEX", global = true)]
+    pub vector_index: Option<VectorIndexKind>,
 }
 
 layered!(EmbeddingFlags {
@@ -196,7 +204,8 @@ layered!(EmbeddingFlags {
     embed_max_batch,
     embed_max_wait_ms,
     search_ef,
-    search_exact_limit
+    search_exact_limit,
+    vector_index
 });
 
 /// Agents' memories and sessions. `[memories]` in `strata.toml`.

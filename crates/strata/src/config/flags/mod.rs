@@ -144,6 +144,16 @@ pub enum Runtime {
     Candle,
 }
 
+/// The embedded store's in-process vector index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum VectorIndexKind {
+    /// usearch HNSW over 8-bit vectors, re-ranked with the stored f32 vectors.
+    Usearch,
+    /// A qdrant-edge shard: f32 HNSW with payload-aware filtering.
+    Qdrant,
+}
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

@@ -1,0 +1,299 @@
+//! `strata-bench index`: one of strata's in-process vector indexes (usearch, or the
+//! qdrant-edge shard) on the `ann` data set, through the same types the server uses.
+//!
+//! One engine per process, so its memory is its own: `bench/run` alternates the engines (and
+//! hnswlib, in Python) round by round. Prints one JSON object:
+//! - `build_seconds`: every vector added (one thread, as ingestion adds them) and the index
+//!   saved (for qdrant, that is when its optimizers build the HNSW segments);
+//! - `rss_mib`: resident memory the index added;
+//! - `results`: recall@10 against the exact answers and single-thread queries/s per ef,
+//!   everything owned by one tenant, as strata re-ranks (usearch proposes twice as many
+//!   candidates, scored again with the f32 vectors; qdrant's scores are already f32);
+//! - `filtered`: the same vectors spread over 10 tenants, searched as one tenant with an
+//!   allowed set (the answer to a tag or document filter) keeping 100%, 10% or 1% of its
+//!   vectors, at ef 64: recall@10 against the exact filtered answers, and queries/s.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::bail;
+use serde_json::json;
+use strata_engine::ids::TenantId;
+use strata_engine::vectors::{AnnSettings, VectorIndex, exact_top_k};
+
+/// The operations measured, on either index.
+trait Index: Sized {
+    fn create(dir: &Path, settings: AnnSettings) -> anyhow::Result<Self>;
+    fn reopen(dir: &Path, settings: AnnSettings, fingerprint: (u64, u64)) -> anyhow::Result<Self>;
+    fn add(&self, rows: &[(u64, TenantId, Vec<f32>)]) -> anyhow::Result<()>;
+    fn register(&self, rows: &[(u64, TenantId)]);
+    fn save(&self) -> anyhow::Result<()>;
+    /// Keys of the `k` best, as strata ranks them.
+    fn top(
+        &self,
+        owner: &TenantId,
+        q: &[f32],
+        k: usize,
+        allowed: Option<&HashSet<u64>>,
+        base: &[Vec<f32>],
+    ) -> anyhow::Result<Vec<u64>>;
+}
+
+const MODEL: &str = "bench";
+const DIMS: usize = 384;
+
+impl Index for VectorIndex {
+    fn create(dir: &Path, settings: AnnSettings) -> anyhow::Result<Self> {
+        Ok(VectorIndex::new(
+            &dir.join("v.usearch"),
+            MODEL,
+            DIMS,
+            settings,
+        )?)
+    }
+    fn reopen(dir: &Path, settings: AnnSettings, fp: (u64, u64)) -> anyhow::Result<Self> {
+        VectorIndex::load(&dir.join("v.usearch"), MODEL, DIMS, settings, fp)?
+            .ok_or_else(|| anyhow::anyhow!("the saved usearch index did not load"))
+    }
+    fn add(&self, rows: &[(u64, TenantId, Vec<f32>)]) -> anyhow::Result<()> {
+        Ok(VectorIndex::add(self, rows)?)
+    }
+    fn register(&self, rows: &[(u64, TenantId)]) {
+        self.register_owners(rows);
+    }
+    fn save(&self) -> anyhow::Result<()> {
+        VectorIndex::save(self)?;
+        Ok(())
+    }
+    fn top(
+        &self,
+        owner: &TenantId,
+        q: &[f32],
+        k: usize,
+        allowed: Option<&HashSet<u64>>,
+        base: &[Vec<f32>],
+    ) -> anyhow::Result<Vec<u64>> {
+        // As the server does: 8-bit candidates, re-scored with the stored f32 vectors.
+        let found = self.search(owner, q, (2 * k).max(20), allowed)?;
+        let rows: Vec<(u64, Vec<f32>)> = found
+            .into_iter()
+            .map(|(key, _)| (key, base[key as usize].clone()))
+            .collect();
+        Ok(exact_top_k(q, &rows, k)
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect())
+    }
+}
+
+impl Index for strata_engine::qdrant::QdrantIndex {
+    fn create(dir: &Path, settings: AnnSettings) -> anyhow::Result<Self> {
+        Ok(Self::new(&dir.join("v.qdrant"), MODEL, DIMS, settings)?)
+    }
+    fn reopen(dir: &Path, settings: AnnSettings, fp: (u64, u64)) -> anyhow::Result<Self> {
+        Self::load(&dir.join("v.qdrant"), MODEL, DIMS, settings, fp)?
+            .ok_or_else(|| anyhow::anyhow!("the saved qdrant shard did not load"))
+    }
+    fn add(&self, rows: &[(u64, TenantId, Vec<f32>)]) -> anyhow::Result<()> {
+        Ok(Self::add(self, rows)?)
+    }
+    fn register(&self, rows: &[(u64, TenantId)]) {
+        self.register_owners(rows);
+    }
+    fn save(&self) -> anyhow::Result<()> {
+        Self::save(self)?;
+        Ok(())
+    }
+    fn top(
+        &self,
+        owner: &TenantId,
+        q: &[f32],
+        k: usize,
+        allowed: Option<&HashSet<u64>>,
+        _base: &[Vec<f32>],
+    ) -> anyhow::Result<Vec<u64>> {
+        Ok(self
+            .search(owner, q, k, allowed)?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect())
+    }
+}
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Runs the measurements for `engine` (`usearch` or `qdrant`) on the data set in `data`.
+pub fn run(
+    engine: &str,
+    data: &Path,
+    efs: &[usize],
+    queries_limit: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let base = super::read_f32(&data.join("base.f32"), DIMS)?;
+    let mut queries = super::read_f32(&data.join("queries.f32"), DIMS)?;
+    queries.truncate(queries_limit);
+    let work = work_dir(data, engine)?;
+    let result = match engine {
+        "usearch" => measure::<VectorIndex>(engine, &work, &base, &queries, efs),
+        "qdrant" => {
+            measure::<strata_engine::qdrant::QdrantIndex>(engine, &work, &base, &queries, efs)
+        }
+        other => bail!("unknown engine {other} (usearch or qdrant)"),
+    };
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+fn work_dir(data: &Path, engine: &str) -> anyhow::Result<std::path::PathBuf> {
+    let dir = data.join(format!("index-{engine}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn build<I: Index>(
+    dir: &Path,
+    base: &[Vec<f32>],
+    owner_of: impl Fn(usize) -> TenantId,
+) -> anyhow::Result<(I, f64, (u64, u64))> {
+    let index = I::create(dir, AnnSettings::default())?;
+    let start = Instant::now();
+    let rows: Vec<(u64, TenantId, Vec<f32>)> = base
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as u64, owner_of(i), v.clone()))
+        .collect();
+    for chunk in rows.chunks(256) {
+        index.add(chunk)?;
+    }
+    index.save()?;
+    let secs = start.elapsed().as_secs_f64();
+    let n = base.len() as u64;
+    let key_sum = (0..n).fold(0u64, u64::wrapping_add);
+    Ok((index, secs, (n, key_sum)))
+}
+
+fn measure<I: Index>(
+    engine: &str,
+    dir: &Path,
+    base: &[Vec<f32>],
+    queries: &[Vec<f32>],
+    efs: &[usize],
+) -> anyhow::Result<serde_json::Value> {
+    let everyone = TenantId::local();
+    let all: Vec<(u64, Vec<f32>)> = base
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as u64, v.clone()))
+        .collect();
+    let truth: Vec<Vec<u64>> = queries
+        .iter()
+        .map(|q| {
+            exact_top_k(q, &all, 10)
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        })
+        .collect();
+    let before = rss_mib();
+    let (index, build_seconds, fingerprint) = build::<I>(dir, base, |_| everyone.clone())?;
+    let rss = rss_mib() - before;
+    drop(index);
+    let owners: Vec<(u64, TenantId)> = (0..base.len() as u64)
+        .map(|k| (k, everyone.clone()))
+        .collect();
+    let mut results = Vec::new();
+    for &ef in efs {
+        let settings = AnnSettings {
+            expansion_search: ef,
+            ..AnnSettings::default()
+        };
+        let index = I::reopen(dir, settings, fingerprint)?;
+        index.register(&owners);
+        let start = Instant::now();
+        let mut hit = 0usize;
+        for (q, t) in queries.iter().zip(&truth) {
+            let got = index.top(&everyone, q, 10, None, base)?;
+            hit += got.iter().filter(|k| t.contains(k)).count();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        results.push(json!({
+            "ef": ef,
+            "recall_at_10": hit as f64 / (10 * queries.len()) as f64,
+            "queries_per_s": queries.len() as f64 / secs,
+        }));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    let filtered = filtered::<I>(dir, base, queries)?;
+    Ok(json!({
+        "engine": engine,
+        "n": base.len(),
+        "queries": queries.len(),
+        "build_seconds": build_seconds,
+        "build_threads": 1,
+        "rss_mib": rss,
+        "results": results,
+        "filtered": filtered,
+    }))
+}
+
+/// Ten tenants; the first one searched with allowed sets of several selectivities.
+fn filtered<I: Index>(
+    dir: &Path,
+    base: &[Vec<f32>],
+    queries: &[Vec<f32>],
+) -> anyhow::Result<serde_json::Value> {
+    const TENANTS: usize = 10;
+    let tenants: Vec<TenantId> = (0..TENANTS)
+        .map(|t| TenantId::parse(&format!("t{t}")).expect("a valid tenant name"))
+        .collect();
+    let (index, _, _) = build::<I>(dir, base, |i| tenants[i % TENANTS].clone())?;
+    let mine: Vec<u64> = (0..base.len() as u64)
+        .filter(|k| (*k as usize).is_multiple_of(TENANTS))
+        .collect();
+    let mut out = Vec::new();
+    for percent in [100u64, 10, 1] {
+        // A fixed pseudo-random share of the tenant's keys, as a tag would pick.
+        let allowed: HashSet<u64> = mine
+            .iter()
+            .copied()
+            .filter(|k| k.wrapping_mul(0x9E37_79B9_7F4A_7C15) % 100 < percent)
+            .collect();
+        let candidates: Vec<(u64, Vec<f32>)> = allowed
+            .iter()
+            .map(|&k| (k, base[k as usize].clone()))
+            .collect();
+        let filter = (percent < 100).then_some(&allowed);
+        let mut hit = 0usize;
+        let mut secs = 0.0;
+        for q in queries {
+            let t = Instant::now();
+            let got = index.top(&tenants[0], q, 10, filter, base)?;
+            secs += t.elapsed().as_secs_f64();
+            let truth: Vec<u64> = exact_top_k(q, &candidates, 10)
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            hit += got.iter().filter(|k| truth.contains(k)).count();
+        }
+        out.push(json!({
+            "tenant_share_percent": percent,
+            "allowed": allowed.len(),
+            "recall_at_10": hit as f64 / (10 * queries.len()) as f64,
+            "queries_per_s": queries.len() as f64 / secs,
+        }));
+    }
+    Ok(serde_json::Value::Array(out))
+}
