@@ -133,8 +133,19 @@ fn main() -> std::process::ExitCode {
 }
 
 fn init_logging(config: &Config, default_level: Option<&str>) {
-    let filter = tracing_subscriber::EnvFilter::try_new(default_level.unwrap_or(&config.log))
+    let mut filter = tracing_subscriber::EnvFilter::try_new(default_level.unwrap_or(&config.log))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // qdrant-edge warns on every open that its server's start-up steps never ran (a lazy
+    // memory-map check, global feature flags) and goes on with its defaults, which is what
+    // an embedded shard wants: only its errors show.
+    for quiet in [
+        "qdrant_edge::common::mmap::ops=error",
+        "qdrant_edge::common::flags=error",
+    ] {
+        if let Ok(quiet) = quiet.parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
