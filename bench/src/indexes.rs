@@ -20,105 +20,35 @@ use std::time::Instant;
 use anyhow::bail;
 use serde_json::json;
 use strata_engine::ids::TenantId;
-use strata_engine::vectors::{AnnSettings, VectorIndex, exact_top_k};
-
-/// The operations measured, on either index.
-trait Index: Sized {
-    fn create(dir: &Path, settings: AnnSettings) -> anyhow::Result<Self>;
-    fn reopen(dir: &Path, settings: AnnSettings, fingerprint: (u64, u64)) -> anyhow::Result<Self>;
-    fn add(&self, rows: &[(u64, TenantId, Vec<f32>)]) -> anyhow::Result<()>;
-    fn register(&self, rows: &[(u64, TenantId)]);
-    fn save(&self) -> anyhow::Result<()>;
-    /// Keys of the `k` best, as strata ranks them.
-    fn top(
-        &self,
-        owner: &TenantId,
-        q: &[f32],
-        k: usize,
-        allowed: Option<&HashSet<u64>>,
-        base: &[Vec<f32>],
-    ) -> anyhow::Result<Vec<u64>>;
-}
+use strata_engine::qdrant::QdrantIndex;
+use strata_engine::vectors::{AnnSettings, InProcessIndex, VectorIndex, exact_top_k};
 
 const MODEL: &str = "bench";
 const DIMS: usize = 384;
 
-impl Index for VectorIndex {
-    fn create(dir: &Path, settings: AnnSettings) -> anyhow::Result<Self> {
-        Ok(VectorIndex::new(
-            &dir.join("v.usearch"),
-            MODEL,
-            DIMS,
-            settings,
-        )?)
+/// Keys of the `k` best, ranked as the server ranks them (`ann.rs`): an index whose scores
+/// are estimates proposes twice as many candidates, re-scored with the f32 vectors.
+fn top(
+    index: &dyn InProcessIndex,
+    owner: &TenantId,
+    q: &[f32],
+    k: usize,
+    allowed: Option<&HashSet<u64>>,
+    base: &[Vec<f32>],
+) -> anyhow::Result<Vec<u64>> {
+    if index.exact_scores() {
+        let found = index.search(owner, q, k, allowed)?;
+        return Ok(found.into_iter().map(|(key, _)| key).collect());
     }
-    fn reopen(dir: &Path, settings: AnnSettings, fp: (u64, u64)) -> anyhow::Result<Self> {
-        VectorIndex::load(&dir.join("v.usearch"), MODEL, DIMS, settings, fp)?
-            .ok_or_else(|| anyhow::anyhow!("the saved usearch index did not load"))
-    }
-    fn add(&self, rows: &[(u64, TenantId, Vec<f32>)]) -> anyhow::Result<()> {
-        Ok(VectorIndex::add(self, rows)?)
-    }
-    fn register(&self, rows: &[(u64, TenantId)]) {
-        self.register_owners(rows);
-    }
-    fn save(&self) -> anyhow::Result<()> {
-        VectorIndex::save(self)?;
-        Ok(())
-    }
-    fn top(
-        &self,
-        owner: &TenantId,
-        q: &[f32],
-        k: usize,
-        allowed: Option<&HashSet<u64>>,
-        base: &[Vec<f32>],
-    ) -> anyhow::Result<Vec<u64>> {
-        // As the server does: 8-bit candidates, re-scored with the stored f32 vectors.
-        let found = self.search(owner, q, (2 * k).max(20), allowed)?;
-        let rows: Vec<(u64, Vec<f32>)> = found
-            .into_iter()
-            .map(|(key, _)| (key, base[key as usize].clone()))
-            .collect();
-        Ok(exact_top_k(q, &rows, k)
-            .into_iter()
-            .map(|(key, _)| key)
-            .collect())
-    }
-}
-
-impl Index for strata_engine::qdrant::QdrantIndex {
-    fn create(dir: &Path, settings: AnnSettings) -> anyhow::Result<Self> {
-        Ok(Self::new(&dir.join("v.qdrant"), MODEL, DIMS, settings)?)
-    }
-    fn reopen(dir: &Path, settings: AnnSettings, fp: (u64, u64)) -> anyhow::Result<Self> {
-        Self::load(&dir.join("v.qdrant"), MODEL, DIMS, settings, fp)?
-            .ok_or_else(|| anyhow::anyhow!("the saved qdrant shard did not load"))
-    }
-    fn add(&self, rows: &[(u64, TenantId, Vec<f32>)]) -> anyhow::Result<()> {
-        Ok(Self::add(self, rows)?)
-    }
-    fn register(&self, rows: &[(u64, TenantId)]) {
-        self.register_owners(rows);
-    }
-    fn save(&self) -> anyhow::Result<()> {
-        Self::save(self)?;
-        Ok(())
-    }
-    fn top(
-        &self,
-        owner: &TenantId,
-        q: &[f32],
-        k: usize,
-        allowed: Option<&HashSet<u64>>,
-        _base: &[Vec<f32>],
-    ) -> anyhow::Result<Vec<u64>> {
-        Ok(self
-            .search(owner, q, k, allowed)?
-            .into_iter()
-            .map(|(key, _)| key)
-            .collect())
-    }
+    let found = index.search(owner, q, (2 * k).max(20), allowed)?;
+    let rows: Vec<(u64, Vec<f32>)> = found
+        .into_iter()
+        .map(|(key, _)| (key, base[key as usize].clone()))
+        .collect();
+    Ok(exact_top_k(q, &rows, k)
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect())
 }
 
 fn rss_mib() -> f64 {
@@ -145,10 +75,8 @@ pub fn run(
     queries.truncate(queries_limit);
     let work = work_dir(data, engine)?;
     let result = match engine {
-        "usearch" => measure::<VectorIndex>(engine, &work, &base, &queries, efs),
-        "qdrant" => {
-            measure::<strata_engine::qdrant::QdrantIndex>(engine, &work, &base, &queries, efs)
-        }
+        "usearch" => measure::<VectorIndex>(engine, &work.join("v.usearch"), &base, &queries, efs),
+        "qdrant" => measure::<QdrantIndex>(engine, &work.join("v.qdrant"), &base, &queries, efs),
         other => bail!("unknown engine {other} (usearch or qdrant)"),
     };
     let _ = std::fs::remove_dir_all(&work);
@@ -162,12 +90,12 @@ fn work_dir(data: &Path, engine: &str) -> anyhow::Result<std::path::PathBuf> {
     Ok(dir)
 }
 
-fn build<I: Index>(
-    dir: &Path,
+fn build<I: InProcessIndex>(
+    path: &Path,
     base: &[Vec<f32>],
     owner_of: impl Fn(usize) -> TenantId,
 ) -> anyhow::Result<(I, f64, (u64, u64))> {
-    let index = I::create(dir, AnnSettings::default())?;
+    let index = I::new(path, MODEL, DIMS, AnnSettings::default())?;
     let start = Instant::now();
     let rows: Vec<(u64, TenantId, Vec<f32>)> = base
         .iter()
@@ -184,9 +112,9 @@ fn build<I: Index>(
     Ok((index, secs, (n, key_sum)))
 }
 
-fn measure<I: Index>(
+fn measure<I: InProcessIndex>(
     engine: &str,
-    dir: &Path,
+    path: &Path,
     base: &[Vec<f32>],
     queries: &[Vec<f32>],
     efs: &[usize],
@@ -207,7 +135,7 @@ fn measure<I: Index>(
         })
         .collect();
     let before = rss_mib();
-    let (index, build_seconds, fingerprint) = build::<I>(dir, base, |_| everyone.clone())?;
+    let (index, build_seconds, fingerprint) = build::<I>(path, base, |_| everyone.clone())?;
     let rss = rss_mib() - before;
     drop(index);
     let owners: Vec<(u64, TenantId)> = (0..base.len() as u64)
@@ -219,12 +147,13 @@ fn measure<I: Index>(
             expansion_search: ef,
             ..AnnSettings::default()
         };
-        let index = I::reopen(dir, settings, fingerprint)?;
-        index.register(&owners);
+        let index = I::load(path, MODEL, DIMS, settings, fingerprint)?
+            .ok_or_else(|| anyhow::anyhow!("the saved {engine} index did not load"))?;
+        index.register_owners(&owners);
         let start = Instant::now();
         let mut hit = 0usize;
         for (q, t) in queries.iter().zip(&truth) {
-            let got = index.top(&everyone, q, 10, None, base)?;
+            let got = top(&index, &everyone, q, 10, None, base)?;
             hit += got.iter().filter(|k| t.contains(k)).count();
         }
         let secs = start.elapsed().as_secs_f64();
@@ -234,9 +163,8 @@ fn measure<I: Index>(
             "queries_per_s": queries.len() as f64 / secs,
         }));
     }
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir)?;
-    let filtered = filtered::<I>(dir, base, queries)?;
+    // A new index in place of the first (`new` replaces what is at the path).
+    let filtered = filtered::<I>(path, base, queries)?;
     Ok(json!({
         "engine": engine,
         "n": base.len(),
@@ -250,8 +178,8 @@ fn measure<I: Index>(
 }
 
 /// Ten tenants; the first one searched with allowed sets of several selectivities.
-fn filtered<I: Index>(
-    dir: &Path,
+fn filtered<I: InProcessIndex>(
+    path: &Path,
     base: &[Vec<f32>],
     queries: &[Vec<f32>],
 ) -> anyhow::Result<serde_json::Value> {
@@ -259,7 +187,7 @@ fn filtered<I: Index>(
     let tenants: Vec<TenantId> = (0..TENANTS)
         .map(|t| TenantId::parse(&format!("t{t}")).expect("a valid tenant name"))
         .collect();
-    let (index, _, _) = build::<I>(dir, base, |i| tenants[i % TENANTS].clone())?;
+    let (index, _, _) = build::<I>(path, base, |i| tenants[i % TENANTS].clone())?;
     let mine: Vec<u64> = (0..base.len() as u64)
         .filter(|k| (*k as usize).is_multiple_of(TENANTS))
         .collect();
@@ -280,7 +208,7 @@ fn filtered<I: Index>(
         let mut secs = 0.0;
         for q in queries {
             let t = Instant::now();
-            let got = index.top(&tenants[0], q, 10, filter, base)?;
+            let got = top(&index, &tenants[0], q, 10, filter, base)?;
             secs += t.elapsed().as_secs_f64();
             let truth: Vec<u64> = exact_top_k(q, &candidates, 10)
                 .into_iter()

@@ -15,7 +15,7 @@ use crate::error::{EngineError, Result};
 use crate::ids::TenantId;
 use crate::store::postgres::PostgresStore;
 use crate::store::{ChunkFilter, Store};
-use crate::vectors::{VectorIndex, exact_top_k};
+use crate::vectors::{InProcessIndex, exact_top_k};
 
 /// How many candidates the in-process index proposes for `k` results: its 8-bit vectors
 /// misorder near ties, and re-scoring twice as many (at least 20) with the stored vectors
@@ -28,11 +28,9 @@ pub(crate) fn rerank_candidates(k: usize) -> usize {
 /// The vector search of one engine.
 #[derive(Clone)]
 pub(crate) enum Ann {
-    /// usearch HNSW in this process, persisted beside the SQLite file.
-    Local(Arc<VectorIndex>),
-    /// A qdrant-edge shard in this process, in the data directory.
-    #[cfg(feature = "qdrant")]
-    Qdrant(Arc<crate::qdrant::QdrantIndex>),
+    /// An index in this process, persisted in the data directory: usearch, or a qdrant-edge
+    /// shard (`--vector-index`).
+    Local(Arc<dyn InProcessIndex>),
     /// pgvector in the shared database.
     Postgres(Box<PostgresStore>),
 }
@@ -42,11 +40,6 @@ impl Ann {
     pub(crate) async fn add(&self, rows: Vec<(u64, TenantId, Vec<f32>)>) -> Result<()> {
         match self {
             Self::Local(index) => {
-                let index = index.clone();
-                blocking(move || index.add(&rows)).await
-            }
-            #[cfg(feature = "qdrant")]
-            Self::Qdrant(index) => {
                 let index = index.clone();
                 blocking(move || index.add(&rows)).await
             }
@@ -62,11 +55,6 @@ impl Ann {
                 let index = index.clone();
                 blocking(move || index.remove(&keys)).await
             }
-            #[cfg(feature = "qdrant")]
-            Self::Qdrant(index) => {
-                let index = index.clone();
-                blocking(move || index.remove(&keys)).await
-            }
             Self::Postgres(_) => Ok(()),
         }
     }
@@ -75,8 +63,6 @@ impl Ann {
     pub(crate) fn tenant_count(&self, owner: &TenantId) -> Option<u64> {
         match self {
             Self::Local(index) => Some(index.tenant_count(owner)),
-            #[cfg(feature = "qdrant")]
-            Self::Qdrant(index) => Some(index.tenant_count(owner)),
             Self::Postgres(_) => None,
         }
     }
@@ -85,8 +71,6 @@ impl Ann {
     pub(crate) fn len(&self) -> usize {
         match self {
             Self::Local(index) => index.len(),
-            #[cfg(feature = "qdrant")]
-            Self::Qdrant(index) => index.len(),
             Self::Postgres(_) => 0,
         }
     }
@@ -95,11 +79,6 @@ impl Ann {
     pub(crate) async fn save(&self) -> Result<bool> {
         match self {
             Self::Local(index) => {
-                let index = index.clone();
-                blocking(move || index.save()).await
-            }
-            #[cfg(feature = "qdrant")]
-            Self::Qdrant(index) => {
                 let index = index.clone();
                 blocking(move || index.save()).await
             }
@@ -123,23 +102,20 @@ impl Ann {
         match self {
             // Scored in the database either way: no vectors cross the wire.
             Self::Postgres(pg) => pg.nearest(owner, model, query, k, filter, exact).await,
-            #[cfg(feature = "qdrant")]
-            Self::Qdrant(_) if exact => {
-                exact_in_process(store, owner, model, query, k, filter).await
+            Self::Local(_) if exact => {
+                let rows = store.candidate_vectors(owner, model, filter).await?;
+                let query = query.to_vec();
+                blocking(move || Ok(exact_top_k(&query, &rows, k))).await
             }
-            // The shard keeps f32 vectors: its scores are the exact path's, no re-ranking.
-            #[cfg(feature = "qdrant")]
-            Self::Qdrant(index) => {
+            // A qdrant shard keeps f32 vectors: its scores are the exact path's.
+            Self::Local(index) if index.exact_scores() => {
                 let allowed = store.allowed_ids(owner, model, filter).await?;
                 let (index, owner, query) = (index.clone(), owner.clone(), query.to_vec());
                 blocking(move || index.search(&owner, &query, k, allowed.as_ref())).await
             }
-            Self::Local(_) if exact => {
-                exact_in_process(store, owner, model, query, k, filter).await
-            }
             Self::Local(index) => {
                 let allowed = store.allowed_ids(owner, model, filter).await?;
-                // The index stores 8-bit vectors: it proposes candidates, and the stored
+                // usearch stores 8-bit vectors: it proposes candidates, and the stored
                 // f32 vectors rank them (the same scores the exact path gives).
                 let ids = {
                     let (index, owner, query) = (index.clone(), owner.clone(), query.to_vec());
@@ -155,21 +131,6 @@ impl Ann {
             }
         }
     }
-}
-
-/// Every candidate's stored vector scored in this process (the embedded store has no vector
-/// functions of its own).
-async fn exact_in_process(
-    store: &dyn Store,
-    owner: &TenantId,
-    model: &str,
-    query: &[f32],
-    k: usize,
-    filter: &ChunkFilter,
-) -> Result<Vec<(u64, f32)>> {
-    let rows = store.candidate_vectors(owner, model, filter).await?;
-    let query = query.to_vec();
-    blocking(move || Ok(exact_top_k(&query, &rows, k))).await
 }
 
 /// Runs index work on the blocking pool (the lexical index's too).

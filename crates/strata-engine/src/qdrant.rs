@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
 use crate::ids::TenantId;
-use crate::vectors::{AnnSettings, Owners, unit};
+use crate::vectors::{AnnSettings, InProcessIndex, Owners, save_if_changed, unit};
 
 /// The payload field holding a point's tenant.
 const OWNER: &str = "owner";
@@ -78,9 +78,43 @@ fn sidecar(path: &Path) -> PathBuf {
 }
 
 impl QdrantIndex {
+    fn wrap(
+        shard: EdgeShard,
+        path: &Path,
+        model: &str,
+        dims: usize,
+        settings: AnnSettings,
+    ) -> Self {
+        Self {
+            shard,
+            owners: RwLock::new(Owners::default()),
+            owner_field: JsonPath::try_from(OWNER).expect("a plain field name is a JSON path"),
+            path: path.to_owned(),
+            model: model.to_owned(),
+            dims,
+            settings,
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the shard changed since its last save; the first change also removes the
+    /// sidecar, so a crash before the next save (which may leave segments half written)
+    /// always costs a rebuild, never a load of a shard that no longer matches it.
+    fn changed(&self) {
+        if !self.dirty.swap(true, Ordering::AcqRel) {
+            let _ = std::fs::remove_file(sidecar(&self.path));
+        }
+    }
+
+    fn owners(&self) -> std::sync::RwLockWriteGuard<'_, Owners> {
+        self.owners.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl InProcessIndex for QdrantIndex {
     /// Loads the shard at `path` (a directory) if its sidecar matches the database
     /// fingerprint `(count, key_sum)`; returns `None` when it must be rebuilt.
-    pub fn load(
+    fn load(
         path: &Path,
         model: &str,
         dims: usize,
@@ -114,8 +148,8 @@ impl QdrantIndex {
     }
 
     /// A fresh, empty shard at `path` (whatever was there is removed), to fill with
-    /// [`QdrantIndex::add`].
-    pub fn new(path: &Path, model: &str, dims: usize, settings: AnnSettings) -> Result<Self> {
+    /// [`InProcessIndex::add`].
+    fn new(path: &Path, model: &str, dims: usize, settings: AnnSettings) -> Result<Self> {
         let _ = std::fs::remove_file(sidecar(path));
         if path.exists() {
             std::fs::remove_dir_all(path)?;
@@ -140,40 +174,8 @@ impl QdrantIndex {
         Ok(this)
     }
 
-    fn wrap(
-        shard: EdgeShard,
-        path: &Path,
-        model: &str,
-        dims: usize,
-        settings: AnnSettings,
-    ) -> Self {
-        Self {
-            shard,
-            owners: RwLock::new(Owners::default()),
-            owner_field: JsonPath::try_from(OWNER).expect("a plain field name is a JSON path"),
-            path: path.to_owned(),
-            model: model.to_owned(),
-            dims,
-            settings,
-            dirty: AtomicBool::new(false),
-        }
-    }
-
-    /// Marks the shard changed since its last save; the first change also removes the
-    /// sidecar, so a crash before the next save (which may leave segments half written)
-    /// always costs a rebuild, never a load of a shard that no longer matches it.
-    fn changed(&self) {
-        if !self.dirty.swap(true, Ordering::AcqRel) {
-            let _ = std::fs::remove_file(sidecar(&self.path));
-        }
-    }
-
-    fn owners(&self) -> std::sync::RwLockWriteGuard<'_, Owners> {
-        self.owners.write().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Records owners of keys already in a loaded shard.
-    pub fn register_owners(&self, rows: &[(u64, TenantId)]) {
+    fn register_owners(&self, rows: &[(u64, TenantId)]) {
         let mut owners = self.owners();
         for (key, owner) in rows {
             if !owners.contains(*key) {
@@ -183,7 +185,7 @@ impl QdrantIndex {
     }
 
     /// Adds vectors (replacing any under the same key).
-    pub fn add(&self, rows: &[(u64, TenantId, Vec<f32>)]) -> Result<()> {
+    fn add(&self, rows: &[(u64, TenantId, Vec<f32>)]) -> Result<()> {
         let mut points = Vec::with_capacity(rows.len());
         for (key, owner, v) in rows {
             if v.len() != self.dims {
@@ -219,7 +221,7 @@ impl QdrantIndex {
     }
 
     /// Removes vectors; unknown keys are ignored.
-    pub fn remove(&self, keys: &[u64]) -> Result<()> {
+    fn remove(&self, keys: &[u64]) -> Result<()> {
         if keys.is_empty() {
             return Ok(());
         }
@@ -239,7 +241,7 @@ impl QdrantIndex {
     }
 
     /// How many vectors the tenant has.
-    pub fn tenant_count(&self, owner: &TenantId) -> u64 {
+    fn tenant_count(&self, owner: &TenantId) -> u64 {
         self.owners
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -247,7 +249,7 @@ impl QdrantIndex {
     }
 
     /// Vectors in the shard.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.owners
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -255,14 +257,9 @@ impl QdrantIndex {
             .0 as usize
     }
 
-    /// Whether the shard is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Up to `k` nearest of the tenant's vectors (restricted to `allowed` when given), as
     /// (key, cosine similarity), best first.
-    pub fn search(
+    fn search(
         &self,
         owner: &TenantId,
         query: &[f32],
@@ -305,11 +302,8 @@ impl QdrantIndex {
 
     /// Flushes the shard, runs its optimizers (building HNSW segments where they are due)
     /// and writes the fingerprint, if anything changed since the last save.
-    pub fn save(&self) -> Result<bool> {
-        if !self.dirty.swap(false, Ordering::AcqRel) {
-            return Ok(false);
-        }
-        let result = (|| {
+    fn save(&self) -> Result<bool> {
+        save_if_changed(&self.dirty, || {
             self.shard.optimize().map_err(qdrant_err)?;
             let fingerprint = self
                 .owners
@@ -328,16 +322,11 @@ impl QdrantIndex {
             std::fs::write(&tmp, serde_json::to_vec(&meta).map_err(qdrant_err)?)?;
             std::fs::rename(&tmp, sidecar(&self.path))?;
             Ok(())
-        })();
-        if result.is_err() {
-            self.dirty.store(true, Ordering::Release);
-        }
-        result.map(|()| true)
+        })
     }
 
-    /// HNSW settings in use.
-    pub fn settings(&self) -> AnnSettings {
-        self.settings
+    fn exact_scores(&self) -> bool {
+        true
     }
 }
 
@@ -359,59 +348,14 @@ fn config(dims: usize, settings: AnnSettings) -> EdgeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vector(seed: u64, dims: usize) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let v: Vec<f32> = (0..dims)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect();
-        let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
-        v.into_iter().map(|a| a / n).collect()
-    }
+    use crate::vectors::tests::{
+        tenants_never_see_each_other_and_removal_works_in, unit as vector,
+    };
 
     #[test]
     fn tenants_never_see_each_other_and_filters_hold_inside_the_search() {
         let dir = tempfile::tempdir().unwrap();
-        let idx = QdrantIndex::new(&dir.path().join("q"), "m", 8, AnnSettings::default()).unwrap();
-        let (a, b) = (TenantId::parse("a").unwrap(), TenantId::parse("b").unwrap());
-        let rows: Vec<_> = (1..=50u64)
-            .map(|k| {
-                (
-                    k,
-                    if k % 2 == 0 { a.clone() } else { b.clone() },
-                    vector(k, 8),
-                )
-            })
-            .collect();
-        idx.add(&rows).unwrap();
-        let hits = idx.search(&a, &vector(3, 8), 10, None).unwrap();
-        assert_eq!(hits.len(), 10);
-        assert!(hits.iter().all(|(k, _)| k % 2 == 0), "{hits:?}");
-        assert!(hits.windows(2).all(|w| w[0].1 >= w[1].1), "best first");
-        assert_eq!(idx.tenant_count(&a), 25);
-        idx.remove(&[2, 4]).unwrap();
-        assert_eq!(idx.tenant_count(&a), 23);
-        let all = idx.search(&a, &vector(2, 8), 50, None).unwrap();
-        assert_eq!(all.len(), 23);
-        assert!(!all.iter().any(|(k, _)| *k == 2 || *k == 4));
-        let allowed: HashSet<u64> = [6, 8, 9].into();
-        let only = idx.search(&a, &vector(9, 8), 10, Some(&allowed)).unwrap();
-        assert_eq!(
-            only.iter().map(|h| h.0).collect::<HashSet<_>>(),
-            [6, 8].into(),
-            "an allowed key of another tenant stays out"
-        );
-        let nobody = TenantId::parse("c").unwrap();
-        assert!(
-            idx.search(&nobody, &vector(1, 8), 10, None)
-                .unwrap()
-                .is_empty()
-        );
+        tenants_never_see_each_other_and_removal_works_in::<QdrantIndex>(&dir.path().join("q"));
     }
 
     /// Past the indexing threshold (10 MB of vectors by default) the optimizers build an HNSW

@@ -71,6 +71,65 @@ impl LocalIndex {
     }
 }
 
+/// An in-process vector index of the embedded store: usearch (here) or a qdrant-edge shard
+/// (`qdrant.rs`). Keys are chunk ids, each with its owner; the database holds every vector
+/// too, so an index that does not match it (see `load`) is rebuilt from it.
+pub trait InProcessIndex: Send + Sync + 'static {
+    /// Loads the index saved at `path` if it matches the database fingerprint `(count,
+    /// key_sum)`; `None` when it must be rebuilt.
+    fn load(
+        path: &Path,
+        model: &str,
+        dims: usize,
+        settings: AnnSettings,
+        fingerprint: (u64, u64),
+    ) -> Result<Option<Self>>
+    where
+        Self: Sized;
+
+    /// A fresh, empty index at `path` (whatever was there is replaced).
+    fn new(path: &Path, model: &str, dims: usize, settings: AnnSettings) -> Result<Self>
+    where
+        Self: Sized;
+
+    /// Records owners of keys already in a loaded index.
+    fn register_owners(&self, rows: &[(u64, TenantId)]);
+
+    /// Adds vectors (replacing any under the same key).
+    fn add(&self, rows: &[(u64, TenantId, Vec<f32>)]) -> Result<()>;
+
+    /// Removes vectors; unknown keys are ignored.
+    fn remove(&self, keys: &[u64]) -> Result<()>;
+
+    /// How many vectors the tenant has.
+    fn tenant_count(&self, owner: &TenantId) -> u64;
+
+    /// Vectors in the index.
+    fn len(&self) -> usize;
+
+    /// Whether the index is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Up to `k` nearest of the tenant's vectors (restricted to `allowed` when given), as
+    /// (key, cosine similarity), best first.
+    fn search(
+        &self,
+        owner: &TenantId,
+        query: &[f32],
+        k: usize,
+        allowed: Option<&HashSet<u64>>,
+    ) -> Result<Vec<(u64, f32)>>;
+
+    /// Whether [`InProcessIndex::search`]'s scores are the stored f32 vectors' own; if not
+    /// they are estimates, and the caller re-ranks candidates with the stored vectors.
+    fn exact_scores(&self) -> bool;
+
+    /// Persists what changed since the last save; whether anything was written.
+    fn save(&self) -> Result<bool>;
+}
+
 impl Default for AnnSettings {
     fn default() -> Self {
         Self {
@@ -251,9 +310,24 @@ impl VectorIndex {
         })
     }
 
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// HNSW settings in use.
+    pub fn settings(&self) -> AnnSettings {
+        self.settings
+    }
+}
+
+impl InProcessIndex for VectorIndex {
     /// Loads the saved index at `path` if it matches the database fingerprint `(count,
     /// key_sum)`, registering owners from `owners`; returns `None` when it must be rebuilt.
-    pub fn load(
+    fn load(
         path: &Path,
         model: &str,
         dims: usize,
@@ -296,21 +370,13 @@ impl VectorIndex {
         Ok(Some(this))
     }
 
-    /// A fresh, empty index to fill with [`VectorIndex::add`].
-    pub fn new(path: &Path, model: &str, dims: usize, settings: AnnSettings) -> Result<Self> {
+    /// A fresh, empty index to fill with [`InProcessIndex::add`].
+    fn new(path: &Path, model: &str, dims: usize, settings: AnnSettings) -> Result<Self> {
         Self::empty(path, model, dims, settings)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Records owners of keys already in a loaded index.
-    pub fn register_owners(&self, rows: &[(u64, TenantId)]) {
+    fn register_owners(&self, rows: &[(u64, TenantId)]) {
         let mut inner = self.write();
         for (key, owner) in rows {
             if !inner.owners.contains(*key) {
@@ -320,7 +386,7 @@ impl VectorIndex {
     }
 
     /// Adds vectors (replacing any under the same key).
-    pub fn add(&self, rows: &[(u64, TenantId, Vec<f32>)]) -> Result<()> {
+    fn add(&self, rows: &[(u64, TenantId, Vec<f32>)]) -> Result<()> {
         let mut inner = self.write();
         let needed = inner.index.size() + rows.len();
         if needed > inner.index.capacity() {
@@ -345,7 +411,7 @@ impl VectorIndex {
     }
 
     /// Removes vectors; unknown keys are ignored.
-    pub fn remove(&self, keys: &[u64]) -> Result<()> {
+    fn remove(&self, keys: &[u64]) -> Result<()> {
         let mut inner = self.write();
         for key in keys {
             remove_locked(&mut inner, *key)?;
@@ -355,23 +421,18 @@ impl VectorIndex {
     }
 
     /// How many vectors the tenant has.
-    pub fn tenant_count(&self, owner: &TenantId) -> u64 {
+    fn tenant_count(&self, owner: &TenantId) -> u64 {
         self.read().owners.count(owner)
     }
 
     /// Vectors in the index.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.read().index.size()
-    }
-
-    /// Whether the index is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Up to `k` nearest of the tenant's vectors (restricted to `allowed` when given), as
     /// (key, cosine similarity estimated from the 8-bit vectors), best first.
-    pub fn search(
+    fn search(
         &self,
         owner: &TenantId,
         query: &[f32],
@@ -408,16 +469,13 @@ impl VectorIndex {
 
     /// Saves the index and its fingerprint if anything changed since the last save. Writes to
     /// temporary files and renames, so a crash never leaves a half-written index in place.
-    pub fn save(&self) -> Result<bool> {
-        if !self.dirty.swap(false, Ordering::AcqRel) {
-            return Ok(false);
-        }
-        let inner = self.read();
-        let tmp = self.path.with_extension("usearch.tmp");
-        let tmp_str = tmp
-            .to_str()
-            .ok_or_else(|| usearch_err("path is not UTF-8"))?;
-        let result = (|| {
+    fn save(&self) -> Result<bool> {
+        save_if_changed(&self.dirty, || {
+            let inner = self.read();
+            let tmp = self.path.with_extension("usearch.tmp");
+            let tmp_str = tmp
+                .to_str()
+                .ok_or_else(|| usearch_err("path is not UTF-8"))?;
             inner.index.save(tmp_str).map_err(usearch_err)?;
             let meta = Sidecar {
                 metric: METRIC.to_owned(),
@@ -432,17 +490,28 @@ impl VectorIndex {
             std::fs::rename(&tmp, &self.path)?;
             std::fs::rename(&side_tmp, sidecar(&self.path))?;
             Ok(())
-        })();
-        if result.is_err() {
-            self.dirty.store(true, Ordering::Release);
-        }
-        result.map(|()| true)
+        })
     }
 
-    /// HNSW settings in use.
-    pub fn settings(&self) -> AnnSettings {
-        self.settings
+    fn exact_scores(&self) -> bool {
+        false
     }
+}
+
+/// Runs `save` if `dirty` is set, clearing it first (a change made during the save sets it
+/// again); a save that fails leaves it set, so the next one tries again. Whether it saved.
+pub(crate) fn save_if_changed(
+    dirty: &AtomicBool,
+    save: impl FnOnce() -> Result<()>,
+) -> Result<bool> {
+    if !dirty.swap(false, Ordering::AcqRel) {
+        return Ok(false);
+    }
+    let result = save();
+    if result.is_err() {
+        dirty.store(true, Ordering::Release);
+    }
+    result.map(|()| true)
 }
 
 fn remove_locked(inner: &mut Inner, key: u64) -> Result<()> {
@@ -479,35 +548,30 @@ pub(crate) fn unit(v: &[f32]) -> std::borrow::Cow<'_, [f32]> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn unit(seed: u64, dims: usize) -> Vec<f32> {
-        let mut x = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+    /// A pseudo-random unit vector, the same for the same seed (zero-centred components).
+    pub(crate) fn unit(seed: u64, dims: usize) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let v: Vec<f32> = (0..dims)
             .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((x >> 33) as f32 / u32::MAX as f32) - 0.25
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
             })
             .collect();
         let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
         v.into_iter().map(|a| a / n).collect()
     }
 
-    #[test]
-    fn tenants_never_see_each_other_and_removal_works() {
-        let dir = tempfile::tempdir().unwrap();
-        let idx = VectorIndex::new(
-            &dir.path().join("i.usearch"),
-            "m",
-            8,
-            AnnSettings::default(),
-        )
-        .unwrap();
+    /// What every [`InProcessIndex`] must do with tenants, removals and allowed sets: run on
+    /// an index made at `path`.
+    pub(crate) fn tenants_never_see_each_other_and_removal_works_in<I: InProcessIndex>(
+        path: &Path,
+    ) {
+        let idx = I::new(path, "m", 8, AnnSettings::default()).unwrap();
         let (a, b) = (TenantId::parse("a").unwrap(), TenantId::parse("b").unwrap());
         let rows: Vec<_> = (1..=50u64)
             .map(|k| {
@@ -521,15 +585,35 @@ mod tests {
         idx.add(&rows).unwrap();
         let hits = idx.search(&a, &unit(3, 8), 10, None).unwrap();
         assert_eq!(hits.len(), 10);
-        assert!(hits.iter().all(|(k, _)| k % 2 == 0));
+        assert!(hits.iter().all(|(k, _)| k % 2 == 0), "{hits:?}");
+        assert!(hits.windows(2).all(|w| w[0].1 >= w[1].1), "best first");
         assert_eq!(idx.tenant_count(&a), 25);
         idx.remove(&[2, 4]).unwrap();
         assert_eq!(idx.tenant_count(&a), 23);
         let all = idx.search(&a, &unit(2, 8), 50, None).unwrap();
+        assert_eq!(all.len(), 23);
         assert!(!all.iter().any(|(k, _)| *k == 2 || *k == 4));
-        let allowed: HashSet<u64> = [6, 8].into();
+        let allowed: HashSet<u64> = [6, 8, 9].into();
         let only = idx.search(&a, &unit(9, 8), 10, Some(&allowed)).unwrap();
-        assert_eq!(only.iter().map(|h| h.0).collect::<HashSet<_>>(), allowed);
+        assert_eq!(
+            only.iter().map(|h| h.0).collect::<HashSet<_>>(),
+            [6, 8].into(),
+            "an allowed key of another tenant stays out"
+        );
+        let nobody = TenantId::parse("c").unwrap();
+        assert!(
+            idx.search(&nobody, &unit(1, 8), 10, None)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn tenants_never_see_each_other_and_removal_works() {
+        let dir = tempfile::tempdir().unwrap();
+        tenants_never_see_each_other_and_removal_works_in::<VectorIndex>(
+            &dir.path().join("i.usearch"),
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::policy::{CachePolicy, Scopes};
 use crate::store::Store;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
-use crate::vectors::{AnnSettings, LocalIndex, VectorIndex};
+use crate::vectors::{AnnSettings, InProcessIndex, LocalIndex, VectorIndex};
 use strata_embed::{Embedder, LocalEmbedder, ModelFiles, TextTokenizer};
 
 impl Engine {
@@ -88,26 +88,22 @@ impl Engine {
                 )
             }
             None => {
-                let ann = match settings.ann.local {
-                    LocalIndex::Usearch => Ann::Local(Arc::new(
-                        open_vectors::<VectorIndex>(
-                            store.as_ref(),
-                            &settings.data_dir.join("vectors.usearch"),
-                            embedder.as_ref(),
-                            settings.ann,
-                        )
-                        .await?,
-                    )),
+                let (store_ref, embed, ann) = (store.as_ref(), embedder.as_ref(), settings.ann);
+                let index: Arc<dyn InProcessIndex> = match settings.ann.local {
+                    LocalIndex::Usearch => {
+                        let path = settings.data_dir.join("vectors.usearch");
+                        Arc::new(open_vectors::<VectorIndex>(store_ref, &path, embed, ann).await?)
+                    }
                     #[cfg(feature = "qdrant")]
-                    LocalIndex::Qdrant => Ann::Qdrant(Arc::new(
-                        open_vectors::<crate::qdrant::QdrantIndex>(
-                            store.as_ref(),
-                            &settings.data_dir.join("vectors.qdrant"),
-                            embedder.as_ref(),
-                            settings.ann,
+                    LocalIndex::Qdrant => {
+                        let path = settings.data_dir.join("vectors.qdrant");
+                        Arc::new(
+                            open_vectors::<crate::qdrant::QdrantIndex>(
+                                store_ref, &path, embed, ann,
+                            )
+                            .await?,
                         )
-                        .await?,
-                    )),
+                    }
                     #[cfg(not(feature = "qdrant"))]
                     LocalIndex::Qdrant => {
                         return Err(EngineError::Config(
@@ -117,6 +113,7 @@ impl Engine {
                         ));
                     }
                 };
+                let ann = Ann::Local(index);
                 (
                     BlobStore::open(blob_dir).await?,
                     ann,
@@ -314,62 +311,9 @@ async fn load_embedder(
     Ok((Arc::new(local), tokenizer))
 }
 
-/// What [`open_vectors`] needs of an in-process index.
-trait InProcess: Send + Sync + Sized + 'static {
-    fn load(
-        path: &std::path::Path,
-        model: &str,
-        dims: usize,
-        settings: AnnSettings,
-        fingerprint: (u64, u64),
-    ) -> Result<Option<Self>>;
-    fn new(path: &std::path::Path, model: &str, dims: usize, settings: AnnSettings)
-    -> Result<Self>;
-    fn register_owners(&self, rows: &[(u64, crate::ids::TenantId)]);
-    fn add(&self, rows: &[(u64, crate::ids::TenantId, Vec<f32>)]) -> Result<()>;
-    fn save(&self) -> Result<bool>;
-}
-
-macro_rules! in_process {
-    ($index:ty) => {
-        impl InProcess for $index {
-            fn load(
-                path: &std::path::Path,
-                model: &str,
-                dims: usize,
-                settings: AnnSettings,
-                fingerprint: (u64, u64),
-            ) -> Result<Option<Self>> {
-                <$index>::load(path, model, dims, settings, fingerprint)
-            }
-            fn new(
-                path: &std::path::Path,
-                model: &str,
-                dims: usize,
-                settings: AnnSettings,
-            ) -> Result<Self> {
-                <$index>::new(path, model, dims, settings)
-            }
-            fn register_owners(&self, rows: &[(u64, crate::ids::TenantId)]) {
-                <$index>::register_owners(self, rows)
-            }
-            fn add(&self, rows: &[(u64, crate::ids::TenantId, Vec<f32>)]) -> Result<()> {
-                <$index>::add(self, rows)
-            }
-            fn save(&self) -> Result<bool> {
-                <$index>::save(self)
-            }
-        }
-    };
-}
-
-in_process!(VectorIndex);
-#[cfg(feature = "qdrant")]
-in_process!(crate::qdrant::QdrantIndex);
-
 /// Loads the persisted index when it matches the database, else rebuilds it from the stored
 /// vectors.
-async fn open_vectors<I: InProcess>(
+async fn open_vectors<I: InProcessIndex>(
     store: &dyn Store,
     path: &std::path::Path,
     embedder: &dyn Embedder,
