@@ -47,6 +47,18 @@ ensure_toolchain() {
 }
 
 # start_strata WORK [ENV=VALUE...] [-- SERVE_FLAG...]: builds the debug binary, starts
+# Builds the debug `strata` binary. Cargo compiles a dependency once per feature set, and the
+# set depends on which packages a command selects: `-p strata` alone resolves features
+# differently from the whole workspace with its tests, and recompiles qdrant-edge and others
+# (minutes on a cold machine). scripts/test sets STRATA_BUILD_ARGS to the test run's own
+# selection, so its checks reuse what the test build made; run alone, a check builds just
+# the server.
+build_strata() {
+  say "building strata"
+  # shellcheck disable=SC2086 # the arguments are words on purpose
+  (cd "$ROOT" && cargo build --locked ${STRATA_BUILD_ARGS:--p strata --bin strata})
+}
+
 # `strata serve` on a free loopback port with its data directory and log under WORK (extra
 # environment given as ENV=VALUE words, extra serve flags after --), waits until it is
 # ready, and sets BIN, PORT, BASE and SERVER. The caller stops it with stop_strata (an EXIT
@@ -57,8 +69,7 @@ start_strata() {
   while [ $# -gt 0 ] && [ "$1" != "--" ]; do envs+=("$1"); shift; done
   [ "${1:-}" = "--" ] && shift
   flags=("$@")
-  say "building strata"
-  (cd "$ROOT" && cargo build --locked -p strata --bin strata)
+  build_strata
   BIN="$CARGO_TARGET_DIR/debug/strata"
   PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   BASE="http://127.0.0.1:$PORT"
