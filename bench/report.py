@@ -56,11 +56,15 @@ for e in ("quick_cache", "moka"):
 lines.append("ANN, recall@10 and single-thread queries/s (medians):")
 for engine in ("usearch", "hnswlib"):
     n = next((r["n"] for r in by.get(f"ann_{engine}", [])), None)
-    row(f"{engine} build ({n} vectors)", med(f"ann_{engine}", "build_seconds"), "s")
+    row(f"{engine} build ({n} vectors)", med(f"ann_{engine}", "build_seconds"), "s",
+        f"{med(f'ann_{engine}', 'build_threads') or '?'} thread(s)")
+    if med(f"ann_{engine}", "rss_mib") is not None:
+        row(f"{engine} resident memory added", med(f"ann_{engine}", "rss_mib"), "MiB")
     for ef in (64, 128):
         row(f"{engine} ef={ef} recall@10", ann_med(engine, ef, "recall_at_10"), "")
         row(f"{engine} ef={ef} queries/s", ann_med(engine, ef, "queries_per_s"), "q/s")
-lines.append("strata's in-process indexes through the server's types (medians; filtered = 1 of 10 tenants):")
+lines.append("strata's in-process indexes through the server's types (medians; filtered = one tenant of 10 or 100, "
+             "and a share of its vectors; exact = scoring that share's vectors, the server's path below its exact limit):")
 for engine in ("usearch", "qdrant"):
     runs = by.get(f"index_{engine}", [])
     row(f"{engine} build, 1 thread ({next((r['n'] for r in runs), None)} vectors)", med(f"index_{engine}", "build_seconds"), "s")
@@ -69,10 +73,14 @@ for engine in ("usearch", "qdrant"):
         for key, unit in (("recall_at_10", ""), ("queries_per_s", "q/s")):
             vals = [x[key] for r in runs for x in r["results"] if x["ef"] == ef]
             row(f"{engine} ef={ef} {key}", statistics.median(vals) if vals else None, unit)
-    for share in (100, 10, 1):
-        for key, unit in (("recall_at_10", ""), ("queries_per_s", "q/s")):
-            vals = [x[key] for r in runs for x in r["filtered"] if x["tenant_share_percent"] == share]
-            row(f"{engine} filtered {share}% of tenant {key}", statistics.median(vals) if vals else None, unit)
+    for tenants in (10, 100):
+        for share in (100, 10, 1):
+            picked = [x for r in runs for x in r["filtered"]
+                      if x.get("tenants", 10) == tenants and x["tenant_share_percent"] == share]
+            for key, unit in (("recall_at_10", ""), ("queries_per_s", "q/s"), ("exact_queries_per_s", "q/s exact")):
+                vals = [x[key] for x in picked if key in x]
+                row(f"{engine} 1 of {tenants} tenants, {share}% of it, {key}",
+                    statistics.median(vals) if vals else None, unit)
 s = by.get("search", [{}])[0]
 lines.append("ingestion and uncached search through the HTTP server:")
 row(f"ingestion ({s.get('chunks')} chunks)", s.get("ingest_chunks_per_s"), "chunks/s")
@@ -107,6 +115,22 @@ if q:
             f"recall@100 {c.get('recall_at_100', 0):.3f}, p95 {c.get('search_ms_p95', 0):.1f} ms")
     row("lexical index in memory", (q.get("lexical_index_bytes") or 0) / 2**20 if q.get("lexical_index_bytes") else None,
         "MiB", f"database {(q.get('database_bytes') or 0) / 2**20:.1f} MiB")
+for size in ("", "large_"):
+    lex = [c for r in by.get(f"lexical_{size}strata", []) + by.get(f"lexical_{size}qdrant", [])
+           for c in r["configurations"]]
+    if not lex:
+        continue
+    extra = next((r.get("distractors", 0) for r in by.get(f"lexical_{size}strata", [])), 0)
+    lines.append(f"lexical side alone on SciFact train, one abstract per text, + {extra} unjudged sentences, "
+                 "k = 100 (medians; strata's BM25 index vs qdrant-edge's sparse BM25 vectors):")
+    for name in dict.fromkeys(lex):
+        vals = [r["configurations"][name] for e in ("strata", "qdrant") for r in by.get(f"lexical_{size}{e}", [])
+                if name in r["configurations"]]
+        pick = lambda k: statistics.median(v[k] for v in vals)
+        row(f"{name} nDCG@10", pick("ndcg_at_10"), "",
+            f"recall@100 {pick('recall_at_100'):.3f}, p50 {pick('p50_ms'):.2f} ms, p95 {pick('p95_ms'):.2f} ms")
+    for e in ("strata", "qdrant"):
+        row(f"lexical {e} resident memory added", med(f"lexical_{size}{e}", "rss_mib"), "MiB")
 row("resident memory after ingestion (server + model)", s.get("rss_mb_at_rest"), "MiB")
 row("resident memory after the search load", s.get("rss_mb_after_search"), "MiB")
 row("resident memory, peak (ingestion included)", s.get("rss_mb_peak"), "MiB")
