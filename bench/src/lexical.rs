@@ -167,7 +167,10 @@ pub fn run(
     let mut data = load(dir)?;
     let judged = data.docs.len();
     if let Some((file, n)) = distractors {
-        for (i, line) in crate::corpus::read_lines(file, 0, n)?.into_iter().enumerate() {
+        for (i, line) in crate::corpus::read_lines(file, 0, n)?
+            .into_iter()
+            .enumerate()
+        {
             data.docs.push((format!("distractor-{i}"), line));
         }
     }

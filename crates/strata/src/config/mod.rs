@@ -123,11 +123,16 @@ impl Config {
             sessions: sessions(&given.memories, &d.engine.sessions)?,
         };
         let auth = auth(&given.auth);
+        let identity = identity(&given.auth, &auth)?;
+        let mut engine = engine;
+        if given.embedding.vector_index.is_none() {
+            engine.ann.local = default_index(&identity);
+        }
         let s = &given.server;
         let server = ServerSettings {
             listen: s.listen.unwrap_or(d.server.listen),
             shutdown_grace: grace,
-            identity: identity(&given.auth, &auth)?,
+            identity,
             cors_origins: cors_origins(s.cors_origins.as_deref().unwrap_or_default())?,
             admission: admission(&given.admission, &d.server.admission),
             gateway: gateway::settings(&given.gateway, &d.server.gateway)?,
@@ -367,6 +372,22 @@ fn embedding(s: &EmbeddingFlags, d: &EngineSettings) -> anyhow::Result<Embedding
             ..d.ann
         },
     })
+}
+
+/// The embedded store's vector index when none is configured: usearch while every request
+/// is the single local tenant, qdrant-edge once tenants come from tokens or a proxy's header
+/// (when this strata has it). Measured on 100k MiniLM vectors (BENCHMARKS.md, "In-process
+/// indexes"): usearch answers one tenant's unfiltered search faster and holds its vectors in
+/// a third of the memory, but searching one tenant among many walks its whole graph testing
+/// every node's owner, 4x (1 of 10 tenants) to 40x (1 of 100) slower than qdrant-edge, which
+/// restricts the walk to the tenant inside the graph (docs/ARCHITECTURE.md, Decisions).
+fn default_index(identity: &strata_server::caller::Identity) -> LocalIndex {
+    let many_tenants = !matches!(identity, strata_server::caller::Identity::Local);
+    if many_tenants && cfg!(feature = "qdrant") {
+        LocalIndex::Qdrant
+    } else {
+        LocalIndex::Usearch
+    }
 }
 
 fn cache(

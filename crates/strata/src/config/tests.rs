@@ -135,6 +135,23 @@ fn the_vector_index_is_chosen_for_the_embedded_store_only() {
             .local,
         LocalIndex::Usearch
     );
+    // Unset, it follows where tenants come from: one local tenant, or many.
+    let local = |toml: &str| from_file(toml).unwrap().engine.ann.local;
+    assert_eq!(local(""), LocalIndex::Usearch);
+    let many = if cfg!(feature = "qdrant") {
+        LocalIndex::Qdrant
+    } else {
+        LocalIndex::Usearch
+    };
+    assert_eq!(
+        local("jwt_secret = \"0123456789abcdef0123456789abcdef\"\n"),
+        many
+    );
+    assert_eq!(local("tenant_header = \"x-tenant\"\n"), many);
+    assert_eq!(
+        local("tenant_header = \"x-tenant\"\nvector_index = \"usearch\"\n"),
+        LocalIndex::Usearch
+    );
     let unknown = format!("{:#}", from_file("vector_index = \"faiss\"\n").unwrap_err());
     assert!(unknown.contains("faiss"), "{unknown}");
     let over_postgres = format!(

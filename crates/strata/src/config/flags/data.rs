@@ -186,10 +186,13 @@ pub struct EmbeddingFlags {
     pub search_exact_limit: Option<u64>,
 
     /// The in-process vector index of the embedded store: `usearch` (8-bit HNSW, candidates
-    /// re-ranked with the stored vectors) or `qdrant` (Qdrant's engine, qdrant-edge: f32 HNSW
-    /// that applies the tenant and filters inside the graph walk). Switching rebuilds the
+    /// re-ranked with the stored vectors: fastest and smallest for one tenant) or `qdrant`
+    /// (Qdrant's engine, qdrant-edge: f32 HNSW that applies the tenant and filters inside the
+    /// graph walk: 4-40x faster when many tenants share the instance). Switching rebuilds the
     /// index from the stored vectors on the next start. Over PostgreSQL vectors live in
-    /// pgvector and this is refused [default: usearch].
+    /// pgvector and this is refused. Unset, it is qdrant when tenants come from tokens or
+    /// --tenant-header, and usearch with no authentication (the single local tenant)
+    /// [default: usearch].
     #[arg(long, env = "STRATA_VECTOR_INDEX", global = true)]
     pub vector_index: Option<VectorIndexKind>,
 }
