@@ -33,6 +33,7 @@ use qdrant_edge::{
 use serde_json::json;
 use strata_engine::bm25::{Bm25Index, analyze};
 use strata_engine::ids::TenantId;
+use strata_engine::qdrant::numeric_hits;
 
 use crate::indexes::rss_mib;
 
@@ -290,13 +291,7 @@ fn qdrant(data: &Data, work: &Path, avg_len: f64) -> anyhow::Result<serde_json::
                 with_payload: WithPayloadInterface::Bool(false),
             };
             let found = shard.query(request).map_err(|e| anyhow::anyhow!("{e}"))?;
-            Ok(found
-                .into_iter()
-                .filter_map(|p| match p.id {
-                    PointId::NumId(id) => Some((id, p.score)),
-                    PointId::Uuid(_) => None,
-                })
-                .collect())
+            Ok(numeric_hits(found))
         })?;
         configurations.insert(name.to_owned(), result);
         drop(shard);

@@ -32,8 +32,8 @@ use qdrant_edge::{
     FieldCondition, FieldIndexOperations, Filter, HasIdCondition, HnswIndexConfig, JsonPath,
     KeywordIndexParams, Match, NamedQuery, PayloadFieldSchema, PayloadSchemaParams, PointId,
     PointInsertOperations, PointOperations, PointStruct, PointStructPersisted, QueryEnum,
-    QueryRequest, ScoringQuery, SearchParams, UpdateOperation, ValueVariants, WithPayloadInterface,
-    WithVector,
+    QueryRequest, ScoredPoint, ScoringQuery, SearchParams, UpdateOperation, ValueVariants,
+    WithPayloadInterface, WithVector,
 };
 use serde::{Deserialize, Serialize};
 
@@ -291,13 +291,7 @@ impl InProcessIndex for QdrantIndex {
             with_payload: WithPayloadInterface::Bool(false),
         };
         let found = self.shard.query(request).map_err(qdrant_err)?;
-        Ok(found
-            .into_iter()
-            .filter_map(|p| match p.id {
-                PointId::NumId(id) => Some((id, p.score)),
-                PointId::Uuid(_) => None,
-            })
-            .collect())
+        Ok(numeric_hits(found))
     }
 
     /// Flushes the shard, runs its optimizers (building HNSW segments where they are due)
@@ -328,6 +322,17 @@ impl InProcessIndex for QdrantIndex {
     fn exact_scores(&self) -> bool {
         true
     }
+}
+
+/// A query's points as (key, score), best first: strata's points all have numeric ids.
+pub fn numeric_hits(found: Vec<ScoredPoint>) -> Vec<(u64, f32)> {
+    found
+        .into_iter()
+        .filter_map(|p| match p.id {
+            PointId::NumId(id) => Some((id, p.score)),
+            PointId::Uuid(_) => None,
+        })
+        .collect()
 }
 
 /// One dense vector of `dims` ranked by dot product, HNSW with strata's graph settings.
