@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
 use crate::ids::TenantId;
-use crate::vectors::{AnnSettings, InProcessIndex, Owners, save_if_changed, unit};
+use crate::vectors::{AnnSettings, InProcessIndex, Owners, save_if_changed, sidecar_matches, unit};
 
 /// The payload field holding a point's tenant.
 const OWNER: &str = "owner";
@@ -121,9 +121,6 @@ impl InProcessIndex for QdrantIndex {
         settings: AnnSettings,
         fingerprint: (u64, u64),
     ) -> Result<Option<Self>> {
-        let Ok(text) = std::fs::read_to_string(sidecar(path)) else {
-            return Ok(None);
-        };
         let expected = Sidecar {
             engine: ENGINE.to_owned(),
             model: model.to_owned(),
@@ -131,7 +128,7 @@ impl InProcessIndex for QdrantIndex {
             count: fingerprint.0,
             key_sum: fingerprint.1,
         };
-        if serde_json::from_str::<Sidecar>(&text).ok().as_ref() != Some(&expected) {
+        if !sidecar_matches(&sidecar(path), &expected) {
             return Ok(None);
         }
         let shard = match EdgeShard::load(path, Some(config(dims, settings))) {

@@ -334,13 +334,6 @@ impl InProcessIndex for VectorIndex {
         settings: AnnSettings,
         fingerprint: (u64, u64),
     ) -> Result<Option<Self>> {
-        let sidecar_path = sidecar(path);
-        let Ok(text) = std::fs::read_to_string(&sidecar_path) else {
-            return Ok(None);
-        };
-        let Ok(meta) = serde_json::from_str::<Sidecar>(&text) else {
-            return Ok(None);
-        };
         let expected = Sidecar {
             metric: METRIC.to_owned(),
             quantization: QUANTIZATION_NAME.to_owned(),
@@ -349,7 +342,7 @@ impl InProcessIndex for VectorIndex {
             count: fingerprint.0,
             key_sum: fingerprint.1,
         };
-        if meta != expected {
+        if !sidecar_matches(&sidecar(path), &expected) {
             return Ok(None);
         }
         let this = Self::empty(path, model, dims, settings)?;
@@ -523,6 +516,19 @@ fn remove_locked(inner: &mut Inner, key: u64) -> Result<()> {
 
 fn sidecar(path: &Path) -> PathBuf {
     path.with_extension("usearch.json")
+}
+
+/// Whether the sidecar file at `path` holds exactly `expected`: a missing, unreadable or
+/// different one means the saved index must not be trusted (usearch's and qdrant's alike).
+pub(crate) fn sidecar_matches<T: serde::de::DeserializeOwned + PartialEq>(
+    path: &Path,
+    expected: &T,
+) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<T>(&text).ok())
+        .as_ref()
+        == Some(expected)
 }
 
 /// Exact top-k by dot product (vectors are unit length: dot = cosine).
