@@ -236,7 +236,8 @@ pub trait Store:
     /// The plan the database uses for `sql` (one of strata's own statements, parameters as
     /// `$N`), one line per node: SQLite's `EXPLAIN QUERY PLAN` with the parameters unbound,
     /// PostgreSQL's generic plan (`EXPLAIN EXECUTE` of a prepared statement under
-    /// `plan_cache_mode = force_generic_plan`, the plan for any parameters). Nothing runs.
+    /// `plan_cache_mode = force_generic_plan`, the plan for any parameters; a vector search
+    /// under the settings it runs with). Nothing runs.
     async fn explain(&self, sql: &str) -> Result<Vec<String>>;
 
     /// Tells every other process sharing this store about a change (a no-op for a store

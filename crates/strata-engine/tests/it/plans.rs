@@ -4,9 +4,9 @@
 //!
 //! The statements are not copied here: each hot operation runs through the store with a
 //! zero slow-statement threshold, so sqlx reports every statement it sends, and a
-//! [`SlowLog`] captures them. SQLite explains them with `EXPLAIN QUERY PLAN` (unbound
-//! parameters read as NULL); PostgreSQL with `PREPARE` + `EXPLAIN EXECUTE` under
-//! `plan_cache_mode = force_generic_plan`, the plan it would use for any parameters.
+//! [`SlowLog`] captures them, and `Store::explain` (what the slow-statement log uses)
+//! explains each: SQLite with `EXPLAIN QUERY PLAN` (unbound parameters read as NULL),
+//! PostgreSQL with the generic plan it would use for any parameters.
 //! PostgreSQL's tables hold 20,000 documents and 40,000 chunks with vectors (inserted in
 //! bulk, then `ANALYZE`d), so a sequential scan is a real choice for its planner.
 //!
@@ -17,10 +17,10 @@
 use std::sync::{Arc, OnceLock};
 
 use chrono::{Duration as Span, Utc};
-use sqlx::{Connection as _, Executor as _, Row as _};
+use sqlx::{Connection as _, Executor as _};
 use strata_engine::TenantId;
 use strata_engine::model::DocumentFilter;
-use strata_engine::slowlog::{SlowLog, parameters};
+use strata_engine::slowlog::SlowLog;
 use strata_engine::store::postgres::{PostgresOptions, PostgresStore};
 use strata_engine::store::sqlite::{SqliteOptions, SqliteStore};
 use strata_engine::store::{ChunkFilter, Store};
@@ -166,22 +166,17 @@ async fn hot_statements_use_their_indexes_on_sqlite() {
         .await
         .unwrap();
     conn.execute("ANALYZE").await.unwrap();
+    conn.close().await.unwrap();
+    // Reopened, so every connection of its pool reads the new statistics.
+    let store = SqliteStore::open(&path, &opts).await.unwrap();
     let mut bad = Vec::new();
     let mut explained = 0;
     for (what, sql) in &captured {
         for stmt in sql {
-            let text = format!("EXPLAIN QUERY PLAN {stmt}");
-            let mut q = sqlx::query(&text);
-            for _ in 0..parameters(stmt) {
-                q = q.bind(None::<String>);
-            }
-            let plan: Vec<String> = q
-                .fetch_all(&mut conn)
+            let plan = store
+                .explain(stmt)
                 .await
-                .unwrap_or_else(|e| panic!("{what}: {e}\n{stmt}"))
-                .iter()
-                .map(|r| r.get::<String, _>("detail"))
-                .collect();
+                .unwrap_or_else(|e| panic!("{what}: {e}\n{stmt}"));
             explained += 1;
             let scans = sqlite_full_scans(&plan);
             if !scans.is_empty() {
@@ -254,45 +249,18 @@ async fn hot_statements_use_their_indexes_on_postgres() {
         })
         .await,
     );
-    store.close().await;
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
     conn.execute("ANALYZE").await.unwrap();
-    conn.execute("SET plan_cache_mode = force_generic_plan")
-        .await
-        .unwrap();
+    conn.close().await.unwrap();
     let mut bad = Vec::new();
     let mut explained = 0;
     for (what, sql) in &captured {
         for stmt in sql {
             let vector = stmt.contains("<=>");
-            if vector {
-                // The approximate path runs with these (see PostgresStore::nearest).
-                conn.execute("SET enable_seqscan = off; SET enable_sort = off")
-                    .await
-                    .unwrap();
-            }
-            conn.execute(format!("PREPARE plan_me AS {stmt}").as_str())
+            let plan = store
+                .explain(stmt)
                 .await
                 .unwrap_or_else(|e| panic!("{what}: {e}\n{stmt}"));
-            let args = vec!["NULL"; parameters(stmt)].join(", ");
-            let execute = if args.is_empty() {
-                "EXPLAIN EXECUTE plan_me".to_owned()
-            } else {
-                format!("EXPLAIN EXECUTE plan_me({args})")
-            };
-            let plan: Vec<String> = sqlx::query(execute.as_str())
-                .fetch_all(&mut conn)
-                .await
-                .unwrap_or_else(|e| panic!("{what}: {e}\n{stmt}"))
-                .iter()
-                .map(|r| r.get::<String, _>(0))
-                .collect();
-            conn.execute("DEALLOCATE plan_me").await.unwrap();
-            if vector {
-                conn.execute("RESET enable_seqscan; RESET enable_sort")
-                    .await
-                    .unwrap();
-            }
             explained += 1;
             let scans: Vec<&String> = plan
                 .iter()
@@ -312,7 +280,7 @@ async fn hot_statements_use_their_indexes_on_postgres() {
             }
         }
     }
-    conn.close().await.unwrap();
+    store.close().await;
     db.drop().await;
     assert!(explained >= 8, "{explained} statements explained");
     assert!(

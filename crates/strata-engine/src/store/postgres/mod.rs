@@ -502,6 +502,12 @@ impl Store for PostgresStore {
             let mut tx = Connection::begin(&mut *conn).await?;
             tx.execute("SET LOCAL plan_cache_mode = force_generic_plan")
                 .await?;
+            if sql.contains("<=>") {
+                // A vector search runs with these (see `nearest`): its plan is the one
+                // under them.
+                tx.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off")
+                    .await?;
+            }
             tx.execute(format!("PREPARE {name} AS {sql}").as_str())
                 .await?;
             let args = vec!["NULL"; crate::slowlog::parameters(sql)].join(", ");
