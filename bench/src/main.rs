@@ -330,6 +330,11 @@ enum Cmd {
         /// Concurrent clients.
         #[arg(long, default_value_t = 8)]
         clients: usize,
+        /// The server's in-process cache budget (`--cache-l1`, e.g. `64MiB`); its default
+        /// without. The trend starts once the cache is full, so a smaller budget leaves more
+        /// of the run to measure the steady state.
+        #[arg(long)]
+        l1: Option<String>,
         /// A PostgreSQL URL (a database of the soak's own is made on it); SQLite without.
         #[arg(long)]
         postgres: Option<String>,
@@ -655,6 +660,7 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             minutes,
             warmup,
             clients,
+            l1,
             postgres,
             redis,
         } => {
@@ -670,6 +676,7 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
                 minutes,
                 warmup,
                 clients,
+                l1.as_deref(),
                 db.as_deref(),
                 redis.as_deref(),
             )

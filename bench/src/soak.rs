@@ -11,7 +11,13 @@
 //! connections and waiters, the minute's requests, errors and latency percentiles.
 //!
 //! The verdict, after a warm-up: the least-squares slope of RSS (MiB per hour) and of open
-//! descriptors, against the warm-up level; and the total of errors.
+//! descriptors, against the warm-up level; and the total of errors. The warm-up lasts at
+//! least `warmup_minutes` and until the in-process cache has reached its byte budget: a cache
+//! filling to the bound it was given is the configuration at work, not growth, and RSS can
+//! only be flat once it is full. Each minute also splits RSS into anonymous memory and
+//! mapped files (the model, SQLite's pages), and samples the cache's bytes and entries.
+//! After the load, the cache is cleared and RSS sampled again at rest, so the report shows
+//! how much of the end figure the cache held.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -32,6 +38,12 @@ struct Minute {
 
 fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// A `kB` field of `/proc/PID/status`, in MiB.
+fn status_field_mb(pid: u32, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    crate::status_mb(&status, field)
 }
 
 fn threads(pid: u32) -> Option<f64> {
@@ -66,6 +78,7 @@ pub async fn run(
     minutes: f64,
     warmup_minutes: f64,
     clients: usize,
+    l1: Option<&str>,
     database_url: Option<&str>,
     redis_url: Option<&str>,
 ) -> anyhow::Result<Value> {
@@ -73,6 +86,9 @@ pub async fn run(
         std::fs::remove_dir_all(data)?;
     }
     let mut args: Vec<&str> = vec!["--cache-warm-queries", "0"];
+    if let Some(l1) = l1 {
+        args.extend(["--cache-l1", l1]);
+    }
     if let Some(u) = database_url {
         args.extend(["--database-url", u]);
     }
@@ -272,9 +288,23 @@ pub async fn run(
             Ok(r) => r.json().await.unwrap_or(Value::Null),
             Err(_) => Value::Null,
         };
+        let cache: Value = match client
+            .get(format!("{base}/v1/performance/cache/stats"))
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
         let sample = json!({
             "minute": samples.len() + 1,
             "rss_mb": server.memory_mb("VmRSS"),
+            "rss_anon_mb": status_field_mb(pid, "RssAnon"),
+            "rss_file_mb": status_field_mb(pid, "RssFile"),
+            "l1_bytes": cache["cache"]["l1_bytes"],
+            "l1_capacity_bytes": cache["cache"]["l1_capacity_bytes"],
+            "l1_entries": cache["cache"]["l1_entries"],
+            "l1_evictions": cache["cache"]["l1_evictions"],
             "fds": fds(pid),
             "threads": threads(pid),
             "pool_size": db["database"]["pool"]["size"],
@@ -293,9 +323,28 @@ pub async fn run(
         let _ = t.await;
     }
 
+    // At rest: then with the cache cleared, which shows how much of the end figure it held.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let rss_at_rest = server.memory_mb("VmRSS");
+    let cleared = client
+        .post(format!("{base}/v1/performance/cache/clear"))
+        .send()
+        .await
+        .map(|r| r.status().is_success())
+        .unwrap_or(false);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let rss_cleared = server.memory_mb("VmRSS");
+    let anon_cleared = status_field_mb(pid, "RssAnon");
+
+    // Warm-up ends at `warmup_minutes` or when L1 first reached its budget, the later.
+    let filled_at = samples.iter().find_map(|s| {
+        let (b, c) = (s["l1_bytes"].as_f64()?, s["l1_capacity_bytes"].as_f64()?);
+        (c > 0.0 && b >= 0.95 * c).then(|| s["minute"].as_f64().unwrap_or(0.0))
+    });
+    let warmup_end = warmup_minutes.max(filled_at.unwrap_or(0.0));
     let after: Vec<&Value> = samples
         .iter()
-        .filter(|s| s["minute"].as_f64().unwrap_or(0.0) > warmup_minutes)
+        .filter(|s| s["minute"].as_f64().unwrap_or(0.0) > warmup_end)
         .collect();
     let xs: Vec<f64> = after
         .iter()
@@ -304,6 +353,7 @@ pub async fn run(
     let col =
         |k: &str| -> Vec<f64> { after.iter().map(|s| s[k].as_f64().unwrap_or(0.0)).collect() };
     let rss = col("rss_mb");
+    let anon = col("rss_anon_mb");
     let fd = col("fds");
     let p99 = col("p99_ms");
     let errors: u64 = samples
@@ -320,12 +370,22 @@ pub async fn run(
         "backend": if database_url.is_some() { "postgres" } else { "sqlite" },
         "minutes": minutes,
         "warmup_minutes": warmup_minutes,
+        "l1_full_at_minute": filled_at,
+        "trend_from_minute": warmup_end,
+        "minutes_in_trend": after.len(),
         "clients": clients,
         "requests": requests,
         "errors": errors,
         "rss_mb_after_warmup": first(&rss),
         "rss_mb_end": last(&rss),
         "rss_slope_mb_per_hour": slope(&xs, &rss) * 60.0,
+        "rss_anon_mb_after_warmup": first(&anon),
+        "rss_anon_mb_end": last(&anon),
+        "rss_anon_slope_mb_per_hour": slope(&xs, &anon) * 60.0,
+        "rss_mb_at_rest": rss_at_rest,
+        "cache_cleared": cleared,
+        "rss_mb_cache_cleared": rss_cleared,
+        "rss_anon_mb_cache_cleared": anon_cleared,
         "fds_after_warmup": first(&fd),
         "fds_end": last(&fd),
         "fds_slope_per_hour": slope(&xs, &fd) * 60.0,
