@@ -9,7 +9,8 @@
 //! them). Invalidating a scope bumps its generation: every key derived from it becomes
 //! unreachable at once, in O(1), in every tier and every process, and the old entries age
 //! out. The scope [`GLOBAL_SCOPE`] is for content-addressed values (the key determines the
-//! value), which are never invalidated and stay cached even while Redis is unreachable.
+//! value), which are never invalidated and stay cached even while Redis is unreachable; an
+//! L1 hit on one late in its life renews it, so only unread ones expire.
 //!
 //! Owns: keys, expiry, tiers, invalidation, coalescing, counting. Must not import: the
 //! engine, the server, or any domain type; values are bytes.
@@ -348,7 +349,12 @@ impl Cache {
                     generation,
                     material,
                 );
-                if let Some(v) = self.inner.l1.get(&key) {
+                let hit = if scope == GLOBAL_SCOPE {
+                    self.inner.l1.get_renewing(&key, spec.l1_ttl)
+                } else {
+                    self.inner.l1.get(&key)
+                };
+                if let Some(v) = hit {
                     stats.hit_l1(start.elapsed());
                     return Ok(lookup(v, Source::L1, start));
                 }

@@ -122,6 +122,39 @@ async fn entries_expire_after_their_kinds_ttl() {
     assert_eq!(c.stats().l1_expirations, 1);
 }
 
+/// A content-addressed entry (the global scope) read late in its life lives on; one nobody
+/// reads expires; a scoped entry expires however often it is read.
+#[tokio::test(start_paused = true)]
+async fn content_addressed_entries_in_use_are_renewed_and_others_expire() {
+    let c = cache(1 << 20);
+    let calls = AtomicUsize::new(0);
+    // "short" lives 4.5-5 s.
+    for q in ["read", "unread"] {
+        fetch(&c, "short", crate::GLOBAL_SCOPE, q, &calls).await;
+    }
+    fetch(&c, "short", "s", "read", &calls).await;
+    for round in 0..4 {
+        tokio::time::advance(Duration::from_millis(4_200)).await;
+        assert_eq!(
+            fetch(&c, "short", crate::GLOBAL_SCOPE, "read", &calls)
+                .await
+                .source,
+            Source::L1
+        );
+        if round < 2 {
+            // Read at 4.2 s (a hit), then at 8.4 s: expired whatever the reads.
+            let want = [Source::L1, Source::Computed][round];
+            assert_eq!(fetch(&c, "short", "s", "read", &calls).await.source, want);
+        }
+    }
+    assert_eq!(
+        fetch(&c, "short", crate::GLOBAL_SCOPE, "unread", &calls)
+            .await
+            .source,
+        Source::Computed
+    );
+}
+
 /// Entries stored together do not expire together: each lives 90-100% of its TTL.
 #[tokio::test(start_paused = true)]
 async fn entries_stored_together_expire_spread_over_a_tenth_of_the_ttl() {
