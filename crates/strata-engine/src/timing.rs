@@ -1,6 +1,6 @@
 //! Which phases of a request's work ran, and for how long: the database (`db`), the
-//! embedding model (`embed`) and the search indexes (`index`), for the HTTP layer's
-//! `Server-Timing` header.
+//! embedding model (`embed`) and the search indexes (`index`), and how its cached read was
+//! served, for the HTTP layer's `Server-Timing` header.
 //!
 //! The HTTP layer runs each request inside [`scope`]; the engine wraps the awaits it wants
 //! seen in [`timed`]. Outside a scope (a job, a CLI command, a computation another request
@@ -45,11 +45,13 @@ impl Phase {
     }
 }
 
-/// The time each phase took in one request (summed over its awaits), and whether it ran.
+/// The time each phase took in one request (summed over its awaits), and whether it ran;
+/// and the request's cached read, if it made one.
 #[derive(Debug, Default)]
 pub struct Phases {
     nanos: [Cell<u64>; 3],
     ran: [Cell<bool>; 3],
+    cache: Cell<Option<(&'static str, Duration)>>,
 }
 
 impl Phases {
@@ -58,6 +60,12 @@ impl Phases {
         let n = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         self.nanos[i].set(self.nanos[i].get().saturating_add(n));
         self.ran[i].set(true);
+    }
+
+    /// How the request's cached read was served (`l1-hit`, `miss`...) and how long the
+    /// lookup took, the computation included; the last one when it made several.
+    pub fn cache(&self) -> Option<(&'static str, Duration)> {
+        self.cache.get()
     }
 
     /// The phases that ran, with their time.
@@ -80,6 +88,13 @@ pub fn scope<F: Future>(f: F) -> TaskLocalFuture<Phases, F> {
 /// Counts `d` to `phase` when a [`scope`] is around the caller.
 fn record(phase: Phase, d: Duration) {
     let _ = PHASES.try_with(|p| p.add(phase, d));
+}
+
+/// Records how the request's cached read was served, when a [`scope`] is around the
+/// caller. A task-local cell rather than a response extension: the first extension of a
+/// response allocates its map, on every cache hit.
+pub fn cache_lookup(desc: &'static str, d: Duration) {
+    let _ = PHASES.try_with(|p| p.cache.set(Some((desc, d))));
 }
 
 /// Runs synchronous work `f`, counting its time to `phase` when a [`scope`] is around it.
@@ -110,6 +125,7 @@ mod tests {
             timed(Phase::Db, tokio::time::sleep(Duration::from_millis(5))).await;
             timed(Phase::Db, async {}).await;
             timed(Phase::Index, async {}).await;
+            cache_lookup("l1-hit", Duration::from_micros(3));
             7
         }));
         assert_eq!(f.as_mut().await, 7);
@@ -119,5 +135,7 @@ mod tests {
         assert_eq!(ran[0].0, Phase::Db);
         assert!(ran[0].1 >= Duration::from_millis(5));
         assert_eq!(ran[1].0, Phase::Index);
+        assert_eq!(phases.cache(), Some(("l1-hit", Duration::from_micros(3))));
+        cache_lookup("miss", Duration::ZERO);
     }
 }

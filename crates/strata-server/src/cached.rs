@@ -214,7 +214,7 @@ fn finish(
         HeaderValue::from_static("private, no-cache"),
     );
     h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-    crate::middleware::cache_timing(resp.extensions_mut(), desc, elapsed);
+    strata_engine::timing::cache_lookup(desc, elapsed);
     resp
 }
 

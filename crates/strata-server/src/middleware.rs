@@ -36,8 +36,9 @@ const SECURITY_HEADERS: [(HeaderName, HeaderValue); 4] = [
     ),
 ];
 
-/// Writes `Server-Timing`: a cached read's `cache;desc=...;dur=...` (the [`CacheTiming`] its
-/// handler left in the response's extensions, see [`cache_timing`]), the phases the request
+/// Writes `Server-Timing`: a cached read's `cache;desc=...;dur=...` (`l1-hit`, `l2-hit`,
+/// `miss`, `coalesced` or `bypass`, recorded by `cached::respond` in the engine's
+/// [`strata_engine::timing`] stopwatch), the phases the request
 /// ran (`db`, `embed`, `index`: the engine's [`strata_engine::timing`] stopwatch, scoped
 /// around the request here), then `app;dur=<ms>`
 /// (time spent inside strata), as one header value; `X-Process-Time` (the same time in
@@ -110,11 +111,11 @@ where
 /// Writes the `Server-Timing` value and the security headers onto `resp`.
 fn stamp<R>(resp: &mut Response<R>, app: Duration, phases: Option<&Phases>) {
     let mut v = Stack::default();
-    if let Some(c) = resp.extensions().get::<CacheTiming>() {
+    if let Some((desc, dur)) = phases.and_then(Phases::cache) {
         v.push(b"cache;desc=");
-        v.push(c.desc.as_bytes());
+        v.push(desc.as_bytes());
         v.push(b";dur=");
-        v.millis(c.dur);
+        v.millis(dur);
         v.push(b", ");
     }
     for (phase, dur) in phases.into_iter().flat_map(Phases::ran) {
@@ -284,24 +285,6 @@ const PROCESS_TIME: HeaderName = HeaderName::from_static("x-process-time");
 
 /// The header a request's id travels in, both ways.
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// A cached read's `Server-Timing` entry, left in the response's extensions for
-/// [`ServerTimingLayer`]: `desc` is `l1-hit`, `l2-hit`, `miss`, `coalesced` or `bypass`;
-/// `dur` the time spent in the lookup (and the computation on a miss).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct CacheTiming {
-    desc: &'static str,
-    dur: Duration,
-}
-
-/// Records a cached read's timing on its response (see [`CacheTiming`]).
-pub(crate) fn cache_timing(
-    extensions: &mut axum::http::Extensions,
-    desc: &'static str,
-    dur: Duration,
-) {
-    extensions.insert(CacheTiming { desc, dur });
-}
 
 /// A panic in a handler becomes a logged 500 problem, never a dropped connection.
 pub(crate) fn panic_response(err: Box<dyn Any + Send + 'static>) -> Response<Body> {
