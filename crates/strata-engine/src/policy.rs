@@ -512,38 +512,54 @@ fn canonical(parts: &[&str]) -> Vec<u8> {
 
 /// Every parameter that changes a search's answer, canonicalised (trimmed query, sorted
 /// filters), so equivalent requests share an entry and different ones never do.
+///
+/// Written as length-prefixed fields in a fixed order rather than serialised: every field
+/// is either fixed-width or prefixed by its length, so two different requests can never
+/// produce the same bytes, and a cache hit does not pay for a serializer.
 pub fn search_material(req: &SearchRequest, engine: &str) -> Vec<u8> {
-    /// Borrowed fields in a fixed order; serialised straight to bytes, no JSON tree.
-    #[derive(serde::Serialize)]
-    struct Canonical<'a> {
-        engine: &'a str,
-        query: &'a str,
-        k: usize,
-        tags: Vec<&'a str>,
-        document_ids: Vec<DocumentId>,
-        min_score: Option<u32>,
-        mode: &'a str,
-        fusion: Option<(u64, &'a str)>,
+    fn put(out: &mut Vec<u8>, b: &[u8]) {
+        out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+        out.extend_from_slice(b);
     }
+    let query = req.query.trim();
+    let mut out = Vec::with_capacity(64 + engine.len() + query.len());
+    // The form's version: a change of layout must never read as an old key.
+    out.push(1);
+    put(&mut out, engine.as_bytes());
+    put(&mut out, query.as_bytes());
+    let k = req.k.unwrap_or(crate::search::DEFAULT_K) as u64;
+    out.extend_from_slice(&k.to_le_bytes());
     let mut tags: Vec<&str> = req.filter.tags.iter().map(|t| t.trim()).collect();
     tags.sort_unstable();
     tags.dedup();
+    out.extend_from_slice(&(tags.len() as u64).to_le_bytes());
+    for t in tags {
+        put(&mut out, t.as_bytes());
+    }
     let mut document_ids = req.filter.document_ids.clone();
-    document_ids.sort_unstable_by_key(ToString::to_string);
+    document_ids.sort_unstable();
     document_ids.dedup();
-    serde_json::to_vec(&Canonical {
-        engine,
-        query: req.query.trim(),
-        k: req.k.unwrap_or(crate::search::DEFAULT_K),
-        tags,
-        document_ids,
-        min_score: req.min_score.map(|m| (m as f32).to_bits()),
-        mode: req.effective_mode().as_str(),
-        fusion: req
-            .effective_fusion()
-            .map(|(ratio, fusion)| (ratio.to_bits(), fusion.as_str())),
-    })
-    .unwrap_or_default()
+    out.extend_from_slice(&(document_ids.len() as u64).to_le_bytes());
+    for id in document_ids {
+        out.extend_from_slice(id.as_uuid().as_bytes());
+    }
+    match req.min_score {
+        Some(m) => {
+            out.push(1);
+            out.extend_from_slice(&(m as f32).to_bits().to_le_bytes());
+        }
+        None => out.push(0),
+    }
+    put(&mut out, req.effective_mode().as_str().as_bytes());
+    match req.effective_fusion() {
+        Some((ratio, fusion)) => {
+            out.push(1);
+            out.extend_from_slice(&ratio.to_bits().to_le_bytes());
+            put(&mut out, fusion.as_str().as_bytes());
+        }
+        None => out.push(0),
+    }
+    out
 }
 
 #[cfg(test)]
