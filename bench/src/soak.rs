@@ -280,22 +280,8 @@ pub async fn run(
         };
         let mut lat = m.latencies_ms;
         lat.sort_by(f64::total_cmp);
-        let db: Value = match client
-            .get(format!("{base}/v1/performance/database/stats"))
-            .send()
-            .await
-        {
-            Ok(r) => r.json().await.unwrap_or(Value::Null),
-            Err(_) => Value::Null,
-        };
-        let cache: Value = match client
-            .get(format!("{base}/v1/performance/cache/stats"))
-            .send()
-            .await
-        {
-            Ok(r) => r.json().await.unwrap_or(Value::Null),
-            Err(_) => Value::Null,
-        };
+        let db = stats(&client, &format!("{base}/v1/performance/database/stats")).await;
+        let cache = stats(&client, &format!("{base}/v1/performance/cache/stats")).await;
         let sample = json!({
             "minute": samples.len() + 1,
             "rss_mb": server.memory_mb("VmRSS"),
@@ -394,6 +380,14 @@ pub async fn run(
         "p99_slope_ms_per_hour": slope(&xs, &p99) * 60.0,
         "samples": samples,
     }))
+}
+
+/// A statistics endpoint's JSON, or null when it does not answer.
+async fn stats(client: &reqwest::Client, url: &str) -> Value {
+    match client.get(url).send().await {
+        Ok(r) => r.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
 }
 
 async fn send(r: reqwest::RequestBuilder) -> bool {
