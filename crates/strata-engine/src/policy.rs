@@ -504,10 +504,15 @@ fn fields_key(fields: Option<&[String]>) -> String {
 fn canonical(parts: &[&str]) -> Vec<u8> {
     let mut out = Vec::new();
     for p in parts {
-        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
-        out.extend_from_slice(p.as_bytes());
+        push_field(&mut out, p.as_bytes());
     }
     out
+}
+
+/// Appends `b` prefixed by its length: fields written so can never run into each other.
+fn push_field(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
 }
 
 /// Every parameter that changes a search's answer, canonicalised (trimmed query, sorted
@@ -517,16 +522,12 @@ fn canonical(parts: &[&str]) -> Vec<u8> {
 /// is either fixed-width or prefixed by its length, so two different requests can never
 /// produce the same bytes, and a cache hit does not pay for a serializer.
 pub fn search_material(req: &SearchRequest, engine: &str) -> Vec<u8> {
-    fn put(out: &mut Vec<u8>, b: &[u8]) {
-        out.extend_from_slice(&(b.len() as u64).to_le_bytes());
-        out.extend_from_slice(b);
-    }
     let query = req.query.trim();
     let mut out = Vec::with_capacity(64 + engine.len() + query.len());
     // The form's version: a change of layout must never read as an old key.
     out.push(1);
-    put(&mut out, engine.as_bytes());
-    put(&mut out, query.as_bytes());
+    push_field(&mut out, engine.as_bytes());
+    push_field(&mut out, query.as_bytes());
     let k = req.k.unwrap_or(crate::search::DEFAULT_K) as u64;
     out.extend_from_slice(&k.to_le_bytes());
     let mut tags: Vec<&str> = req.filter.tags.iter().map(|t| t.trim()).collect();
@@ -534,7 +535,7 @@ pub fn search_material(req: &SearchRequest, engine: &str) -> Vec<u8> {
     tags.dedup();
     out.extend_from_slice(&(tags.len() as u64).to_le_bytes());
     for t in tags {
-        put(&mut out, t.as_bytes());
+        push_field(&mut out, t.as_bytes());
     }
     let mut document_ids = req.filter.document_ids.clone();
     document_ids.sort_unstable();
@@ -550,12 +551,12 @@ pub fn search_material(req: &SearchRequest, engine: &str) -> Vec<u8> {
         }
         None => out.push(0),
     }
-    put(&mut out, req.effective_mode().as_str().as_bytes());
+    push_field(&mut out, req.effective_mode().as_str().as_bytes());
     match req.effective_fusion() {
         Some((ratio, fusion)) => {
             out.push(1);
             out.extend_from_slice(&ratio.to_bits().to_le_bytes());
-            put(&mut out, fusion.as_str().as_bytes());
+            push_field(&mut out, fusion.as_str().as_bytes());
         }
         None => out.push(0),
     }
