@@ -67,13 +67,18 @@ impl L1 {
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<Bytes> {
+        self.live(key, Instant::now()).map(|e| e.value)
+    }
+
+    /// The entry under `key` if it has not expired by `now`; an expired one is dropped.
+    fn live(&self, key: &str, now: Instant) -> Option<Entry> {
         let e = self.cache.get(key)?;
-        if e.expires <= Instant::now() {
+        if e.expires <= now {
             self.cache.remove(key);
             self.expirations.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        Some(e.value)
+        Some(e)
     }
 
     /// [`L1::get`] for a value that cannot go stale (content-addressed: the key determines
@@ -82,13 +87,8 @@ impl L1 {
     /// computed in the same minute expired in the same minutes an hour later, and the
     /// searches that needed them again met the model busy with ingestion and were shed.
     pub(crate) fn get_renewing(&self, key: &str, ttl: Duration) -> Option<Bytes> {
-        let e = self.cache.get(key)?;
         let now = Instant::now();
-        if e.expires <= now {
-            self.cache.remove(key);
-            self.expirations.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
+        let e = self.live(key, now)?;
         if e.expires - now < ttl / 5 {
             self.insert(key.to_owned(), e.value.clone(), ttl);
         }
