@@ -40,12 +40,6 @@ fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
-/// A `kB` field of `/proc/PID/status`, in MiB.
-fn status_field_mb(pid: u32, field: &str) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    crate::status_mb(&status, field)
-}
-
 fn threads(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -285,8 +279,8 @@ pub async fn run(
         let sample = json!({
             "minute": samples.len() + 1,
             "rss_mb": server.memory_mb("VmRSS"),
-            "rss_anon_mb": status_field_mb(pid, "RssAnon"),
-            "rss_file_mb": status_field_mb(pid, "RssFile"),
+            "rss_anon_mb": server.memory_mb("RssAnon"),
+            "rss_file_mb": server.memory_mb("RssFile"),
             "l1_bytes": cache["cache"]["l1_bytes"],
             "l1_capacity_bytes": cache["cache"]["l1_capacity_bytes"],
             "l1_entries": cache["cache"]["l1_entries"],
@@ -320,7 +314,7 @@ pub async fn run(
         .unwrap_or(false);
     tokio::time::sleep(Duration::from_secs(10)).await;
     let rss_cleared = server.memory_mb("VmRSS");
-    let anon_cleared = status_field_mb(pid, "RssAnon");
+    let anon_cleared = server.memory_mb("RssAnon");
 
     // Warm-up ends at `warmup_minutes` or when L1 first reached its budget, the later.
     let filled_at = samples.iter().find_map(|s| {
