@@ -32,6 +32,13 @@ impl Instance {
         crate::status_mb(&status, field)
     }
 
+    /// A field of the process's `/proc/PID/smaps_rollup` (e.g. `AnonHugePages`), in MiB.
+    pub(crate) fn smaps_mb(&self, field: &str) -> Option<f64> {
+        let rollup =
+            std::fs::read_to_string(format!("/proc/{}/smaps_rollup", self.child.id())).ok()?;
+        crate::status_mb(&rollup, field)
+    }
+
     /// CPU time the process has used (user + system), in clock ticks.
     pub(crate) fn cpu_ticks(&self) -> Option<u64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;

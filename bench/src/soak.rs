@@ -15,7 +15,8 @@
 //! least `warmup_minutes` and until the in-process cache has reached its byte budget: a cache
 //! filling to the bound it was given is the configuration at work, not growth, and RSS can
 //! only be flat once it is full. Each minute also splits RSS into anonymous memory and
-//! mapped files (the model, SQLite's pages), and samples the cache's bytes and entries.
+//! mapped files (the model, SQLite's pages) and records the transparent huge pages among
+//! them, and samples the cache's bytes and entries.
 //! After the load, the cache is cleared and RSS sampled again at rest, so the report shows
 //! how much of the end figure the cache held.
 
@@ -281,6 +282,7 @@ pub async fn run(
             "rss_mb": server.memory_mb("VmRSS"),
             "rss_anon_mb": server.memory_mb("RssAnon"),
             "rss_file_mb": server.memory_mb("RssFile"),
+            "anon_huge_mb": server.smaps_mb("AnonHugePages"),
             "l1_bytes": cache["cache"]["l1_bytes"],
             "l1_capacity_bytes": cache["cache"]["l1_capacity_bytes"],
             "l1_entries": cache["cache"]["l1_entries"],

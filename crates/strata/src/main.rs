@@ -90,6 +90,9 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Before anything allocates much: resident memory must be what the allocators use (see
+    // `strata_engine::heap`).
+    strata_engine::heap::disable_huge_pages();
     let cli = Cli::parse();
     // Extraction needs no configuration: it is what the server's extraction children run.
     if let Command::Extract { file, media, json } = &cli.command {
