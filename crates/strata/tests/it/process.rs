@@ -166,12 +166,12 @@ impl Proc {
         }
     }
 
-    /// SIGKILL: no chance to clean up.
     /// The process id.
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// SIGKILL: no chance to clean up.
     pub(crate) fn kill(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
