@@ -24,11 +24,19 @@ ensure_apt() {
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$apt_updated" -eq 0 ]; then
     say "apt-get update"
-    need_root_or_sudo apt-get update -qq
+    need_root_or_sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
     apt_updated=1
   fi
   say "installing Debian packages: ${missing[*]}"
-  need_root_or_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # Another apt run (unattended-upgrades, a second script) may hold the dpkg lock: wait for it
+  # rather than fail. An install that was killed half-way leaves dpkg "interrupted", and every
+  # later install refuses until `dpkg --configure -a` finishes it: do that, then try again.
+  local apt=(env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq)
+  if ! need_root_or_sudo "${apt[@]}" "${missing[@]}" >/dev/null; then
+    say "apt-get install failed; finishing any interrupted dpkg run (dpkg --configure -a) and retrying"
+    need_root_or_sudo env DEBIAN_FRONTEND=noninteractive dpkg --configure -a
+    need_root_or_sudo "${apt[@]}" "${missing[@]}" >/dev/null
+  fi
 }
 
 ensure_toolchain() {
