@@ -623,12 +623,26 @@ fn lookup(value: Bytes, source: Source, start: Instant) -> Lookup {
 }
 
 fn make_key(namespace: &str, kind: &str, scope: &str, generation: u64, material: &[u8]) -> String {
-    use std::fmt::Write as _;
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let hash = blake3::hash(material);
-    // Built in one allocation: this runs on every cache hit.
+    // Built in one allocation and without the formatter: this runs on every cache hit.
     let mut key = String::with_capacity(namespace.len() + 2 + kind.len() + scope.len() + 21 + 33);
-    let _ = write!(key, "{namespace}:{kind}:{scope}:{generation}:");
+    for part in [namespace, ":", kind, ":", scope, ":"] {
+        key.push_str(part);
+    }
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut g = generation;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (g % 10) as u8;
+        g /= 10;
+        if g == 0 {
+            break;
+        }
+    }
+    key.extend(digits[at..].iter().map(|d| char::from(*d)));
+    key.push(':');
     for b in &hash.as_bytes()[..16] {
         key.push(char::from(HEX[usize::from(b >> 4)]));
         key.push(char::from(HEX[usize::from(b & 0x0f)]));

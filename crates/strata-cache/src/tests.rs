@@ -314,6 +314,12 @@ fn keys_follow_the_documented_layout() {
         super::make_key("strata", "search_results", "t0a1b", 7, material),
         format!("strata:search_results:t0a1b:7:{}", &hex[..32])
     );
+    for g in [0, 10, 1_234_567, u64::MAX] {
+        assert_eq!(
+            super::make_key("n", "k", "s", g, material),
+            format!("n:k:s:{g}:{}", &hex[..32])
+        );
+    }
     assert!(super::key_has_kind(
         "strata-staging",
         "strata-staging:search_results:t0a1b:7:00",

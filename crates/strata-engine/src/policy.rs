@@ -15,12 +15,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use strata_cache::{Cache, CacheError, FastHashBuilder, Lookup};
+use strata_cache::{Cache, CacheError, Lookup};
 
 use crate::ids::{DocumentId, JobId, TenantId};
 use crate::model::{DocumentStatus, JobStatus};
 use crate::search::SearchRequest;
 use crate::{ListDocuments, ListJobs};
+
+mod scopes;
+pub use scopes::{Scope, Scopes};
 
 /// Cache kinds strata uses, with their default TTLs (DESIGN.md's table where it has one):
 /// (kind, L1 seconds, L2 seconds, compute once across processes).
@@ -81,136 +84,13 @@ pub const KIND_CONVERSATION: &str = "conversation";
 /// The gateway's answers to chat completions.
 pub const KIND_LLM_RESPONSE: &str = "llm_response";
 
-/// Cache scopes of one store's tenants. A scope is the tenant hashed with the store's id:
-/// no tenant name can collide with the key layout, processes over the same database share
-/// cached entries, and processes over different databases never do, even through one Redis.
-#[derive(Debug, Clone)]
-pub struct Scopes {
-    salt: Arc<str>,
-    /// Computed scopes per tenant (a hash per request adds up on the cache-hit path);
-    /// forgotten wholesale past `MEMO_LIMIT` tenants.
-    memo: Arc<std::sync::RwLock<std::collections::HashMap<TenantId, ScopeSet, FastHashBuilder>>>,
-}
-
-/// A tenant's scopes: search answers, the catalogue (document metadata, list pages, tag
-/// counts), job statuses and memories. Each has its own generation, so a write bumps only what it can
-/// change: a tags- or metadata-only PATCH leaves search answers without a tag filter cached
-/// (hits carry titles, never tags or metadata).
-#[derive(Debug, Clone)]
-struct ScopeSet {
-    search: Arc<str>,
-    catalog: Arc<str>,
-    jobs: Arc<str>,
-    memories: Arc<str>,
-    sessions: Arc<str>,
-    budget: Arc<str>,
-    gateway: Arc<str>,
-    conversations: Arc<str>,
-}
-
-const MEMO_LIMIT: usize = 100_000;
-
-impl Scopes {
-    /// Scopes for the store with this id.
-    pub fn new(store_id: &str) -> Self {
-        Self {
-            salt: Arc::from(store_id),
-            memo: Arc::default(),
-        }
-    }
-
-    /// Applies `pick` to the tenant's scopes, computing and remembering them on first use;
-    /// only what `pick` returns is cloned.
-    fn with<R>(&self, owner: &TenantId, pick: impl FnOnce(&ScopeSet) -> R) -> R {
-        if let Some(s) = self
-            .memo
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(owner)
-        {
-            return pick(s);
-        }
-        let mut h = blake3::Hasher::new();
-        h.update(self.salt.as_bytes());
-        h.update(b"\0");
-        h.update(owner.as_str().as_bytes());
-        let tenant = format!("t{}", &h.finalize().to_hex()[..24]);
-        let set = ScopeSet {
-            search: Arc::from(tenant.as_str()),
-            catalog: Arc::from(format!("{tenant}c")),
-            jobs: Arc::from(format!("{tenant}j")),
-            memories: Arc::from(format!("{tenant}m")),
-            sessions: Arc::from(format!("{tenant}s")),
-            budget: Arc::from(format!("{tenant}b")),
-            gateway: Arc::from(format!("{tenant}g")),
-            conversations: Arc::from(format!("{tenant}v")),
-        };
-        let picked = pick(&set);
-        let mut memo = self.memo.write().unwrap_or_else(|p| p.into_inner());
-        if memo.len() >= MEMO_LIMIT {
-            memo.clear();
-        }
-        memo.insert(owner.clone(), set);
-        picked
-    }
-
-    /// Search answers without a tag filter: they change when the tenant's chunks or titles
-    /// do.
-    pub fn search(&self, owner: &TenantId) -> Arc<str> {
-        self.with(owner, |s| s.search.clone())
-    }
-
-    /// Everything else derived from the tenant's documents: metadata, list pages, tag counts,
-    /// and search answers with a tag filter. Every document write bumps it.
-    pub fn catalog(&self, owner: &TenantId) -> Arc<str> {
-        self.with(owner, |s| s.catalog.clone())
-    }
-
-    /// Both document scopes: what a change of the tenant's chunks or titles invalidates.
-    pub fn documents(&self, owner: &TenantId) -> [Arc<str>; 2] {
-        self.with(owner, |s| [s.search.clone(), s.catalog.clone()])
-    }
-
-    /// The tenant's job statuses, invalidated on every job change without touching its
-    /// search results.
-    pub fn jobs(&self, owner: &TenantId) -> Arc<str> {
-        self.with(owner, |s| s.jobs.clone())
-    }
-
-    /// The tenant's memories: their reads and the in-process working set follow it.
-    pub fn memories(&self, owner: &TenantId) -> Arc<str> {
-        self.with(owner, |s| s.memories.clone())
-    }
-
-    /// The tenant's sessions.
-    pub fn sessions(&self, owner: &TenantId) -> Arc<str> {
-        self.with(owner, |s| s.sessions.clone())
-    }
-
-    /// The tenant's budget status.
-    pub fn budget(&self, owner: &TenantId) -> Arc<str> {
-        self.with(owner, |s| s.budget.clone())
-    }
-
-    /// The tenant's conversations.
-    pub fn conversations(&self, owner: &TenantId) -> Arc<str> {
-        self.with(owner, |s| s.conversations.clone())
-    }
-
-    /// The tenant's gateway answers: no write of the tenant's data changes them (only an
-    /// operator's clear does).
-    pub fn gateway(&self, owner: &TenantId) -> Arc<str> {
-        self.with(owner, |s| s.gateway.clone())
-    }
-}
-
 /// One cached read: what the cache needs to find or compute it.
 #[derive(Debug, Clone)]
 pub struct Read {
     /// Its kind: TTLs and statistics.
     pub kind: &'static str,
     /// The scope whose generation the writes that change it bump.
-    pub scope: Arc<str>,
+    pub scope: Scope,
     /// The canonical request: every parameter that changes the answer.
     pub material: Vec<u8>,
 }
@@ -371,7 +251,7 @@ impl CachePolicy {
     }
 
     /// The scope of the tenant's memories, whose generation a working set is checked against.
-    pub fn memory_scope(&self, owner: &TenantId) -> Arc<str> {
+    pub fn memory_scope(&self, owner: &TenantId) -> Scope {
         self.scopes.memories(owner)
     }
 
@@ -454,7 +334,7 @@ impl CachePolicy {
         material.extend_from_slice(text.as_bytes());
         Read {
             kind: KIND_EMBEDDING,
-            scope: Arc::from(strata_cache::GLOBAL_SCOPE),
+            scope: Scope::GLOBAL,
             material,
         }
     }

@@ -14,7 +14,7 @@
 use std::future::Future;
 
 use axum::body::Body;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use strata_cache::Source;
@@ -161,7 +161,11 @@ pub(crate) fn respond(inm: &Preconditions, lookup: strata_cache::Lookup) -> Resp
     let Unsealed { tag, body, gzip } = unseal(lookup.value);
     // The representation chosen (gzip when the client takes it and the body has that
     // form) decides the ETag that If-None-Match is compared with.
-    let gz = gzip.filter(|_| inm.gzip).zip(gzip_tag(&tag));
+    // The gzip tag is written only when it is served: most clients of a JSON API (and
+    // every cached hit they make) never ask for gzip.
+    let gz = gzip
+        .filter(|_| inm.gzip)
+        .and_then(|gz| Some((gz, gzip_tag(&tag)?)));
     let (etag, body, encoded) = match gz {
         Some((gz, gz_tag)) => (gz_tag, gz, true),
         None => (tag, body, false),
@@ -199,6 +203,9 @@ fn labels(source: Source) -> (&'static str, &'static str) {
     }
 }
 
+/// Parsed once: a `&str` name is validated again on every insert.
+pub(crate) const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
 fn finish(
     mut resp: Response,
     etag: HeaderValue,
@@ -207,7 +214,7 @@ fn finish(
     elapsed: std::time::Duration,
 ) -> Response {
     let h = resp.headers_mut();
-    h.insert("x-cache", HeaderValue::from_static(x_cache));
+    h.insert(X_CACHE, HeaderValue::from_static(x_cache));
     h.insert(header::ETAG, etag);
     h.insert(
         header::CACHE_CONTROL,

@@ -113,7 +113,10 @@ pub async fn chat(
 /// `X-Semantic-Entry`), or in shadow mode what would have been served (`X-Semantic-Shadow`).
 fn mark(mut r: Response, cache: CacheStatus, semantic: Option<SemanticNote>) -> Response {
     let h = r.headers_mut();
-    h.insert("x-cache", HeaderValue::from_static(cache.header()));
+    h.insert(
+        crate::cached::X_CACHE,
+        HeaderValue::from_static(cache.header()),
+    );
     if let Some(n) = semantic {
         let similarity = format!("{:.4}", n.similarity);
         if n.served {
