@@ -173,18 +173,12 @@ impl Scopes {
     }
 
     fn compute(&self, owner: &TenantId) -> ScopeSet {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut h = blake3::Hasher::new();
         h.update(self.salt.as_bytes());
         h.update(b"\0");
         h.update(owner.as_str().as_bytes());
-        let hash = h.finalize();
-        let mut search = Scope::new("t");
-        for b in &hash.as_bytes()[..12] {
-            search = search
-                .with_suffix(HEX[usize::from(b >> 4)])
-                .with_suffix(HEX[usize::from(b & 0x0f)]);
-        }
+        // Once per tenant and thread, so blake3's own hex writer will do.
+        let search = Scope::new(&format!("t{}", &h.finalize().to_hex()[..24]));
         ScopeSet {
             search,
             catalog: search.with_suffix(b'c'),
