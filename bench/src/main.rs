@@ -9,6 +9,7 @@ mod corpus;
 mod gateway;
 mod indexes;
 mod l1;
+mod l1_memory;
 mod lexical;
 mod memories;
 mod mixed;
@@ -249,6 +250,19 @@ enum Cmd {
         /// Seconds to run.
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
+    },
+    /// What an L1 entry costs the process (resident memory per entry against its weight) and
+    /// whether RSS holds still while a byte-budgeted L1 churns; run once per weigher.
+    L1Memory {
+        /// counted (key + value + 64, the old weigher) or allocated (strata-cache's now).
+        #[arg(long, default_value = "allocated")]
+        weigher: String,
+        /// The cache's byte budget, in MiB.
+        #[arg(long, default_value_t = 64)]
+        budget_mib: u64,
+        /// Seconds of churn.
+        #[arg(long, default_value_t = 120)]
+        seconds: u64,
     },
     /// Cached search over HTTP with wrk: a ceiling server (same middleware, precomputed body
     /// of the same size), strata answering from L1, and (with --redis) strata answering from
@@ -524,6 +538,11 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             fraction,
             seconds,
         } => l1(&engine, keys, fraction, seconds),
+        Cmd::L1Memory {
+            weigher,
+            budget_mib,
+            seconds,
+        } => l1_memory::run(&weigher, budget_mib << 20, seconds),
         Cmd::Index {
             engine,
             data,

@@ -53,7 +53,7 @@ fn threads(pid: u32) -> Option<f64> {
 }
 
 /// Least-squares slope of `ys` against `xs`.
-fn slope(xs: &[f64], ys: &[f64]) -> f64 {
+pub(crate) fn slope(xs: &[f64], ys: &[f64]) -> f64 {
     let n = xs.len() as f64;
     if n < 2.0 {
         return 0.0;

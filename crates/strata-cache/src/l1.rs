@@ -28,9 +28,39 @@ struct ByBytes;
 
 impl Weighter<String, Entry> for ByBytes {
     fn weight(&self, key: &String, val: &Entry) -> u64 {
-        // Key, value, and a fixed allowance for the entry's own bookkeeping.
-        (key.len() + val.value.len() + 64) as u64
+        entry_weight(key.capacity(), val.value.len())
     }
+}
+
+/// What an L1 entry costs the process, as the byte budget counts it: its key's and its
+/// value's heap blocks as a size-class allocator hands them out (four classes per doubling,
+/// as mimalloc and jemalloc round), the shared header a value gains when it is first read,
+/// and the entry's slot in the cache's table.
+///
+/// Counting only the key's and the value's lengths (and 64 bytes) under-counted: a soak's
+/// resident memory kept rising while the cache, at its budget, filled with more and smaller
+/// entries (`strata-bench l1-memory` measures the difference).
+pub fn entry_weight(key_capacity: usize, value_len: usize) -> u64 {
+    (size_class(key_capacity) + size_class(value_len) + ENTRY_OVERHEAD) as u64
+}
+
+/// The cache's slot (key and entry structs, state, table index) and a value's shared
+/// header, measured by `strata-bench l1-memory` (its cost phase, 16-byte values).
+const ENTRY_OVERHEAD: usize = 160;
+
+/// `n` rounded up to the block a size-class allocator serves it from: 16-byte steps to
+/// 64 bytes, then four classes per power of two.
+fn size_class(n: usize) -> usize {
+    if n == 0 {
+        return 0;
+    }
+    let words = n.div_ceil(8);
+    if words <= 8 {
+        return words.next_multiple_of(2) * 8;
+    }
+    let w = words - 1;
+    let shift = w.ilog2() - 2;
+    (((w >> shift) + 1) << shift) * 8
 }
 
 #[derive(Clone, Default)]
@@ -152,4 +182,38 @@ fn spread(ttl: Duration, key: &str) -> Duration {
     h.write(key.as_bytes());
     h.write_u64(STORED.fetch_add(1, Ordering::Relaxed));
     ttl - Duration::from_nanos(h.finish() % tenth)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_classes_round_up_to_the_allocators_blocks() {
+        for (n, block) in [
+            (0, 0),
+            (1, 16),
+            (17, 32),
+            (64, 64),
+            (65, 80),
+            (72, 80),
+            (1536, 1536),
+            (3000, 3072),
+            (3100, 3584),
+            (4097, 5120),
+        ] {
+            assert_eq!(size_class(n), block, "{n} bytes");
+        }
+        // Never below the request, never more than a quarter above it past 64 bytes.
+        for n in 65..100_000 {
+            let b = size_class(n);
+            assert!(b >= n && b * 4 <= n * 5 + 32, "{n} -> {b}");
+        }
+    }
+
+    #[test]
+    fn an_entry_weighs_more_than_its_bytes() {
+        assert!(entry_weight(80, 3000) >= (80 + 3000 + 64) as u64);
+        assert_eq!(entry_weight(80, 0), (80 + ENTRY_OVERHEAD) as u64);
+    }
 }

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+pub use l1::entry_weight;
 pub use remote::{RedisSettings, RemoteStats};
 pub use secret::{SecretUrl, redact_url};
 pub use semantic::{Candidate, Found, Probe, SemanticSettings, SemanticStats, SemanticTier};
