@@ -101,7 +101,7 @@ pub(crate) fn run(weigher: &str, budget: u64, seconds: u64) -> anyhow::Result<se
     strata_engine::heap::disable_huge_pages();
     // Churn first, from a clean heap; the cost phase keeps its caches until it ends, so no
     // fill reuses memory an earlier one freed.
-    let churn = churn(weigh, budget, seconds);
+    let churn = churn(weigh, budget, seconds.max(1));
     let cost = cost(weigh);
     Ok(json!({ "weigher": weigher, "budget": budget, "cost": cost, "churn": churn }))
 }

@@ -631,18 +631,7 @@ fn make_key(namespace: &str, kind: &str, scope: &str, generation: u64, material:
     for part in [namespace, ":", kind, ":", scope, ":"] {
         key.push_str(part);
     }
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut g = generation;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (g % 10) as u8;
-        g /= 10;
-        if g == 0 {
-            break;
-        }
-    }
-    key.extend(digits[at..].iter().map(|d| char::from(*d)));
+    key.push_str(itoa::Buffer::new().format(generation));
     key.push(':');
     for b in &hash.as_bytes()[..16] {
         key.push(char::from(HEX[usize::from(b >> 4)]));

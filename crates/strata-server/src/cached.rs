@@ -51,12 +51,12 @@ pub(crate) async fn search(
     app: &AppState,
     tenant: &TenantId,
     read: Read,
-    req: SearchRequest,
+    req: &SearchRequest,
 ) -> Result<strata_cache::Lookup, ApiError> {
     app.engine
         .cache_policy()
         .get_or_compute(&read, || async {
-            body(&app.engine.retrieval().search(tenant, req).await?).map(seal)
+            body(&app.engine.retrieval().search(tenant, req.clone()).await?).map(seal)
         })
         .await
 }

@@ -23,22 +23,44 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// A JSON request's body, its media type checked and not yet parsed (for a route that
+/// parses it once per distinct body: [`parse_json`] does what [`ApiJson`] does).
+#[derive(Debug)]
+pub struct JsonBytes(pub bytes::Bytes);
+
+impl<S> FromRequest<S> for JsonBytes
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
         if !json_content_type(req.headers()) {
             return Err(axum::extract::rejection::JsonRejection::from(
                 axum::extract::rejection::MissingJsonContentType::default(),
             )
             .into());
         }
-        let bytes = bytes::Bytes::from_request(req, state)
+        bytes::Bytes::from_request(req, state)
             .await
-            .map_err(|e| ApiError::from(axum::extract::rejection::JsonRejection::from(e)))?;
-        require_object(&bytes)?;
-        match serde_json::from_slice(&bytes) {
-            Ok(v) => Ok(ApiJson(v)),
-            Err(_) => axum::Json::<T>::from_bytes(&bytes)
-                .map(|axum::Json(v)| ApiJson(v))
-                .map_err(ApiError::from),
-        }
+            .map(JsonBytes)
+            .map_err(|e| ApiError::from(axum::extract::rejection::JsonRejection::from(e)))
+    }
+}
+
+/// Parses a JSON object body as [`ApiJson`] does, with its rejections.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    require_object(bytes)?;
+    match serde_json::from_slice(bytes) {
+        Ok(v) => Ok(v),
+        Err(_) => axum::Json::<T>::from_bytes(bytes)
+            .map(|axum::Json(v)| v)
+            .map_err(ApiError::from),
     }
 }
 

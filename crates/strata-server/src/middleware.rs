@@ -189,18 +189,8 @@ impl Stack {
     }
 
     /// An unsigned integer in decimal.
-    fn whole(&mut self, mut whole: u64) {
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (whole % 10) as u8;
-            whole /= 10;
-            if whole == 0 {
-                break;
-            }
-        }
-        self.push(&digits[i..]);
+    fn whole(&mut self, whole: u64) {
+        self.push(itoa::Buffer::new().format(whole).as_bytes());
     }
 
     fn as_bytes(&self) -> &[u8] {

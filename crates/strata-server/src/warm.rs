@@ -358,7 +358,7 @@ async fn pass(app: &AppState, tenants: &[TenantId], shutdown: &CancellationToken
                 return;
             }
             let read = app.engine.cache_policy().search(tenant, &request);
-            match crate::cached::search(app, tenant, read, request).await {
+            match crate::cached::search(app, tenant, read, &request).await {
                 Ok(l) if !l.source.is_hit() => {
                     app.warmer.warmed.fetch_add(1, Ordering::Relaxed);
                 }

@@ -1,17 +1,22 @@
 //! `POST /v1/search` and the OpenAI-compatible `POST /v1/embeddings`.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use base64::Engine as _;
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 use strata_engine::search::{SearchHit, SearchRequest, SearchResults};
 
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Preconditions, Tenant};
+use crate::extract::{ApiJson, JsonBytes, Preconditions, Tenant, parse_json};
 use crate::{AppState, cached};
 
 #[utoipa::path(
@@ -51,15 +56,13 @@ pub async fn search(
     State(app): State<AppState>,
     tenant: Tenant,
     inm: Preconditions,
-    ApiJson(req): ApiJson<SearchRequest>,
+    JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
-    // Before the cache: its key folds duplicates and whitespace, so an invalid request can
-    // share a valid one's key.
-    req.check()?;
+    let req = parsed(body)?;
     let stream = req.stream;
     let read = app.engine.cache_policy().search(&tenant.0, &req);
     app.warmer.record(&tenant.0, &read.material, &req);
-    let lookup = cached::search(&app, &tenant.0, read, req).await?;
+    let lookup = cached::search(&app, &tenant.0, read, &req).await?;
     // The NDJSON view re-reads the JSON body below, so it takes the identity form.
     let inm = if stream { inm.identity() } else { inm };
     let resp = cached::respond(&inm, lookup);
@@ -92,6 +95,49 @@ pub async fn search(
         .insert("x-search-exhaustive", HeaderValue::from_static(exhaustive));
     parts.headers.remove(header::ETAG);
     Ok(Response::from_parts(parts, Body::from(out)))
+}
+
+/// Search bodies this thread has parsed and checked, by their bytes. A cached search is
+/// usually a body the thread has parsed before, and parsing it again was the largest part
+/// of strata's own work on an L1 hit; the bytes decide the request, so the same bytes may
+/// share it.
+struct Parsed {
+    requests: HashMap<Bytes, Arc<SearchRequest>, strata_cache::FastHashBuilder>,
+}
+
+thread_local! {
+    static PARSED: RefCell<Parsed> = RefCell::new(Parsed {
+        requests: HashMap::default(),
+    });
+}
+
+/// Bodies remembered per thread (the map starts over when full), and the largest one
+/// remembered: queries in a search box are short, and a long body is not parsed often
+/// enough to be worth the memory.
+const PARSED_PER_THREAD: usize = 512;
+const PARSED_MAX_BODY: usize = 1024;
+
+/// The search request in `body`, parsed and checked (before the cache: its key folds
+/// duplicates and whitespace, so an invalid request could share a valid one's key).
+fn parsed(body: Bytes) -> Result<Arc<SearchRequest>, ApiError> {
+    let remember = body.len() <= PARSED_MAX_BODY;
+    if remember && let Some(req) = PARSED.with_borrow(|p| p.requests.get(&body).cloned()) {
+        return Ok(req);
+    }
+    let req: SearchRequest = parse_json(&body)?;
+    req.check()?;
+    let req = Arc::new(req);
+    if remember {
+        PARSED.with_borrow_mut(|p| {
+            if p.requests.len() >= PARSED_PER_THREAD {
+                p.requests.clear();
+            }
+            // A copy: the body may be a slice of a much larger read buffer.
+            p.requests
+                .insert(Bytes::copy_from_slice(&body), Arc::clone(&req));
+        });
+    }
+    Ok(req)
 }
 
 /// OpenAI's `input`: a string or an array of strings.
@@ -300,5 +346,38 @@ mod tests {
         assert!(matches!(many.input, EmbeddingInput::Many(v) if v.len() == 2));
         let toks: EmbeddingsRequest = serde_json::from_str(r#"{"input":[[1,2]]}"#).unwrap();
         assert!(matches!(toks.input, EmbeddingInput::Tokens(_)));
+    }
+
+    #[test]
+    fn a_body_seen_before_is_the_same_request_and_a_bad_one_is_refused_every_time() {
+        let body = |s: &'static str| Bytes::from_static(s.as_bytes());
+        let a = parsed(body(r#"{"query":"solar cells","k":3}"#)).unwrap();
+        let again = parsed(body(r#"{"query":"solar cells","k":3}"#)).unwrap();
+        assert!(
+            Arc::ptr_eq(&a, &again),
+            "the second parse should be remembered"
+        );
+        // One byte apart is another request.
+        let other = parsed(body(r#"{"query":"solar cells","k":4}"#)).unwrap();
+        assert_eq!((a.k, other.k), (Some(3), Some(4)));
+        // Refusals are never remembered: each attempt is parsed and checked again.
+        for _ in 0..2 {
+            let empty = parsed(body(r#"{"query":"   "}"#)).unwrap_err();
+            assert_eq!(empty.code().as_str(), "validation_failed");
+            let broken = parsed(body(r#"{"query":"#)).unwrap_err();
+            assert_eq!(broken.code().as_str(), "malformed_json");
+            let array = parsed(body(r#"["query"]"#)).unwrap_err();
+            assert_eq!(array.code().as_str(), "validation_failed");
+        }
+        // Past the thread's bound the map starts over; what it answers stays right.
+        for i in 0..PARSED_PER_THREAD + 10 {
+            let b = Bytes::from(format!(r#"{{"query":"q{i}"}}"#));
+            assert_eq!(parsed(b).unwrap().query, format!("q{i}"));
+        }
+        assert!(PARSED.with_borrow(|p| p.requests.len()) <= PARSED_PER_THREAD);
+        // A long body is answered, not remembered.
+        let long = Bytes::from(format!(r#"{{"query":"{}"}}"#, "x".repeat(PARSED_MAX_BODY)));
+        let first = parsed(long.clone()).unwrap();
+        assert!(!Arc::ptr_eq(&first, &parsed(long).unwrap()));
     }
 }
