@@ -1,12 +1,13 @@
 //! `strata-bench l1-memory`: what an L1 entry really costs the process, and whether resident
 //! memory holds still while a byte-budgeted cache churns.
 //!
-//! Two phases, in one process under the server's allocator (mimalloc):
+//! Two phases, under the server's allocator (mimalloc):
 //! 1. **churn**: a budgeted cache on two threads (60% reads of recent keys by Zipf, the rest
 //!    new keys, value sizes log-normal like the soak's mix), RSS and the cache's weight and
 //!    entry count sampled each second; at the end the cache is cleared and RSS read again;
-//! 2. **cost**: fills an unbounded cache with entries of one value size at a time and reads
-//!    the resident-set growth per entry, against what the weigher counts for it.
+//! 2. **cost** (in a child process, from a clean heap): fills an unbounded cache with entries
+//!    of one value size at a time and reads the resident-set growth per entry, against what
+//!    the weigher counts for it.
 //!
 //! `--weigher counted` weighs an entry as strata-cache did (key + value + 64 bytes);
 //! `--weigher allocated` as strata-cache does now ([`strata_cache::entry_weight`]). Run both
@@ -90,8 +91,15 @@ fn value(len: usize) -> Bytes {
     Bytes::from(vec![0x5a; len])
 }
 
-/// Runs both phases; `budget` in bytes.
-pub(crate) fn run(weigher: &str, budget: u64, seconds: u64) -> anyhow::Result<serde_json::Value> {
+/// Runs the phases; `budget` in bytes. Without `phase`, both: the churn here and the cost in
+/// a child process of this binary, so that neither phase reads memory the other freed (the
+/// allocator keeps freed pages and hands them out again without touching RSS).
+pub(crate) fn run(
+    weigher: &str,
+    budget: u64,
+    seconds: u64,
+    phase: Option<&str>,
+) -> anyhow::Result<serde_json::Value> {
     let weigh = match weigher {
         "counted" => Weigh::Counted,
         "allocated" => Weigh::Allocated,
@@ -99,10 +107,21 @@ pub(crate) fn run(weigher: &str, budget: u64, seconds: u64) -> anyhow::Result<se
     };
     // As the server runs: no transparent huge pages (strata_engine::heap).
     strata_engine::heap::disable_huge_pages();
-    // Churn first, from a clean heap; the cost phase keeps its caches until it ends, so no
-    // fill reuses memory an earlier one freed.
+    match phase {
+        Some("cost") => return Ok(cost(weigh)),
+        Some("churn") => return Ok(churn(weigh, budget, seconds.max(1))),
+        Some(other) => bail!("unknown phase {other} (cost or churn)"),
+        None => {}
+    }
     let churn = churn(weigh, budget, seconds.max(1));
-    let cost = cost(weigh);
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .args(["l1-memory", "--weigher", weigher, "--phase", "cost"])
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !child.status.success() {
+        bail!("the cost phase failed: {}", child.status);
+    }
+    let cost: serde_json::Value = serde_json::from_slice(&child.stdout)?;
     Ok(json!({ "weigher": weigher, "budget": budget, "cost": cost, "churn": churn }))
 }
 
@@ -110,6 +129,7 @@ fn cost(weigh: Weigh) -> serde_json::Value {
     use quick_cache::Weighter as _;
     let n = 20_000u64;
     let mut rows = Vec::new();
+    // Kept to the end, so no fill reuses memory an earlier one freed.
     let mut kept = Vec::new();
     for size in [16usize, 1_536, 3_000, 4_500, 12_000, 40_000] {
         let cache = Cache::with_weighter(n as usize, u64::MAX, weigh);

@@ -263,6 +263,9 @@ enum Cmd {
         /// Seconds of churn.
         #[arg(long, default_value_t = 120)]
         seconds: u64,
+        /// Only this phase (cost or churn); without it both, each in its own process.
+        #[arg(long)]
+        phase: Option<String>,
     },
     /// Cached search over HTTP with wrk: a ceiling server (same middleware, precomputed body
     /// of the same size), strata answering from L1, and (with --redis) strata answering from
@@ -542,7 +545,8 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             weigher,
             budget_mib,
             seconds,
-        } => l1_memory::run(&weigher, budget_mib << 20, seconds),
+            phase,
+        } => l1_memory::run(&weigher, budget_mib << 20, seconds, phase.as_deref()),
         Cmd::Index {
             engine,
             data,
