@@ -31,6 +31,23 @@ impl Zipf {
     }
 }
 
+/// xorshift64*: the uniform numbers the workloads draw, one stream per thread or task.
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(stream: u64) -> Self {
+        Self(0x9E37_79B9_7F4A_7C15 ^ (stream + 1))
+    }
+
+    /// Uniform in [0, 1).
+    pub(crate) fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 pub(crate) fn l1(
     engine: &str,
     keys: usize,
@@ -83,17 +100,11 @@ pub(crate) fn l1(
                 value.clone(),
             );
             s.spawn(move || {
-                let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1);
+                let mut rng = Rng::new(t as u64);
                 let (mut h, mut m) = (0u64, 0u64);
                 let mut ops = 0u64;
                 loop {
-                    // xorshift64*
-                    x ^= x >> 12;
-                    x ^= x << 25;
-                    x ^= x >> 27;
-                    let u =
-                        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
-                    let key = key_of(zipf.sample(u));
+                    let key = key_of(zipf.sample(rng.unit()));
                     let found = match cache.as_ref() {
                         Engine::Moka(c) => c.get(&key).is_some(),
                         Engine::Quick(c) => c.get(&key).is_some(),

@@ -21,7 +21,7 @@ use anyhow::bail;
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::l1::Zipf;
+use crate::l1::{Rng, Zipf};
 
 #[derive(Clone)]
 struct Entry {
@@ -51,28 +51,13 @@ fn rss() -> u64 {
     (crate::indexes::rss_mib() * 1048576.0) as u64
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn unit(&mut self) -> f64 {
-        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    /// Log-normal value size: median 3 KiB, sigma 0.9, within 64 B..64 KiB (the soak's
-    /// cache averaged 3.6-4.2 KiB an entry: search pages, embeddings, documents, lists).
-    fn size(&mut self) -> usize {
-        let (u1, u2) = (self.unit(), self.unit());
-        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-        (3072.0 * (0.9 * z).exp()).clamp(64.0, 65536.0) as usize
-    }
+/// Log-normal value size: median 3 KiB, sigma 0.9, within 64 B..64 KiB (the soak's cache
+/// averaged 3.6-4.2 KiB an entry: search pages, embeddings, documents, lists).
+fn value_size(rng: &mut Rng) -> usize {
+    // Box-Muller; 1 - u keeps the logarithm's argument above zero.
+    let (u1, u2) = (1.0 - rng.unit(), rng.unit());
+    let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+    (3072.0 * (0.9 * z).exp()).clamp(64.0, 65536.0) as usize
 }
 
 fn key(n: u64) -> String {
@@ -105,15 +90,16 @@ pub(crate) fn run(
         "allocated" => Weigh::Allocated,
         other => bail!("unknown weigher {other} (counted or allocated)"),
     };
+    let seconds = seconds.max(1);
     // As the server runs: no transparent huge pages (strata_engine::heap).
     strata_engine::heap::disable_huge_pages();
     match phase {
         Some("cost") => return Ok(cost(weigh)),
-        Some("churn") => return Ok(churn(weigh, budget, seconds.max(1))),
+        Some("churn") => return Ok(churn(weigh, budget, seconds)),
         Some(other) => bail!("unknown phase {other} (cost or churn)"),
         None => {}
     }
-    let churn = churn(weigh, budget, seconds.max(1));
+    let churn = churn(weigh, budget, seconds);
     let child = std::process::Command::new(std::env::current_exe()?)
         .args(["l1-memory", "--weigher", weigher, "--phase", "cost"])
         .stderr(std::process::Stdio::inherit())
@@ -176,7 +162,7 @@ fn churn(weigh: Weigh, budget: u64, seconds: u64) -> serde_json::Value {
             let (cache, stop, next_key, zipf) =
                 (cache.clone(), stop.clone(), next_key.clone(), zipf.clone());
             std::thread::spawn(move || {
-                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (t + 1));
+                let mut rng = Rng::new(t);
                 let mut ops = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let newest = next_key.load(Ordering::Relaxed);
@@ -191,7 +177,7 @@ fn churn(weigh: Weigh, budget: u64, seconds: u64) -> serde_json::Value {
                         Some(e) => drop(e.value),
                         None => {
                             let e = Entry {
-                                value: value(rng.size()),
+                                value: value(value_size(&mut rng)),
                                 expires: Instant::now(),
                             };
                             cache.insert(k, e);

@@ -62,14 +62,10 @@ pub async fn zipf(
     for t in 0..tasks {
         let (cache, zipf, scope) = (cache.clone(), zipf.clone(), scope.clone());
         handles.push(tokio::spawn(async move {
-            let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1);
+            let mut rng = crate::l1::Rng::new(t as u64);
             let mut counts = [[0u64; 3]; 2]; // [warm-up, measured] x [l1, l2, miss]
             for i in 0..per_task {
-                x ^= x >> 12;
-                x ^= x << 25;
-                x ^= x >> 27;
-                let u = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
-                let k = zipf.sample(u);
+                let k = zipf.sample(rng.unit());
                 let l = cache
                     .get_or_compute("search_results", &scope, &k.to_le_bytes(), || async move {
                         Ok::<_, Never>(value(k))

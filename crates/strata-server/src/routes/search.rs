@@ -97,18 +97,13 @@ pub async fn search(
     Ok(Response::from_parts(parts, Body::from(out)))
 }
 
-/// Search bodies this thread has parsed and checked, by their bytes. A cached search is
-/// usually a body the thread has parsed before, and parsing it again was the largest part
-/// of strata's own work on an L1 hit; the bytes decide the request, so the same bytes may
-/// share it.
-struct Parsed {
-    requests: HashMap<Bytes, Arc<SearchRequest>, strata_cache::FastHashBuilder>,
-}
-
 thread_local! {
-    static PARSED: RefCell<Parsed> = RefCell::new(Parsed {
-        requests: HashMap::default(),
-    });
+    /// Search bodies this thread has parsed and checked, by their bytes. A cached search is
+    /// usually a body the thread has parsed before, and parsing it again was the largest
+    /// part of strata's own work on an L1 hit; the bytes decide the request, so the same
+    /// bytes may share it.
+    static PARSED: RefCell<HashMap<Bytes, Arc<SearchRequest>, strata_cache::FastHashBuilder>> =
+        RefCell::new(HashMap::default());
 }
 
 /// Bodies remembered per thread (the map starts over when full), and the largest one
@@ -121,7 +116,7 @@ const PARSED_MAX_BODY: usize = 1024;
 /// duplicates and whitespace, so an invalid request could share a valid one's key).
 fn parsed(body: Bytes) -> Result<Arc<SearchRequest>, ApiError> {
     let remember = body.len() <= PARSED_MAX_BODY;
-    if remember && let Some(req) = PARSED.with_borrow(|p| p.requests.get(&body).cloned()) {
+    if remember && let Some(req) = PARSED.with_borrow(|p| p.get(&body).cloned()) {
         return Ok(req);
     }
     let req: SearchRequest = parse_json(&body)?;
@@ -129,12 +124,11 @@ fn parsed(body: Bytes) -> Result<Arc<SearchRequest>, ApiError> {
     let req = Arc::new(req);
     if remember {
         PARSED.with_borrow_mut(|p| {
-            if p.requests.len() >= PARSED_PER_THREAD {
-                p.requests.clear();
+            if p.len() >= PARSED_PER_THREAD {
+                p.clear();
             }
             // A copy: the body may be a slice of a much larger read buffer.
-            p.requests
-                .insert(Bytes::copy_from_slice(&body), Arc::clone(&req));
+            p.insert(Bytes::copy_from_slice(&body), Arc::clone(&req));
         });
     }
     Ok(req)
@@ -374,7 +368,7 @@ mod tests {
             let b = Bytes::from(format!(r#"{{"query":"q{i}"}}"#));
             assert_eq!(parsed(b).unwrap().query, format!("q{i}"));
         }
-        assert!(PARSED.with_borrow(|p| p.requests.len()) <= PARSED_PER_THREAD);
+        assert!(PARSED.with_borrow(HashMap::len) <= PARSED_PER_THREAD);
         // A long body is answered, not remembered.
         let long = Bytes::from(format!(r#"{{"query":"{}"}}"#, "x".repeat(PARSED_MAX_BODY)));
         let first = parsed(long.clone()).unwrap();
