@@ -5,6 +5,7 @@
 
 mod ann;
 mod cache;
+mod churn;
 mod corpus;
 mod gateway;
 mod indexes;
@@ -467,6 +468,33 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         queries: usize,
     },
+    /// One in-process index (usearch, qdrant or bm25) kept at a fixed size while entries are
+    /// added and the oldest removed, as the soak's library churns: resident memory and the
+    /// index's own figures at each checkpoint, and the growth over the second half.
+    IndexChurn {
+        /// `usearch`, `qdrant` or `bm25`.
+        #[arg(long)]
+        index: String,
+        /// Scratch directory (the vector indexes' files).
+        #[arg(long)]
+        work: PathBuf,
+        /// Sentences file (bm25 only; the first 5,000 lines are used).
+        #[arg(long)]
+        corpus: Option<PathBuf>,
+        /// Entries kept live.
+        #[arg(long, default_value_t = 650)]
+        live: usize,
+        /// Add-and-remove operations.
+        #[arg(long, default_value_t = 1_000_000)]
+        ops: usize,
+        /// Operations between checkpoints.
+        #[arg(long, default_value_t = 50_000)]
+        every: usize,
+        /// Operations between saves of a vector index (0: never); the server saves every few
+        /// seconds, a few hundred of the soak's operations.
+        #[arg(long, default_value_t = 300)]
+        save_every: usize,
+    },
     /// strata's in-process BM25 index or qdrant-edge's sparse BM25 vectors on BEIR SciFact
     /// train, one abstract per text: build time, memory, nDCG@10, recall@100, latency.
     Lexical {
@@ -553,6 +581,23 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             ef,
             queries,
         } => indexes::run(&engine, &data, &ef, queries),
+        Cmd::IndexChurn {
+            index,
+            work,
+            corpus,
+            live,
+            ops,
+            every,
+            save_every,
+        } => churn::run(
+            &index,
+            &work,
+            corpus.as_deref(),
+            live,
+            ops,
+            every,
+            save_every,
+        ),
         Cmd::Lexical {
             engine,
             scifact,

@@ -16,7 +16,8 @@
 //! filling to the bound it was given is the configuration at work, not growth, and RSS can
 //! only be flat once it is full. Each minute also splits RSS into anonymous memory and
 //! mapped files (the model, SQLite's pages) and records the transparent huge pages among
-//! them, and samples the cache's bytes and entries.
+//! them, and samples the cache's bytes and entries, and on the embedded default the
+//! in-process lexical index's dictionary and heap.
 //! After the load, the cache is cleared and RSS sampled again at rest, so the report shows
 //! how much of the end figure the cache held.
 
@@ -292,6 +293,8 @@ pub async fn run(
             "pool_size": db["database"]["pool"]["size"],
             "pool_in_use": db["database"]["pool"]["in_use"],
             "pool_waiters": db["database"]["pool"]["waiters"],
+            "lexical_terms": db["database"]["lexical_index"]["terms"],
+            "lexical_heap_bytes": db["database"]["lexical_index"]["heap_bytes"],
             "requests": m.requests,
             "errors": m.errors,
             "p50_ms": crate::percentile(&lat, 0.50),

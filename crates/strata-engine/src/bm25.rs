@@ -22,6 +22,10 @@
 //! text has it. A removed text leaves N and the lengths at once; its postings, and with them
 //! its words' n, stay until its tenant's postings are compacted, which happens as soon as an
 //! eighth of them are dead (as a deleted document counts in Lucene's statistics until a merge).
+//! A word no text holds any more leaves the dictionary and its id is reused, so an index
+//! whose texts keep changing (new words in every upload: names, numbers, ids) stays the size
+//! of what it holds: before this, a one-hour soak's BM25 dictionary grew by ~34 bytes an
+//! upload for as long as it ran.
 //!
 //! Must not import: HTTP types, the cache, the store, the embedder.
 
@@ -103,6 +107,10 @@ struct Inner {
     terms: HashMap<Box<str>, u32>,
     /// Term id -> texts whose postings hold it (removed ones until compaction).
     df: Vec<u32>,
+    /// Terms still in `terms` whose `df` fell to 0.
+    unused: usize,
+    /// Term ids free for new words (taken out of `terms`).
+    free_terms: Vec<u32>,
     /// Owner -> its shard's index in `shards`.
     owners: HashMap<TenantId, u32>,
     shards: Vec<Shard>,
@@ -174,7 +182,7 @@ impl Ord for Ranked {
 pub struct Bm25Stats {
     /// Texts searchable.
     pub texts: u64,
-    /// Distinct terms ever indexed.
+    /// Distinct terms in the dictionary (those no text holds any more leave it in batches).
     pub terms: usize,
     /// Postings held (removed texts' included until compaction).
     pub postings: usize,
@@ -226,6 +234,8 @@ impl Bm25Index {
             let Inner {
                 terms,
                 df,
+                unused,
+                free_terms,
                 owners,
                 shards,
                 slots,
@@ -242,18 +252,23 @@ impl Bm25Index {
                 )));
             }
             if shard.ids.len() >= MAX_TENANT_TEXTS {
-                compact(shard, s, df, slots);
+                *unused += compact(shard, s, df, slots);
             }
             let slot = shard.ids.len() as u32;
             shard.ids.push(id);
             shard.lens.push(len);
             for (word, n) in tf {
                 let tid = match terms.get(word.as_str()) {
-                    Some(&t) => t,
+                    Some(&t) => {
+                        *unused -= usize::from(df[t as usize] == 0);
+                        t
+                    }
                     None => {
-                        let t = df.len() as u32;
+                        let t = free_terms.pop().unwrap_or_else(|| {
+                            df.push(0);
+                            (df.len() - 1) as u32
+                        });
                         terms.insert(word.into_boxed_str(), t);
-                        df.push(0);
                         t
                     }
                 };
@@ -267,6 +282,7 @@ impl Bm25Index {
             slots.insert(id, (u64::from(s) << 32) | u64::from(slot));
             inner.tokens += u64::from(len);
         }
+        forget_unused_terms(&mut inner);
         Ok(())
     }
 
@@ -402,6 +418,7 @@ impl Bm25Index {
         let mut postings = 0;
         let mut heap = inner.terms.keys().map(|k| k.len() + 24).sum::<usize>()
             + inner.df.capacity() * 4
+            + inner.free_terms.capacity() * 4
             + inner.slots.capacity() * 17
             + inner.owners.capacity() * 40;
         for shard in &inner.shards {
@@ -427,6 +444,7 @@ impl Bm25Index {
 fn remove_locked(inner: &mut Inner, ids: &[u64]) {
     let Inner {
         df,
+        unused,
         shards,
         slots,
         tokens,
@@ -448,15 +466,39 @@ fn remove_locked(inner: &mut Inner, ids: &[u64]) {
     for s in touched {
         let shard = &mut shards[s as usize];
         if shard.dead * 8 >= shard.ids.len() {
-            compact(shard, s, df, slots);
+            *unused += compact(shard, s, df, slots);
         }
     }
+    forget_unused_terms(inner);
+}
+
+/// Takes the words no text holds out of the dictionary and frees their ids, once they are a
+/// quarter of it (so the scan costs O(1) per word forgotten).
+fn forget_unused_terms(inner: &mut Inner) {
+    if inner.unused < 64 || inner.unused * 4 < inner.terms.len() {
+        return;
+    }
+    let Inner {
+        terms,
+        df,
+        free_terms,
+        ..
+    } = inner;
+    terms.retain(|_, &mut t| {
+        let used = df[t as usize] != 0;
+        if !used {
+            free_terms.push(t);
+        }
+        used
+    });
+    inner.unused = 0;
 }
 
 /// Drops shard `s`'s removed slots: renumbers the live ones (order kept, so posting lists
 /// stay ascending) in the shard and in `slots`, filters every posting list, and takes the
-/// dropped postings out of `df`.
-fn compact(shard: &mut Shard, s: u32, df: &mut [u32], slots: &mut HashMap<u64, u64>) {
+/// dropped postings out of `df`. Returns how many terms that left unused (`df` 0).
+fn compact(shard: &mut Shard, s: u32, df: &mut [u32], slots: &mut HashMap<u64, u64>) -> usize {
+    let mut emptied = 0;
     let mut renumber = vec![DEAD; shard.ids.len()];
     let mut ids = Vec::with_capacity(shard.live());
     let mut lens = Vec::with_capacity(shard.live());
@@ -478,13 +520,16 @@ fn compact(shard: &mut Shard, s: u32, df: &mut [u32], slots: &mut HashMap<u64, u
             *p = (new << TF_BITS) | (*p & 0xff);
             true
         });
-        df[tid as usize] -= (before - list.len()) as u32;
+        let n = &mut df[tid as usize];
+        *n -= (before - list.len()) as u32;
+        emptied += usize::from(before > list.len() && *n == 0);
         list.shrink_to_fit();
         !list.is_empty()
     });
     shard.ids = ids;
     shard.lens = lens;
     shard.dead = 0;
+    emptied
 }
 
 #[cfg(test)]
@@ -591,6 +636,55 @@ mod tests {
         index.remove(&[2, 3, 99]);
         assert!(index.is_empty());
         assert_eq!(index.stats().postings, 0);
+    }
+
+    #[test]
+    fn words_no_text_holds_leave_the_dictionary_and_their_ids_are_reused() {
+        let index = Bm25Index::new();
+        let (a, b) = (t("a"), t("b"));
+        index
+            .add(&[(0, b.clone(), "kept words stay".into())])
+            .unwrap();
+        // 20 live texts, each with a word of its own, replaced 5,000 times over: the
+        // dictionary must hold what the live texts hold, not every word ever seen.
+        for i in 1..=5_000u64 {
+            index
+                .add(&[(i, a.clone(), format!("common word{i}"))])
+                .unwrap();
+            if i > 20 {
+                index.remove(&[i - 20]);
+            }
+        }
+        let stats = index.stats();
+        assert_eq!(stats.texts, 21);
+        assert!(stats.terms <= 21 + 2 + 2 * 64, "{stats:?}");
+        let df_len = index.read().df.len();
+        assert!(df_len <= 21 + 2 + 2 * 64 + 64, "ids reused: {df_len}");
+        // Reused ids never carry an old word's postings or statistics.
+        let fresh = Bm25Index::new();
+        fresh
+            .add(&[(0, b.clone(), "kept words stay".into())])
+            .unwrap();
+        for i in 4_981..=5_000u64 {
+            fresh
+                .add(&[(i, a.clone(), format!("common word{i}"))])
+                .unwrap();
+        }
+        // (Scores are compared where no dead posting counts: "common"'s n includes the removed
+        // texts until their shard is compacted, as the module says.)
+        for query in ["common", "word4990", "word10", "word5000 common"] {
+            let got = index.search(&a, &q(query), 10, None);
+            let want = fresh.search(&a, &q(query), 10, None);
+            let ids = |hits: &[(u64, f32)]| hits.iter().map(|h| h.0).collect::<Vec<_>>();
+            assert_eq!(ids(&got), ids(&want), "{query}");
+            if !query.contains("common") {
+                assert_eq!(got, want, "{query}");
+            }
+        }
+        assert_eq!(
+            index.search(&b, &q("kept"), 10, None),
+            fresh.search(&b, &q("kept"), 10, None)
+        );
     }
 
     proptest::proptest! {
