@@ -28,7 +28,7 @@ const DIMS: usize = 384;
 /// The structure under churn.
 enum Target {
     Vectors(Box<dyn InProcessIndex>),
-    Lexical(Bm25Index, Vec<String>),
+    Lexical(Box<Bm25Index>, Vec<String>),
 }
 
 impl Target {
@@ -96,7 +96,7 @@ pub fn run(
                 bail!("bm25 churns sentences: pass --corpus");
             };
             let texts = crate::read_lines(corpus, 0, 5000)?;
-            Target::Lexical(Bm25Index::new(), texts)
+            Target::Lexical(Box::new(Bm25Index::new()), texts)
         }
         other => bail!("--index is usearch, qdrant or bm25, not {other:?}"),
     };

@@ -14,6 +14,7 @@ mod drain;
 pub mod error;
 pub mod extract;
 pub mod logging;
+mod memo;
 pub mod metrics;
 mod middleware;
 pub mod openai;

@@ -240,6 +240,21 @@ where
     }
 }
 
+/// `RateLimit: "tenant";r=<remaining>;t=<reset seconds>`, written without the formatter
+/// (it is on every rate-limited answer, cache hits included).
+fn rate_header(remaining: u64, reset: u64) -> HeaderValue {
+    let (mut r, mut t) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let (r, t) = (r.format(remaining), t.format(reset));
+    let mut v = Vec::with_capacity(16 + r.len() + t.len());
+    v.extend_from_slice(b"\"tenant\";r=");
+    v.extend_from_slice(r.as_bytes());
+    v.extend_from_slice(b";t=");
+    v.extend_from_slice(t.as_bytes());
+    // Quotes, letters, digits, `;` and `=`: always a valid header value.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(v))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"tenant\""))
+}
+
 /// A shared rate check in progress.
 type Gate = Pin<Box<dyn Future<Output = Verdict> + Send>>;
 
@@ -255,11 +270,7 @@ fn rate_limited(limiter: &Limiter, retry_after: Duration) -> axum::response::Res
     );
     let h = resp.headers_mut();
     h.insert(RATELIMIT_POLICY, limiter.policy.clone());
-    if let Ok(v) =
-        HeaderValue::try_from(format!("\"tenant\";r=0;t={}", retry_after.as_secs().max(1)))
-    {
-        h.insert(RATELIMIT, v);
-    }
+    h.insert(RATELIMIT, rate_header(0, retry_after.as_secs().max(1)));
     resp
 }
 
@@ -345,11 +356,7 @@ impl<E> Future for Admitted<E> {
                     if let Some((policy, remaining, reset)) = rate.take() {
                         let h = resp.headers_mut();
                         h.insert(RATELIMIT_POLICY, policy);
-                        if let Ok(v) =
-                            HeaderValue::try_from(format!("\"tenant\";r={remaining};t={reset}"))
-                        {
-                            h.insert(RATELIMIT, v);
-                        }
+                        h.insert(RATELIMIT, rate_header(remaining, reset));
                     }
                     return Poll::Ready(Ok(resp));
                 }

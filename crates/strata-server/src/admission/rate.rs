@@ -9,6 +9,7 @@
 //! second lapses; across N instances the shared rate can be exceeded by at most N leases at
 //! any moment. When Redis cannot answer in time the local limit decides.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -58,6 +59,42 @@ pub(super) struct Limiter {
     tenants: RwLock<HashMap<TenantId, Arc<Cell>>>,
     pub(super) policy: HeaderValue,
     shared: Option<strata_cache::Cache>,
+    /// This limiter among others in the process (the per-thread memo's key).
+    id: u64,
+    /// Bumped whenever idle tenants are forgotten: a thread's memo from before no longer
+    /// counts (it could hold a cell the map dropped, and two cells would split one limit).
+    generation: AtomicU64,
+}
+
+thread_local! {
+    /// Cells a thread looked up lately, per limiter, with the generation they were read
+    /// under: a repeat reaches its tenant's cell without the map's lock word and the cell's
+    /// reference count, lines both cores would otherwise write on every request.
+    static CELLS: RefCell<crate::memo::PerOwner<TenantId, (u64, Arc<Cell>)>> =
+        RefCell::new(HashMap::new());
+}
+
+/// Tenants each thread remembers per limiter (then it starts over).
+const CELLS_PER_THREAD: usize = 1024;
+
+/// Limiters a thread keeps memos for (then it starts over).
+const CELLS_LIMITERS: usize = 8;
+
+/// `RateLimit-Policy` values, made once per distinct policy: a static header value is cloned
+/// without touching a reference count.
+fn policy_header(text: String) -> HeaderValue {
+    static MADE: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut made = MADE.lock().unwrap_or_else(PoisonError::into_inner);
+    let text: &'static str = match made.iter().find(|t| **t == text) {
+        Some(t) => t,
+        None => {
+            let t: &'static str = Box::leak(text.into_boxed_str());
+            made.push(t);
+            t
+        }
+    };
+    // Built from a formatted policy of digits and ASCII only, so always a valid value.
+    HeaderValue::from_static(text)
 }
 
 impl Limiter {
@@ -72,13 +109,17 @@ impl Limiter {
             lease: (per_second / 20).clamp(1, burst),
             epoch: Instant::now(),
             tenants: RwLock::new(HashMap::new()),
-            policy: HeaderValue::try_from(format!(
+            policy: policy_header(format!(
                 "\"tenant\";q={};w=1;burst={}",
                 limit.per_second.max(1),
                 burst
-            ))
-            .unwrap_or_else(|_| HeaderValue::from_static("\"tenant\"")),
+            )),
             shared: shared.filter(strata_cache::Cache::has_remote),
+            id: {
+                static NEXT: AtomicU64 = AtomicU64::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            },
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -87,7 +128,39 @@ impl Limiter {
         self.shared.is_some()
     }
 
-    fn cell(&self, tenant: &TenantId) -> Arc<Cell> {
+    /// Runs `f` on the tenant's cell: from this thread's memo when it is current (no shared
+    /// write), else from the map, remembered for next time. `f` must not check a rate.
+    fn with_cell<R>(&self, tenant: &TenantId, f: impl FnOnce(&Arc<Cell>) -> R) -> R {
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut f = Some(f);
+        let done = CELLS.with_borrow(|c| {
+            let (_, cell) = c
+                .get(&self.id)
+                .and_then(|m| m.get(tenant))
+                .filter(|(g, _)| *g == generation)?;
+            f.take().map(|f| f(cell))
+        });
+        if let Some(r) = done {
+            return r;
+        }
+        let cell = self.shared_cell(tenant);
+        CELLS.with_borrow_mut(|c| {
+            crate::memo::remember(
+                c,
+                self.id,
+                tenant.clone(),
+                (generation, Arc::clone(&cell)),
+                CELLS_LIMITERS,
+                CELLS_PER_THREAD,
+            );
+        });
+        match f {
+            Some(f) => f(&cell),
+            None => unreachable!("the memo missed, so f was not run"),
+        }
+    }
+
+    fn shared_cell(&self, tenant: &TenantId) -> Arc<Cell> {
         let known = self
             .tenants
             .read()
@@ -103,6 +176,7 @@ impl Limiter {
             tenants.retain(|_, c| {
                 c.tat.load(Ordering::Relaxed) > now || c.lease_until.load(Ordering::Relaxed) > now
             });
+            self.generation.fetch_add(1, Ordering::AcqRel);
         }
         tenants.entry(tenant.clone()).or_default().clone()
     }
@@ -114,23 +188,24 @@ impl Limiter {
     /// The in-process decision: the local GCRA, or a request from the current lease, or
     /// "ask Redis".
     pub(super) fn check(&self, tenant: &TenantId) -> Check {
-        let cell = self.cell(tenant);
-        if self.shared.is_none() {
-            return Check::Now(self.local(&cell));
-        }
-        let now = self.now();
-        if cell.lease_until.load(Ordering::Acquire) > now
-            && cell
-                .lease
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-                .is_ok()
-        {
-            return Check::Now(Verdict::Allow {
-                remaining: cell.remaining.load(Ordering::Relaxed),
-                reset_secs: 1,
-            });
-        }
-        Check::Ask(cell)
+        self.with_cell(tenant, |cell| {
+            if self.shared.is_none() {
+                return Check::Now(self.local(cell));
+            }
+            let now = self.now();
+            if cell.lease_until.load(Ordering::Acquire) > now
+                && cell
+                    .lease
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                    .is_ok()
+            {
+                return Check::Now(Verdict::Allow {
+                    remaining: cell.remaining.load(Ordering::Relaxed),
+                    reset_secs: 1,
+                });
+            }
+            Check::Ask(Arc::clone(cell))
+        })
     }
 
     /// Takes a lease from the shared rate (the local limit decides when Redis cannot).

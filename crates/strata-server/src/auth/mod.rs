@@ -16,7 +16,10 @@
 //! store or echo a credential (errors say what is wrong, never what was sent), or reach the
 //! engine.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -125,7 +128,31 @@ pub struct Authenticator {
     /// Verified tokens and when they stop being valid (unix seconds, leeway included).
     verified: quick_cache::sync::Cache<Box<str>, (Caller, u64)>,
     reload_lock: Mutex<()>,
+    /// This authenticator among others in the process (the per-thread memo's key).
+    id: u64,
+    /// Bumped by every reload: a thread's memo from before it no longer counts.
+    generation: AtomicU64,
 }
+
+/// Tokens a thread verified lately, per authenticator, with the generation they were
+/// verified under: a repeat is answered without touching a line another core writes (the
+/// shared cache's lock word), which an authenticated cache hit otherwise pays on every
+/// request.
+struct Recent {
+    caller: Caller,
+    until: u64,
+    generation: u64,
+}
+
+thread_local! {
+    static RECENT: RefCell<crate::memo::PerOwner<Box<str>, Recent>> = RefCell::new(HashMap::new());
+}
+
+/// Tokens each thread remembers per authenticator (then it starts over).
+const RECENT_PER_THREAD: usize = 256;
+
+/// Authenticators a thread keeps memos for (then it starts over).
+const RECENT_AUTHENTICATORS: usize = 8;
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -186,6 +213,11 @@ impl Authenticator {
             leeway: settings.leeway.as_secs(),
             verified: quick_cache::sync::Cache::new(16_384),
             reload_lock: Mutex::new(()),
+            id: {
+                static NEXT: AtomicU64 = AtomicU64::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            },
+            generation: AtomicU64::new(0),
         };
         if auth.keys_file.is_some() {
             auth.reload()?;
@@ -225,6 +257,7 @@ impl Authenticator {
         let n = set.keys.len();
         self.keys.store(Arc::new(set));
         // A key taken out must stop verifying at once.
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.verified.clear();
         Ok(n)
     }
@@ -256,16 +289,41 @@ impl Authenticator {
             });
         }
         let now = jsonwebtoken::get_current_timestamp();
-        if let Some((caller, until)) = self.verified.get(credential)
-            && now <= until
-        {
+        let generation = self.generation.load(Ordering::Acquire);
+        let recent = RECENT.with_borrow(|r| {
+            r.get(&self.id)
+                .and_then(|m| m.get(credential))
+                .filter(|e| e.generation == generation && now <= e.until)
+                .map(|e| e.caller.clone())
+        });
+        if let Some(caller) = recent {
             return Ok(caller);
         }
-        let (caller, exp) = self.verify(credential)?;
-        self.verified.insert(
-            credential.into(),
-            (caller.clone(), exp.saturating_add(self.leeway)),
-        );
+        let (caller, until) = match self.verified.get(credential) {
+            Some((caller, until)) if now <= until => (caller, until),
+            _ => {
+                let (caller, exp) = self.verify(credential)?;
+                let until = exp.saturating_add(self.leeway);
+                self.verified
+                    .insert(credential.into(), (caller.clone(), until));
+                (caller, until)
+            }
+        };
+        RECENT.with_borrow_mut(|r| {
+            let recent = Recent {
+                caller: caller.clone(),
+                until,
+                generation,
+            };
+            crate::memo::remember(
+                r,
+                self.id,
+                credential.into(),
+                recent,
+                RECENT_AUTHENTICATORS,
+                RECENT_PER_THREAD,
+            );
+        });
         Ok(caller)
     }
 
