@@ -495,7 +495,15 @@ async fn concurrent_first_requests_never_spend_past_the_budget() {
             other => panic!("unexpected {other}: {v}"),
         }
     }
-    assert!((1..=5).contains(&ok), "{ok} calls admitted");
+    // Reservations bound what is spent at once: never more than 5 calls upstream together.
+    // More than 5 may be admitted in all when a call settles (to its real, smaller usage)
+    // before the last requests arrive, as on a loaded machine.
+    assert!(ok >= 1, "none admitted");
+    assert!(
+        up.most_in_flight() <= 5,
+        "{} calls upstream at once ({ok} admitted)",
+        up.most_in_flight()
+    );
     assert_eq!(up.calls(), ok + 1);
     // Settled to the real usage, nothing left reserved, never past the limit.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);

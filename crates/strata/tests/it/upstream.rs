@@ -39,6 +39,19 @@ pub struct Seen {
     pub requests: Mutex<Vec<(HeaderMap, Value)>>,
     /// Calls per content.
     per_content: Mutex<HashMap<String, usize>>,
+    /// Calls being answered now, and the most there ever were at once (a call counts until
+    /// its handler returns, before its response is written).
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
+}
+
+/// Takes a call out of the in-flight count when its handler returns.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A running mock upstream.
@@ -71,6 +84,11 @@ impl Upstream {
         self.seen.calls.load(Ordering::SeqCst)
     }
 
+    /// The most chat calls it was answering at once.
+    pub fn most_in_flight(&self) -> usize {
+        self.seen.most_in_flight.load(Ordering::SeqCst)
+    }
+
     /// The gateway settings of one upstream: this one, serving any model.
     pub fn settings(&self, name: &str) -> strata_server::GatewayUpstream {
         strata_server::GatewayUpstream {
@@ -100,6 +118,9 @@ async fn chat(
     Json(body): Json<Value>,
 ) -> Response {
     seen.calls.fetch_add(1, Ordering::SeqCst);
+    let now = seen.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    seen.most_in_flight.fetch_max(now, Ordering::SeqCst);
+    let _in_flight = InFlight(&seen.in_flight);
     seen.requests.lock().unwrap().push((headers, body.clone()));
     let content = body["messages"]
         .as_array()
