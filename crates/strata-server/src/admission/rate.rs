@@ -70,15 +70,12 @@ thread_local! {
     /// Cells a thread looked up lately, per limiter, with the generation they were read
     /// under: a repeat reaches its tenant's cell without the map's lock word and the cell's
     /// reference count, lines both cores would otherwise write on every request.
-    static CELLS: RefCell<crate::memo::PerOwner<TenantId, (u64, Arc<Cell>)>> =
+    static CELLS: RefCell<crate::memo::PerOwner<TenantId, Arc<Cell>>> =
         RefCell::new(HashMap::new());
 }
 
-/// Tenants each thread remembers per limiter (then it starts over).
-const CELLS_PER_THREAD: usize = 1024;
-
-/// Limiters a thread keeps memos for (then it starts over).
-const CELLS_LIMITERS: usize = 8;
+/// Limiters a thread keeps memos for, and tenants per limiter (then it starts over).
+const CELLS_BOUNDS: (usize, usize) = (8, 1024);
 
 /// `RateLimit-Policy` values, made once per distinct policy: a static header value is cloned
 /// without touching a reference count.
@@ -115,10 +112,7 @@ impl Limiter {
                 burst
             )),
             shared: shared.filter(strata_cache::Cache::has_remote),
-            id: {
-                static NEXT: AtomicU64 = AtomicU64::new(0);
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            },
+            id: crate::memo::owner_id(),
             generation: AtomicU64::new(0),
         }
     }
@@ -132,32 +126,30 @@ impl Limiter {
     /// write), else from the map, remembered for next time. `f` must not check a rate.
     fn with_cell<R>(&self, tenant: &TenantId, f: impl FnOnce(&Arc<Cell>) -> R) -> R {
         let generation = self.generation.load(Ordering::Acquire);
-        let mut f = Some(f);
-        let done = CELLS.with_borrow(|c| {
-            let (_, cell) = c
-                .get(&self.id)
-                .and_then(|m| m.get(tenant))
-                .filter(|(g, _)| *g == generation)?;
-            f.take().map(|f| f(cell))
-        });
-        if let Some(r) = done {
-            return r;
-        }
+        // On a miss the memo hands `f` back, unrun.
+        let remembered =
+            CELLS.with_borrow(
+                |c| match crate::memo::recall(c, self.id, tenant, generation) {
+                    Some(cell) => Ok(f(cell)),
+                    None => Err(f),
+                },
+            );
+        let f = match remembered {
+            Ok(r) => return r,
+            Err(f) => f,
+        };
         let cell = self.shared_cell(tenant);
         CELLS.with_borrow_mut(|c| {
             crate::memo::remember(
                 c,
                 self.id,
                 tenant.clone(),
-                (generation, Arc::clone(&cell)),
-                CELLS_LIMITERS,
-                CELLS_PER_THREAD,
+                generation,
+                Arc::clone(&cell),
+                CELLS_BOUNDS,
             );
         });
-        match f {
-            Some(f) => f(&cell),
-            None => unreachable!("the memo missed, so f was not run"),
-        }
+        f(&cell)
     }
 
     fn shared_cell(&self, tenant: &TenantId) -> Arc<Cell> {

@@ -134,25 +134,22 @@ pub struct Authenticator {
     generation: AtomicU64,
 }
 
-/// Tokens a thread verified lately, per authenticator, with the generation they were
-/// verified under: a repeat is answered without touching a line another core writes (the
-/// shared cache's lock word), which an authenticated cache hit otherwise pays on every
-/// request.
+/// A token a thread verified: its caller, and when it stops being valid.
 struct Recent {
     caller: Caller,
     until: u64,
-    generation: u64,
 }
 
 thread_local! {
+    /// Tokens a thread verified lately, per authenticator, under its generation: a repeat is
+    /// answered without touching a line another core writes (the shared cache's lock word),
+    /// which an authenticated cache hit otherwise pays on every request.
     static RECENT: RefCell<crate::memo::PerOwner<Box<str>, Recent>> = RefCell::new(HashMap::new());
 }
 
-/// Tokens each thread remembers per authenticator (then it starts over).
-const RECENT_PER_THREAD: usize = 256;
-
-/// Authenticators a thread keeps memos for (then it starts over).
-const RECENT_AUTHENTICATORS: usize = 8;
+/// Authenticators a thread keeps memos for, and tokens per authenticator (then it starts
+/// over).
+const RECENT_BOUNDS: (usize, usize) = (8, 256);
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -213,10 +210,7 @@ impl Authenticator {
             leeway: settings.leeway.as_secs(),
             verified: quick_cache::sync::Cache::new(16_384),
             reload_lock: Mutex::new(()),
-            id: {
-                static NEXT: AtomicU64 = AtomicU64::new(0);
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            },
+            id: crate::memo::owner_id(),
             generation: AtomicU64::new(0),
         };
         if auth.keys_file.is_some() {
@@ -291,9 +285,8 @@ impl Authenticator {
         let now = jsonwebtoken::get_current_timestamp();
         let generation = self.generation.load(Ordering::Acquire);
         let recent = RECENT.with_borrow(|r| {
-            r.get(&self.id)
-                .and_then(|m| m.get(credential))
-                .filter(|e| e.generation == generation && now <= e.until)
+            crate::memo::recall(r, self.id, credential, generation)
+                .filter(|e| now <= e.until)
                 .map(|e| e.caller.clone())
         });
         if let Some(caller) = recent {
@@ -313,15 +306,14 @@ impl Authenticator {
             let recent = Recent {
                 caller: caller.clone(),
                 until,
-                generation,
             };
             crate::memo::remember(
                 r,
                 self.id,
                 credential.into(),
+                generation,
                 recent,
-                RECENT_AUTHENTICATORS,
-                RECENT_PER_THREAD,
+                RECENT_BOUNDS,
             );
         });
         Ok(caller)

@@ -124,11 +124,9 @@ fn parsed(body: Bytes) -> Result<Arc<SearchRequest>, ApiError> {
     let req = Arc::new(req);
     if remember {
         PARSED.with_borrow_mut(|p| {
-            if p.len() >= PARSED_PER_THREAD {
-                p.clear();
-            }
             // A copy: the body may be a slice of a much larger read buffer.
-            p.insert(Bytes::copy_from_slice(&body), Arc::clone(&req));
+            let key = Bytes::copy_from_slice(&body);
+            crate::memo::insert_bounded(p, key, Arc::clone(&req), PARSED_PER_THREAD);
         });
     }
     Ok(req)
