@@ -451,6 +451,19 @@ enum Cmd {
         #[arg(long, default_value_t = 200_000)]
         requests: usize,
     },
+    /// Serve the ceiling (strata's middleware around a handler answering a fixed body) on its
+    /// own, until stopped: a process to profile beside `strata serve` (bench/profile-hit).
+    Ceiling {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7798")]
+        listen: std::net::SocketAddr,
+        /// The body every POST /v1/search is answered with.
+        #[arg(long)]
+        body: PathBuf,
+        /// Label the body gzip (`Content-Encoding: gzip`, `Vary`), as the gzip ceiling does.
+        #[arg(long)]
+        gzip: bool,
+    },
     /// One of strata's in-process indexes (usearch or qdrant-edge) on the dataset, through
     /// the server's own types: build time, memory, recall@10 and queries/s, unfiltered and
     /// with tenant and allowed-set filters of several selectivities.
@@ -692,6 +705,13 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             rounds,
             requests,
         } => cache::hit_path(&cli.model_dir, &corpus, &data, sentences, rounds, requests).await,
+        Cmd::Ceiling { listen, body, gzip } => {
+            let router = cache::ceiling_router(std::fs::read(&body)?.into(), gzip);
+            let listener = tokio::net::TcpListener::bind(listen).await?;
+            eprintln!("ceiling on http://{listen}/v1/search");
+            axum::serve(listener, router).await?;
+            Ok(serde_json::Value::Null)
+        }
         Cmd::Mixed {
             corpus,
             data,
