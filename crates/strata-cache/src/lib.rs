@@ -45,6 +45,27 @@ pub use stats::{KindStats, StatsSnapshot};
 /// keys (foldhash, randomly seeded per process), unlike std's SipHash.
 pub type FastHashBuilder = quick_cache::DefaultHashBuilder;
 
+/// The hash of a read's key material: what a cache key holds of the request. Computed from
+/// the material once ([`Digest::of`]), so a caller that sees the same request often can keep
+/// it and skip both writing the material and hashing it ([`Cache::get_or_compute_digest`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest([u8; 16]);
+
+impl Digest {
+    /// The first 128 bits of the material's BLAKE3 hash: a key's identity across instances
+    /// (Redis holds it), so collisions must be out of reach of anyone choosing requests.
+    pub fn of(material: &[u8]) -> Self {
+        let mut d = [0; 16];
+        d.copy_from_slice(&blake3::hash(material).as_bytes()[..16]);
+        Self(d)
+    }
+
+    /// The 16 bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
 /// The scope of content-addressed values: never invalidated.
 pub const GLOBAL_SCOPE: &str = "global";
 
@@ -318,18 +339,41 @@ impl Cache {
     /// The full key of a request, or `None` when the scope's generation is unknown.
     pub async fn key(&self, kind: &str, scope: &str, material: &[u8]) -> Option<String> {
         let g = self.generation(scope).await?;
-        Some(make_key(&self.inner.namespace, kind, scope, g, material))
+        Some(make_key(
+            &self.inner.namespace,
+            kind,
+            scope,
+            g,
+            &Digest::of(material),
+        ))
     }
 
     /// Returns the cached value for (`kind`, `scope`, `material`), or computes it once however
     /// many callers ask at the same moment, caches it for the kind's TTLs and returns it.
     /// A failed computation is not cached; its error goes to the caller that ran it, and
     /// waiting callers compute for themselves.
-    pub async fn get_or_compute<E, F, Fut>(
+    pub fn get_or_compute<'a, E, F, Fut>(
+        &'a self,
+        kind: &'a str,
+        scope: &'a str,
+        material: &[u8],
+        compute: F,
+    ) -> impl Future<Output = Result<Lookup, E>> + use<'a, E, F, Fut>
+    where
+        F: FnOnce() -> Fut + 'a,
+        Fut: Future<Output = Result<Bytes, E>> + 'a,
+        E: From<CacheError> + 'a,
+    {
+        // Hashed before the future is made, so it borrows nothing of `material`.
+        self.get_or_compute_digest(kind, scope, Digest::of(material), compute)
+    }
+
+    /// [`Cache::get_or_compute`] for material already hashed: the same key, the same tiers.
+    pub async fn get_or_compute_digest<E, F, Fut>(
         &self,
         kind: &str,
         scope: &str,
-        material: &[u8],
+        digest: Digest,
         compute: F,
     ) -> Result<Lookup, E>
     where
@@ -343,13 +387,7 @@ impl Cache {
         // The hit path, kept free of awaits: a caller's future holds only this much state.
         let key = match self.local_generation(scope) {
             Generation::Known(generation) => {
-                let key = make_key(
-                    &self.inner.namespace,
-                    spec.name,
-                    scope,
-                    generation,
-                    material,
-                );
+                let key = make_key(&self.inner.namespace, spec.name, scope, generation, &digest);
                 let hit = if scope == GLOBAL_SCOPE {
                     self.inner.l1.get_renewing(&key, spec.l1_ttl)
                 } else {
@@ -366,7 +404,7 @@ impl Cache {
         // Everything else (Redis, locks, the computation) lives in its own allocation, so
         // the futures of the handlers that await a cache read stay small: a hit does not
         // move kilobytes of miss-path state around.
-        Box::pin(self.get_or_compute_slow(spec, stats, scope, material, key, compute, start)).await
+        Box::pin(self.get_or_compute_slow(spec, stats, scope, digest, key, compute, start)).await
     }
 
     /// [`Cache::get_or_compute`] past an L1 miss (or when the generation must be fetched).
@@ -376,7 +414,7 @@ impl Cache {
         spec: &KindSpec,
         stats: &stats::Counters,
         scope: &str,
-        material: &[u8],
+        digest: Digest,
         key: Option<String>,
         compute: F,
         start: Instant,
@@ -398,13 +436,7 @@ impl Cache {
                         elapsed: start.elapsed(),
                     });
                 };
-                make_key(
-                    &self.inner.namespace,
-                    spec.name,
-                    scope,
-                    generation,
-                    material,
-                )
+                make_key(&self.inner.namespace, spec.name, scope, generation, &digest)
             }
         };
         let mut compute = Some(compute);
@@ -623,9 +655,8 @@ fn lookup(value: Bytes, source: Source, start: Instant) -> Lookup {
     }
 }
 
-fn make_key(namespace: &str, kind: &str, scope: &str, generation: u64, material: &[u8]) -> String {
+fn make_key(namespace: &str, kind: &str, scope: &str, generation: u64, digest: &Digest) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let hash = blake3::hash(material);
     // Built in one allocation and without the formatter: this runs on every cache hit.
     let mut key = String::with_capacity(namespace.len() + 2 + kind.len() + scope.len() + 21 + 33);
     for part in [namespace, ":", kind, ":", scope, ":"] {
@@ -633,7 +664,7 @@ fn make_key(namespace: &str, kind: &str, scope: &str, generation: u64, material:
     }
     key.push_str(itoa::Buffer::new().format(generation));
     key.push(':');
-    for b in &hash.as_bytes()[..16] {
+    for b in digest.as_bytes() {
         key.push(char::from(HEX[usize::from(b >> 4)]));
         key.push(char::from(HEX[usize::from(b & 0x0f)]));
     }

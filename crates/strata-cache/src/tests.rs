@@ -311,12 +311,18 @@ fn keys_follow_the_documented_layout() {
     let material = b"{\"query\":\"tides\",\"k\":10}";
     let hex = blake3::hash(material).to_hex();
     assert_eq!(
-        super::make_key("strata", "search_results", "t0a1b", 7, material),
+        super::make_key(
+            "strata",
+            "search_results",
+            "t0a1b",
+            7,
+            &super::Digest::of(material)
+        ),
         format!("strata:search_results:t0a1b:7:{}", &hex[..32])
     );
     for g in [0, 10, 1_234_567, u64::MAX] {
         assert_eq!(
-            super::make_key("n", "k", "s", g, material),
+            super::make_key("n", "k", "s", g, &super::Digest::of(material)),
             format!("n:k:s:{g}:{}", &hex[..32])
         );
     }

@@ -11,11 +11,11 @@
 //! Must not import: HTTP types, the store.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
-use strata_cache::{Cache, CacheError, Lookup};
+use strata_cache::{Cache, CacheError, Digest, Lookup};
 
 use crate::ids::{DocumentId, JobId, TenantId};
 use crate::model::{DocumentStatus, JobStatus};
@@ -95,6 +95,37 @@ pub struct Read {
     pub material: Vec<u8>,
 }
 
+impl Read {
+    /// The read with its material hashed, as [`CachePolicy::get_or_compute_keyed`] takes it.
+    pub fn keyed(&self) -> KeyedRead {
+        KeyedRead {
+            kind: self.kind,
+            scope: self.scope,
+            digest: Digest::of(&self.material),
+        }
+    }
+}
+
+/// A [`Read`] whose material is already hashed: the same cache entry, found without
+/// writing or hashing the material again.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyedRead {
+    /// Its kind: TTLs and statistics.
+    pub kind: &'static str,
+    /// The scope whose generation the writes that change it bump.
+    pub scope: Scope,
+    /// The hash of the canonical request.
+    pub digest: Digest,
+}
+
+/// A search request's key digest, remembered beside the request by a caller that keeps
+/// parsed requests (the search route keeps them per thread, by body): a repeat of the
+/// request then finds its cache entry without writing and hashing its material again.
+/// Tagged with the engine settings it was made under, so one made under other settings
+/// (another engine in the same process) is never used.
+#[derive(Debug, Default)]
+pub struct SearchKeyMemo(OnceLock<(Arc<str>, Digest)>);
+
 /// What a write changed, so the policy can bump exactly the scopes it affects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Changed {
@@ -161,6 +192,21 @@ impl CachePolicy {
     {
         self.cache
             .get_or_compute(read.kind, &read.scope, &read.material, compute)
+    }
+
+    /// [`CachePolicy::get_or_compute`] for a [`KeyedRead`].
+    pub fn get_or_compute_keyed<'a, E, F, Fut>(
+        &'a self,
+        read: &'a KeyedRead,
+        compute: F,
+    ) -> impl Future<Output = Result<Lookup, E>> + 'a
+    where
+        F: FnOnce() -> Fut + 'a,
+        Fut: Future<Output = Result<Bytes, E>> + 'a,
+        E: From<CacheError> + 'a,
+    {
+        self.cache
+            .get_or_compute_digest(read.kind, &read.scope, read.digest, compute)
     }
 
     /// One document's metadata, shown with `fields` (all when `None`).
@@ -241,12 +287,41 @@ impl CachePolicy {
     pub fn search(&self, owner: &TenantId, req: &SearchRequest) -> Read {
         Read {
             kind: KIND_SEARCH,
-            scope: if req.filter.tags.is_empty() {
-                self.scopes.search(owner)
-            } else {
-                self.scopes.catalog(owner)
-            },
+            scope: self.search_scope(owner, req),
             material: search_material(req, &self.search_fingerprint),
+        }
+    }
+
+    /// [`CachePolicy::search`], keyed: the digest comes from `memo` when it was made under
+    /// this engine's settings, and is made and left there otherwise.
+    pub fn search_keyed(
+        &self,
+        owner: &TenantId,
+        req: &SearchRequest,
+        memo: &SearchKeyMemo,
+    ) -> KeyedRead {
+        let fp = &self.search_fingerprint;
+        let digest = match memo.0.get() {
+            Some((made_under, d)) if Arc::ptr_eq(made_under, fp) || made_under == fp => *d,
+            _ => {
+                let d = Digest::of(&search_material(req, fp));
+                // Taken by the first engine to key the request; another computes its own.
+                let _ = memo.0.set((Arc::clone(fp), d));
+                d
+            }
+        };
+        KeyedRead {
+            kind: KIND_SEARCH,
+            scope: self.search_scope(owner, req),
+            digest,
+        }
+    }
+
+    fn search_scope(&self, owner: &TenantId, req: &SearchRequest) -> Scope {
+        if req.filter.tags.is_empty() {
+            self.scopes.search(owner)
+        } else {
+            self.scopes.catalog(owner)
         }
     }
 
@@ -487,5 +562,40 @@ mod tests {
         let b =
             json!({"query": "cats", "mode": "hybrid", "semantic_ratio": 0.5, "fusion": "blend"});
         assert_eq!(search_material(&req(a), "m"), search_material(&req(b), "m"));
+    }
+
+    fn policy(fingerprint: &str) -> CachePolicy {
+        let cache = strata_cache::Cache::new(strata_cache::CacheSettings {
+            l1_bytes: 1 << 20,
+            kinds: default_cache_kinds(),
+            redis: None,
+        })
+        .unwrap();
+        CachePolicy::new(cache, Scopes::new("store"), fingerprint.to_owned())
+    }
+
+    #[test]
+    fn a_remembered_search_key_is_the_key_and_only_under_its_own_settings() {
+        let owner = TenantId::parse("t").unwrap();
+        let (a, b) = (policy("m/ef64"), policy("m/ef128"));
+        let cats = req(json!({"query": "cats", "k": 5}));
+        let memo = SearchKeyMemo::default();
+        let first = a.search_keyed(&owner, &cats, &memo);
+        let plain = a.search(&owner, &cats).keyed();
+        assert_eq!((first.digest, first.scope), (plain.digest, plain.scope));
+        // Remembered: the same digest again (and still the read's own).
+        assert_eq!(a.search_keyed(&owner, &cats, &memo).digest, plain.digest);
+        // An engine with other settings never takes it: its answers differ.
+        let other = b.search_keyed(&owner, &cats, &memo).digest;
+        assert_eq!(other, b.search(&owner, &cats).keyed().digest);
+        assert_ne!(other, plain.digest);
+        // Equal settings in another policy share it, as they share entries.
+        let same = policy("m/ef64").search_keyed(&owner, &cats, &memo).digest;
+        assert_eq!(same, plain.digest);
+        // A tag filter moves the answer to the catalogue scope, memo or not.
+        let tagged = req(json!({"query": "cats", "k": 5, "filter": {"tags": ["a"]}}));
+        let keyed = a.search_keyed(&owner, &tagged, &SearchKeyMemo::default());
+        assert_eq!(keyed.scope, a.search(&owner, &tagged).scope);
+        assert_ne!(keyed.scope, first.scope);
     }
 }

@@ -19,7 +19,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use strata_cache::Source;
 use strata_engine::TenantId;
-use strata_engine::policy::Read;
+use strata_engine::policy::{KeyedRead, Read};
 use strata_engine::search::SearchRequest;
 
 use crate::AppState;
@@ -50,12 +50,12 @@ where
 pub(crate) async fn search(
     app: &AppState,
     tenant: &TenantId,
-    read: Read,
+    read: KeyedRead,
     req: &SearchRequest,
 ) -> Result<strata_cache::Lookup, ApiError> {
     app.engine
         .cache_policy()
-        .get_or_compute(&read, || async {
+        .get_or_compute_keyed(&read, || async {
             body(&app.engine.retrieval().search(tenant, req.clone()).await?).map(seal)
         })
         .await

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use strata_cache::FastHashBuilder;
+use strata_cache::{Digest, FastHashBuilder};
 use strata_engine::TenantId;
 use strata_engine::search::SearchRequest;
 use tokio::sync::Notify;
@@ -84,9 +84,9 @@ struct Saved {
     queries: Vec<Hot>,
 }
 
-/// Tracked searches per tenant, by canonical request; hashed on every search, so with the
-/// cache's fast hasher.
-type HotMap = HashMap<TenantId, HashMap<Vec<u8>, Hot, FastHashBuilder>, FastHashBuilder>;
+/// Tracked searches per tenant, by their cache key's digest; hashed on every search, so with
+/// the cache's fast hasher.
+type HotMap = HashMap<TenantId, HashMap<Digest, Hot, FastHashBuilder>, FastHashBuilder>;
 
 /// The hot-query tracker and warming state.
 pub struct Warmer {
@@ -138,7 +138,7 @@ impl Warmer {
     /// searches of queries it has, one in [`SAMPLE`] is counted, as [`SAMPLE`] (an unbiased
     /// estimate of each query's frequency). Taking the map's lock on every cache hit cost
     /// the shipped binary's hits 6-14% of their throughput on two cores (BENCHMARKS.md).
-    pub fn record(&self, tenant: &TenantId, material: &[u8], request: &SearchRequest) {
+    pub fn record(&self, tenant: &TenantId, key: Digest, request: &SearchRequest) {
         use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
         if !self.enabled() {
             return;
@@ -146,7 +146,7 @@ impl Warmer {
         let weight = SEEN.with_borrow_mut(|seen| {
             let mut h = seen.hasher.build_hasher();
             tenant.as_str().hash(&mut h);
-            material.hash(&mut h);
+            key.hash(&mut h);
             let key = h.finish();
             if seen.recorded.insert(key) {
                 if seen.recorded.len() > SEEN_PER_THREAD {
@@ -165,7 +165,7 @@ impl Warmer {
             return;
         };
         // The common case, a repeat of a known query, allocates nothing.
-        if let Some(h) = hot.get_mut(tenant).and_then(|q| q.get_mut(material)) {
+        if let Some(h) = hot.get_mut(tenant).and_then(|q| q.get_mut(&key)) {
             h.count = h.count.saturating_add(weight);
             return;
         }
@@ -174,15 +174,12 @@ impl Warmer {
         }
         let queries = hot.entry(tenant.clone()).or_default();
         if queries.len() >= MAX_PER_TENANT
-            && let Some(coldest) = queries
-                .iter()
-                .min_by_key(|(_, h)| h.count)
-                .map(|(k, _)| k.clone())
+            && let Some(coldest) = queries.iter().min_by_key(|(_, h)| h.count).map(|(k, _)| *k)
         {
             queries.remove(&coldest);
         }
         queries.insert(
-            material.to_vec(),
+            key,
             Hot {
                 request: request.clone(),
                 count: weight,
@@ -278,10 +275,10 @@ fn load(path: &std::path::Path) -> HotMap {
         .into_iter()
         .filter_map(|s| Some((TenantId::parse(&s.tenant).ok()?, s.queries)))
         .map(|(t, queries)| {
-            // Keyed by the request until `rekey` computes each one's cache material.
+            // Keyed by the request's JSON until `rekey` computes each one's cache key.
             let by_request = queries
                 .into_iter()
-                .filter_map(|h| Some((serde_json::to_vec(&h.request).ok()?, h)))
+                .filter_map(|h| Some((Digest::of(&serde_json::to_vec(&h.request).ok()?), h)))
                 .collect();
             (t, by_request)
         })
@@ -338,14 +335,14 @@ pub(crate) async fn run(app: AppState, shutdown: CancellationToken) {
     w.save();
 }
 
-/// Loaded entries have no material yet (it depends on this process's engine settings).
+/// Loaded entries have no cache key yet (it depends on this process's engine settings).
 fn rekey(app: &AppState) {
     let policy = app.engine.cache_policy();
     let mut hot = app.warmer.hot.lock().unwrap_or_else(|p| p.into_inner());
     for (tenant, queries) in hot.iter_mut() {
         *queries = std::mem::take(queries)
             .into_values()
-            .map(|h| (policy.search(tenant, &h.request).material, h))
+            .map(|h| (policy.search(tenant, &h.request).keyed().digest, h))
             .collect();
     }
 }
@@ -357,7 +354,7 @@ async fn pass(app: &AppState, tenants: &[TenantId], shutdown: &CancellationToken
             if shutdown.is_cancelled() {
                 return;
             }
-            let read = app.engine.cache_policy().search(tenant, &request);
+            let read = app.engine.cache_policy().search(tenant, &request).keyed();
             match crate::cached::search(app, tenant, read, &request).await {
                 Ok(l) if !l.source.is_hit() => {
                     app.warmer.warmed.fetch_add(1, Ordering::Relaxed);
@@ -393,10 +390,10 @@ mod tests {
         // are calls 1-159: sampled at 16, 32 ... 144), b 1, c 1 + 3 x 16 (calls 160-206).
         for (q, n) in [("a", 160), ("b", 1), ("c", 48)] {
             for _ in 0..n {
-                w.record(&t, q.as_bytes(), &req(q));
+                w.record(&t, Digest::of(q.as_bytes()), &req(q));
             }
         }
-        let count = |q: &str| w.hot.lock().unwrap()[&t][q.as_bytes()].count;
+        let count = |q: &str| w.hot.lock().unwrap()[&t][&Digest::of(q.as_bytes())].count;
         assert_eq!((count("a"), count("b"), count("c")), (145, 1, 49));
         let top: Vec<String> = w.top(&t).into_iter().map(|r| r.query).collect();
         assert_eq!(top, ["a", "c"]);

@@ -311,7 +311,7 @@ async fn document_search(
 ) -> Result<Value, ApiError> {
     req.stream = false;
     req.check()?;
-    let read = app.engine.cache_policy().search(tenant, &req);
+    let read = app.engine.cache_policy().search(tenant, &req).keyed();
     let lookup = cached::search(app, tenant, read, &req).await?;
     serde_json::from_slice(&cached::json_body(lookup.value))
         .map_err(|_| ApiError::new(Code::Internal, "cached body unreadable"))

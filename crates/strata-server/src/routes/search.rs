@@ -13,6 +13,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
+use strata_engine::policy::SearchKeyMemo;
 use strata_engine::search::{SearchHit, SearchRequest, SearchResults};
 
 use crate::error::ApiError;
@@ -58,11 +59,15 @@ pub async fn search(
     inm: Preconditions,
     JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
-    let req = parsed(body)?;
+    let parsed = parsed(body)?;
+    let req = &parsed.req;
     let stream = req.stream;
-    let read = app.engine.cache_policy().search(&tenant.0, &req);
-    app.warmer.record(&tenant.0, &read.material, &req);
-    let lookup = cached::search(&app, &tenant.0, read, &req).await?;
+    let read = app
+        .engine
+        .cache_policy()
+        .search_keyed(&tenant.0, req, &parsed.key);
+    app.warmer.record(&tenant.0, read.digest, req);
+    let lookup = cached::search(&app, &tenant.0, read, req).await?;
     // The NDJSON view re-reads the JSON body below, so it takes the identity form.
     let inm = if stream { inm.identity() } else { inm };
     let resp = cached::respond(&inm, lookup);
@@ -102,8 +107,16 @@ thread_local! {
     /// usually a body the thread has parsed before, and parsing it again was the largest
     /// part of strata's own work on an L1 hit; the bytes decide the request, so the same
     /// bytes may share it.
-    static PARSED: RefCell<HashMap<Bytes, Arc<SearchRequest>, strata_cache::FastHashBuilder>> =
+    static PARSED: RefCell<HashMap<Bytes, Arc<Parsed>, strata_cache::FastHashBuilder>> =
         RefCell::new(HashMap::default());
+}
+
+/// A search body parsed and checked, with its cache key's digest once a search has made it
+/// (so a repeat neither writes nor hashes the key material again).
+#[derive(Debug)]
+struct Parsed {
+    req: SearchRequest,
+    key: SearchKeyMemo,
 }
 
 /// Bodies remembered per thread (the map starts over when full), and the largest one
@@ -114,14 +127,17 @@ const PARSED_MAX_BODY: usize = 1024;
 
 /// The search request in `body`, parsed and checked (before the cache: its key folds
 /// duplicates and whitespace, so an invalid request could share a valid one's key).
-fn parsed(body: Bytes) -> Result<Arc<SearchRequest>, ApiError> {
+fn parsed(body: Bytes) -> Result<Arc<Parsed>, ApiError> {
     let remember = body.len() <= PARSED_MAX_BODY;
     if remember && let Some(req) = PARSED.with_borrow(|p| p.get(&body).cloned()) {
         return Ok(req);
     }
     let req: SearchRequest = parse_json(&body)?;
     req.check()?;
-    let req = Arc::new(req);
+    let req = Arc::new(Parsed {
+        req,
+        key: SearchKeyMemo::default(),
+    });
     if remember {
         PARSED.with_borrow_mut(|p| {
             // A copy: the body may be a slice of a much larger read buffer.
@@ -351,7 +367,7 @@ mod tests {
         );
         // One byte apart is another request.
         let other = parsed(body(r#"{"query":"solar cells","k":4}"#)).unwrap();
-        assert_eq!((a.k, other.k), (Some(3), Some(4)));
+        assert_eq!((a.req.k, other.req.k), (Some(3), Some(4)));
         // Refusals are never remembered: each attempt is parsed and checked again.
         for _ in 0..2 {
             let empty = parsed(body(r#"{"query":"   "}"#)).unwrap_err();
@@ -364,7 +380,7 @@ mod tests {
         // Past the thread's bound the map starts over; what it answers stays right.
         for i in 0..PARSED_PER_THREAD + 10 {
             let b = Bytes::from(format!(r#"{{"query":"q{i}"}}"#));
-            assert_eq!(parsed(b).unwrap().query, format!("q{i}"));
+            assert_eq!(parsed(b).unwrap().req.query, format!("q{i}"));
         }
         assert!(PARSED.with_borrow(HashMap::len) <= PARSED_PER_THREAD);
         // A long body is answered, not remembered.
