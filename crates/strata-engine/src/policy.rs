@@ -96,7 +96,7 @@ pub struct Read {
 }
 
 impl Read {
-    /// The read with its material hashed, as [`CachePolicy::get_or_compute_keyed`] takes it.
+    /// The read with its material hashed, as [`CachePolicy::get_or_compute`] takes it.
     pub fn keyed(&self) -> KeyedRead {
         KeyedRead {
             kind: self.kind,
@@ -178,24 +178,10 @@ impl CachePolicy {
     }
 
     /// `read`'s value from the cache, or `compute`d once and cached for its kind's TTLs
-    /// (see [`Cache::get_or_compute`]). Not an `async fn`: the returned future is the
-    /// cache's own, so a caller's hit path holds no extra state.
+    /// (see [`Cache::get_or_compute`]); a [`Read`] becomes one with [`Read::keyed`]. Not an
+    /// `async fn`: the returned future is the cache's own, so a caller's hit path holds no
+    /// extra state.
     pub fn get_or_compute<'a, E, F, Fut>(
-        &'a self,
-        read: &'a Read,
-        compute: F,
-    ) -> impl Future<Output = Result<Lookup, E>> + 'a
-    where
-        F: FnOnce() -> Fut + 'a,
-        Fut: Future<Output = Result<Bytes, E>> + 'a,
-        E: From<CacheError> + 'a,
-    {
-        self.cache
-            .get_or_compute(read.kind, &read.scope, &read.material, compute)
-    }
-
-    /// [`CachePolicy::get_or_compute`] for a [`KeyedRead`].
-    pub fn get_or_compute_keyed<'a, E, F, Fut>(
         &'a self,
         read: &'a KeyedRead,
         compute: F,

@@ -40,7 +40,7 @@ where
     let lookup = app
         .engine
         .cache_policy()
-        .get_or_compute(&read, || async { compute().await.map(seal) })
+        .get_or_compute(&read.keyed(), || async { compute().await.map(seal) })
         .await?;
     Ok(respond(inm, lookup))
 }
@@ -55,7 +55,7 @@ pub(crate) async fn search(
 ) -> Result<strata_cache::Lookup, ApiError> {
     app.engine
         .cache_policy()
-        .get_or_compute_keyed(&read, || async {
+        .get_or_compute(&read, || async {
             body(&app.engine.retrieval().search(tenant, req.clone()).await?).map(seal)
         })
         .await

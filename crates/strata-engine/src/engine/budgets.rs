@@ -119,7 +119,7 @@ impl BudgetService {
     pub async fn reserve(&self, owner: &TenantId, estimate: Spend) -> Result<Reservation> {
         // Most tenants have no limit: say so from the cache, not the database. The store
         // reads the limits again inside its transaction for the others.
-        let read = self.policy.budget_limited(owner);
+        let read = self.policy.budget_limited(owner).keyed();
         let limited = self
             .policy
             .get_or_compute(&read, || async {

@@ -46,7 +46,7 @@ impl SearchService {
 
     /// A query's embedding, from the cache when this model embedded this exact text before.
     pub async fn embed_query(&self, text: &str) -> Result<Vec<f32>> {
-        let read = CachePolicy::query_embedding(self.embedder.model(), text);
+        let read = CachePolicy::query_embedding(self.embedder.model(), text).keyed();
         let lookup = self
             .policy
             .get_or_compute(&read, || async {
