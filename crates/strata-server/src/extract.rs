@@ -91,6 +91,10 @@ fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
     else {
         return false;
     };
+    // What nearly every client sends, answered without splitting.
+    if value == "application/json" {
+        return true;
+    }
     let essence = value.split(';').next().unwrap_or_default().trim();
     let Some((kind, subtype)) = essence.split_once('/') else {
         return false;
@@ -165,6 +169,11 @@ pub fn accepts_gzip(headers: &axum::http::HeaderMap) -> bool {
     let (mut gzip, mut any) = (None, None);
     for value in headers.get_all(axum::http::header::ACCEPT_ENCODING) {
         let Ok(value) = value.to_str() else { continue };
+        // What browsers' and HTTP clients' simplest forms send, answered without splitting.
+        if value.eq_ignore_ascii_case("gzip") {
+            gzip = Some(1.0);
+            continue;
+        }
         for item in value.split(',') {
             let mut parts = item.split(';');
             let name = parts.next().unwrap_or("").trim();
