@@ -394,14 +394,7 @@ impl Cache {
                     self.inner.l1.get(&key)
                 };
                 if let Some(v) = hit {
-                    // One clock read for both the statistics and the answer.
-                    let elapsed = start.elapsed();
-                    stats.hit_l1(elapsed);
-                    return Ok(Lookup {
-                        value: v,
-                        source: Source::L1,
-                        elapsed,
-                    });
+                    return Ok(served(stats, v, Source::L1, start));
                 }
                 Some(key)
             }
@@ -435,12 +428,7 @@ impl Cache {
             None => {
                 let Some(generation) = self.generation(scope).await else {
                     let v = compute().await.inspect_err(|_| stats.failed())?;
-                    stats.bypassed(start.elapsed());
-                    return Ok(Lookup {
-                        value: v,
-                        source: Source::Bypassed,
-                        elapsed: start.elapsed(),
-                    });
+                    return Ok(served(stats, v, Source::Bypassed, start));
                 };
                 make_key(&self.inner.namespace, spec.name, scope, generation, &digest)
             }
@@ -450,14 +438,12 @@ impl Cache {
             // Again here: the key's generation may have just been fetched, or a leader we
             // waited for failed.
             if let Some(v) = self.inner.l1.get(&key) {
-                stats.hit_l1(start.elapsed());
-                return Ok(lookup(v, Source::L1, start));
+                return Ok(served(stats, v, Source::L1, start));
             }
             match self.inner.flights.join_or_lead(&key) {
                 flight::Role::Follower(mut rx) => {
                     if let Some(v) = flight::wait(&mut rx).await {
-                        stats.joined(start.elapsed());
-                        return Ok(lookup(v, Source::Joined, start));
+                        return Ok(served(stats, v, Source::Joined, start));
                     }
                 }
                 flight::Role::Leader(guard) => {
@@ -476,8 +462,7 @@ impl Cache {
                         if let Some(v) = remote.get(&key).await {
                             self.inner.l1.insert(key.clone(), v.clone(), spec.l1_ttl);
                             guard.complete(v.clone());
-                            stats.hit_l2(start.elapsed());
-                            return Ok(lookup(v, Source::L2, start));
+                            return Ok(served(stats, v, Source::L2, start));
                         }
                         if spec.distributed {
                             match remote.try_lock(&key).await {
@@ -486,8 +471,7 @@ impl Cache {
                                     if let Some(v) = remote.wait_for(&key).await {
                                         self.inner.l1.insert(key.clone(), v.clone(), spec.l1_ttl);
                                         guard.complete(v.clone());
-                                        stats.hit_l2(start.elapsed());
-                                        return Ok(lookup(v, Source::L2, start));
+                                        return Ok(served(stats, v, Source::L2, start));
                                     }
                                 }
                                 None => {}
@@ -511,10 +495,7 @@ impl Cache {
                         }
                     }
                     return match result {
-                        Ok(v) => {
-                            stats.miss(start.elapsed(), v.len());
-                            Ok(lookup(v, Source::Computed, start))
-                        }
+                        Ok(v) => Ok(served(stats, v, Source::Computed, start)),
                         Err(e) => {
                             stats.failed();
                             Err(e)
@@ -551,8 +532,7 @@ impl Cache {
             return Ok(None);
         };
         if let Some(v) = self.inner.l1.get(&key) {
-            stats.hit_l1(start.elapsed());
-            return Ok(Some(lookup(v, Source::L1, start)));
+            return Ok(Some(served(stats, v, Source::L1, start)));
         }
         if let Some(remote) = self
             .inner
@@ -564,8 +544,7 @@ impl Cache {
             if !spec.l1_ttl.is_zero() {
                 self.inner.l1.insert(key, v.clone(), spec.l1_ttl);
             }
-            stats.hit_l2(start.elapsed());
-            return Ok(Some(lookup(v, Source::L2, start)));
+            return Ok(Some(served(stats, v, Source::L2, start)));
         }
         stats.miss(start.elapsed(), 0);
         Ok(None)
@@ -653,16 +632,25 @@ enum Generation<'a> {
     Fetch(&'a remote::Remote),
 }
 
-fn lookup(value: Bytes, source: Source, start: Instant) -> Lookup {
+/// `value` as `source` found or made it, counted in the kind's statistics: the clock is
+/// read once, for the statistics and the answer alike.
+fn served(stats: &stats::Counters, value: Bytes, source: Source, start: Instant) -> Lookup {
+    let elapsed = start.elapsed();
+    match source {
+        Source::L1 => stats.hit_l1(elapsed),
+        Source::L2 => stats.hit_l2(elapsed),
+        Source::Joined => stats.joined(elapsed),
+        Source::Computed => stats.miss(elapsed, value.len()),
+        Source::Bypassed => stats.bypassed(elapsed),
+    }
     Lookup {
         value,
         source,
-        elapsed: start.elapsed(),
+        elapsed,
     }
 }
 
 fn make_key(namespace: &str, kind: &str, scope: &str, generation: u64, digest: &Digest) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     // Built in one allocation and without the formatter: this runs on every cache hit.
     let mut key = String::with_capacity(namespace.len() + 2 + kind.len() + scope.len() + 21 + 33);
     for part in [namespace, ":", kind, ":", scope, ":"] {
@@ -672,10 +660,7 @@ fn make_key(namespace: &str, kind: &str, scope: &str, generation: u64, digest: &
     key.push(':');
     // Written as bytes and pushed once: a char at a time was half of this function's work.
     let mut hex = [0u8; 32];
-    for (pair, b) in hex.chunks_exact_mut(2).zip(digest.as_bytes()) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 0x0f)];
-    }
+    hex::encode_to_slice(digest.as_bytes(), &mut hex).unwrap_or_default();
     key.push_str(std::str::from_utf8(&hex).unwrap_or_default());
     key
 }
