@@ -7,9 +7,11 @@
 //! A cached value is the body's quoted ETag (26 bytes) followed by the body: the tag is
 //! hashed once, when the body is computed, and every hit serves both as zero-copy slices.
 //! A body of [`GZIP_MIN`] bytes or more is stored with its gzip form beside it
-//! (`"tag"`, `z`, the identity length as 4 bytes little-endian, the identity body, the gzip
-//! body), so a hit for a client that takes gzip does no compression work: it is compressed
-//! once, when computed, and served as a slice with its own ETag (`"tag-gzip"`).
+//! (`"tag"`, `g`, the identity length as 4 bytes little-endian, the gzip form's own ETag
+//! `"tag-gzip"`, the identity body, the gzip body), so a hit for a client that takes gzip
+//! does no compression work and formats nothing: both were made once, when computed, and
+//! are served as slices. (Values sealed by earlier versions, marked `z` and without the
+//! gzip tag, are still read, the tag then written per hit.)
 
 use std::future::Future;
 
@@ -67,21 +69,33 @@ const TAG: usize = 26;
 /// compresses other responses from the same size on).
 pub const GZIP_MIN: usize = 1024;
 
-/// Marks a sealed value that carries a gzip form (no JSON body starts with `z`).
-const WITH_GZIP: u8 = b'z';
+/// Marks a sealed value that carries a gzip form and its ETag (no JSON body starts with `g`).
+const WITH_GZIP: u8 = b'g';
 
-/// Prefixes a body with its quoted ETag (and, from [`GZIP_MIN`] bytes, adds its gzip form),
-/// for caching.
+/// Marks a value sealed by an earlier version: a gzip form without its ETag.
+const WITH_GZIP_UNTAGGED: u8 = b'z';
+
+/// The gzip form's ETag: the identity tag with `-gzip` inside the quotes.
+const GZIP_TAG: usize = TAG + 5;
+
+/// Prefixes a body with its quoted ETag (and, from [`GZIP_MIN`] bytes, adds its gzip form
+/// and that form's ETag), for caching.
 pub(crate) fn seal(body: Bytes) -> Bytes {
     let gzip = (body.len() >= GZIP_MIN).then(|| gzip(&body)).flatten();
-    let mut v = Vec::with_capacity(TAG + 5 + body.len() + gzip.as_ref().map_or(0, Vec::len));
+    let gz_len = gzip.as_ref().map_or(0, |g| g.len() + 5 + GZIP_TAG);
+    let mut v = Vec::with_capacity(TAG + body.len() + gz_len);
+    let hex = blake3::hash(&body).to_hex();
+    let hex = &hex.as_bytes()[..TAG - 2];
     v.push(b'"');
-    v.extend_from_slice(&blake3::hash(&body).to_hex().as_bytes()[..24]);
+    v.extend_from_slice(hex);
     v.push(b'"');
     match (gzip, u32::try_from(body.len())) {
         (Some(gz), Ok(len)) => {
             v.push(WITH_GZIP);
             v.extend_from_slice(&len.to_le_bytes());
+            v.push(b'"');
+            v.extend_from_slice(hex);
+            v.extend_from_slice(b"-gzip\"");
             v.extend_from_slice(&body);
             v.extend_from_slice(&gz);
         }
@@ -102,74 +116,99 @@ fn gzip(body: &[u8]) -> Option<Vec<u8>> {
 
 /// The identity JSON body of a sealed value.
 pub(crate) fn json_body(value: Bytes) -> Bytes {
-    unseal(value).body
+    unseal(value, false).body
 }
 
-/// A sealed value taken apart.
+/// The representation of a sealed value a response serves.
 struct Unsealed {
+    /// Its ETag.
     tag: HeaderValue,
     body: Bytes,
-    gzip: Option<Bytes>,
+    /// Whether `body` is the gzip form.
+    gzip: bool,
 }
 
-/// Splits a sealed value into its ETag, body and gzip form (hashing a value that is not
-/// sealed).
-fn unseal(value: Bytes) -> Unsealed {
-    if value.len() >= TAG
-        && value[0] == b'"'
-        && value[TAG - 1] == b'"'
-        && let Ok(tag) = HeaderValue::from_maybe_shared(value.slice(..TAG))
-    {
-        if value.len() >= TAG + 5 && value[TAG] == WITH_GZIP {
-            let len = u32::from_le_bytes([
-                value[TAG + 1],
-                value[TAG + 2],
-                value[TAG + 3],
-                value[TAG + 4],
-            ]) as usize;
-            let start = TAG + 5;
-            if let Some(end) = start.checked_add(len).filter(|e| *e <= value.len()) {
+/// Takes from a sealed value the representation to serve: the gzip form when `gzip` (the
+/// client takes it) and the value has one, else the identity body (hashing a value that is
+/// not sealed). Only what is served is sliced: each slice is a reference count another core
+/// shares.
+fn unseal(value: Bytes, gzip: bool) -> Unsealed {
+    if value.len() < TAG || value[0] != b'"' || value[TAG - 1] != b'"' {
+        return unsealed_legacy(value);
+    }
+    let marker = value.get(TAG).copied();
+    let header = match marker {
+        Some(WITH_GZIP) => TAG + 5 + GZIP_TAG,
+        Some(WITH_GZIP_UNTAGGED) => TAG + 5,
+        _ => 0,
+    };
+    if header > 0 && value.len() >= header {
+        let len = u32::from_le_bytes([
+            value[TAG + 1],
+            value[TAG + 2],
+            value[TAG + 3],
+            value[TAG + 4],
+        ]) as usize;
+        if let Some(end) = header.checked_add(len).filter(|e| *e <= value.len()) {
+            if !gzip {
                 return Unsealed {
-                    tag,
-                    body: value.slice(start..end),
-                    gzip: Some(value.slice(end..)),
+                    tag: tag_at(&value, 0, TAG),
+                    body: value.slice(header..end),
+                    gzip: false,
                 };
             }
+            let tag = if marker == Some(WITH_GZIP) {
+                tag_at(&value, TAG + 5, GZIP_TAG)
+            } else {
+                gzip_tag(&value[..TAG])
+            };
+            return Unsealed {
+                tag,
+                body: value.slice(end..),
+                gzip: true,
+            };
         }
-        return Unsealed {
-            tag,
-            body: value.slice(TAG..),
-            gzip: None,
-        };
     }
-    let tag = format!("\"{}\"", &blake3::hash(&value).to_hex()[..24]);
+    Unsealed {
+        tag: tag_at(&value, 0, TAG),
+        body: value.slice(TAG..),
+        gzip: false,
+    }
+}
+
+/// The quoted tag of `len` bytes at `at` in a sealed value, as a header value.
+fn tag_at(value: &Bytes, at: usize, len: usize) -> HeaderValue {
+    HeaderValue::from_maybe_shared(value.slice(at..at + len))
+        .unwrap_or(HeaderValue::from_static("\"\""))
+}
+
+/// A value cached before sealing existed: its tag is hashed now.
+fn unsealed_legacy(value: Bytes) -> Unsealed {
+    let tag = format!("\"{}\"", &blake3::hash(&value).to_hex()[..TAG - 2]);
     Unsealed {
         tag: HeaderValue::from_str(&tag).unwrap_or(HeaderValue::from_static("\"\"")),
         body: value,
-        gzip: None,
+        gzip: false,
     }
 }
 
-/// The ETag of a body's gzip form: the identity tag with `-gzip` inside the quotes.
-fn gzip_tag(tag: &HeaderValue) -> Option<HeaderValue> {
-    let t = tag.to_str().ok()?.strip_suffix('"')?;
-    HeaderValue::try_from(format!("{t}-gzip\"")).ok()
+/// The ETag of a body's gzip form from the identity tag (`"tag"` -> `"tag-gzip"`), for values
+/// sealed without it.
+fn gzip_tag(tag: &[u8]) -> HeaderValue {
+    let mut t = tag[..tag.len() - 1].to_vec();
+    t.extend_from_slice(b"-gzip\"");
+    HeaderValue::from_maybe_shared(Bytes::from(t)).unwrap_or(HeaderValue::from_static("\"\""))
 }
 
 /// The response for a cached (or just computed) sealed JSON body.
 pub(crate) fn respond(inm: &Preconditions, lookup: strata_cache::Lookup) -> Response {
-    let Unsealed { tag, body, gzip } = unseal(lookup.value);
     // The representation chosen (gzip when the client takes it and the body has that
     // form) decides the ETag that If-None-Match is compared with.
-    // The gzip tag is written only when it is served: most clients of a JSON API (and
-    // every cached hit they make) never ask for gzip.
-    let gz = gzip
-        .filter(|_| inm.gzip)
-        .and_then(|gz| Some((gz, gzip_tag(&tag)?)));
-    let (etag, body, encoded) = match gz {
-        Some((gz, gz_tag)) => (gz_tag, gz, true),
-        None => (tag, body, false),
-    };
+    let Unsealed {
+        tag: etag,
+        body,
+        gzip: encoded,
+    } = unseal(lookup.value, inm.gzip);
     let (x_cache, desc) = labels(lookup.source);
     if inm.matches(etag.to_str().unwrap_or_default()) {
         return not_modified(etag, lookup.source, lookup.elapsed);
@@ -247,34 +286,77 @@ pub(crate) fn body<T: serde::Serialize>(value: &T) -> Result<Bytes, ApiError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn large_bodies_are_sealed_with_their_gzip_form() {
-        let body = Bytes::from(serde_json::to_vec(&vec!["some repeated text"; 200]).unwrap());
-        let u = unseal(seal(body.clone()));
-        assert_eq!(u.body, body);
-        let gz = u.gzip.expect("a gzip form");
-        assert!(gz.len() < body.len() / 4, "{} of {}", gz.len(), body.len());
+    fn gunzip(gz: &[u8]) -> Vec<u8> {
         let mut back = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut back).unwrap();
-        assert_eq!(back, body);
-        let tag = u.tag.to_str().unwrap();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gz), &mut back).unwrap();
+        back
+    }
+
+    #[test]
+    fn large_bodies_are_sealed_with_their_gzip_form_and_its_tag() {
+        let body = Bytes::from(serde_json::to_vec(&vec!["some repeated text"; 200]).unwrap());
+        let sealed = seal(body.clone());
+        let plain = unseal(sealed.clone(), false);
+        assert_eq!(plain.body, body);
+        assert!(!plain.gzip);
+        let gz = unseal(sealed, true);
+        assert!(gz.gzip);
+        assert!(
+            gz.body.len() < body.len() / 4,
+            "{} of {}",
+            gz.body.len(),
+            body.len()
+        );
+        assert_eq!(gunzip(&gz.body), body);
+        let tag = plain.tag.to_str().unwrap();
         assert_eq!(
-            gzip_tag(&u.tag).unwrap().to_str().unwrap(),
+            gz.tag.to_str().unwrap(),
             format!("{}-gzip\"", &tag[..tag.len() - 1])
         );
-        let small = unseal(seal(Bytes::from_static(b"{}")));
-        assert!(small.gzip.is_none());
+        // A small body has no gzip form: a gzip-taking client gets the identity body.
+        let small = unseal(seal(Bytes::from_static(b"{}")), true);
+        assert!(!small.gzip);
+        assert_eq!(small.body, Bytes::from_static(b"{}"));
+    }
+
+    #[test]
+    fn values_sealed_by_an_earlier_version_still_read() {
+        // `"tag"`, `z`, the identity length, the identity body, the gzip body.
+        let body = Bytes::from(serde_json::to_vec(&vec!["older text"; 300]).unwrap());
+        let tag = format!("\"{}\"", &blake3::hash(&body).to_hex()[..24]);
+        let gz = gzip(&body).unwrap();
+        let mut v = tag.as_bytes().to_vec();
+        v.push(b'z');
+        v.extend_from_slice(&u32::try_from(body.len()).unwrap().to_le_bytes());
+        v.extend_from_slice(&body);
+        v.extend_from_slice(&gz);
+        let old = Bytes::from(v);
+        let plain = unseal(old.clone(), false);
+        assert_eq!(
+            (plain.tag.to_str().unwrap(), &plain.body),
+            (tag.as_str(), &body)
+        );
+        let zipped = unseal(old, true);
+        assert!(zipped.gzip);
+        assert_eq!(gunzip(&zipped.body), body);
+        assert_eq!(
+            zipped.tag.to_str().unwrap(),
+            format!("{}-gzip\"", &tag[..tag.len() - 1])
+        );
+        // The new layout tags both forms exactly as the old one did.
+        let new = unseal(seal(body.clone()), true);
+        assert_eq!(new.tag, zipped.tag);
     }
 
     #[test]
     fn sealed_values_carry_their_etag() {
-        let u = unseal(seal(Bytes::from_static(b"{\"a\":1}")));
+        let u = unseal(seal(Bytes::from_static(b"{\"a\":1}")), false);
         let (tag, body) = (u.tag, u.body);
         assert_eq!(body, Bytes::from_static(b"{\"a\":1}"));
         let again = format!("\"{}\"", &blake3::hash(b"{\"a\":1}").to_hex()[..24]);
         assert_eq!(tag.to_str().unwrap(), again);
         // A value cached before sealing existed still gets a correct tag.
-        let u2 = unseal(Bytes::from_static(b"{\"a\":1}"));
+        let u2 = unseal(Bytes::from_static(b"{\"a\":1}"), true);
         let (tag2, body2) = (u2.tag, u2.body);
         assert_eq!(
             (tag2.to_str().unwrap(), body2.as_ref()),

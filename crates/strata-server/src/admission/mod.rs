@@ -240,9 +240,29 @@ where
     }
 }
 
-/// `RateLimit: "tenant";r=<remaining>;t=<reset seconds>`, written without the formatter
-/// (it is on every rate-limited answer, cache hits included).
+thread_local! {
+    /// The last `RateLimit` value this thread made. A tenant under its limit is answered
+    /// the same remaining (the whole burst less one) and reset on every request, so the value
+    /// is made once and cloned, not formatted, allocated and validated per answer.
+    static LAST_RATE: std::cell::RefCell<Option<(u64, u64, HeaderValue)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `RateLimit: "tenant";r=<remaining>;t=<reset seconds>` (it is on every rate-limited
+/// answer, cache hits included).
 fn rate_header(remaining: u64, reset: u64) -> HeaderValue {
+    LAST_RATE.with_borrow_mut(|last| match last {
+        Some((r, t, value)) if *r == remaining && *t == reset => value.clone(),
+        _ => {
+            let value = format_rate_header(remaining, reset);
+            *last = Some((remaining, reset, value.clone()));
+            value
+        }
+    })
+}
+
+/// [`rate_header`]'s value, written without the formatter.
+fn format_rate_header(remaining: u64, reset: u64) -> HeaderValue {
     let (mut r, mut t) = (itoa::Buffer::new(), itoa::Buffer::new());
     let (r, t) = (r.format(remaining), t.format(reset));
     let mut v = Vec::with_capacity(16 + r.len() + t.len());
@@ -403,4 +423,19 @@ fn poll_deadline<E>(
         "the request took longer than its deadline and was abandoned",
     )
     .into_response()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_headers_are_reused_only_for_the_same_numbers() {
+        let text = |v: HeaderValue| v.to_str().unwrap().to_owned();
+        assert_eq!(text(rate_header(99, 1)), "\"tenant\";r=99;t=1");
+        assert_eq!(text(rate_header(99, 1)), "\"tenant\";r=99;t=1");
+        assert_eq!(text(rate_header(98, 1)), "\"tenant\";r=98;t=1");
+        assert_eq!(text(rate_header(98, 2)), "\"tenant\";r=98;t=2");
+        assert_eq!(text(rate_header(0, 30)), "\"tenant\";r=0;t=30");
+    }
 }

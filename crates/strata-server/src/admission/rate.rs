@@ -71,7 +71,7 @@ thread_local! {
     /// under: a repeat reaches its tenant's cell without the map's lock word and the cell's
     /// reference count, lines both cores would otherwise write on every request.
     static CELLS: RefCell<crate::memo::PerOwner<TenantId, Arc<Cell>>> =
-        RefCell::new(HashMap::new());
+        RefCell::new(HashMap::default());
 }
 
 /// Limiters a thread keeps memos for, and tenants per limiter (then it starts over).

@@ -122,7 +122,8 @@ pub struct Authenticator {
     secret: Option<DecodingKey>,
     keys_file: Option<PathBuf>,
     keys: ArcSwap<KeySet>,
-    admin_key: Option<blake3::Hash>,
+    /// The operator key's hash and length.
+    admin_key: Option<(blake3::Hash, usize)>,
     validation: Validation,
     leeway: u64,
     /// Verified tokens and when they stop being valid (unix seconds, leeway included).
@@ -144,7 +145,10 @@ thread_local! {
     /// Tokens a thread verified lately, per authenticator, under its generation: a repeat is
     /// answered without touching a line another core writes (the shared cache's lock word),
     /// which an authenticated cache hit otherwise pays on every request.
-    static RECENT: RefCell<crate::memo::PerOwner<Box<str>, Recent>> = RefCell::new(HashMap::new());
+    /// Keyed by the credential's bytes: a repeat is found before the header is checked for
+    /// visible ASCII (every remembered credential passed that check when it was verified).
+    static RECENT: RefCell<crate::memo::PerOwner<Box<[u8]>, Recent, crate::memo::TailHash>> =
+        RefCell::new(HashMap::default());
 }
 
 /// Authenticators a thread keeps memos for, and tokens per authenticator (then it starts
@@ -205,7 +209,7 @@ impl Authenticator {
             admin_key: settings
                 .admin_key
                 .as_ref()
-                .map(|k| blake3::hash(k.expose().as_bytes())),
+                .map(|k| (blake3::hash(k.expose().as_bytes()), k.expose().len())),
             validation,
             leeway: settings.leeway.as_secs(),
             verified: quick_cache::sync::Cache::new(16_384),
@@ -261,21 +265,30 @@ impl Authenticator {
         let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
             Unresolved::missing("send Authorization: Bearer <token> (a JWT or the operator key)")
         })?;
-        let text = value
-            .to_str()
-            .map_err(|_| Unresolved::invalid("the Authorization header is not visible ASCII"))?;
-        let (scheme, credential) = text.trim().split_once(' ').unwrap_or((text, ""));
-        if !scheme.eq_ignore_ascii_case("bearer") {
+        // Split as bytes: the visible-ASCII check of the whole header (a loop over a
+        // 150-byte token) is left to the first time a credential is seen.
+        let (scheme, credential) = split_credentials(value.as_bytes());
+        let visible = || {
+            value
+                .to_str()
+                .map_err(|_| Unresolved::invalid("the Authorization header is not visible ASCII"))
+        };
+        if !scheme.eq_ignore_ascii_case(b"bearer") {
+            visible()?;
             return Err(Unresolved::missing(
                 "the Authorization header must use the Bearer scheme",
             ));
         }
-        let credential = credential.trim();
         if credential.is_empty() {
+            visible()?;
             return Err(Unresolved::invalid("the bearer credential is empty"));
         }
-        if let Some(key) = &self.admin_key
-            && blake3::hash(credential.as_bytes()) == *key
+        // The operator key is hashed (and compared in constant time) only for a credential
+        // of its length: a JWT never costs that hash.
+        if let Some((key, len)) = &self.admin_key
+            && credential.len() == *len
+            && visible().is_ok()
+            && blake3::hash(credential) == *key
         {
             return Ok(Caller {
                 tenant: TenantId::operator(),
@@ -292,6 +305,10 @@ impl Authenticator {
         if let Some(caller) = recent {
             return Ok(caller);
         }
+        visible()?;
+        // Visible ASCII, so UTF-8.
+        let credential = std::str::from_utf8(credential)
+            .map_err(|_| Unresolved::invalid("the Authorization header is not visible ASCII"))?;
         let (caller, until) = match self.verified.get(credential) {
             Some((caller, until)) if now <= until => (caller, until),
             _ => {
@@ -310,7 +327,7 @@ impl Authenticator {
             crate::memo::remember(
                 r,
                 self.id,
-                credential.into(),
+                credential.as_bytes().into(),
                 generation,
                 recent,
                 RECENT_BOUNDS,
@@ -379,6 +396,15 @@ impl Authenticator {
             Some(_) => return Err(Unresolved::invalid("role must be \"admin\" or \"user\"")),
         };
         Ok((Caller { tenant, role }, claims.exp))
+    }
+}
+
+/// An `Authorization` value's scheme and credential, each without the spaces around it.
+fn split_credentials(value: &[u8]) -> (&[u8], &[u8]) {
+    let value = value.trim_ascii();
+    match value.iter().position(|b| *b == b' ') {
+        Some(at) => (&value[..at], value[at + 1..].trim_ascii()),
+        None => (value, &[]),
     }
 }
 
