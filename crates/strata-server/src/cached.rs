@@ -86,22 +86,31 @@ pub(crate) fn seal(body: Bytes) -> Bytes {
     let mut v = Vec::with_capacity(TAG + body.len() + gz_len);
     let hex = blake3::hash(&body).to_hex();
     let hex = &hex.as_bytes()[..TAG - 2];
-    v.push(b'"');
-    v.extend_from_slice(hex);
-    v.push(b'"');
+    push_tag(&mut v, hex, false);
     match (gzip, u32::try_from(body.len())) {
         (Some(gz), Ok(len)) => {
             v.push(WITH_GZIP);
             v.extend_from_slice(&len.to_le_bytes());
-            v.push(b'"');
-            v.extend_from_slice(hex);
-            v.extend_from_slice(b"-gzip\"");
+            push_tag(&mut v, hex, true);
             v.extend_from_slice(&body);
             v.extend_from_slice(&gz);
         }
         _ => v.extend_from_slice(&body),
     }
     Bytes::from(v)
+}
+
+/// Writes the quoted ETag of a body whose hash (hex, cut to 24) is `hex`: `"hex"`, or
+/// `"hex-gzip"` for its gzip form. The one place the tags' spelling is decided.
+fn push_tag(out: &mut Vec<u8>, hex: &[u8], gzip: bool) {
+    out.push(b'"');
+    out.extend_from_slice(hex);
+    out.extend_from_slice(if gzip { b"-gzip\"" } else { b"\"" });
+}
+
+/// A tag written by [`push_tag`] as a header value.
+fn tag_value(tag: Vec<u8>) -> HeaderValue {
+    HeaderValue::from_maybe_shared(Bytes::from(tag)).unwrap_or(HeaderValue::from_static("\"\""))
 }
 
 fn gzip(body: &[u8]) -> Option<Vec<u8>> {
@@ -184,9 +193,14 @@ fn tag_at(value: &Bytes, at: usize, len: usize) -> HeaderValue {
 
 /// A value cached before sealing existed: its tag is hashed now.
 fn unsealed_legacy(value: Bytes) -> Unsealed {
-    let tag = format!("\"{}\"", &blake3::hash(&value).to_hex()[..TAG - 2]);
+    let mut tag = Vec::with_capacity(TAG);
+    push_tag(
+        &mut tag,
+        &blake3::hash(&value).to_hex().as_bytes()[..TAG - 2],
+        false,
+    );
     Unsealed {
-        tag: HeaderValue::from_str(&tag).unwrap_or(HeaderValue::from_static("\"\"")),
+        tag: tag_value(tag),
         body: value,
         gzip: false,
     }
@@ -195,9 +209,9 @@ fn unsealed_legacy(value: Bytes) -> Unsealed {
 /// The ETag of a body's gzip form from the identity tag (`"tag"` -> `"tag-gzip"`), for values
 /// sealed without it.
 fn gzip_tag(tag: &[u8]) -> HeaderValue {
-    let mut t = tag[..tag.len() - 1].to_vec();
-    t.extend_from_slice(b"-gzip\"");
-    HeaderValue::from_maybe_shared(Bytes::from(t)).unwrap_or(HeaderValue::from_static("\"\""))
+    let mut t = Vec::with_capacity(GZIP_TAG);
+    push_tag(&mut t, &tag[1..tag.len() - 1], true);
+    tag_value(t)
 }
 
 /// The response for a cached (or just computed) sealed JSON body.

@@ -23,7 +23,7 @@ pub(crate) type PerOwner<K, V, S = strata_cache::FastHashBuilder> =
 pub(crate) struct TailHash(strata_cache::FastHashBuilder);
 
 /// Bytes of a key [`TailHash`] hashes.
-pub(crate) const TAIL: usize = 32;
+const TAIL: usize = 32;
 
 impl BuildHasher for TailHash {
     type Hasher = Tail<<strata_cache::FastHashBuilder as BuildHasher>::Hasher>;
