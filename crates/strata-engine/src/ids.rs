@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -98,21 +99,34 @@ uuid_id!(
     IdKind::Memory
 );
 
-/// The tenant that owns a row. Until JWT auth lands, development mode uses [`TenantId::local`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct TenantId(String);
+/// The tenant that owns a row (development mode's is [`TenantId::local`]). Shared, not
+/// copied: a request's caller, its rate cell and its cache reads each hold the tenant, and a
+/// clone is a reference count, not an allocation (a cached read made three of them).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantId(Arc<str>);
+
+impl Serialize for TenantId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for TenantId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| Self(Arc::from(s)))
+    }
+}
 
 impl TenantId {
     /// The single tenant of development mode.
     pub fn local() -> Self {
-        Self("local".to_owned())
+        Self(Arc::from("local"))
     }
 
     /// The tenant of requests made with the operator key. Its name has a space, so no
     /// [`parse`](Self::parse)d name (a JWT `sub`, a tenant header) can be it.
     pub fn operator() -> Self {
-        Self("operator key".to_owned())
+        Self(Arc::from("operator key"))
     }
 
     /// Validates a tenant name: 1-128 visible ASCII characters.
@@ -123,7 +137,7 @@ impl TenantId {
                 "must be 1-128 visible ASCII characters",
             ));
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self(Arc::from(s)))
     }
 
     /// A tenant name read back from the store: any [`parse`](Self::parse)able name, or the
@@ -144,5 +158,21 @@ impl TenantId {
 impl fmt::Display for TenantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_is_a_json_string_and_clones_share_its_name() {
+        let t = TenantId::parse("alice").unwrap();
+        assert_eq!(serde_json::to_string(&t).unwrap(), r#""alice""#);
+        let back: TenantId = serde_json::from_str(r#""alice""#).unwrap();
+        assert_eq!(back, t);
+        assert!(serde_json::from_str::<TenantId>("7").is_err());
+        let c = t.clone();
+        assert!(std::ptr::eq(c.as_str(), t.as_str()));
     }
 }

@@ -192,20 +192,23 @@ pub fn router_with(state: AppState, settings: &ServerSettings) -> Router {
                 Code::MethodNotAllowed,
                 "this endpoint does not accept that method",
             )
-        })
-        // One layer made of the four (outermost first): `Router::layer` boxes every layer
-        // it is given around every route, and a request clones each box, so four layers
-        // cost four allocations a request where one stack costs one. Admission sits inside
-        // the caller, so it sees the caller; all run after routing, so they see the matched
-        // route.
-        .layer(
-            tower::ServiceBuilder::new()
-                .option_layer(middleware::cors(&settings.cors_origins))
-                .layer(openai::OpenAiErrorsLayer)
-                .layer(caller::CallerLayer::new(settings.identity.clone()))
-                .layer(state.admission.layer())
-                .layer(DefaultBodyLimit::max(settings.json_body_limit)),
-        );
+        });
+    // One layer made of the four (outermost first): `Router::layer` boxes every layer it is
+    // given around every route, and a request clones each box, so four layers cost four
+    // allocations a request where one stack costs one. Admission sits inside the caller, so
+    // it sees the caller; all run after routing, so they see the matched route.
+    let stack = tower::ServiceBuilder::new()
+        .layer(openai::OpenAiErrorsLayer)
+        .layer(caller::CallerLayer::new(settings.identity.clone()))
+        .layer(state.admission.layer())
+        .layer(DefaultBodyLimit::max(settings.json_body_limit));
+    // CORS joins the stack only when configured: left in as an `Option`, its unused
+    // configuration (a few hundred bytes) was still copied with every request's clone of
+    // the route.
+    let api = match middleware::cors(&settings.cors_origins) {
+        Some(cors) => api.layer(tower::ServiceBuilder::new().layer(cors).layer(stack)),
+        None => api.layer(stack),
+    };
     with_middleware(
         api.with_state(state),
         http_metrics,
