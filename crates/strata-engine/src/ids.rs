@@ -118,15 +118,19 @@ impl<'de> Deserialize<'de> for TenantId {
 }
 
 impl TenantId {
-    /// The single tenant of development mode.
+    /// The single tenant of development mode (one shared name: every request clones it).
     pub fn local() -> Self {
-        Self(Arc::from("local"))
+        static LOCAL: std::sync::LazyLock<TenantId> =
+            std::sync::LazyLock::new(|| TenantId(Arc::from("local")));
+        LOCAL.clone()
     }
 
     /// The tenant of requests made with the operator key. Its name has a space, so no
     /// [`parse`](Self::parse)d name (a JWT `sub`, a tenant header) can be it.
     pub fn operator() -> Self {
-        Self(Arc::from("operator key"))
+        static OPERATOR: std::sync::LazyLock<TenantId> =
+            std::sync::LazyLock::new(|| TenantId(Arc::from("operator key")));
+        OPERATOR.clone()
     }
 
     /// Validates a tenant name: 1-128 visible ASCII characters.
