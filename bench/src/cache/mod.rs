@@ -331,7 +331,7 @@ pub async fn http(
     // ratio counts what strata does with them, as bench/count-hit counts it.
     contenders.push((
         "ceiling_gzip_edge_requests",
-        gz_ceiling_url.clone(),
+        gz_ceiling_url,
         edge_script.clone(),
     ));
     contenders.push((
