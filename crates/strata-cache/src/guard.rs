@@ -7,7 +7,11 @@
 //! - holds the opposite of one of the query's words (`turn on` / `turn off`, `gain` /
 //!   `lose`, `before` / `after`) from a list of common opposites;
 //! - names an entity the other does not (a capitalized word inside a sentence, or an
-//!   acronym: `Java` / `Python`, `iPhone` / `Android`, `UK` / `US`).
+//!   acronym: `Java` / `Python`, `iPhone` / `Android`, `UK` / `US`);
+//! - names the same two entities the other way round across the same directed word
+//!   (`PDF to HTML` / `HTML to PDF`, `Is Java faster than Python` / `... Python faster than
+//!   Java`); `Java or Python` / `Python or Java` and `from London to Paris` / `to Paris from
+//!   London` pass.
 //!
 //! Plain embedding similarity scores exactly these pairs high (they share every other
 //! word), which is why the guard exists; `bench/` measures what it costs and saves on
@@ -28,15 +32,18 @@ pub enum Conflict {
     Polarity,
     /// A named entity on one side only.
     Entity,
+    /// The same entities the other way round across a directed word.
+    Order,
 }
 
 impl Conflict {
     /// Every conflict, in the order the guard checks them.
-    pub const ALL: [Conflict; 4] = [
+    pub const ALL: [Conflict; 5] = [
         Conflict::Number,
         Conflict::Negation,
         Conflict::Polarity,
         Conflict::Entity,
+        Conflict::Order,
     ];
 
     /// Its name in statistics and headers.
@@ -46,6 +53,7 @@ impl Conflict {
             Conflict::Negation => "negation",
             Conflict::Polarity => "polarity",
             Conflict::Entity => "entity",
+            Conflict::Order => "order",
         }
     }
 }
@@ -71,6 +79,9 @@ pub fn check(query: &str, candidate: &str) -> Result<(), Conflict> {
     if unmatched(&q, &c) || unmatched(&c, &q) {
         return Err(Conflict::Entity);
     }
+    if reversed(&q, &c) {
+        return Err(Conflict::Order);
+    }
     Ok(())
 }
 
@@ -84,6 +95,8 @@ struct Words {
     numbers: Vec<String>,
     /// Lowercased capitalized words inside a sentence, and acronyms.
     entities: HashSet<String>,
+    /// Every word, lowercased, in order (a number is an empty word).
+    sequence: Vec<String>,
 }
 
 impl Words {
@@ -91,12 +104,14 @@ impl Words {
         let mut lower = HashSet::new();
         let mut numbers = Vec::new();
         let mut entities = HashSet::new();
+        let mut sequence = Vec::new();
         let mut sentence_start = true;
         for token in tokens(text) {
             match token {
                 Token::End => sentence_start = true,
                 Token::Number(n) => {
                     numbers.push(n);
+                    sequence.push(String::new());
                     sentence_start = false;
                 }
                 Token::Word(w) => {
@@ -109,6 +124,7 @@ impl Words {
                     if w != "I" && (acronym || (upper_first && !sentence_start)) {
                         entities.insert(l.clone());
                     }
+                    sequence.push(l.clone());
                     lower.insert(l);
                     sentence_start = false;
                 }
@@ -121,7 +137,13 @@ impl Words {
             stems,
             numbers,
             entities,
+            sequence,
         }
+    }
+
+    /// Where `entity` first stands.
+    fn position(&self, entity: &str) -> Option<usize> {
+        self.sequence.iter().position(|w| w == entity)
     }
 
     fn negated(&self) -> bool {
@@ -360,6 +382,31 @@ fn opposed(q: &Words, c: &Words) -> bool {
     })
 }
 
+/// Words that give a direction to the entities on either side of them.
+const DIRECTED: [&str; 7] = ["to", "into", "onto", "than", "from", "toward", "towards"];
+
+/// Whether two entities both texts name stand the other way round, with the same directed
+/// word between them on both sides.
+fn reversed(q: &Words, c: &Words) -> bool {
+    let shared: Vec<&String> = q.entities.intersection(&c.entities).collect();
+    let between = |w: &Words, a: usize, b: usize| -> HashSet<&'static str> {
+        w.sequence[a.min(b) + 1..a.max(b)]
+            .iter()
+            .filter_map(|w| DIRECTED.iter().find(|d| **d == w).copied())
+            .collect()
+    };
+    shared.iter().enumerate().any(|(i, x)| {
+        shared[i + 1..].iter().any(|y| {
+            let (Some(qx), Some(qy), Some(cx), Some(cy)) =
+                (q.position(x), q.position(y), c.position(x), c.position(y))
+            else {
+                return false;
+            };
+            (qx < qy) != (cx < cy) && !between(q, qx, qy).is_disjoint(&between(c, cx, cy))
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,6 +459,16 @@ mod tests {
                 "What is the capital of the US?",
                 Conflict::Entity,
             ),
+            (
+                "What is the best PDF to HTML converter?",
+                "What is the best HTML to PDF converter?",
+                Conflict::Order,
+            ),
+            (
+                "Is Java faster than Python?",
+                "Is Python faster than Java?",
+                Conflict::Order,
+            ),
         ];
         for (q, c, why) in refused {
             assert_eq!(check(q, c), Err(why), "{q:?} / {c:?}");
@@ -442,6 +499,18 @@ mod tests {
                 "I do not understand recursion.",
             ),
             ("Which iPhone should I buy?", "Which iPhones should I buy?"),
+            (
+                "Which is better, Java or Python?",
+                "Which is better, Python or Java?",
+            ),
+            (
+                "How do I get from London to Paris?",
+                "How do I get to Paris from London?",
+            ),
+            (
+                "How do I convert PDF to HTML?",
+                "What is the best way to convert PDF to HTML?",
+            ),
         ];
         for (q, c) in allowed {
             assert_eq!(check(q, c), Ok(()), "{q:?} / {c:?}");
