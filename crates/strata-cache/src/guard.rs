@@ -322,6 +322,10 @@ const OPPOSITES: &[(&str, &str)] = &[
     ("upload", "download"),
     ("past", "future"),
     ("advantages", "disadvantages"),
+    ("differ", "similar"),
+    ("different", "similar"),
+    ("difference", "similarity"),
+    ("differences", "similarities"),
     ("pros", "cons"),
     ("love", "hate"),
     ("like", "dislike"),
@@ -452,6 +456,11 @@ mod tests {
             (
                 "How do I gain weight?",
                 "How do I lose weight?",
+                Conflict::Polarity,
+            ),
+            (
+                "How do buffalo meat and cow beef differ?",
+                "How are buffalo meat and cow beef similar?",
                 Conflict::Polarity,
             ),
             (
