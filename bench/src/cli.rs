@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(about = "strata benchmarks (see bench/run)")]
@@ -102,18 +102,11 @@ pub(crate) enum Cmd {
         /// The `strata` binary to run.
         #[arg(long)]
         strata_bin: PathBuf,
-        /// Alternated rounds (medians reported).
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// Seconds of each open-loop and wrk phase.
-        #[arg(long, default_value_t = 5.0)]
-        seconds: f64,
+        #[command(flatten)]
+        load: Load,
         /// Open-loop rates, comma-separated.
         #[arg(long, default_value = "1000,3000", value_delimiter = ',')]
         rates: Vec<u32>,
-        /// wrk connections for cached answers.
-        #[arg(long, default_value_t = 64)]
-        connections: usize,
         /// Identical concurrent streams.
         #[arg(long, default_value_t = 100)]
         fanout: usize,
@@ -250,15 +243,8 @@ pub(crate) enum Cmd {
         /// Redis for the L2 contender.
         #[arg(long)]
         redis: Option<String>,
-        /// Alternation rounds.
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// Seconds per wrk run.
-        #[arg(long, default_value_t = 5.0)]
-        seconds: f64,
-        /// Concurrent keep-alive connections.
-        #[arg(long, default_value_t = 64)]
-        connections: usize,
+        #[command(flatten)]
+        load: Load,
         /// Sentences ingested into each server.
         #[arg(long, default_value_t = 200)]
         sentences: usize,
@@ -350,15 +336,8 @@ pub(crate) enum Cmd {
         /// Sentences ingested (100 per document).
         #[arg(long, default_value_t = 5000)]
         sentences: usize,
-        /// Alternated rounds.
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// Seconds per measurement.
-        #[arg(long, default_value_t = 5.0)]
-        seconds: f64,
-        /// Connections per measurement, split over the instances.
-        #[arg(long, default_value_t = 64)]
-        connections: usize,
+        #[command(flatten)]
+        load: Load,
         /// Concurrent clients for the connection-count measurement.
         #[arg(long, default_value_t = 1000)]
         clients: usize,
@@ -391,15 +370,8 @@ pub(crate) enum Cmd {
         /// Share of requests that write (PATCH a document's tags), in percent.
         #[arg(long, default_value_t = 5.0)]
         write_percent: f64,
-        /// Alternated rounds.
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// Seconds per wrk run.
-        #[arg(long, default_value_t = 5.0)]
-        seconds: f64,
-        /// Concurrent keep-alive connections.
-        #[arg(long, default_value_t = 64)]
-        connections: usize,
+        #[command(flatten)]
+        load: Load,
     },
     /// The in-process cost of one cached search (strata's router, L1 hit) against the
     /// ceiling's router, called through tower with no sockets, alternated over rounds.
@@ -516,4 +488,18 @@ pub(crate) enum Cmd {
         #[arg(long, default_value_t = 20)]
         rerank: usize,
     },
+}
+
+/// The load options the HTTP measurements share.
+#[derive(Args)]
+pub(crate) struct Load {
+    /// Alternated rounds (medians reported).
+    #[arg(long, default_value_t = 3)]
+    pub(crate) rounds: usize,
+    /// Seconds of each measured run (a wrk run, an open-loop phase).
+    #[arg(long, default_value_t = 5.0)]
+    pub(crate) seconds: f64,
+    /// Concurrent keep-alive connections (split over the instances where there are several).
+    #[arg(long, default_value_t = 64)]
+    pub(crate) connections: usize,
 }

@@ -34,7 +34,7 @@ use clap::Parser;
 use strata_embed::ModelFiles;
 
 use ann::{ann, dataset, read_f32};
-use cli::{Cli, Cmd};
+use cli::{Cli, Cmd, Load};
 use corpus::{corpus, read_lines};
 use l1::{Zipf, l1};
 use model::model;
@@ -128,10 +128,13 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             postgres,
             redis,
             sentences,
-            rounds,
-            seconds,
-            connections,
             clients,
+            load:
+                Load {
+                    rounds,
+                    seconds,
+                    connections,
+                },
         } => {
             scale::run(
                 strata_bin,
@@ -151,15 +154,18 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             corpus,
             data,
             redis,
-            rounds,
-            seconds,
-            connections,
             sentences,
             seed_python,
             seed_database_url,
             seed_workers,
             scale,
             strata_bin,
+            load:
+                Load {
+                    rounds,
+                    seconds,
+                    connections,
+                },
         } => {
             let seed = match (seed_python, &redis) {
                 (Some(python), Some(redis_url)) => Some(cache::Seed {
@@ -212,9 +218,12 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
             queries,
             tenants,
             write_percent,
-            rounds,
-            seconds,
-            connections,
+            load:
+                Load {
+                    rounds,
+                    seconds,
+                    connections,
+                },
         } => {
             mixed::run(
                 &cli.model_dir,
@@ -277,12 +286,15 @@ async fn run(cli: Cli) -> anyhow::Result<serde_json::Value> {
         Cmd::Gateway {
             data,
             strata_bin,
-            rounds,
-            seconds,
             rates,
-            connections,
             fanout,
             streams,
+            load:
+                Load {
+                    rounds,
+                    seconds,
+                    connections,
+                },
         } => {
             gateway::run(
                 &strata_bin,
