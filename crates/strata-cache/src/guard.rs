@@ -19,7 +19,7 @@
 //!
 //! Must not import: anything of the domain.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// Why the guard refused a candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -87,31 +87,33 @@ pub fn check(query: &str, candidate: &str) -> Result<(), Conflict> {
 
 /// The words of a text, as the guard compares them.
 struct Words {
-    /// Lowercased words.
-    lower: HashSet<String>,
+    /// Lowercased words, each with the position of its first occurrence (numbers count
+    /// as words).
+    lower: HashMap<String, usize>,
     /// Their stems.
     stems: HashSet<String>,
     /// Numbers, normalized (`2`, `2nd`, `1.5`), sorted.
     numbers: Vec<String>,
     /// Lowercased capitalized words inside a sentence, and acronyms.
     entities: HashSet<String>,
-    /// Every word, lowercased, in order (a number is an empty word).
-    sequence: Vec<String>,
+    /// The directed words (`to`, `than`, ...) with their positions.
+    directed: Vec<(usize, &'static str)>,
 }
 
 impl Words {
     fn of(text: &str) -> Self {
-        let mut lower = HashSet::new();
+        let mut lower = HashMap::new();
         let mut numbers = Vec::new();
         let mut entities = HashSet::new();
-        let mut sequence = Vec::new();
+        let mut directed = Vec::new();
+        let mut position = 0;
         let mut sentence_start = true;
         for token in tokens(text) {
             match token {
                 Token::End => sentence_start = true,
                 Token::Number(n) => {
                     numbers.push(n);
-                    sequence.push(String::new());
+                    position += 1;
                     sentence_start = false;
                 }
                 Token::Word(w) => {
@@ -124,30 +126,38 @@ impl Words {
                     if w != "I" && (acronym || (upper_first && !sentence_start)) {
                         entities.insert(l.clone());
                     }
-                    sequence.push(l.clone());
-                    lower.insert(l);
+                    if let Some(d) = DIRECTED.iter().find(|d| **d == l) {
+                        directed.push((position, *d));
+                    }
+                    lower.entry(l).or_insert(position);
+                    position += 1;
                     sentence_start = false;
                 }
             }
         }
         numbers.sort();
-        let stems = lower.iter().map(|w| stem(w)).collect();
+        let stems = lower.keys().map(|w| stem(w)).collect();
         Self {
             lower,
             stems,
             numbers,
             entities,
-            sequence,
+            directed,
         }
     }
 
-    /// Where `entity` first stands.
-    fn position(&self, entity: &str) -> Option<usize> {
-        self.sequence.iter().position(|w| w == entity)
+    /// The directed words strictly between positions `a` and `b`.
+    fn directed_between(&self, a: usize, b: usize) -> HashSet<&'static str> {
+        let (from, to) = (a.min(b), a.max(b));
+        self.directed
+            .iter()
+            .filter(|(p, _)| from < *p && *p < to)
+            .map(|(_, d)| *d)
+            .collect()
     }
 
     fn negated(&self) -> bool {
-        NEGATIONS.iter().any(|n| self.lower.contains(*n))
+        NEGATIONS.iter().any(|n| self.lower.contains_key(*n))
     }
 }
 
@@ -377,10 +387,10 @@ const OPPOSITES: &[(&str, &str)] = &[
 fn opposed(q: &Words, c: &Words) -> bool {
     OPPOSITES.iter().any(|(x, y)| {
         let one_way = |a: &Words, b: &Words| {
-            a.lower.contains(*x)
-                && b.lower.contains(*y)
-                && !a.lower.contains(*y)
-                && !b.lower.contains(*x)
+            a.lower.contains_key(*x)
+                && b.lower.contains_key(*y)
+                && !a.lower.contains_key(*y)
+                && !b.lower.contains_key(*x)
         };
         one_way(q, c) || one_way(c, q)
     })
@@ -392,21 +402,18 @@ const DIRECTED: [&str; 7] = ["to", "into", "onto", "than", "from", "toward", "to
 /// Whether two entities both texts name stand the other way round, with the same directed
 /// word between them on both sides.
 fn reversed(q: &Words, c: &Words) -> bool {
-    let shared: Vec<&String> = q.entities.intersection(&c.entities).collect();
-    let between = |w: &Words, a: usize, b: usize| -> HashSet<&'static str> {
-        w.sequence[a.min(b) + 1..a.max(b)]
-            .iter()
-            .filter_map(|w| DIRECTED.iter().find(|d| **d == w).copied())
-            .collect()
-    };
-    shared.iter().enumerate().any(|(i, x)| {
-        shared[i + 1..].iter().any(|y| {
-            let (Some(qx), Some(qy), Some(cx), Some(cy)) =
-                (q.position(x), q.position(y), c.position(x), c.position(y))
-            else {
-                return false;
-            };
-            (qx < qy) != (cx < cy) && !between(q, qx, qy).is_disjoint(&between(c, cx, cy))
+    // Each shared entity with its first position in the query and in the candidate.
+    let shared: Vec<(usize, usize)> = q
+        .entities
+        .intersection(&c.entities)
+        .map(|e| (q.lower[e], c.lower[e]))
+        .collect();
+    shared.iter().enumerate().any(|(i, &(qx, cx))| {
+        shared[i + 1..].iter().any(|&(qy, cy)| {
+            (qx < qy) != (cx < cy)
+                && !q
+                    .directed_between(qx, qy)
+                    .is_disjoint(&c.directed_between(cx, cy))
         })
     })
 }
