@@ -195,8 +195,9 @@ pub fn router_with(state: AppState, settings: &ServerSettings) -> Router {
         });
     // One layer made of the four (five with CORS; outermost first): `Router::layer` boxes
     // every layer it is given around every route, and a request clones each box, so four
-    // layers cost four allocations a request where one stack costs one. Admission sits inside the caller, so
-    // it sees the caller; all run after routing, so they see the matched route.
+    // layers cost four allocations a request where one stack costs one. Admission sits
+    // inside the caller, so it sees the caller; all run after routing, so they see the
+    // matched route.
     let stack = tower::ServiceBuilder::new()
         .layer(openai::OpenAiErrorsLayer)
         .layer(caller::CallerLayer::new(settings.identity.clone()))
