@@ -39,6 +39,18 @@ ensure_apt() {
   fi
 }
 
+# pip_venv VENV WHAT PIP-ARGS...: makes the venv at VENV (kept if it is there) and installs
+# PIP-ARGS into it with pip, saying WHAT it installs. Callers check first whether what they
+# need is already there, and call this only when it is not.
+pip_venv() {
+  local venv="$1" what="$2"
+  shift 2
+  ensure_apt python3 python3-venv
+  say "installing $what into $venv (pip)"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"
+}
+
 ensure_toolchain() {
   # A C compiler builds the bundled SQLite; pkg-config helps -sys crates find libraries.
   ensure_apt build-essential pkg-config ca-certificates
